@@ -1,0 +1,94 @@
+"""Settings, read from the environment once and overridden by connect() arguments."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from .codec import DEFAULT_MAX_PAYLOAD_BYTES
+from .errors import ConfigurationError
+from .keys import validate_prefix
+
+EngineKind = Literal["redis", "sync"]
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    engine: EngineKind = "redis"
+    url: str = "redis://127.0.0.1:6379"
+    prefix: str = "jobs:"
+    db: int | None = None  # None: the database in the URL, else 0
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    socket_timeout: float = 5.0  # seconds, every Redis call
+    dispatch_timeout: float = 10.0  # seconds, a whole dispatch including client retries
+    max_connections: int = 64
+    failed_ttl_ms: int = 7 * DAY_MS
+    failed_max: int = 100_000
+    keep_done_ms: int = 0  # keep a finished job's record this long; 0 deletes it at once
+    replay_guard_ms: int = 60_000  # see ack.lua: covers a dispatch replayed by the client
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("redis", "sync"):
+            raise ConfigurationError(f"JOB_ENGINE must be 'redis' or 'sync', not {self.engine!r}")
+        validate_prefix(self.prefix)
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ConfigurationError("the key prefix may not contain '{' or '}'")
+        if self.db is not None and not 0 <= self.db <= 65_535:
+            raise ConfigurationError(f"REDIS_JOB_DB must be a database number, not {self.db!r}")
+        for name in ("max_payload_bytes", "max_connections", "failed_ttl_ms", "failed_max"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be positive")
+        if self.socket_timeout <= 0 or self.dispatch_timeout <= 0:
+            raise ConfigurationError("timeouts must be positive")
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError(f"unsupported Redis URL {redact_url(self.url)!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if "JOB_ENGINE" in env:
+            values["engine"] = env["JOB_ENGINE"].strip().lower()
+        if "REDIS_URL" in env:
+            values["url"] = env["REDIS_URL"]
+        if "REDIS_JOB_PREFIX" in env:
+            values["prefix"] = env["REDIS_JOB_PREFIX"]
+        if "REDIS_JOB_DB" in env:
+            try:
+                values["db"] = int(env["REDIS_JOB_DB"])
+            except ValueError:
+                raise ConfigurationError(
+                    f"REDIS_JOB_DB must be an integer, not {env['REDIS_JOB_DB']!r}"
+                ) from None
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigurationError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(engine={self.engine!r}, url={redact_url(self.url)!r}, "
+            f"prefix={self.prefix!r}, db={self.db!r})"
+        )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -1,0 +1,416 @@
+"""All Redis I/O of the Redis engine. It never sleeps and never starts tasks: the worker does."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+from redis import exceptions as rex
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .codec import encode_payload
+from .config import Settings, redact_url
+from .errors import EngineError, EngineUnavailable, PayloadTooLarge
+from .ids import new_job_id
+from .keys import QueueKeys, queues_key, validate_job_id, validate_queue
+from .records import Claim, ClaimedJob, JobInfo, QueueStats, Reaped
+from .scripts import Scripts
+
+if TYPE_CHECKING:
+    from .job import Job
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Redis TIME
+_BATCH = 1000  # ids per call in bulk operations, so no single script blocks Redis for long
+
+
+@asynccontextmanager
+async def redis_errors(action: str) -> AsyncIterator[None]:
+    """Map redis-py exceptions to ours, once, at the boundary."""
+    try:
+        yield
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+        raise EngineUnavailable(
+            f"{action}: Redis unavailable ({type(exc).__name__}: {exc})"
+        ) from exc
+    except rex.ResponseError as exc:
+        if "payload too large" in str(exc):
+            raise PayloadTooLarge(f"{action}: {exc}") from exc
+        raise EngineError(f"{action}: Redis refused the command: {exc}") from exc
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisEngine:
+    """The Redis engine; open it with `aiojobs_redis.connect()` or `async with RedisEngine()`."""
+
+    def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._clock = clock
+        options: dict[str, Any] = {
+            "socket_timeout": self.settings.socket_timeout,
+            "socket_connect_timeout": self.settings.socket_timeout,
+            # redis-py replays a command after a connection error; every script is safe to
+            # run twice, so a few quick replays are welcome. Longer outages are the
+            # worker's business (it reconnects with its own capped backoff).
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+            "retry_on_error": [rex.ConnectionError, rex.TimeoutError],
+            "health_check_interval": 30,
+        }
+        if self.settings.db is not None:
+            options["db"] = self.settings.db
+        pool = BlockingConnectionPool.from_url(
+            self.settings.url,
+            max_connections=self.settings.max_connections,
+            timeout=self.settings.socket_timeout,
+            **options,
+        )
+        self.redis: Redis = Redis(connection_pool=pool)
+        self._options = options
+        self._blocking: Redis | None = None
+        self.scripts = Scripts(self.redis)
+        self._keys: dict[str, QueueKeys] = {}
+        self._registered: set[str] = set()
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys.of(self.settings.prefix, queue)
+        return keys
+
+    def _now_arg(self) -> int | str:
+        return self._clock() if self._clock is not None else ""
+
+    async def __aenter__(self) -> RedisEngine:
+        await self.ping()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def ping(self) -> None:
+        async with redis_errors("ping"):
+            await self.redis.ping()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._blocking is not None:
+            await self._blocking.aclose(close_connection_pool=True)
+        await self.redis.aclose(close_connection_pool=True)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<RedisEngine {redact_url(self.settings.url)} prefix={self.settings.prefix!r} {state}>"
+        )
+
+    async def register_queues(self, queues: Iterable[str]) -> None:
+        new = [q for q in queues if q not in self._registered]
+        if new:
+            async with redis_errors("register queues"):
+                await self.redis.sadd(queues_key(self.settings.prefix), *new)
+            self._registered.update(new)
+
+    async def known_queues(self) -> list[str]:
+        async with redis_errors("list queues"):
+            members = await self.redis.smembers(queues_key(self.settings.prefix))
+        return sorted(_text(m) for m in members)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def dispatch(self, job: Job) -> str:
+        """Store `job`; return its id once Redis has acknowledged it."""
+        keys = self.keys(job.queue)
+        payload = encode_payload(job.payload, self.settings.max_payload_bytes)
+        job_id = new_job_id()
+        with anyio.fail_after(self.settings.dispatch_timeout):
+            await self.register_queues((job.queue,))
+            async with redis_errors(f"dispatch {job.name}"):
+                await self.scripts.dispatch(
+                    keys=[keys.job(job_id), keys.ready, keys.delayed, keys.wake],
+                    args=[
+                        job_id,
+                        job.name,
+                        payload,
+                        job.attempts,
+                        job.effective_delay_ms,
+                        self.settings.max_payload_bytes,
+                        job.queue,
+                        self._now_arg(),
+                    ],
+                )
+        job.id = job_id
+        return job_id
+
+    # -- the worker's transitions -----------------------------------------------------------
+
+    async def claim(
+        self, queue: str, limit: int, *, worker_id: str, request_id: str, lease_ms: int
+    ) -> Claim:
+        keys = self.keys(queue)
+        async with redis_errors(f"claim from {queue}"):
+            raw = await self.scripts.claim(
+                keys=[
+                    keys.ready,
+                    keys.running,
+                    keys.delayed,
+                    keys.wake,
+                    keys.failed,
+                    keys.claim_receipt(worker_id),
+                ],
+                args=[
+                    keys.base,
+                    limit,
+                    lease_ms,
+                    worker_id,
+                    request_id,
+                    self._now_arg(),
+                    self.settings.failed_ttl_ms,
+                ],
+            )
+        flat, bad, next_due, more = raw
+        jobs = [
+            ClaimedJob(
+                queue=queue,
+                id=flat[i].decode(),
+                token=flat[i + 1].decode(),
+                name=flat[i + 2],
+                payload=flat[i + 3],
+                attempts_used=int(flat[i + 4]),
+                max_attempts=int(flat[i + 5]),
+                runs=int(flat[i + 6]),
+            )
+            for i in range(0, len(flat), 7)
+        ]
+        quarantined = [(bad[i].decode(), bad[i + 1].decode()) for i in range(0, len(bad), 2)]
+        return Claim(jobs, quarantined, int(next_due), bool(more))
+
+    async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
+        """Extend the leases in `held` ((id, token) pairs); return the ids no longer held."""
+        keys = self.keys(queue)
+        args: list[Any] = [keys.base, lease_ms, self._now_arg()]
+        for job_id, token in held:
+            args += (job_id, token)
+        async with redis_errors(f"renew leases in {queue}"):
+            lost = await self.scripts.renew(keys=[keys.running], args=args)
+        return [x.decode() for x in lost]
+
+    async def ack(self, job: ClaimedJob) -> bool:
+        keys = self.keys(job.queue)
+        async with redis_errors(f"ack {job.id}"):
+            done = await self.scripts.ack(
+                keys=[keys.running, keys.job(job.id)],
+                args=[
+                    job.id,
+                    job.token,
+                    self.settings.keep_done_ms,
+                    self.settings.replay_guard_ms,
+                    self._now_arg(),
+                ],
+            )
+        return bool(done)
+
+    async def retry(self, job: ClaimedJob, delay_ms: int, error: dict[str, Any]) -> bool:
+        keys = self.keys(job.queue)
+        async with redis_errors(f"retry {job.id}"):
+            done = await self.scripts.retry(
+                keys=[keys.running, keys.ready, keys.delayed, keys.wake, keys.job(job.id)],
+                args=[job.id, job.token, delay_ms, orjson.dumps(error), self._now_arg()],
+            )
+        return bool(done)
+
+    async def fail(
+        self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True
+    ) -> bool:
+        keys = self.keys(job.queue)
+        async with redis_errors(f"fail {job.id}"):
+            done = await self.scripts.fail(
+                keys=[keys.running, keys.failed, keys.job(job.id)],
+                args=[
+                    job.id,
+                    job.token,
+                    orjson.dumps(error),
+                    self.settings.failed_ttl_ms,
+                    1 if count_attempt else 0,
+                    self._now_arg(),
+                ],
+            )
+        return bool(done)
+
+    async def release(self, job: ClaimedJob) -> bool:
+        keys = self.keys(job.queue)
+        async with redis_errors(f"release {job.id}"):
+            done = await self.scripts.release(
+                keys=[keys.running, keys.ready, keys.wake, keys.job(job.id)],
+                args=[job.id, job.token, self._now_arg()],
+            )
+        return bool(done)
+
+    async def promote(self, queues: Sequence[str], limit: int = _BATCH) -> tuple[int, int]:
+        """Move due delayed jobs to ready. Returns (moved, ms until the next is due or -1)."""
+        async with (
+            redis_errors("promote delayed jobs"),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            for queue in queues:
+                keys = self.keys(queue)
+                await self.scripts.promote(
+                    keys=[keys.delayed, keys.ready, keys.wake],
+                    args=[keys.base, limit, self._now_arg()],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        moved = sum(int(r[0]) for r in replies)
+        dues = [int(r[1]) for r in replies if int(r[1]) >= 0]
+        return moved, min(dues) if dues else -1
+
+    async def reap(self, queue: str, *, max_stalls: int, limit: int = _BATCH) -> Reaped:
+        keys = self.keys(queue)
+        async with redis_errors(f"reap {queue}"):
+            requeued, failed, trimmed = await self.scripts.reap(
+                keys=[keys.running, keys.ready, keys.failed, keys.wake],
+                args=[
+                    keys.base,
+                    limit,
+                    max_stalls,
+                    self.settings.failed_ttl_ms,
+                    self.settings.failed_max,
+                    self._now_arg(),
+                ],
+            )
+        return Reaped([x.decode() for x in requeued], [x.decode() for x in failed], int(trimmed))
+
+    async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
+        """Block until a wake token arrives on any of `queues` or `block_seconds` pass.
+
+        Uses a connection of its own whose socket timeout outlasts the block.
+        """
+        if self._blocking is None:
+            options = dict(
+                self._options, socket_timeout=block_seconds + self.settings.socket_timeout
+            )
+            pool = ConnectionPool.from_url(self.settings.url, max_connections=4, **options)
+            self._blocking = Redis(connection_pool=pool)
+        async with redis_errors("wait for work"):
+            popped = await self._blocking.blpop([self.keys(q).wake for q in queues], block_seconds)
+        return popped is not None
+
+    # -- inspection and the failed set ------------------------------------------------------
+
+    async def _queues(self, queue: str | None) -> list[str]:
+        return [validate_queue(queue)] if queue is not None else await self.known_queues()
+
+    async def stats(self, queue: str | None = None) -> list[QueueStats]:
+        queues = await self._queues(queue)
+        async with redis_errors("stats"), self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                keys = self.keys(q)
+                for key in (keys.ready, keys.delayed, keys.running, keys.failed):
+                    pipe.zcard(key)
+            counts = await pipe.execute()
+        return [QueueStats(q, *counts[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)]
+
+    async def get_job(
+        self, queue: str, job_id: str, *, with_payload: bool = False
+    ) -> JobInfo | None:
+        key = self.keys(queue).job(validate_job_id(job_id))
+        async with redis_errors(f"read job {job_id}"):
+            if await self.redis.type(key) != b"hash":
+                return None
+            raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[assignment]
+        return JobInfo.from_hash(queue, job_id, raw, with_payload) if raw else None
+
+    async def failed_list(
+        self, queue: str | None = None, *, limit: int = 100, with_payload: bool = False
+    ) -> list[JobInfo]:
+        """The most recently failed jobs, newest first."""
+        found: list[JobInfo] = []
+        for q in await self._queues(queue):
+            keys = self.keys(q)
+            async with redis_errors("list failed jobs"):
+                ids = [_text(x) for x in await self.redis.zrevrange(keys.failed, 0, limit - 1)]
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        pipe.hgetall(keys.job(job_id))
+                    hashes = await pipe.execute(raise_on_error=False)
+            for job_id, raw in zip(ids, hashes, strict=True):
+                if isinstance(raw, Exception):  # the key is not a hash: show it as malformed
+                    raw = {b"e": orjson.dumps({"reason": "wrong_type", "message": str(raw)})}
+                found.append(JobInfo.from_hash(q, job_id, raw, with_payload))
+        found.sort(key=lambda j: j.finished_ms or 0, reverse=True)
+        return found[:limit]
+
+    async def _locate_failed(self, ids: Iterable[str], queue: str | None) -> dict[str, list[str]]:
+        """Group failed job ids by the queue whose failed set holds them."""
+        wanted = [validate_job_id(i) for i in ids]
+        queues = await self._queues(queue)
+        async with redis_errors("find failed jobs"), self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                for job_id in wanted:
+                    pipe.zscore(self.keys(q).failed, job_id)
+            scores = iter(await pipe.execute())
+        located: dict[str, list[str]] = {}
+        for q in queues:
+            for job_id in wanted:
+                if next(scores) is not None:
+                    located.setdefault(q, []).append(job_id)
+        return located
+
+    async def failed_retry(
+        self, ids: Iterable[str] | None = None, *, queue: str | None = None
+    ) -> int:
+        """Requeue failed jobs with fresh attempts: the given ids, or every one (in `queue`)."""
+        total = 0
+        if ids is not None:
+            for q, found in (await self._locate_failed(ids, queue)).items():
+                for start in range(0, len(found), _BATCH):
+                    total += await self._requeue_failed(q, found[start : start + _BATCH])
+            return total
+        for q in await self._queues(queue):
+            while (done := await self._requeue_failed(q, [])) > 0:
+                total += done
+        return total
+
+    async def _requeue_failed(self, queue: str, ids: list[str]) -> int:
+        keys = self.keys(queue)
+        async with redis_errors(f"requeue failed jobs of {queue}"):
+            requeued, _skipped = await self.scripts.requeue_failed(
+                keys=[keys.failed, keys.ready, keys.wake],
+                args=[keys.base, self._now_arg(), _BATCH, *ids],
+            )
+        return int(requeued)
+
+    async def failed_forget(self, ids: Iterable[str], *, queue: str | None = None) -> int:
+        total = 0
+        for q, found in (await self._locate_failed(ids, queue)).items():
+            for start in range(0, len(found), _BATCH):
+                total += await self._forget_failed(q, found[start : start + _BATCH])
+        return total
+
+    async def failed_flush(self, queue: str | None = None) -> int:
+        total = 0
+        for q in await self._queues(queue):
+            while (done := await self._forget_failed(q, [])) > 0:
+                total += done
+        return total
+
+    async def _forget_failed(self, queue: str, ids: list[str]) -> int:
+        keys = self.keys(queue)
+        async with redis_errors(f"forget failed jobs of {queue}"):
+            return int(
+                await self.scripts.forget_failed(keys=[keys.failed], args=[keys.base, _BATCH, *ids])
+            )

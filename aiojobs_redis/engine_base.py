@@ -1,0 +1,19 @@
+"""What every engine offers `Job.dispatch()`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .job import Job
+
+
+class Engine(Protocol):
+    settings: Settings
+
+    async def dispatch(self, job: Job) -> str:
+        """Store `job` (or, for the sync engine, run it) and return its id."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,74 @@
+"""The exceptions aiojobs-redis raises, and the ones a job's ``handle()`` may raise.
+
+Each class's docstring is its default message, so ``raise EngineNotConnected()``
+already says what to do.
+"""
+
+from __future__ import annotations
+
+
+class AiojobsRedisError(Exception):
+    """Base class of every error raised by aiojobs-redis."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(AiojobsRedisError, ValueError):
+    """A setting is invalid; fix it in the environment or the connect() arguments."""
+
+
+class InvalidDelay(AiojobsRedisError, ValueError):
+    """A delay must be "now", "+N unit" (second/minute/hour/day/week), seconds or a timedelta."""
+
+
+class InvalidQueueName(AiojobsRedisError, ValueError):
+    """A queue name must be 1-64 characters of letters, digits, '_', '-' and '.'."""
+
+
+class InvalidJobId(AiojobsRedisError, ValueError):
+    """A job id must be 1-64 characters of letters, digits, '_' and '-'."""
+
+
+class PayloadError(AiojobsRedisError):
+    """The payload cannot be stored."""
+
+
+class PayloadNotSerializable(PayloadError, TypeError):
+    """The payload contains a value that JSON cannot represent."""
+
+
+class PayloadTooLarge(PayloadError):
+    """The encoded payload is larger than the engine's max_payload_bytes."""
+
+
+class EngineNotConnected(AiojobsRedisError, RuntimeError):
+    """No engine is open: wrap the code in `async with aiojobs_redis.connect():` first."""
+
+
+class EngineError(AiojobsRedisError):
+    """Redis refused a command (out of memory, a read-only replica, an ACL rule...)."""
+
+
+class EngineUnavailable(EngineError, ConnectionError):
+    """Redis could not be reached or did not answer in time; nothing was acknowledged."""
+
+
+class MalformedJob(AiojobsRedisError):
+    """A job record found in Redis is not in the expected shape."""
+
+
+class UnknownJob(AiojobsRedisError, LookupError):
+    """No Job class is registered under this name; import the module that defines it."""
+
+
+class PermanentFailure(Exception):
+    """Raise inside handle() to fail the job now, without using its remaining attempts."""
+
+
+class RetryLater(Exception):
+    """Raise inside handle() to retry the job after `delay`, using one attempt."""
+
+    def __init__(self, delay: float | str | None = None, message: str = "") -> None:
+        super().__init__(message or "retry requested")
+        self.delay = delay

@@ -1,0 +1,106 @@
+"""The Job base class: what a job is, where it goes and how it is retried."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Self
+
+from . import registry
+from .context import current_engine
+from .errors import AiojobsRedisError
+from .keys import validate_queue
+from .retry import RetryPolicy
+from .timeparse import Delay, to_ms
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:<>\-]{0,199}")
+_UNSET: Any = object()
+
+
+class Job:
+    """Subclass, set the class attributes you need, and write `async def handle(self)`.
+
+    Class attributes (all optional):
+      queue        queue name, default "default"
+      delay        "now" (default), "+N unit", seconds or a timedelta
+      attempts     total tries, default 1
+      retry_after  wait before a retry: "now" (default), "+N unit", seconds or a timedelta
+      backoff      multiply the wait by this for each further retry (2.0 = exponential)
+      max_retry_delay  cap on the wait, default "+1 hour"
+      jitter       spread retries over [wait/2, wait]
+      timeout      cancel handle() after this long; None (default) means no limit
+      name         the name stored in Redis, default "module.QualName"
+    """
+
+    queue: ClassVar[str] = "default"
+    delay: ClassVar[Delay] = "now"
+    attempts: ClassVar[int] = 1
+    retry_after: ClassVar[Delay] = "now"
+    backoff: ClassVar[float] = 1.0
+    max_retry_delay: ClassVar[Delay] = "+1 hours"
+    jitter: ClassVar[bool] = False
+    timeout: ClassVar[Delay | None] = None
+    name: ClassVar[str] = "aiojobs_redis.job.Job"
+
+    # Parsed once per class by __init_subclass__.
+    delay_ms: ClassVar[int] = 0
+    timeout_ms: ClassVar[int | None] = None
+    retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = f"{cls.__module__}.{cls.__qualname__}"
+        if not isinstance(cls.name, str) or _NAME_RE.fullmatch(cls.name) is None:
+            raise AiojobsRedisError(f"invalid job name {cls.name!r}")
+        validate_queue(cls.queue)
+        if not isinstance(cls.attempts, int) or isinstance(cls.attempts, bool) or cls.attempts < 1:
+            raise ValueError(
+                f"{cls.__qualname__}.attempts must be an int >= 1, not {cls.attempts!r}"
+            )
+        if not isinstance(cls.backoff, int | float) or cls.backoff < 1:
+            raise ValueError(f"{cls.__qualname__}.backoff must be a number >= 1")
+        cls.delay_ms = to_ms(cls.delay, what=f"{cls.__qualname__}.delay")
+        cls.timeout_ms = (
+            None if cls.timeout is None else to_ms(cls.timeout, what=f"{cls.__qualname__}.timeout")
+        )
+        cls.retry_policy = RetryPolicy(
+            retry_after_ms=to_ms(cls.retry_after, what=f"{cls.__qualname__}.retry_after"),
+            backoff=float(cls.backoff),
+            max_delay_ms=to_ms(cls.max_retry_delay, what=f"{cls.__qualname__}.max_retry_delay"),
+            jitter=bool(cls.jitter),
+        )
+        registry.register(cls)
+
+    def __init__(self, payload: Any = None) -> None:
+        self.payload: Any = {} if payload is None else payload
+        self.id: str | None = None
+        self.attempt: int = 0  # 1 on the first try; set by the worker
+        self._delay_ms: int | None = None
+
+    def set_payload(self, payload: Any) -> Self:
+        self.payload = payload
+        return self
+
+    def set_delay(self, delay: Delay) -> Self:
+        """Override the class's delay for this dispatch."""
+        self._delay_ms = to_ms(delay)
+        return self
+
+    @property
+    def effective_delay_ms(self) -> int:
+        return self.delay_ms if self._delay_ms is None else self._delay_ms
+
+    async def dispatch(self, payload: Any = _UNSET, *, delay: Delay | None = None) -> str:
+        """Store the job and return its id once Redis has acknowledged it."""
+        if payload is not _UNSET:
+            self.payload = payload
+        if delay is not None:
+            self.set_delay(delay)
+        return await current_engine().dispatch(self)
+
+    async def handle(self) -> None:
+        raise NotImplementedError(f"{type(self).__qualname__} must define async def handle(self)")
+
+    def __repr__(self) -> str:
+        # Never the payload: it may hold secrets.
+        return f"<{type(self).__qualname__} id={self.id} queue={self.queue} attempt={self.attempt}>"

@@ -1,0 +1,106 @@
+"""Every Redis key name the engine uses.
+
+All keys of one queue share the hash tag ``{queue}`` so that each Lua script touches a
+single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
+
+    jobs:{payments}:ready      zset  id -> scheduled time (ms); claimable now
+    jobs:{payments}:delayed    zset  id -> due time (ms); moved to ready by promote
+    jobs:{payments}:running    zset  id -> lease deadline (ms)
+    jobs:{payments}:failed     zset  id -> time of failure (ms)
+    jobs:{payments}:wake       list  a token that wakes one idle worker
+    jobs:{payments}:j:<id>     hash  the job record (fields in JOB_FIELDS)
+    jobs:{payments}:bad:<id>   any   a malformed record moved aside
+    jobs:{payments}:claim:<w>  str   worker w's last claim, so a replayed claim is answered again
+    jobs:queues                set   every queue name ever used under this prefix
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigurationError, InvalidJobId, InvalidQueueName
+
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")
+
+# Job hash fields. Single letters keep a queued job's record small (see benchmarks, W4).
+JOB_FIELDS = {
+    "n": "name",
+    "q": "queue",
+    "p": "payload",
+    "s": "state",
+    "m": "max_attempts",
+    "a": "attempts",  # attempts used up (failed runs)
+    "k": "runs",  # times claimed; with the worker it makes the lease token
+    "l": "stalls",  # leases that lapsed (the worker died or hung)
+    "c": "created_ms",
+    "d": "scheduled_ms",
+    "f": "finished_ms",
+    "t": "token",
+    "w": "worker",
+    "e": "error",
+}
+
+STATES = ("delayed", "ready", "running", "failed", "done")
+
+
+def validate_queue(name: object) -> str:
+    if not isinstance(name, str) or _QUEUE_RE.fullmatch(name) is None:
+        raise InvalidQueueName(
+            f"invalid queue name {name!r}: use 1-64 letters, digits, '_', '-' or '.'"
+        )
+    return name
+
+
+def validate_job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or _JOB_ID_RE.fullmatch(job_id) is None:
+        raise InvalidJobId(f"invalid job id {job_id!r}")
+    return job_id
+
+
+def validate_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or _PREFIX_RE.fullmatch(prefix) is None:
+        raise ConfigurationError(
+            f"invalid key prefix {prefix!r}: use up to 64 letters, digits, '_', '-', '.' or ':'"
+        )
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue. Build with `QueueKeys.of(prefix, queue)`."""
+
+    queue: str
+    base: str
+    ready: str
+    delayed: str
+    running: str
+    failed: str
+    wake: str
+    job_prefix: str
+
+    @classmethod
+    def of(cls, prefix: str, queue: str) -> QueueKeys:
+        base = f"{prefix}{{{validate_queue(queue)}}}"
+        return cls(
+            queue=queue,
+            base=base,
+            ready=f"{base}:ready",
+            delayed=f"{base}:delayed",
+            running=f"{base}:running",
+            failed=f"{base}:failed",
+            wake=f"{base}:wake",
+            job_prefix=f"{base}:j:",
+        )
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+    def claim_receipt(self, worker_id: str) -> str:
+        return f"{self.base}:claim:{worker_id}"
+
+
+def queues_key(prefix: str) -> str:
+    return f"{prefix}queues"

@@ -1,0 +1,45 @@
+-- Shared helpers, prepended to every script by scripts.py.
+-- Time is Redis's own clock (TIME) unless a test passes an explicit "now" in ms.
+
+local function now_ms(override)
+  local forced = tonumber(override)
+  if forced and forced >= 0 then return forced end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- One token in the wake list is enough to wake one idle worker; claim passes it on.
+local function wake(wake_key)
+  if redis.call('LLEN', wake_key) == 0 then redis.call('RPUSH', wake_key, '1') end
+end
+
+-- The type of a key, tolerant of anything a user may have written there.
+local function key_type(key)
+  return redis.call('TYPE', key)['ok']
+end
+
+-- A field of a hash, or false when the key is missing or not a hash.
+local function hash_field(key, field)
+  local value = redis.pcall('HGET', key, field)
+  if type(value) == 'table' then return false end
+  return value
+end
+
+local function error_json(reason, kind, message)
+  return cjson.encode({reason = reason, type = kind, message = message})
+end
+
+-- Move a job that cannot be run aside into the failed set, with the reason recorded.
+-- A key of the wrong type is renamed to <base>:bad:<id> so nothing is destroyed.
+local function quarantine(base, failed_key, id, reason, message, now, failed_ttl)
+  local key = base .. ':j:' .. id
+  local kind = key_type(key)
+  if kind ~= 'hash' and kind ~= 'none' then
+    redis.call('RENAME', key, base .. ':bad:' .. id)
+    redis.call('PEXPIRE', base .. ':bad:' .. id, failed_ttl)
+  end
+  redis.call('HSET', key, 's', 'failed', 'f', now, 'e', error_json(reason, 'MalformedJob', message))
+  redis.call('HDEL', key, 't', 'w')
+  redis.call('PEXPIRE', key, failed_ttl)
+  redis.call('ZADD', failed_key, now, id)
+end

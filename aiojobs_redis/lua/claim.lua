@@ -1,0 +1,88 @@
+-- claim: take up to N ready jobs, giving each a lease (deadline + token) held by one worker.
+-- KEYS[1] ready zset   KEYS[2] running zset   KEYS[3] delayed zset   KEYS[4] wake list
+-- KEYS[5] failed zset  KEYS[6] this worker's claim receipt
+-- ARGV[1] queue key base (jobs:{q})  ARGV[2] max jobs  ARGV[3] lease ms  ARGV[4] worker id
+-- ARGV[5] request id (unique per claim call of this worker)  ARGV[6] now ms ('' = TIME)
+-- ARGV[7] failed TTL ms (for quarantined records)
+-- Returns { {id, token, name, payload, attempts used, max attempts, runs, ...},
+--           {quarantined id, reason, ...}, ms until the next delayed job is due (-1: none),
+--           1 if ready jobs remain else 0 }
+-- Replaying the same request id returns the jobs that request claimed and still holds.
+local ready_key, running_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local failed_key, receipt_key = KEYS[5], KEYS[6]
+local base, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local worker, request = ARGV[4], ARGV[5]
+local failed_ttl = tonumber(ARGV[7])
+local now = now_ms(ARGV[6])
+local jobs, bad = {}, {}
+
+local function emit(id, token, fields, runs)
+  local n = #jobs
+  jobs[n + 1] = id; jobs[n + 2] = token; jobs[n + 3] = fields[1]; jobs[n + 4] = fields[2]
+  jobs[n + 5] = fields[3] or '0'; jobs[n + 6] = fields[4]; jobs[n + 7] = runs
+end
+
+local function next_due()
+  local first = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
+  if first[2] then return math.max(0, tonumber(first[2]) - now) end
+  return -1
+end
+
+local receipt = redis.call('GET', receipt_key)
+if receipt then
+  local lines = {}
+  for line in string.gmatch(receipt, '[^\n]+') do lines[#lines + 1] = line end
+  if lines[1] == request then
+    for i = 2, #lines do
+      local id, token = string.match(lines[i], '^(%S+) (%S+)$')
+      local key = base .. ':j:' .. id
+      if hash_field(key, 't') == token then
+        local f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k')
+        emit(id, token, f, f[5])
+      end
+    end
+    return {jobs, bad, next_due(), 0}
+  end
+end
+
+local ids = redis.call('ZRANGEBYSCORE', ready_key, '-inf', now, 'LIMIT', 0, limit)
+local claimed = {request}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', ready_key, id)
+  local key = base .. ':j:' .. id
+  local kind = key_type(key)
+  local f = false
+  if kind == 'hash' then f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k') end
+  if kind == 'none' then
+    bad[#bad + 1] = id; bad[#bad + 1] = 'dangling'
+    quarantine(base, failed_key, id, 'dangling', 'queued id had no job record', now, failed_ttl)
+  elseif kind ~= 'hash' then
+    bad[#bad + 1] = id; bad[#bad + 1] = 'wrong_type'
+    quarantine(base, failed_key, id, 'wrong_type', 'job key held a ' .. kind, now, failed_ttl)
+  elseif not f[1] or not f[2] or not tonumber(f[4]) or (f[3] and not tonumber(f[3])) then
+    bad[#bad + 1] = id; bad[#bad + 1] = 'missing_field'
+    quarantine(base, failed_key, id, 'missing_field',
+      'job record lacks a name, payload or attempt count', now, failed_ttl)
+  else
+    local runs = (tonumber(f[5]) or 0) + 1
+    local token = worker .. ':' .. runs
+    redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker)
+    redis.call('ZADD', running_key, now + lease, id)
+    emit(id, token, f, runs)
+    claimed[#claimed + 1] = id .. ' ' .. token
+  end
+end
+
+if #claimed > 1 then
+  redis.call('SET', receipt_key, table.concat(claimed, '\n'), 'PX', lease)
+end
+
+-- Pass the baton: if work remains, make sure another idle worker wakes for it.
+local more = 0
+if redis.call('ZCARD', ready_key) > 0 then
+  more = 1
+  wake(wake_key)
+end
+local due = -1
+if #jobs < limit then due = next_due() end
+return {jobs, bad, due, more}

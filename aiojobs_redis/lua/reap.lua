@@ -1,0 +1,51 @@
+-- reap: return jobs whose lease lapsed to the queue, fail those that stalled too often,
+-- and trim the failed set to its retention limits.
+-- KEYS[1] running zset  KEYS[2] ready zset  KEYS[3] failed zset  KEYS[4] wake list
+-- ARGV[1] queue key base  ARGV[2] max jobs  ARGV[3] max stalls  ARGV[4] failed TTL ms
+-- ARGV[5] failed max count  ARGV[6] now ms ('' = TIME)
+-- Returns { {requeued id...}, {failed (stalled) id...}, number of failed records trimmed }
+local running_key, ready_key, failed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local base, limit, max_stalls = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local failed_ttl, failed_max = tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms(ARGV[6])
+local requeued, stalled = {}, {}
+
+local lapsed = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(lapsed) do
+  redis.call('ZREM', running_key, id)
+  local key = base .. ':j:' .. id
+  if key_type(key) ~= 'hash' then
+    quarantine(base, failed_key, id, 'dangling', 'running id had no job record', now, failed_ttl)
+    stalled[#stalled + 1] = id
+  else
+    local stalls = redis.call('HINCRBY', key, 'l', 1)
+    redis.call('HDEL', key, 't', 'w')
+    if stalls > max_stalls then
+      redis.call('HSET', key, 's', 'failed', 'f', now, 'e', error_json('stalled', 'Stalled',
+        'the lease lapsed ' .. stalls .. ' times: the job keeps killing or hanging its worker'))
+      redis.call('PEXPIRE', key, failed_ttl)
+      redis.call('ZADD', failed_key, now, id)
+      stalled[#stalled + 1] = id
+    else
+      redis.call('HSET', key, 's', 'ready')
+      redis.call('ZADD', ready_key, tonumber(redis.call('HGET', key, 'd')) or now, id)
+      requeued[#requeued + 1] = id
+    end
+  end
+end
+if #requeued > 0 then wake(wake_key) end
+
+-- Retention: records expire by their own TTL; drop their ids, then cap the count.
+local trimmed = 0
+local expired = redis.call('ZRANGEBYSCORE', failed_key, '-inf', now - failed_ttl, 'LIMIT', 0, 1000)
+local excess = redis.call('ZCARD', failed_key) - #expired - failed_max
+if excess > 0 then
+  local oldest = redis.call('ZRANGE', failed_key, #expired, #expired + math.min(excess, 1000) - 1)
+  for _, id in ipairs(oldest) do expired[#expired + 1] = id end
+end
+for _, id in ipairs(expired) do
+  redis.call('ZREM', failed_key, id)
+  redis.call('DEL', base .. ':j:' .. id, base .. ':bad:' .. id)
+  trimmed = trimmed + 1
+end
+return {requeued, stalled, trimmed}

@@ -1,0 +1,26 @@
+-- requeue_failed: give failed jobs a fresh set of attempts (the "failed retry" command).
+-- KEYS[1] failed zset  KEYS[2] ready zset  KEYS[3] wake list
+-- ARGV[1] queue key base  ARGV[2] now ms ('' = TIME)  ARGV[3] max jobs when no ids are given
+-- ARGV[4..] ids to requeue; none means the oldest ARGV[3] failed jobs
+-- Returns {number requeued, number skipped (not failed here, or not runnable)}
+local failed_key, ready_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
+local base = ARGV[1]
+local now = now_ms(ARGV[2])
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ids == 0 then ids = redis.call('ZRANGE', failed_key, 0, tonumber(ARGV[3]) - 1) end
+local requeued, skipped = 0, 0
+for _, id in ipairs(ids) do
+  local key = base .. ':j:' .. id
+  if redis.call('ZSCORE', failed_key, id) and hash_field(key, 'n') and hash_field(key, 'p') then
+    redis.call('ZREM', failed_key, id)
+    redis.call('HSET', key, 's', 'ready', 'a', 0, 'l', 0, 'd', now)
+    redis.call('PERSIST', key)
+    redis.call('ZADD', ready_key, now, id)
+    requeued = requeued + 1
+  else
+    skipped = skipped + 1
+  end
+end
+if requeued > 0 then wake(wake_key) end
+return {requeued, skipped}

@@ -1,0 +1,120 @@
+"""Plain data that crosses between the engine and the worker or the user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import MalformedJob
+from .keys import JOB_FIELDS
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker holds a lease on. `payload` is still encoded JSON."""
+
+    queue: str
+    id: str
+    token: str
+    name: bytes
+    payload: bytes
+    attempts_used: int
+    max_attempts: int
+    runs: int
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first try, 2 on the first retry, ..."""
+        return self.attempts_used + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    jobs: list[ClaimedJob]
+    quarantined: list[tuple[str, str]]  # (id, reason): malformed records moved aside
+    next_due_ms: int  # ms until the earliest delayed job is due, -1 when there is none
+    more: bool  # ready jobs remain
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    requeued: list[str]
+    failed: list[str]  # stalled too often, or dangling
+    trimmed: int  # failed records dropped by retention
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    ready: int
+    delayed: int
+    running: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A job record as stored, with readable field names. The payload is left out unless asked."""
+
+    id: str
+    queue: str
+    name: str | None
+    state: str | None
+    attempts: int
+    max_attempts: int | None
+    runs: int
+    stalls: int
+    created_ms: int | None
+    scheduled_ms: int | None
+    finished_ms: int | None
+    worker: str | None
+    error: dict[str, Any] | None
+    payload: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_hash(
+        cls, queue: str, job_id: str, raw: dict[bytes, bytes], with_payload: bool = False
+    ) -> JobInfo:
+        fields = {JOB_FIELDS.get(k.decode("ascii", "replace"), "?"): v for k, v in raw.items()}
+
+        def text(name: str) -> str | None:
+            value = fields.get(name)
+            return None if value is None else value.decode("utf-8", "replace")
+
+        def number(name: str) -> int | None:
+            value = fields.get(name)
+            try:
+                return None if value is None else int(value)
+            except ValueError:
+                return None
+
+        error: dict[str, Any] | None = None
+        if (raw_error := fields.get("error")) is not None:
+            try:
+                error = orjson.loads(raw_error)
+            except orjson.JSONDecodeError:
+                error = {"reason": "malformed", "message": text("error")}
+        payload = None
+        if with_payload and (raw_payload := fields.get("payload")) is not None:
+            try:
+                payload = orjson.loads(raw_payload)
+            except orjson.JSONDecodeError as exc:
+                raise MalformedJob(f"job {job_id}: payload is not valid JSON") from exc
+        return cls(
+            id=job_id,
+            queue=text("queue") or queue,
+            name=text("name"),
+            state=text("state"),
+            attempts=number("attempts") or 0,
+            max_attempts=number("max_attempts"),
+            runs=number("runs") or 0,
+            stalls=number("stalls") or 0,
+            created_ms=number("created_ms"),
+            scheduled_ms=number("scheduled_ms"),
+            finished_ms=number("finished_ms"),
+            worker=text("worker"),
+            error=error,
+            payload=payload,
+        )

@@ -1,0 +1,68 @@
+"""Running one handle() call and describing how it ended. Shared by the worker and SyncEngine."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .errors import PermanentFailure, RetryLater
+
+if TYPE_CHECKING:
+    from .job import Job
+
+TRACEBACK_LIMIT = 8_000  # characters kept of a failure's traceback
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    error: BaseException | None = None
+    permanent: bool = False
+    timed_out: bool = False
+    retry_delay: Any = None  # from RetryLater, else None
+
+    @property
+    def summary(self) -> str:
+        if self.error is None:
+            return "ok"
+        return f"{type(self.error).__name__}: {self.error}"
+
+    def error_record(self, reason: str | None = None) -> dict[str, Any]:
+        """What is stored in the job's error field: reason code, type, message, traceback."""
+        err = self.error
+        if reason is None:
+            reason = "timeout" if self.timed_out else "permanent" if self.permanent else "error"
+        if err is None:
+            return {"reason": reason}
+        text = "".join(traceback.format_exception(err))
+        if len(text) > TRACEBACK_LIMIT:
+            text = "...\n" + text[-TRACEBACK_LIMIT:]
+        return {
+            "reason": reason,
+            "type": f"{type(err).__module__}.{type(err).__qualname__}",
+            "message": str(err)[:2000],
+            "traceback": text,
+        }
+
+
+async def run_handler(job: Job) -> Outcome:
+    """Await job.handle() within its timeout; never raises except for cancellation."""
+    timeout_ms = job.timeout_ms
+    try:
+        if timeout_ms is None:
+            await job.handle()
+        else:
+            with anyio.move_on_after(timeout_ms / 1000) as scope:
+                await job.handle()
+            if scope.cancelled_caught:
+                exc = TimeoutError(f"handle() ran past its timeout of {timeout_ms / 1000:g} s")
+                return Outcome(exc, timed_out=True)
+    except PermanentFailure as exc:
+        return Outcome(exc, permanent=True)
+    except RetryLater as exc:
+        return Outcome(exc, retry_delay=exc.delay)
+    except Exception as exc:
+        return Outcome(exc)
+    return Outcome()

@@ -1,0 +1,59 @@
+"""The Lua scripts, loaded from lua/*.lua by name, each with the shared prelude in front."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+SCRIPT_NAMES = (
+    "dispatch",
+    "claim",
+    "renew",
+    "ack",
+    "retry",
+    "fail",
+    "release",
+    "promote",
+    "reap",
+    "requeue_failed",
+    "forget_failed",
+)
+
+
+@cache
+def source(name: str) -> str:
+    if name not in SCRIPT_NAMES:
+        raise KeyError(f"no Lua script named {name!r}")
+    lua = resources.files(__package__) / "lua"
+    prelude = (lua / "_prelude.lua").read_text("utf-8")
+    return prelude + "\n" + (lua / f"{name}.lua").read_text("utf-8")
+
+
+class Scripts:
+    """One registered script object per state transition.
+
+    The script objects reload themselves after NOSCRIPT (cache flushed, restart, failover),
+    in pipelines too.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.dispatch = self._load(redis, "dispatch")
+        self.claim = self._load(redis, "claim")
+        self.renew = self._load(redis, "renew")
+        self.ack = self._load(redis, "ack")
+        self.retry = self._load(redis, "retry")
+        self.fail = self._load(redis, "fail")
+        self.release = self._load(redis, "release")
+        self.promote = self._load(redis, "promote")
+        self.reap = self._load(redis, "reap")
+        self.requeue_failed = self._load(redis, "requeue_failed")
+        self.forget_failed = self._load(redis, "forget_failed")
+
+    @staticmethod
+    def _load(redis: Redis, name: str) -> AsyncScript:
+        return redis.register_script(source(name))

@@ -1,0 +1,78 @@
+"""The inline engine (JOB_ENGINE=sync): dispatch() runs handle() at once and touches no Redis.
+
+For tests and development. Jobs keep their semantics (payloads go through JSON, attempts,
+PermanentFailure, timeouts), but delays and retry waits are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .codec import decode_payload, encode_payload
+from .config import Settings
+from .ids import new_job_id
+from .runner import run_handler
+
+if TYPE_CHECKING:
+    from .job import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFailure:
+    id: str
+    name: str
+    attempts: int
+    error: BaseException
+
+
+class SyncEngine:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings(engine="sync")
+        self.failed: list[SyncFailure] = []
+        self.completed: list[str] = []
+
+    async def __aenter__(self) -> SyncEngine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        return None
+
+    async def dispatch(self, job: Job) -> str:
+        data = encode_payload(job.payload, self.settings.max_payload_bytes)
+        job_id = new_job_id()
+        job.id = job_id
+        for attempt in range(1, job.attempts + 1):
+            run = type(job)(decode_payload(data))
+            run.id, run.attempt = job_id, attempt
+            outcome = await run_handler(run)
+            if outcome.error is None:
+                self.completed.append(job_id)
+                return job_id
+            if outcome.permanent or attempt == job.attempts:
+                log.error(
+                    "job %s %s failed after %d attempt(s): %s",
+                    job_id,
+                    job.name,
+                    attempt,
+                    outcome.summary,
+                )
+                self.failed.append(SyncFailure(job_id, job.name, attempt, outcome.error))
+                return job_id
+            log.info(
+                "job %s %s attempt %d failed, retrying: %s",
+                job_id,
+                job.name,
+                attempt,
+                outcome.summary,
+            )
+        return job_id
+
+    def __repr__(self) -> str:
+        return f"<SyncEngine completed={len(self.completed)} failed={len(self.failed)}>"

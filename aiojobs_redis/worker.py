@@ -1,0 +1,458 @@
+"""The worker supervisor: claims jobs and runs their handle() coroutines under a limit.
+
+Tasks, all in one anyio task group:
+  fetcher   claims batches while there is free capacity; blocks on the wake list when idle
+  promoter  moves due delayed jobs to ready, sleeping until the next one is due
+  renewer   extends the leases of the jobs this worker runs
+  reaper    returns jobs whose lease lapsed (a dead or hung worker) to their queue
+  one task per running job
+Stopping (stop(), SIGTERM via the CLI, burst end, max jobs/time): claim nothing more, let
+running jobs finish within the grace period, then cancel the rest and hand them back to
+their queue without using an attempt. The side tasks stop last, so leases stay renewed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from . import registry
+from .codec import decode_payload
+from .engine import RedisEngine
+from .errors import EngineError, MalformedJob, UnknownJob
+from .job import Job
+from .keys import validate_queue
+from .records import ClaimedJob
+from .runner import Outcome, run_handler
+from .timeparse import to_ms
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9.\-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{random.randrange(36**4):04x}"
+
+
+@dataclass
+class WorkerCounters:
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    lost: int = 0  # lease lost while running: the result was discarded
+    quarantined: int = 0
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    lease_lost: bool = False
+
+
+class Backoff:
+    """Capped, jittered exponential backoff for reconnecting."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first, self.cap, self.failures = first, cap, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0.5, 1.0) * min(self.cap, self.first * 2.0 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: RedisEngine,
+        queues: Sequence[str] = ("default",),
+        *,
+        concurrency: int = 100,
+        lease: float = 30.0,
+        reap_interval: float = 5.0,
+        max_stalls: int = 3,
+        grace: float = 30.0,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        max_time: float | None = None,
+        idle_wait: float = 5.0,
+        promote_interval: float = 5.0,
+        batch_size: int = 100,
+        worker_id: str | None = None,
+        lookup: Callable[[str], type[Job]] = registry.lookup,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue")
+        self.engine = engine
+        self.queues = [validate_queue(q) for q in dict.fromkeys(queues)]
+        if concurrency < 1 or batch_size < 1:
+            raise ValueError("concurrency and batch_size must be >= 1")
+        self.concurrency = concurrency
+        self.lease_ms = max(100, to_ms(lease, what="lease"))
+        self.reap_interval = reap_interval
+        self.max_stalls = max_stalls
+        self.grace = grace
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.max_time = max_time
+        self.idle_wait = idle_wait
+        self.promote_interval = promote_interval
+        self.batch_size = batch_size
+        self.worker_id = worker_id or default_worker_id()
+        self._lookup = lookup
+        self.counters = WorkerCounters()
+        self._running: dict[str, _Running] = {}
+        self._slot_freed = anyio.Event()
+        self._promoter_poke = anyio.Event()
+        self._stopping = False
+        self._wait_scope: anyio.CancelScope | None = None
+        self._request_seq = 0
+
+    def __repr__(self) -> str:
+        state = "stopping" if self._stopping else "running"
+        return (
+            f"<Worker {self.worker_id} queues={self.queues} {state} "
+            f"running={len(self._running)}/{self.concurrency}>"
+        )
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    def stop(self) -> None:
+        """Drain: claim nothing more, let running jobs finish within the grace period."""
+        if not self._stopping:
+            log.info("worker %s stopping: %d job(s) running", self.worker_id, len(self._running))
+        self._stopping = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+        self._slot_freed.set()
+
+    # -- the run loop -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._retrying("register queues", lambda: self.engine.register_queues(self.queues))
+        log.info(
+            "worker %s serving %s, concurrency %d, lease %.1f s",
+            self.worker_id,
+            ",".join(self.queues),
+            self.concurrency,
+            self.lease_ms / 1000,
+        )
+        async with anyio.create_task_group() as side:
+            side.start_soon(self._renewer, name="aiojobs-renewer")
+            side.start_soon(self._promoter, name="aiojobs-promoter")
+            side.start_soon(self._reaper, name="aiojobs-reaper")
+            if self.max_time is not None:
+                side.start_soon(self._stop_after, self.max_time, name="aiojobs-max-time")
+            async with anyio.create_task_group() as jobs:
+                task_status.started()
+                await self._fetch(jobs)
+                await self._drain()
+            side.cancel_scope.cancel()
+        log.info("worker %s stopped: %s", self.worker_id, self.counters)
+
+    async def _stop_after(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        self.stop()
+
+    async def _fetch(self, jobs: TaskGroup) -> None:
+        backoff = Backoff()
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            if self.max_jobs is not None:
+                free = min(free, self.max_jobs - self.counters.claimed)
+                if free <= 0 and self.max_jobs - self.counters.claimed <= 0:
+                    log.info("worker %s reached max jobs (%d)", self.worker_id, self.max_jobs)
+                    return
+            if free <= 0:
+                await self._wait_for_slot()
+                continue
+            try:
+                got, more = await self._claim_round(jobs, min(free, self.batch_size))
+                if got == 0 and not more:
+                    if not self.burst:
+                        await self._idle()
+                    elif await self._burst_done():
+                        log.info("worker %s: no ready jobs left (burst)", self.worker_id)
+                        return
+                backoff.reset()
+            except EngineError as exc:
+                delay = backoff.next_delay()
+                log.warning("claiming failed (%s); retrying in %.2f s", exc, delay)
+                await self._interruptible_sleep(delay)
+
+    async def _claim_round(self, jobs: TaskGroup, wanted: int) -> tuple[int, bool]:
+        """Claim up to `wanted` jobs, from the queues in order of priority."""
+        got, more = 0, False
+        for queue in self.queues:
+            self._request_seq += 1
+            claim = await self.engine.claim(
+                queue,
+                wanted - got,
+                worker_id=self.worker_id,
+                request_id=str(self._request_seq),
+                lease_ms=self.lease_ms,
+            )
+            for job_id, reason in claim.quarantined:
+                self.counters.quarantined += 1
+                log.error(
+                    "job %s in queue %s is malformed (%s): moved to failed", job_id, queue, reason
+                )
+            if claim.next_due_ms >= 0 and not claim.jobs:
+                self._promoter_poke.set()
+            for job in claim.jobs:
+                self._running[job.id] = _Running(job)
+                jobs.start_soon(self._run_job, self._running[job.id], name=f"aiojobs-job-{job.id}")
+            self.counters.claimed += len(claim.jobs)
+            got += len(claim.jobs)
+            more = more or claim.more
+            if got >= wanted:
+                break
+        return got, more
+
+    async def _burst_done(self) -> bool:
+        """Burst mode ends when nothing runs here and no job is ready or due now.
+
+        While jobs still run, wait for one to end: it may be retried into the queue.
+        """
+        if self._running:
+            self._slot_freed = anyio.Event()
+            await self._slot_freed.wait()
+            return False
+        moved, next_due = await self.engine.promote(self.queues)
+        return moved == 0 and next_due != 0
+
+    async def _idle(self) -> None:
+        with anyio.CancelScope() as scope:
+            self._wait_scope = scope
+            if self._stopping:
+                scope.cancel()
+            try:
+                await self.engine.wait_for_work(self.queues, self.idle_wait)
+            finally:
+                self._wait_scope = None
+
+    async def _wait_for_slot(self) -> None:
+        self._slot_freed = anyio.Event()
+        if self._stopping or len(self._running) < self.concurrency:
+            return
+        await self._slot_freed.wait()
+
+    async def _interruptible_sleep(self, seconds: float) -> None:
+        with anyio.CancelScope() as scope:
+            self._wait_scope = scope
+            if self._stopping:
+                scope.cancel()
+            try:
+                await anyio.sleep(seconds)
+            finally:
+                self._wait_scope = None
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        log.info(
+            "worker %s draining %d job(s), grace %.1f s",
+            self.worker_id,
+            len(self._running),
+            self.grace,
+        )
+        with anyio.move_on_after(self.grace):
+            while self._running:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
+        for running in list(self._running.values()):
+            running.scope.cancel()  # their tasks hand the jobs back to the queue
+
+    # -- one job ----------------------------------------------------------------------------
+
+    async def _run_job(self, running: _Running) -> None:
+        claimed = running.job
+        try:
+            try:
+                job = self._materialise(claimed)
+            except (UnknownJob, UnicodeDecodeError, MalformedJob) as exc:
+                reason = "unknown_job" if isinstance(exc, UnknownJob) else "malformed"
+                log.error(
+                    "job %s in queue %s cannot run (%s): %s", claimed.id, claimed.queue, reason, exc
+                )
+                record = Outcome(exc).error_record(reason)
+                if await self._settle_call(
+                    claimed, lambda: self.engine.fail(claimed, record, count_attempt=False)
+                ):
+                    self.counters.failed += 1
+                return
+            with running.scope:
+                outcome = await run_handler(job)
+            if running.scope.cancelled_caught:
+                await self._after_cancel(running)
+                return
+            await self._settle(claimed, job, outcome)
+        finally:
+            del self._running[claimed.id]
+            self._slot_freed.set()
+
+    def _materialise(self, claimed: ClaimedJob) -> Job:
+        """The Job instance for a claimed record; the name is looked up, never imported."""
+        cls = self._lookup(claimed.name.decode("utf-8"))
+        job = cls(decode_payload(claimed.payload))
+        job.id, job.attempt = claimed.id, claimed.attempt
+        return job
+
+    async def _after_cancel(self, running: _Running) -> None:
+        claimed = running.job
+        if running.lease_lost:
+            self.counters.lost += 1
+            log.warning(
+                "job %s %s: lease lost, result discarded",
+                claimed.id,
+                claimed.name.decode(errors="replace"),
+            )
+            return
+        if await self._retrying(
+            f"release {claimed.id}", lambda: self.engine.release(claimed), self.lease_ms / 1000
+        ):
+            self.counters.released += 1
+            log.info("job %s handed back to queue %s", claimed.id, claimed.queue)
+
+    async def _settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> None:
+        name = job.name
+        if outcome.error is None:
+            if await self._settle_call(claimed, lambda: self.engine.ack(claimed)):
+                self.counters.succeeded += 1
+                log.debug("job %s %s done (attempt %d)", claimed.id, name, claimed.attempt)
+            return
+        if not outcome.permanent and claimed.attempt < claimed.max_attempts:
+            delay_ms = (
+                to_ms(outcome.retry_delay, what="RetryLater delay")
+                if outcome.retry_delay is not None
+                else job.retry_policy.delay_ms(claimed.attempt)
+            )
+            record = outcome.error_record()
+            if await self._settle_call(
+                claimed, lambda: self.engine.retry(claimed, delay_ms, record)
+            ):
+                self.counters.retried += 1
+                log.warning(
+                    "job %s %s attempt %d/%d failed, retry in %.3f s: %s",
+                    claimed.id,
+                    name,
+                    claimed.attempt,
+                    claimed.max_attempts,
+                    delay_ms / 1000,
+                    outcome.summary,
+                )
+            return
+        record = outcome.error_record()
+        if await self._settle_call(claimed, lambda: self.engine.fail(claimed, record)):
+            self.counters.failed += 1
+            log.error(
+                "job %s %s failed for good after attempt %d/%d (%s): %s",
+                claimed.id,
+                name,
+                claimed.attempt,
+                claimed.max_attempts,
+                record["reason"],
+                outcome.summary,
+            )
+
+    async def _settle_call(self, claimed: ClaimedJob, call: Callable[[], Awaitable[bool]]) -> bool:
+        """Run a token-fenced transition; False when this worker no longer holds the lease."""
+        ok = await self._retrying(f"settle {claimed.id}", call, self.lease_ms / 1000)
+        if not ok:
+            self.counters.lost += 1
+            log.warning("job %s: lease no longer held, outcome not recorded", claimed.id)
+        return bool(ok)
+
+    async def _retrying(
+        self, what: str, call: Callable[[], Awaitable[Any]], deadline: float = math.inf
+    ) -> Any:
+        """Call until it succeeds, backing off while Redis is away, for at most `deadline` s.
+
+        Past the deadline the lease has lapsed anyway and the reaper will take the job back.
+        """
+        backoff = Backoff()
+        with anyio.move_on_after(deadline):
+            while True:
+                try:
+                    return await call()
+                except EngineError as exc:
+                    delay = backoff.next_delay()
+                    log.warning("%s failed (%s); retrying in %.2f s", what, exc, delay)
+                    await anyio.sleep(delay)
+        log.error("%s: gave up after %.1f s", what, deadline)
+        return None
+
+    # -- side tasks -------------------------------------------------------------------------
+
+    async def _renewer(self) -> None:
+        interval = self.lease_ms / 3000
+        while True:
+            await anyio.sleep(interval)
+            by_queue: dict[str, list[tuple[str, str]]] = {}
+            for running in self._running.values():
+                by_queue.setdefault(running.job.queue, []).append(
+                    (running.job.id, running.job.token)
+                )
+            for queue, held in by_queue.items():
+                try:
+                    lost = await self.engine.renew(queue, held, self.lease_ms)
+                except EngineError as exc:
+                    log.warning("renewing leases in %s failed: %s", queue, exc)
+                    continue
+                for job_id in lost:
+                    holder = self._running.get(job_id)
+                    if holder is not None and not holder.lease_lost:
+                        holder.lease_lost = True
+                        holder.scope.cancel()
+                        log.warning(
+                            "job %s: lease lost (another worker may run it); cancelling", job_id
+                        )
+
+    async def _promoter(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                _moved, next_due = await self.engine.promote(self.queues)
+                backoff.reset()
+                wait = (
+                    self.promote_interval
+                    if next_due < 0
+                    else min(next_due / 1000, self.promote_interval)
+                )
+            except EngineError as exc:
+                wait = backoff.next_delay()
+                log.warning("promoting delayed jobs failed (%s); retrying in %.2f s", exc, wait)
+            self._promoter_poke = anyio.Event()
+            with anyio.move_on_after(wait):
+                await self._promoter_poke.wait()
+
+    async def _reaper(self) -> None:
+        while True:
+            for queue in self.queues:
+                try:
+                    reaped = await self.engine.reap(queue, max_stalls=self.max_stalls)
+                except EngineError as exc:
+                    log.warning("reaping %s failed: %s", queue, exc)
+                    continue
+                for job_id in reaped.requeued:
+                    log.warning("job %s in %s: lease lapsed, returned to the queue", job_id, queue)
+                for job_id in reaped.failed:
+                    log.error("job %s in %s: stalled too often, moved to failed", job_id, queue)
+            await anyio.sleep(self.reap_interval)

@@ -1,0 +1,93 @@
+"""Shared fixtures: every test gets its own key prefix on the real Redis, cleaned up after."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from aiojobs_redis import RedisEngine, Settings, use_engine
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+
+
+class FakeClock:
+    """Milliseconds that move only when a test says so. Passed to the engine as `clock`."""
+
+    def __init__(self, start_ms: int = 1_800_000_000_000) -> None:
+        self.now_ms = start_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, seconds: float) -> None:
+        self.now_ms += round(seconds * 1000)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def delete_prefix(url: str, prefix: str, db: int | None = None) -> None:
+    client = Redis.from_url(url) if db is None else Redis.from_url(url, db=db)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def settings(redis_url: str, prefix: str) -> Settings:
+    return Settings(url=redis_url, prefix=prefix)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[RedisEngine]:
+    """An engine on the real Redis with Redis's own clock."""
+    async with RedisEngine(settings) as opened:
+        with use_engine(opened):
+            yield opened
+    await delete_prefix(settings.url, settings.prefix)
+
+
+@pytest.fixture
+async def clocked_engine(settings: Settings, clock: FakeClock) -> AsyncIterator[RedisEngine]:
+    """An engine whose scripts take their time from `clock` instead of Redis TIME."""
+    async with RedisEngine(settings, clock=clock) as opened:
+        with use_engine(opened):
+            yield opened
+    await delete_prefix(settings.url, settings.prefix)
+
+
+@pytest.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def env_clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("JOB_ENGINE", "REDIS_URL", "REDIS_JOB_PREFIX", "REDIS_JOB_DB"):
+        monkeypatch.delenv(name, raising=False)
+    yield
