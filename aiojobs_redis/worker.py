@@ -122,6 +122,7 @@ class Worker:
         self._stopping = False
         self._wait_scope: anyio.CancelScope | None = None
         self._request_seq = 0
+        self._ended = 0  # jobs whose task has finished, for burst mode's last look
 
     def __repr__(self) -> str:
         state = "stopping" if self._stopping else "running"
@@ -129,6 +130,10 @@ class Worker:
             f"<Worker {self.worker_id} queues={self.queues} {state} "
             f"running={len(self._running)}/{self.concurrency}>"
         )
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     @property
     def running_count(self) -> int:
@@ -184,11 +189,12 @@ class Worker:
                 await self._wait_for_slot()
                 continue
             try:
+                ended_before = self._ended
                 got, more = await self._claim_round(jobs, min(free, self.batch_size))
                 if got == 0 and not more:
                     if not self.burst:
                         await self._idle()
-                    elif await self._burst_done():
+                    elif await self._burst_done(ended_before):
                         log.info("worker %s: no ready jobs left (burst)", self.worker_id)
                         return
                 backoff.reset()
@@ -226,14 +232,17 @@ class Worker:
                 break
         return got, more
 
-    async def _burst_done(self) -> bool:
+    async def _burst_done(self, ended_before: int) -> bool:
         """Burst mode ends when nothing runs here and no job is ready or due now.
 
-        While jobs still run, wait for one to end: it may be retried into the queue.
+        While jobs still run, wait for one to end: it may be retried into the queue. A job
+        that ended during the last claim may have been retried after the claim looked.
         """
         if self._running:
             self._slot_freed = anyio.Event()
             await self._slot_freed.wait()
+            return False
+        if self._ended != ended_before:
             return False
         moved, next_due = await self.engine.promote(self.queues)
         return moved == 0 and next_due != 0
@@ -306,6 +315,7 @@ class Worker:
             await self._settle(claimed, job, outcome)
         finally:
             del self._running[claimed.id]
+            self._ended += 1
             self._slot_freed.set()
 
     def _materialise(self, claimed: ClaimedJob) -> Job:

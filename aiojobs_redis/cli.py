@@ -1,0 +1,276 @@
+"""The command line: the only place that parses argv, installs signal handlers and sets up logging.
+
+aiojobs-redis work --import app.jobs --queue payments --queue default --concurrency 100
+aiojobs-redis failed list|retry|forget|flush ...
+aiojobs-redis stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import orjson
+
+from .config import Settings
+from .engine import RedisEngine
+from .errors import AiojobsRedisError
+from .records import JobInfo
+from .worker import Worker
+
+log = logging.getLogger("aiojobs_redis.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiojobs-redis", description=__doc__.split("\n")[0])
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379)"
+    )
+    connection.add_argument("--prefix", help="key prefix (default: $REDIS_JOB_PREFIX or jobs:)")
+    connection.add_argument("--db", type=int, help="database number (default: $REDIS_JOB_DB or 0)")
+    connection.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    work = commands.add_parser("work", parents=[connection], help="run a worker")
+    work.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module defining Job classes, resolved from the current directory (repeatable)",
+    )
+    work.add_argument(
+        "--queue",
+        dest="queues",
+        action="append",
+        metavar="QUEUE",
+        help="queue to serve, in priority order (repeatable; default: default)",
+    )
+    work.add_argument("--concurrency", type=_positive_int, default=100)
+    work.add_argument(
+        "--lease",
+        type=_positive_float,
+        default=30.0,
+        help="seconds a running job's lease lasts; renewed while it runs",
+    )
+    work.add_argument("--burst", action="store_true", help="exit once no job is ready")
+    work.add_argument("--max-jobs", type=_positive_int, help="exit after claiming this many jobs")
+    work.add_argument("--max-time", type=_positive_float, help="exit after this many seconds")
+    work.add_argument(
+        "--grace",
+        type=_non_negative_float,
+        default=30.0,
+        help="seconds running jobs may take to finish on shutdown",
+    )
+    work.add_argument("--reap-interval", type=_positive_float, default=5.0)
+    work.add_argument(
+        "--max-stalls",
+        type=_non_negative_int,
+        default=3,
+        help="lapsed leases a job may cause before it is failed",
+    )
+
+    failed = commands.add_parser("failed", help="inspect and act on failed jobs")
+    failed_cmds = failed.add_subparsers(dest="failed_command", required=True)
+    listing = failed_cmds.add_parser("list", parents=[connection], help="list failed jobs")
+    listing.add_argument("--queue")
+    listing.add_argument("--limit", type=_positive_int, default=100)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    retry = failed_cmds.add_parser("retry", parents=[connection], help="run failed jobs again")
+    retry.add_argument("ids", nargs="*", metavar="JOB_ID")
+    retry.add_argument("--all", action="store_true")
+    retry.add_argument("--queue")
+    forget = failed_cmds.add_parser("forget", parents=[connection], help="delete failed jobs")
+    forget.add_argument("ids", nargs="+", metavar="JOB_ID")
+    forget.add_argument("--queue")
+    flush = failed_cmds.add_parser("flush", parents=[connection], help="delete all failed jobs")
+    flush.add_argument("--queue")
+
+    stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
+    stats.add_argument("--queue")
+    stats.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "failed" and args.failed_command == "retry" and bool(args.ids) == args.all:
+        parser.error("failed retry needs job ids or --all (not both)")
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings.from_env(url=args.url, prefix=args.prefix, db=args.db, engine="redis")
+        if args.command == "work":
+            _import_job_modules(args.imports)
+        return anyio.run(_run, args, settings, **_backend())
+    except AiojobsRedisError as exc:
+        print(f"aiojobs-redis: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _backend() -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"backend_options": {"use_uvloop": True}}
+
+
+def _import_job_modules(modules: Sequence[str]) -> None:
+    """Import the modules that define Job classes, from the current directory first."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise AiojobsRedisError(f"cannot import {module!r}: {exc}") from exc
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    async with RedisEngine(settings) as engine:
+        if args.command == "work":
+            return await _work(engine, args)
+        if args.command == "stats":
+            return await _stats(engine, args)
+        return await _failed(engine, args)
+
+
+async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
+    worker = Worker(
+        engine,
+        args.queues or ["default"],
+        concurrency=args.concurrency,
+        lease=args.lease,
+        burst=args.burst,
+        max_jobs=args.max_jobs,
+        max_time=args.max_time,
+        grace=args.grace,
+        reap_interval=args.reap_interval,
+        max_stalls=args.max_stalls,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, worker, tg.cancel_scope)
+        await worker.run()
+        tg.cancel_scope.cancel()
+    return 0
+
+
+async def _stop_on_signal(worker: Worker, scope: anyio.CancelScope) -> None:
+    """First SIGTERM/SIGINT drains the worker; a second one stops at once."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not worker.stopping:
+                log.info("received %s: draining", signal.Signals(signum).name)
+                worker.stop()
+            else:
+                log.warning("received %s again: stopping now", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+
+async def _stats(engine: RedisEngine, args: argparse.Namespace) -> int:
+    rows = await engine.stats(args.queue)
+    if args.json:
+        for row in rows:
+            print(orjson.dumps(row).decode())
+        return 0
+    print(f"{'queue':<24} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9}")
+    for row in rows:
+        print(f"{row.queue:<24} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9}")
+    return 0
+
+
+async def _failed(engine: RedisEngine, args: argparse.Namespace) -> int:
+    command = args.failed_command
+    if command == "list":
+        jobs = await engine.failed_list(args.queue, limit=args.limit)
+        if args.json:
+            for job in jobs:
+                print(orjson.dumps(job).decode())
+        else:
+            _print_failed(jobs)
+        return 0
+    if command == "retry":
+        count = await engine.failed_retry(None if args.all else args.ids, queue=args.queue)
+        print(f"requeued {count} job(s)")
+        return 0 if args.all or count == len(args.ids) else 1
+    if command == "forget":
+        count = await engine.failed_forget(args.ids, queue=args.queue)
+        print(f"forgot {count} job(s)")
+        return 0 if count == len(args.ids) else 1
+    count = await engine.failed_flush(args.queue)
+    print(f"flushed {count} job(s)")
+    return 0
+
+
+def _print_failed(jobs: Sequence[JobInfo]) -> None:
+    if not jobs:
+        print("no failed jobs")
+        return
+    print(f"{'id':<20} {'queue':<16} {'job':<36} {'attempts':>8}  {'failed at':<20} error")
+    for job in jobs:
+        error = job.error or {}
+        when = (
+            datetime.fromtimestamp(job.finished_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if job.finished_ms
+            else "-"
+        )
+        attempts = f"{job.attempts}/{job.max_attempts or '?'}"
+        summary = (
+            f"[{error.get('reason', '?')}] {error.get('type', '')}: {error.get('message', '')}"
+        )
+        print(
+            f"{job.id:<20} {job.queue:<16} {(job.name or '?')[:36]:<36} {attempts:>8}  "
+            f"{when:<20} {summary.strip()[:200]}"
+        )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Jobs used by the worker-process tests. Each run is written to a ledger file per process."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import anyio
+
+from aiojobs_redis import Job
+
+
+def record(ledger_dir: str, job: Job, event: str) -> None:
+    line = f"{job.id} {job.attempt} {os.getpid()} {event} {time.time():.6f}\n"
+    with open(Path(ledger_dir) / f"{os.getpid()}.log", "a") as f:
+        f.write(line)
+
+
+def previous_starts(ledger_dir: str, job_id: str) -> int:
+    count = 0
+    for path in Path(ledger_dir).glob("*.log"):
+        count += sum(
+            1
+            for line in path.read_text().splitlines()
+            if line.startswith(f"{job_id} ") and " start " in line
+        )
+    return count
+
+
+class Record(Job):
+    """Sleeps payload["sleep"] seconds and records start and end."""
+
+    name = "faultapp.Record"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        record(self.payload["ledger"], self, "start")
+        await anyio.sleep(self.payload.get("sleep", 0))
+        record(self.payload["ledger"], self, "end")
+
+
+class HangsFirstTime(Job):
+    """Hangs on its first run (so the worker can be killed mid-job), then finishes."""
+
+    name = "faultapp.HangsFirstTime"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        first = previous_starts(self.payload["ledger"], str(self.id)) == 0
+        record(self.payload["ledger"], self, "start")
+        if first:
+            await anyio.sleep(3600)
+        record(self.payload["ledger"], self, "end")
+
+
+class AlwaysFails(Job):
+    name = "faultapp.AlwaysFails"
+    queue = "faults"
+    attempts = 3
+
+    async def handle(self) -> None:
+        record(self.payload["ledger"], self, "start")
+        raise RuntimeError("this job always fails")
