@@ -32,14 +32,10 @@ log = logging.getLogger("aiojobs_redis.cli")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiojobs-redis", description=__doc__.split("\n")[0])
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument(
-        "--url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379)"
-    )
+    connection.add_argument("--url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379)")
     connection.add_argument("--prefix", help="key prefix (default: $REDIS_JOB_PREFIX or jobs:)")
     connection.add_argument("--db", type=int, help="database number (default: $REDIS_JOB_DB or 0)")
-    connection.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
+    connection.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command", required=True)
 
     work = commands.add_parser("work", parents=[connection], help="run a worker")
@@ -235,9 +231,7 @@ def _print_failed(jobs: Sequence[JobInfo]) -> None:
             else "-"
         )
         attempts = f"{job.attempts}/{job.max_attempts or '?'}"
-        summary = (
-            f"[{error.get('reason', '?')}] {error.get('type', '')}: {error.get('message', '')}"
-        )
+        summary = f"[{error.get('reason', '?')}] {error.get('type', '')}: {error.get('message', '')}"
         print(
             f"{job.id:<20} {job.queue:<16} {(job.name or '?')[:36]:<36} {attempts:>8}  "
             f"{when:<20} {summary.strip()[:200]}"

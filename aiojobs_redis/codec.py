@@ -20,9 +20,7 @@ def encode_payload(payload: Any, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> 
             f"payload is not JSON serialisable: {_describe_unencodable(payload, exc)}"
         ) from exc
     if len(data) > max_bytes:
-        raise PayloadTooLarge(
-            f"payload is {len(data)} bytes encoded, over the limit of {max_bytes} bytes"
-        )
+        raise PayloadTooLarge(f"payload is {len(data)} bytes encoded, over the limit of {max_bytes} bytes")
     return data
 
 

@@ -37,9 +37,7 @@ async def redis_errors(action: str) -> AsyncIterator[None]:
     try:
         yield
     except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-        raise EngineUnavailable(
-            f"{action}: Redis unavailable ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise EngineUnavailable(f"{action}: Redis unavailable ({type(exc).__name__}: {exc})") from exc
     except rex.ResponseError as exc:
         if "payload too large" in str(exc):
             raise PayloadTooLarge(f"{action}: {exc}") from exc
@@ -114,9 +112,7 @@ class RedisEngine:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return (
-            f"<RedisEngine {redact_url(self.settings.url)} prefix={self.settings.prefix!r} {state}>"
-        )
+        return f"<RedisEngine {redact_url(self.settings.url)} prefix={self.settings.prefix!r} {state}>"
 
     async def register_queues(self, queues: Iterable[str]) -> None:
         new = [q for q in queues if q not in self._registered]
@@ -158,9 +154,7 @@ class RedisEngine:
 
     # -- the worker's transitions -----------------------------------------------------------
 
-    async def claim(
-        self, queue: str, limit: int, *, worker_id: str, request_id: str, lease_ms: int
-    ) -> Claim:
+    async def claim(self, queue: str, limit: int, *, worker_id: str, request_id: str, lease_ms: int) -> Claim:
         keys = self.keys(queue)
         async with redis_errors(f"claim from {queue}"):
             raw = await self.scripts.claim(
@@ -233,9 +227,7 @@ class RedisEngine:
             )
         return bool(done)
 
-    async def fail(
-        self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True
-    ) -> bool:
+    async def fail(self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True) -> bool:
         keys = self.keys(job.queue)
         async with redis_errors(f"fail {job.id}"):
             done = await self.scripts.fail(
@@ -300,9 +292,7 @@ class RedisEngine:
         Uses a connection of its own whose socket timeout outlasts the block.
         """
         if self._blocking is None:
-            options = dict(
-                self._options, socket_timeout=block_seconds + self.settings.socket_timeout
-            )
+            options = dict(self._options, socket_timeout=block_seconds + self.settings.socket_timeout)
             pool = ConnectionPool.from_url(self.settings.url, max_connections=4, **options)
             self._blocking = Redis(connection_pool=pool)
         async with redis_errors("wait for work"):
@@ -324,9 +314,7 @@ class RedisEngine:
             counts = await pipe.execute()
         return [QueueStats(q, *counts[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)]
 
-    async def get_job(
-        self, queue: str, job_id: str, *, with_payload: bool = False
-    ) -> JobInfo | None:
+    async def get_job(self, queue: str, job_id: str, *, with_payload: bool = False) -> JobInfo | None:
         key = self.keys(queue).job(validate_job_id(job_id))
         async with redis_errors(f"read job {job_id}"):
             if await self.redis.type(key) != b"hash":
@@ -370,9 +358,7 @@ class RedisEngine:
                     located.setdefault(q, []).append(job_id)
         return located
 
-    async def failed_retry(
-        self, ids: Iterable[str] | None = None, *, queue: str | None = None
-    ) -> int:
+    async def failed_retry(self, ids: Iterable[str] | None = None, *, queue: str | None = None) -> int:
         """Requeue failed jobs with fresh attempts: the given ids, or every one (in `queue`)."""
         total = 0
         if ids is not None:
@@ -411,6 +397,4 @@ class RedisEngine:
     async def _forget_failed(self, queue: str, ids: list[str]) -> int:
         keys = self.keys(queue)
         async with redis_errors(f"forget failed jobs of {queue}"):
-            return int(
-                await self.scripts.forget_failed(keys=[keys.failed], args=[keys.base, _BATCH, *ids])
-            )
+            return int(await self.scripts.forget_failed(keys=[keys.failed], args=[keys.base, _BATCH, *ids]))

@@ -54,9 +54,7 @@ class Job:
             raise AiojobsRedisError(f"invalid job name {cls.name!r}")
         validate_queue(cls.queue)
         if not isinstance(cls.attempts, int) or isinstance(cls.attempts, bool) or cls.attempts < 1:
-            raise ValueError(
-                f"{cls.__qualname__}.attempts must be an int >= 1, not {cls.attempts!r}"
-            )
+            raise ValueError(f"{cls.__qualname__}.attempts must be an int >= 1, not {cls.attempts!r}")
         if not isinstance(cls.backoff, int | float) or cls.backoff < 1:
             raise ValueError(f"{cls.__qualname__}.backoff must be a number >= 1")
         cls.delay_ms = to_ms(cls.delay, what=f"{cls.__qualname__}.delay")

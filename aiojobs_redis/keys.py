@@ -48,9 +48,7 @@ STATES = ("delayed", "ready", "running", "failed", "done")
 
 def validate_queue(name: object) -> str:
     if not isinstance(name, str) or _QUEUE_RE.fullmatch(name) is None:
-        raise InvalidQueueName(
-            f"invalid queue name {name!r}: use 1-64 letters, digits, '_', '-' or '.'"
-        )
+        raise InvalidQueueName(f"invalid queue name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
     return name
 
 

@@ -217,9 +217,7 @@ class Worker:
             )
             for job_id, reason in claim.quarantined:
                 self.counters.quarantined += 1
-                log.error(
-                    "job %s in queue %s is malformed (%s): moved to failed", job_id, queue, reason
-                )
+                log.error("job %s in queue %s is malformed (%s): moved to failed", job_id, queue, reason)
             if claim.next_due_ms >= 0 and not claim.jobs:
                 self._promoter_poke.set()
             for job in claim.jobs:
@@ -298,9 +296,7 @@ class Worker:
                 job = self._materialise(claimed)
             except (UnknownJob, UnicodeDecodeError, MalformedJob) as exc:
                 reason = "unknown_job" if isinstance(exc, UnknownJob) else "malformed"
-                log.error(
-                    "job %s in queue %s cannot run (%s): %s", claimed.id, claimed.queue, reason, exc
-                )
+                log.error("job %s in queue %s cannot run (%s): %s", claimed.id, claimed.queue, reason, exc)
                 record = Outcome(exc).error_record(reason)
                 if await self._settle_call(
                     claimed, lambda: self.engine.fail(claimed, record, count_attempt=False)
@@ -355,9 +351,7 @@ class Worker:
                 else job.retry_policy.delay_ms(claimed.attempt)
             )
             record = outcome.error_record()
-            if await self._settle_call(
-                claimed, lambda: self.engine.retry(claimed, delay_ms, record)
-            ):
+            if await self._settle_call(claimed, lambda: self.engine.retry(claimed, delay_ms, record)):
                 self.counters.retried += 1
                 log.warning(
                     "job %s %s attempt %d/%d failed, retry in %.3f s: %s",
@@ -417,9 +411,7 @@ class Worker:
             await anyio.sleep(interval)
             by_queue: dict[str, list[tuple[str, str]]] = {}
             for running in self._running.values():
-                by_queue.setdefault(running.job.queue, []).append(
-                    (running.job.id, running.job.token)
-                )
+                by_queue.setdefault(running.job.queue, []).append((running.job.id, running.job.token))
             for queue, held in by_queue.items():
                 try:
                     lost = await self.engine.renew(queue, held, self.lease_ms)
@@ -431,9 +423,7 @@ class Worker:
                     if holder is not None and not holder.lease_lost:
                         holder.lease_lost = True
                         holder.scope.cancel()
-                        log.warning(
-                            "job %s: lease lost (another worker may run it); cancelling", job_id
-                        )
+                        log.warning("job %s: lease lost (another worker may run it); cancelling", job_id)
 
     async def _promoter(self) -> None:
         backoff = Backoff()
@@ -441,11 +431,7 @@ class Worker:
             try:
                 _moved, next_due = await self.engine.promote(self.queues)
                 backoff.reset()
-                wait = (
-                    self.promote_interval
-                    if next_due < 0
-                    else min(next_due / 1000, self.promote_interval)
-                )
+                wait = self.promote_interval if next_due < 0 else min(next_due / 1000, self.promote_interval)
             except EngineError as exc:
                 wait = backoff.next_delay()
                 log.warning("promoting delayed jobs failed (%s); retrying in %.2f s", exc, wait)

@@ -21,9 +21,7 @@ def previous_starts(ledger_dir: str, job_id: str) -> int:
     count = 0
     for path in Path(ledger_dir).glob("*.log"):
         count += sum(
-            1
-            for line in path.read_text().splitlines()
-            if line.startswith(f"{job_id} ") and " start " in line
+            1 for line in path.read_text().splitlines() if line.startswith(f"{job_id} ") and " start " in line
         )
     return count
 

@@ -23,9 +23,7 @@ HERE = Path(__file__).parent
 QUEUE = "faults"
 
 
-def wait_until(
-    predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
-) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     """Poll an external process's progress (files it writes); fails the test on timeout."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -143,9 +141,7 @@ async def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(
     assert code == 0, err
     runs = read_ledger(ledger_dir)
     assert set(ends(runs)) == set(running), "in-flight jobs finished within the grace period"
-    assert not [r for r in runs if r.event == "start" and r.at > signalled_at], (
-        "claimed after SIGTERM"
-    )
+    assert not [r for r in runs if r.event == "start" and r.at > signalled_at], "claimed after SIGTERM"
     stats = (await engine.stats(QUEUE))[0]
     assert (stats.ready, stats.running) == (len(waiting), 0)
 
@@ -194,9 +190,7 @@ async def test_malformed_records_are_moved_aside_and_good_jobs_still_run(
     keys = engine.keys(QUEUE)
     good = [await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(10)]
     await raw_redis.hset(keys.job("nopayload"), mapping={"n": "faultapp.Record", "m": 1})
-    await raw_redis.hset(
-        keys.job("badjson"), mapping={"n": "faultapp.Record", "p": "{nope", "m": 1}
-    )
+    await raw_redis.hset(keys.job("badjson"), mapping={"n": "faultapp.Record", "p": "{nope", "m": 1})
     await raw_redis.hset(keys.job("badname"), mapping={"n": b"\xff\xfe", "p": "{}", "m": 1})
     await raw_redis.set(keys.job("astring"), "not a hash")
     for bad in ("nopayload", "badjson", "badname", "astring", "dangling"):

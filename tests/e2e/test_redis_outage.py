@@ -1,0 +1,95 @@
+"""Redis going away under a running worker and a dispatcher, then coming back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from faultapp import Record
+from ledger import ends, read_ledger
+from redis_server import RedisServer
+
+from aiojobs_redis import EngineUnavailable, RedisEngine, Settings, use_engine
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+
+HERE = Path(__file__).parent
+
+
+async def wait_for_ends(ledger_dir: Path, expected: set[str], timeout: float) -> None:
+    with anyio.fail_after(timeout):
+        while not expected <= set(ends(read_ledger(ledger_dir))):
+            await anyio.sleep(0.05)
+
+
+async def test_worker_survives_redis_restart_and_dispatch_fails_fast_meanwhile(tmp_path: Path) -> None:
+    ledger_dir = tmp_path / "ledger"
+    ledger_dir.mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    env = dict(os.environ, REDIS_URL=server.url, REDIS_JOB_PREFIX="outage:")
+    env.pop("JOB_ENGINE", None)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aiojobs_redis",
+            "work",
+            "--import",
+            "faultapp",
+            "--queue",
+            "faults",
+            "--lease",
+            "2",
+            "--reap-interval",
+            "0.5",
+        ],
+        cwd=HERE,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    settings = Settings(url=server.url, prefix="outage:", socket_timeout=0.5, dispatch_timeout=2)
+    try:
+        async with RedisEngine(settings) as engine:
+            with use_engine(engine):
+                before = {await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(20)}
+                await wait_for_ends(ledger_dir, before, 15)
+
+                server.kill()
+                started = time.monotonic()
+                with pytest.raises(EngineUnavailable):
+                    await Record().dispatch({"ledger": str(ledger_dir)})
+                failed_after = time.monotonic() - started
+                print(f"dispatch with Redis down failed after {failed_after:.2f} s")
+                assert failed_after < settings.dispatch_timeout + 1
+
+                await anyio.sleep(3)  # the worker keeps trying meanwhile and must not exit
+                assert worker.poll() is None, "the worker exited while Redis was down"
+
+                server.start()
+                back = time.monotonic()
+                after = {await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(20)}
+                await wait_for_ends(ledger_dir, after, 15)
+                print(
+                    f"worker resumed: 20 new jobs done {time.monotonic() - back:.2f} s after Redis came back"
+                )
+                with anyio.fail_after(5):  # handlers have ended; their acks follow
+                    while (stats := (await engine.stats("faults"))[0]).running:
+                        await anyio.sleep(0.05)
+                assert (stats.ready, stats.running, stats.failed) == (0, 0, 0)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate(timeout=10)
+        server.kill()
