@@ -294,8 +294,14 @@ class Worker:
         try:
             try:
                 job = self._materialise(claimed)
-            except (UnknownJob, UnicodeDecodeError, MalformedJob) as exc:
-                reason = "unknown_job" if isinstance(exc, UnknownJob) else "malformed"
+            except Exception as exc:  # never let one record take the worker down
+                reason = (
+                    "unknown_job"
+                    if isinstance(exc, UnknownJob)
+                    else "malformed"
+                    if isinstance(exc, UnicodeDecodeError | MalformedJob)
+                    else "init_error"
+                )
                 log.error("job %s in queue %s cannot run (%s): %s", claimed.id, claimed.queue, reason, exc)
                 record = Outcome(exc).error_record(reason)
                 if await self._settle_call(
@@ -345,11 +351,7 @@ class Worker:
                 log.debug("job %s %s done (attempt %d)", claimed.id, name, claimed.attempt)
             return
         if not outcome.permanent and claimed.attempt < claimed.max_attempts:
-            delay_ms = (
-                to_ms(outcome.retry_delay, what="RetryLater delay")
-                if outcome.retry_delay is not None
-                else job.retry_policy.delay_ms(claimed.attempt)
-            )
+            delay_ms = self._retry_delay_ms(job, claimed, outcome)
             record = outcome.error_record()
             if await self._settle_call(claimed, lambda: self.engine.retry(claimed, delay_ms, record)):
                 self.counters.retried += 1
@@ -375,6 +377,15 @@ class Worker:
                 record["reason"],
                 outcome.summary,
             )
+
+    @staticmethod
+    def _retry_delay_ms(job: Job, claimed: ClaimedJob, outcome: Outcome) -> int:
+        if outcome.retry_delay is not None:
+            try:
+                return to_ms(outcome.retry_delay, what="RetryLater delay")
+            except ValueError as exc:
+                log.error("job %s %s: %s; using the job's retry policy", claimed.id, job.name, exc)
+        return job.retry_policy.delay_ms(claimed.attempt)
 
     async def _settle_call(self, claimed: ClaimedJob, call: Callable[[], Awaitable[bool]]) -> bool:
         """Run a token-fenced transition; False when this worker no longer holds the lease."""
