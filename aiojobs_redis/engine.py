@@ -45,7 +45,7 @@ async def redis_errors(action: str) -> AsyncIterator[None]:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class RedisEngine:
@@ -190,7 +190,7 @@ class RedisEngine:
             )
             for i in range(0, len(flat), 7)
         ]
-        quarantined = [(bad[i].decode(), bad[i + 1].decode()) for i in range(0, len(bad), 2)]
+        quarantined = [(_text(bad[i]), _text(bad[i + 1])) for i in range(0, len(bad), 2)]
         return Claim(jobs, quarantined, int(next_due), bool(more))
 
     async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
@@ -330,15 +330,16 @@ class RedisEngine:
         for q in await self._queues(queue):
             keys = self.keys(q)
             async with redis_errors("list failed jobs"):
-                ids = [_text(x) for x in await self.redis.zrevrange(keys.failed, 0, limit - 1)]
+                # Raw ids build the keys: a malformed id need not be valid UTF-8.
+                raw_ids: list[bytes] = await self.redis.zrevrange(keys.failed, 0, limit - 1)  # type: ignore[assignment]
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for job_id in ids:
-                        pipe.hgetall(keys.job(job_id))
+                    for raw_id in raw_ids:
+                        pipe.hgetall(keys.job_prefix.encode() + raw_id)
                     hashes = await pipe.execute(raise_on_error=False)
-            for job_id, raw in zip(ids, hashes, strict=True):
+            for raw_id, raw in zip(raw_ids, hashes, strict=True):
                 if isinstance(raw, Exception):  # the key is not a hash: show it as malformed
                     raw = {b"e": orjson.dumps({"reason": "wrong_type", "message": str(raw)})}
-                found.append(JobInfo.from_hash(q, job_id, raw, with_payload))
+                found.append(JobInfo.from_hash(q, _text(raw_id), raw, with_payload))
         found.sort(key=lambda j: j.finished_ms or 0, reverse=True)
         return found[:limit]
 

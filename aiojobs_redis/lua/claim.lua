@@ -35,9 +35,8 @@ if receipt then
   if lines[1] == request then
     for i = 2, #lines do
       local id, token = string.match(lines[i], '^(%S+) (%S+)$')
-      local key = base .. ':j:' .. id
-      if hash_field(key, 't') == token then
-        local f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k')
+      if id and hash_field(base .. ':j:' .. id, 't') == token then
+        local f = redis.call('HMGET', base .. ':j:' .. id, 'n', 'p', 'a', 'm', 'k')
         emit(id, token, f, f[5])
       end
     end
@@ -53,7 +52,10 @@ for _, id in ipairs(ids) do
   local kind = key_type(key)
   local f = false
   if kind == 'hash' then f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k') end
-  if kind == 'none' then
+  if string.len(id) > 64 or not string.find(id, '^[%w_%-]+$') then
+    bad[#bad + 1] = id; bad[#bad + 1] = 'bad_id'
+    quarantine(base, failed_key, id, 'bad_id', 'queued id is not a valid job id', now, failed_ttl)
+  elseif kind == 'none' then
     bad[#bad + 1] = id; bad[#bad + 1] = 'dangling'
     quarantine(base, failed_key, id, 'dangling', 'queued id had no job record', now, failed_ttl)
   elseif kind ~= 'hash' then

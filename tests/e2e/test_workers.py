@@ -195,11 +195,13 @@ async def test_malformed_records_are_moved_aside_and_good_jobs_still_run(
     await raw_redis.set(keys.job("astring"), "not a hash")
     for bad in ("nopayload", "badjson", "badname", "astring", "dangling"):
         await raw_redis.zadd(keys.ready, {bad: 0})
+    await raw_redis.zadd(keys.ready, {b"bad id\n\xff": 0})
     code, err = finish(start_worker("--burst"))
     assert code == 0, err
     assert set(ends(read_ledger(ledger_dir))) == set(good)
     failed = {j.id: j for j in await engine.failed_list(QUEUE)}
     reasons = {job_id: (info.error or {}).get("reason") for job_id, info in failed.items()}
+    assert reasons.pop("bad id\n\ufffd") == "bad_id"
     assert reasons == {
         "nopayload": "missing_field",
         "badjson": "malformed",
