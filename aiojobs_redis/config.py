@@ -38,7 +38,9 @@ class Settings:
         validate_prefix(self.prefix)
         if "{" in self.prefix or "}" in self.prefix:
             raise ConfigurationError("the key prefix may not contain '{' or '}'")
-        if self.db is not None and not 0 <= self.db <= 65_535:
+        if self.db is not None and (
+            not isinstance(self.db, int) or isinstance(self.db, bool) or not 0 <= self.db <= 65_535
+        ):
             raise ConfigurationError(f"REDIS_JOB_DB must be a database number, not {self.db!r}")
         for name in ("max_payload_bytes", "max_connections", "failed_ttl_ms", "failed_max"):
             if getattr(self, name) <= 0:
@@ -70,7 +72,10 @@ class Settings:
         if unknown:
             raise ConfigurationError(f"unknown settings: {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a setting of the wrong type, e.g. max_payload_bytes="x"
+            raise ConfigurationError(f"invalid settings: {exc}") from None
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -87,8 +92,6 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))

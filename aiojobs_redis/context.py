@@ -17,26 +17,27 @@ from .errors import EngineNotConnected
 if TYPE_CHECKING:
     from .engine_base import Engine
 
-_process_engine: Engine | None = None
+_process_engines: list[Engine] = []  # innermost connect() last
 _local_engine: ContextVar[Engine | None] = ContextVar("aiojobs_redis_engine", default=None)
 
 
 def current_engine() -> Engine:
-    engine = _local_engine.get() or _process_engine
+    engine = _local_engine.get() or (_process_engines[-1] if _process_engines else None)
     if engine is None:
         raise EngineNotConnected()
     return engine
 
 
 def install(engine: Engine) -> None:
-    global _process_engine
-    _process_engine = engine
+    _process_engines.append(engine)
 
 
 def uninstall(engine: Engine) -> None:
-    global _process_engine
-    if _process_engine is engine:
-        _process_engine = None
+    """Forget `engine`; an outer connect() block's engine becomes current again."""
+    for index in range(len(_process_engines) - 1, -1, -1):
+        if _process_engines[index] is engine:
+            del _process_engines[index]
+            return
 
 
 @contextlib.contextmanager

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import time
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_counter = itertools.count(secrets.randbelow(36**4))
+_SEQ_LIMIT = 36**4
+_last_ms = 0
+_seq = 0
 
 
 def _base36(value: int, width: int) -> str:
@@ -19,10 +20,18 @@ def _base36(value: int, width: int) -> str:
 
 
 def new_job_id() -> str:
-    """18 characters: creation ms, a per-process counter, and randomness across processes.
+    """18 characters: creation ms, a sequence within that ms, and randomness across processes.
 
-    Ids sort by creation time, which keeps jobs scheduled in the same millisecond in
-    dispatch order (sorted-set ties are broken by member).
+    Ids made by one process sort in creation order (even if the wall clock steps back),
+    which keeps jobs scheduled in the same millisecond in dispatch order: sorted-set ties
+    are broken by member.
     """
+    global _last_ms, _seq
     ms = time.time_ns() // 1_000_000
-    return _base36(ms, 8) + _base36(next(_counter) % 36**4, 4) + _base36(secrets.randbits(31), 6)
+    if ms > _last_ms:
+        _last_ms, _seq = ms, 0
+    else:
+        _seq += 1
+        if _seq == _SEQ_LIMIT:  # more ids in one ms than the sequence holds: borrow the next ms
+            _last_ms, _seq = _last_ms + 1, 0
+    return _base36(_last_ms, 8) + _base36(_seq, 4) + _base36(secrets.randbits(31), 6)

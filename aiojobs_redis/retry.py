@@ -22,8 +22,10 @@ class RetryPolicy:
     def delay_ms(self, retry_number: int, rand: random.Random | None = None) -> int:
         if retry_number < 1:
             raise ValueError("retry_number starts at 1")
-        delay = self.retry_after_ms * self.backoff ** (retry_number - 1)
-        delay = min(delay, float(self.max_delay_ms))
+        try:
+            delay = min(self.retry_after_ms * self.backoff ** (retry_number - 1), float(self.max_delay_ms))
+        except OverflowError:  # a very late retry of a steep backoff: the cap applies
+            delay = float(self.max_delay_ms)
         if self.jitter and delay > 0:
             delay = (rand or random).uniform(delay / 2, delay)
         return max(0, round(delay))

@@ -23,7 +23,7 @@ _UNIT_MS = {
     "day": 86_400_000,
     "week": 604_800_000,
 }
-_DELAY_RE = re.compile(r"\+(\d+(?:\.\d+)?) (second|minute|hour|day|week)s?")
+_DELAY_RE = re.compile(r"\+([0-9]+(?:\.[0-9]+)?) (second|minute|hour|day|week)s?", re.ASCII)
 # Ten years: anything longer is a mistake, and a huge score would break float precision.
 MAX_DELAY_MS = 10 * 365 * 86_400_000
 
@@ -37,7 +37,11 @@ def to_ms(value: object, *, what: str = "delay") -> int:
     elif isinstance(value, timedelta):
         ms = _seconds_to_ms(value.total_seconds(), value, what)
     elif isinstance(value, int | float):
-        ms = _seconds_to_ms(float(value), value, what)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise InvalidDelay(f"invalid {what}: {value!r:.40} is longer than ten years") from None
+        ms = _seconds_to_ms(seconds, value, what)
     else:
         raise InvalidDelay(
             f"invalid {what} {value!r}: expected seconds, a timedelta or a string like '+5 minutes'"
@@ -57,10 +61,15 @@ def _parse_string(text: str, what: str) -> int:
             "second(s), minute(s), hour(s), day(s) or week(s), e.g. '+5 minutes'"
         )
     amount, unit = match.groups()
-    return round(float(amount) * _UNIT_MS[unit])
+    ms = float(amount) * _UNIT_MS[unit]
+    if not ms <= MAX_DELAY_MS:  # also catches inf from absurdly long numbers
+        raise InvalidDelay(f"invalid {what} {text!r}: longer than ten years")
+    return round(ms)
 
 
 def _seconds_to_ms(seconds: float, original: object, what: str) -> int:
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
         raise InvalidDelay(f"invalid {what} {original!r}: must be a finite number >= 0 seconds")
+    if seconds * 1000 > MAX_DELAY_MS:
+        raise InvalidDelay(f"invalid {what} {original!r}: longer than ten years")
     return round(seconds * 1000)
