@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,7 +53,10 @@ class _Problem(str):
     """A finding that is not a value's type (a cycle, too deep, a non-finite float)."""
 
 
-def _walk(value: Any, path: str, check: Any, seen: set[int], depth: int) -> tuple[str, Any] | None:
+Finding = tuple[str, Any] | None
+
+
+def _walk(value: Any, path: str, check: Callable[[Any, str], Finding], seen: set[int], depth: int) -> Finding:
     if depth > _MAX_DEPTH:
         return path, _Problem("nesting deeper than 254 levels")
     if isinstance(value, dict | list | tuple):
