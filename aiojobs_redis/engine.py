@@ -74,7 +74,8 @@ class RedisEngine:
         )
         self.redis: Redis = Redis(connection_pool=pool)
         self._options = options
-        self._blocking: Redis | None = None
+        self._blocking: Redis | None = None  # for BLPOP, with a socket timeout that outlasts it
+        self._blocking_timeout = 0.0
         self.scripts = Scripts(self.redis)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
@@ -133,7 +134,7 @@ class RedisEngine:
         keys = self.keys(job.queue)
         payload = encode_payload(job.payload, self.settings.max_payload_bytes)
         job_id = new_job_id()
-        with anyio.fail_after(self.settings.dispatch_timeout):
+        with anyio.move_on_after(self.settings.dispatch_timeout) as deadline:
             await self.register_queues((job.queue,))
             async with redis_errors(f"dispatch {job.name}"):
                 await self.scripts.dispatch(
@@ -149,6 +150,11 @@ class RedisEngine:
                         self._now_arg(),
                     ],
                 )
+        if deadline.cancelled_caught:
+            raise EngineUnavailable(
+                f"dispatch {job.name}: Redis did not answer within {self.settings.dispatch_timeout:g} s "
+                f"(job {job_id} may or may not have been stored)"
+            )
         job.id = job_id
         return job_id
 
@@ -291,10 +297,13 @@ class RedisEngine:
 
         Uses a connection of its own whose socket timeout outlasts the block.
         """
-        if self._blocking is None:
-            options = dict(self._options, socket_timeout=block_seconds + self.settings.socket_timeout)
+        socket_timeout = block_seconds + self.settings.socket_timeout
+        if self._blocking is None or self._blocking_timeout < socket_timeout:
+            if self._blocking is not None:
+                await self._blocking.aclose(close_connection_pool=True)
+            options = dict(self._options, socket_timeout=socket_timeout)
             pool = ConnectionPool.from_url(self.settings.url, max_connections=4, **options)
-            self._blocking = Redis(connection_pool=pool)
+            self._blocking, self._blocking_timeout = Redis(connection_pool=pool), socket_timeout
         async with redis_errors("wait for work"):
             popped = await self._blocking.blpop([self.keys(q).wake for q in queues], block_seconds)
         return popped is not None

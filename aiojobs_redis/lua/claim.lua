@@ -61,12 +61,13 @@ for _, id in ipairs(ids) do
   elseif kind ~= 'hash' then
     bad[#bad + 1] = id; bad[#bad + 1] = 'wrong_type'
     quarantine(base, failed_key, id, 'wrong_type', 'job key held a ' .. kind, now, failed_ttl)
-  elseif not f[1] or not f[2] or not tonumber(f[4]) or (f[3] and not tonumber(f[3])) then
+  elseif not f[1] or not f[2] or not string.find(f[4] or '', '^%d+$')
+      or (f[3] and not string.find(f[3], '^%d+$')) then
     bad[#bad + 1] = id; bad[#bad + 1] = 'missing_field'
     quarantine(base, failed_key, id, 'missing_field',
       'job record lacks a name, payload or attempt count', now, failed_ttl)
   else
-    local runs = (tonumber(f[5]) or 0) + 1
+    local runs = math.floor(tonumber(f[5]) or 0) + 1
     local token = worker .. ':' .. runs
     redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker)
     redis.call('ZADD', running_key, now + lease, id)
