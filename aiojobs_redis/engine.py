@@ -20,7 +20,7 @@ from .errors import EngineError, EngineUnavailable, PayloadTooLarge
 from .ids import new_job_id
 from .keys import QueueKeys, queues_key, validate_job_id, validate_queue
 from .records import Claim, ClaimedJob, JobInfo, QueueStats, Reaped
-from .scripts import Scripts
+from .scripts import ScriptCall, Scripts, run_pipelined
 
 if TYPE_CHECKING:
     from .job import Job
@@ -42,6 +42,25 @@ async def redis_errors(action: str) -> AsyncIterator[None]:
         if "payload too large" in str(exc):
             raise PayloadTooLarge(f"{action}: {exc}") from exc
         raise EngineError(f"{action}: Redis refused the command: {exc}") from exc
+
+
+def _parse_claim(queue: str, reply: Any) -> Claim:
+    flat, bad, next_due, more = reply
+    jobs = [
+        ClaimedJob(
+            queue=queue,
+            id=flat[i].decode(),
+            token=flat[i + 1].decode(),
+            name=flat[i + 2],
+            payload=flat[i + 3],
+            attempts_used=int(flat[i + 4]),
+            max_attempts=int(flat[i + 5]),
+            runs=int(flat[i + 6]),
+        )
+        for i in range(0, len(flat), 7)
+    ]
+    quarantined = [(_text(bad[i]), _text(bad[i + 1])) for i in range(0, len(bad), 2)]
+    return Claim(jobs, quarantined, int(next_due), bool(more))
 
 
 def _text(value: Any) -> str:
@@ -161,43 +180,53 @@ class RedisEngine:
     # -- the worker's transitions -----------------------------------------------------------
 
     async def claim(self, queue: str, limit: int, *, worker_id: str, request_id: str, lease_ms: int) -> Claim:
-        keys = self.keys(queue)
-        async with redis_errors(f"claim from {queue}"):
-            raw = await self.scripts.claim(
-                keys=[
-                    keys.ready,
-                    keys.running,
-                    keys.delayed,
-                    keys.wake,
-                    keys.failed,
-                    keys.claim_receipt(worker_id),
-                ],
-                args=[
-                    keys.base,
-                    limit,
-                    lease_ms,
-                    worker_id,
-                    request_id,
-                    self._now_arg(),
-                    self.settings.failed_ttl_ms,
-                ],
-            )
-        flat, bad, next_due, more = raw
-        jobs = [
-            ClaimedJob(
-                queue=queue,
-                id=flat[i].decode(),
-                token=flat[i + 1].decode(),
-                name=flat[i + 2],
-                payload=flat[i + 3],
-                attempts_used=int(flat[i + 4]),
-                max_attempts=int(flat[i + 5]),
-                runs=int(flat[i + 6]),
-            )
-            for i in range(0, len(flat), 7)
+        return (await self.claim_many([(queue, limit, request_id)], worker_id=worker_id, lease_ms=lease_ms))[
+            0
         ]
-        quarantined = [(_text(bad[i]), _text(bad[i + 1])) for i in range(0, len(bad), 2)]
-        return Claim(jobs, quarantined, int(next_due), bool(more))
+
+    async def claim_many(
+        self, requests: Sequence[tuple[str, int, str]], *, worker_id: str, lease_ms: int
+    ) -> list[Claim]:
+        """Claim from several queues in one round trip: (queue, limit, request id) each."""
+        calls: list[ScriptCall] = []
+        for queue, limit, request_id in requests:
+            keys = self.keys(queue)
+            calls.append(
+                (
+                    self.scripts.claim,
+                    [
+                        keys.ready,
+                        keys.running,
+                        keys.delayed,
+                        keys.wake,
+                        keys.failed,
+                        keys.claim_receipt(worker_id),
+                    ],
+                    [
+                        keys.base,
+                        limit,
+                        lease_ms,
+                        worker_id,
+                        request_id,
+                        self._now_arg(),
+                        self.settings.failed_ttl_ms,
+                    ],
+                )
+            )
+        async with redis_errors("claim"):
+            if len(calls) == 1:
+                script, keys_, args = calls[0]
+                replies = [await script(keys=keys_, args=args)]
+            else:
+                replies = await run_pipelined(self.redis, calls)
+        return [_parse_claim(queue, reply) for (queue, _, _), reply in zip(requests, replies, strict=True)]
+
+    async def ready_counts(self, queues: Sequence[str]) -> list[int]:
+        """How many jobs wait in each queue's ready set (a hint: others may claim them first)."""
+        async with redis_errors("count ready jobs"), self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.zcard(self.keys(queue).ready)
+            return [int(n) for n in await pipe.execute()]
 
     async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
         """Extend the leases in `held` ((id, token) pairs); return the ids no longer held."""
@@ -260,18 +289,18 @@ class RedisEngine:
 
     async def promote(self, queues: Sequence[str], limit: int = _BATCH) -> tuple[int, int]:
         """Move due delayed jobs to ready. Returns (moved, ms until the next is due or -1)."""
-        async with (
-            redis_errors("promote delayed jobs"),
-            self.redis.pipeline(transaction=False) as pipe,
-        ):
-            for queue in queues:
-                keys = self.keys(queue)
-                await self.scripts.promote(
-                    keys=[keys.delayed, keys.ready, keys.wake],
-                    args=[keys.base, limit, self._now_arg()],
-                    client=pipe,
+        calls: list[ScriptCall] = []
+        for queue in queues:
+            keys = self.keys(queue)
+            calls.append(
+                (
+                    self.scripts.promote,
+                    [keys.delayed, keys.ready, keys.wake],
+                    [keys.base, limit, self._now_arg()],
                 )
-            replies = await pipe.execute()
+            )
+        async with redis_errors("promote delayed jobs"):
+            replies = await run_pipelined(self.redis, calls)
         moved = sum(int(r[0]) for r in replies)
         dues = [int(r[1]) for r in replies if int(r[1]) >= 0]
         return moved, min(dues) if dues else -1

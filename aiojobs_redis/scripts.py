@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
+
+ScriptCall = tuple["AsyncScript", Sequence[Any], Sequence[Any]]  # script, keys, args
 
 SCRIPT_NAMES = (
     "dispatch",
@@ -57,3 +62,35 @@ class Scripts:
     @staticmethod
     def _load(redis: Redis, name: str) -> AsyncScript:
         return redis.register_script(source(name))
+
+
+async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run several script calls in one round trip and return their replies in order.
+
+    Unlike redis-py's pipelined scripts, this does not send SCRIPT EXISTS first: a call
+    answered NOSCRIPT did not run, so it is loaded and sent again. An error reply from a
+    script is raised (after every call has been sent).
+    """
+    replies: list[Any] = [None] * len(calls)
+    pending = list(range(len(calls)))
+    for _ in range(2):
+        async with redis.pipeline(transaction=False) as pipe:
+            for index in pending:
+                script, keys, args = calls[index]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        missing = []
+        for index, result in zip(pending, results, strict=True):
+            if isinstance(result, NoScriptError):
+                missing.append(index)
+            else:
+                replies[index] = result
+        if not missing:
+            break
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            script.sha = await redis.script_load(script.script)
+        pending = missing
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies

@@ -204,30 +204,41 @@ class Worker:
                 await self._interruptible_sleep(delay)
 
     async def _claim_round(self, jobs: TaskGroup, wanted: int) -> tuple[int, bool]:
-        """Claim up to `wanted` jobs, from the queues in order of priority."""
-        got, more = 0, False
-        for queue in self.queues:
+        """Claim up to `wanted` jobs in one round trip, from the queues in order of priority.
+
+        With several queues, a pipelined count of each ready set first decides how many to
+        take from which, so a busy high-priority queue is not over-claimed from the others.
+        """
+        if len(self.queues) == 1:
+            plan = [(self.queues[0], wanted)]
+        else:
+            plan = []
+            left = wanted
+            for queue, ready in zip(self.queues, await self.engine.ready_counts(self.queues), strict=True):
+                if ready > 0 and left > 0:
+                    plan.append((queue, min(ready, left)))
+                    left -= plan[-1][1]
+            if not plan:
+                self._promoter_poke.set()  # woken for nothing ready: maybe a new delayed job
+                return 0, False
+        requests = []
+        for queue, limit in plan:
             self._request_seq += 1
-            claim = await self.engine.claim(
-                queue,
-                wanted - got,
-                worker_id=self.worker_id,
-                request_id=str(self._request_seq),
-                lease_ms=self.lease_ms,
-            )
+            requests.append((queue, limit, str(self._request_seq)))
+        claims = await self.engine.claim_many(requests, worker_id=self.worker_id, lease_ms=self.lease_ms)
+        got, more = 0, False
+        for (queue, _, _), claim in zip(requests, claims, strict=True):
             for job_id, reason in claim.quarantined:
                 self.counters.quarantined += 1
                 log.error("job %s in queue %s is malformed (%s): moved to failed", job_id, queue, reason)
             if claim.next_due_ms >= 0 and not claim.jobs:
                 self._promoter_poke.set()
             for job in claim.jobs:
-                self._running[job.id] = _Running(job)
-                jobs.start_soon(self._run_job, self._running[job.id], name=f"aiojobs-job-{job.id}")
+                running = self._running[job.id] = _Running(job)
+                jobs.start_soon(self._run_job, running, name=f"aiojobs-job-{job.id}")
             self.counters.claimed += len(claim.jobs)
             got += len(claim.jobs)
             more = more or claim.more
-            if got >= wanted:
-                break
         return got, more
 
     async def _burst_done(self, ended_before: int) -> bool:

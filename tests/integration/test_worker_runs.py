@@ -297,3 +297,20 @@ async def test_worker_rejects_bad_options(engine: RedisEngine) -> None:
     for make in bad:
         with pytest.raises(ValueError):
             make()
+
+
+async def test_several_queues_are_claimed_in_one_round_by_priority(engine: RedisEngine, probe: Probe) -> None:
+    class Second(Sleepy):
+        queue = "second"
+
+    class First(Sleepy):
+        queue = "first"
+
+    firsts = [await First().dispatch({"sleep": 0.2}) for _ in range(3)]
+    seconds = [await Second().dispatch({"sleep": 0.2}) for _ in range(5)]
+    worker = Worker(engine, ["first", "second"], concurrency=4, burst=True)
+    await worker.run()
+    started = [v for k, v, _ in probe.events if k == "start"]
+    assert started[:4] == firsts + seconds[:1], "the first round takes all of 'first', then fills up"
+    assert sorted(started) == sorted(firsts + seconds)
+    assert probe.max_running == 4
