@@ -4,10 +4,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-# Exits 0 when a Redis server at 127.0.0.1:6379 answers PING with PONG.
-REDIS_PING := import socket, sys; s = socket.create_connection(("127.0.0.1", 6379), timeout=2); s.sendall(b"PING\r\n"); sys.exit(0 if s.recv(64).startswith(b"+PONG") else 1)
-
-.PHONY: $(VENV) test lint type clean distclean
+.PHONY: $(VENV) test test-valkey lint type clean distclean
 
 $(VENV): $(STAMP)
 
@@ -17,16 +14,14 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
+# The suite uses $$REDIS_URL, else the Redis at 127.0.0.1:6379 when one answers, else an
+# embedded Valkey server (tests/conftest.py decides and says which in the report header).
 test: $(STAMP)
-	@if [ -z "$$REDIS_URL" ]; then \
-		if ! $(VPY) -c '$(REDIS_PING)' 2>/dev/null; then \
-			echo "error: no Redis server answers PING at 127.0.0.1:6379." >&2; \
-			echo "Start one (e.g. 'redis-server --port 6379 --save \"\" --appendonly no --daemonize yes')" >&2; \
-			echo "or set REDIS_URL to point the tests at another server." >&2; \
-			exit 1; \
-		fi; \
-	fi
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# The same suite against an embedded Valkey server, whatever else is running.
+test-valkey: $(STAMP)
+	AIOJOBS_TEST_EMBEDDED=1 $(VPY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,8 +1,15 @@
-"""Shared fixtures: every test gets its own key prefix on the real Redis, cleaned up after."""
+"""Shared fixtures: every test gets its own key prefix on a real server, cleaned up after.
+
+The server: $REDIS_URL when set; else the Redis at 127.0.0.1:6379 when one answers; else
+(or with AIOJOBS_TEST_EMBEDDED=1) an embedded Valkey server started for the session. The
+choice is exported as REDIS_URL so worker subprocesses use the same server.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -10,8 +17,36 @@ import pytest
 from redis.asyncio import Redis
 
 from aiojobs_redis import RedisEngine, Settings, use_engine
+from aiojobs_redis.embedded import embedded_server
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_URL = "redis://127.0.0.1:6379"
+_session_server = contextlib.ExitStack()
+
+
+def _local_redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global REDIS_URL
+    if os.environ.get("AIOJOBS_TEST_EMBEDDED") == "1" or (
+        "REDIS_URL" not in os.environ and not _local_redis_answers()
+    ):
+        os.environ["REDIS_URL"] = _session_server.enter_context(embedded_server())
+    REDIS_URL = os.environ.setdefault("REDIS_URL", REDIS_URL)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _session_server.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"job server: {REDIS_URL}"
 
 
 class FakeClock:

