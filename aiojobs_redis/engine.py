@@ -14,6 +14,7 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from .batching import DispatchBatcher, PendingDispatch
 from .codec import encode_payload
 from .config import Settings, redact_url
 from .errors import EngineError, EngineUnavailable, PayloadTooLarge
@@ -42,6 +43,14 @@ async def redis_errors(action: str) -> AsyncIterator[None]:
         if "payload too large" in str(exc):
             raise PayloadTooLarge(f"{action}: {exc}") from exc
         raise EngineError(f"{action}: Redis refused the command: {exc}") from exc
+
+
+def _map_reply_error(reply: Exception) -> Exception:
+    if isinstance(reply, rex.ResponseError) and "payload too large" in str(reply):
+        return PayloadTooLarge(f"dispatch: {reply}")
+    if isinstance(reply, rex.RedisError):
+        return EngineError(f"dispatch: Redis refused the command: {reply}")
+    return reply
 
 
 def _parse_claim(queue: str, reply: Any) -> Claim:
@@ -98,6 +107,7 @@ class RedisEngine:
         self.scripts = Scripts(self.redis)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
+        self._batcher = DispatchBatcher(self._send_batch)
         self._closed = False
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -149,33 +159,87 @@ class RedisEngine:
     # -- dispatch ---------------------------------------------------------------------------
 
     async def dispatch(self, job: Job) -> str:
-        """Store `job`; return its id once Redis has acknowledged it."""
-        keys = self.keys(job.queue)
+        """Store `job`; return its id once Redis has acknowledged it.
+
+        Concurrent calls are coalesced into one round trip (see batching.py).
+        """
+        pending = self._prepare(job)
+        await self._batcher.submit(pending)
+        job.id = pending.job_id
+        return pending.job_id
+
+    async def dispatch_many(self, jobs: Sequence[Job], *, chunk: int = 500) -> list[str]:
+        """Store many jobs in as few round trips as possible; return their ids in order.
+
+        Each chunk of up to `chunk` jobs of one queue is stored atomically. If Redis fails
+        part way, the jobs of earlier chunks are stored (their `id` is set) and the error
+        is raised.
+        """
+        prepared = [self._prepare(job) for job in jobs]
+        by_queue: dict[str, list[PendingDispatch]] = {}
+        for pending in prepared:
+            by_queue.setdefault(pending.queue, []).append(pending)
+        batches = [items[i : i + chunk] for items in by_queue.values() for i in range(0, len(items), chunk)]
+        for start in range(0, len(batches), 16):  # a few chunks per round trip
+            await self._store(batches[start : start + 16])
+            for batch in batches[start : start + 16]:
+                for pending in batch:
+                    if pending.error is not None:
+                        raise pending.error
+        for job, pending in zip(jobs, prepared, strict=True):
+            job.id = pending.job_id
+        return [p.job_id for p in prepared]
+
+    def _prepare(self, job: Job) -> PendingDispatch:
+        """Validate and encode before any I/O: bad input costs nothing."""
         payload = encode_payload(job.payload, self.settings.max_payload_bytes)
         job_id = new_job_id()
+        return PendingDispatch(
+            job.queue, job_id, (job_id, job.name, payload, job.attempts, job.effective_delay_ms)
+        )
+
+    async def _send_batch(self, batch: list[PendingDispatch]) -> None:
+        by_queue: dict[str, list[PendingDispatch]] = {}
+        for pending in batch:
+            by_queue.setdefault(pending.queue, []).append(pending)
+        await self._store(list(by_queue.values()))
+
+    async def _store(self, batches: list[list[PendingDispatch]]) -> None:
+        """One dispatch script call per batch (each of one queue), all in one round trip.
+
+        Records an error on the items of a batch that failed; never raises.
+        """
+        calls: list[ScriptCall] = []
+        for batch in batches:
+            keys = self.keys(batch[0].queue)
+            job_keys = [keys.job(p.job_id) for p in batch]
+            args: list[Any] = [keys.queue, self.settings.max_payload_bytes, self._now_arg()]
+            for pending in batch:
+                args.extend(pending.args)
+            calls.append((self.scripts.dispatch, [keys.ready, keys.delayed, keys.wake, *job_keys], args))
+        replies: list[Any]
         with anyio.move_on_after(self.settings.dispatch_timeout) as deadline:
-            await self.register_queues((job.queue,))
-            async with redis_errors(f"dispatch {job.name}"):
-                await self.scripts.dispatch(
-                    keys=[keys.job(job_id), keys.ready, keys.delayed, keys.wake],
-                    args=[
-                        job_id,
-                        job.name,
-                        payload,
-                        job.attempts,
-                        job.effective_delay_ms,
-                        self.settings.max_payload_bytes,
-                        job.queue,
-                        self._now_arg(),
-                    ],
-                )
+            try:
+                await self.register_queues(batch[0].queue for batch in batches)
+                async with redis_errors("dispatch"):
+                    if len(calls) == 1:
+                        script, keys_, args_ = calls[0]
+                        replies = [await script(keys=keys_, args=args_)]
+                    else:
+                        replies = await run_pipelined(self.redis, calls, raise_errors=False)
+            except EngineError as exc:
+                replies = [exc] * len(calls)
         if deadline.cancelled_caught:
-            raise EngineUnavailable(
-                f"dispatch {job.name}: Redis did not answer within {self.settings.dispatch_timeout:g} s "
-                f"(job {job_id} may or may not have been stored)"
+            timeout = EngineUnavailable(
+                f"dispatch: Redis did not answer within {self.settings.dispatch_timeout:g} s "
+                "(the job may or may not have been stored)"
             )
-        job.id = job_id
-        return job_id
+            replies = [timeout] * len(calls)
+        for batch, reply in zip(batches, replies, strict=True):
+            if isinstance(reply, Exception):
+                error = _map_reply_error(reply)
+                for pending in batch:
+                    pending.error = error
 
     # -- the worker's transitions -----------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -14,6 +15,10 @@ class Engine(Protocol):
 
     async def dispatch(self, job: Job) -> str:
         """Store `job` (or, for the sync engine, run it) and return its id."""
+        ...
+
+    async def dispatch_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Store (or run) many jobs; return their ids in order."""
         ...
 
     async def aclose(self) -> None: ...

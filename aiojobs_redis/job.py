@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
 from . import registry
@@ -95,6 +96,17 @@ class Job:
         if delay is not None:
             self.set_delay(delay)
         return await current_engine().dispatch(self)
+
+    @classmethod
+    async def dispatch_many(cls, payloads: Iterable[Any], *, delay: Delay | None = None) -> list[str]:
+        """Store one job of this class per payload, in as few round trips as possible."""
+        jobs = [cls(payload) for payload in payloads]
+        if delay is not None:
+            delay_ms = to_ms(delay)
+            for job in jobs:
+                job._delay_ms = delay_ms
+        engine = current_engine()
+        return await engine.dispatch_many(jobs)
 
     async def handle(self) -> None:
         raise NotImplementedError(f"{type(self).__qualname__} must define async def handle(self)")

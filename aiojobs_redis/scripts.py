@@ -64,12 +64,13 @@ class Scripts:
         return redis.register_script(source(name))
 
 
-async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall], *, raise_errors: bool = True) -> list[Any]:
     """Run several script calls in one round trip and return their replies in order.
 
     Unlike redis-py's pipelined scripts, this does not send SCRIPT EXISTS first: a call
     answered NOSCRIPT did not run, so it is loaded and sent again. An error reply from a
-    script is raised (after every call has been sent).
+    script is raised after every call has been sent, or with `raise_errors=False` returned
+    in its place.
     """
     replies: list[Any] = [None] * len(calls)
     pending = list(range(len(calls)))
@@ -90,7 +91,8 @@ async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
         for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
             script.sha = await redis.script_load(script.script)
         pending = missing
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+    if raise_errors:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
     return replies

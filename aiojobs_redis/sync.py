@@ -7,6 +7,7 @@ PermanentFailure, timeouts), but delays and retry waits are skipped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,11 @@ class SyncEngine:
                 outcome.summary,
             )
         return job_id
+
+    async def dispatch_many(self, jobs: Sequence[Job]) -> list[str]:
+        for job in jobs:  # validate every payload before running any
+            encode_payload(job.payload, self.settings.max_payload_bytes)
+        return [await self.dispatch(job) for job in jobs]
 
     def __repr__(self) -> str:
         return f"<SyncEngine completed={len(self.completed)} failed={len(self.failed)}>"

@@ -1,30 +1,40 @@
--- dispatch: store a new job and make it ready (or delayed).
--- KEYS[1] job hash   KEYS[2] ready zset   KEYS[3] delayed zset   KEYS[4] wake list
--- ARGV[1] id  ARGV[2] name  ARGV[3] payload JSON  ARGV[4] max attempts  ARGV[5] delay ms
--- ARGV[6] max payload bytes  ARGV[7] queue  ARGV[8] now ms ('' = Redis TIME)
--- Returns 1 when stored, 0 when the id already exists (a replayed call: nothing changes).
-local job_key, ready_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local id, name, payload = ARGV[1], ARGV[2], ARGV[3]
-local max_attempts, delay = tonumber(ARGV[4]), tonumber(ARGV[5])
-local max_payload, queue = tonumber(ARGV[6]), ARGV[7]
+-- dispatch: store new jobs of one queue and make them ready (or delayed).
+-- KEYS[1] ready zset  KEYS[2] delayed zset  KEYS[3] wake list  KEYS[4..] one job hash per job
+-- ARGV[1] queue  ARGV[2] max payload bytes  ARGV[3] now ms ('' = Redis TIME)
+-- ARGV[4..] five per job, in KEYS order: id, name, payload JSON, max attempts, delay ms
+-- Returns the number of jobs stored. A job whose id already exists is left alone (a replayed
+-- call, or the marker of a job already done): replaying the whole call changes nothing.
+-- Every payload is checked before anything is written, so an oversized one stores nothing.
+local ready_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
+local queue, max_payload = ARGV[1], tonumber(ARGV[2])
 
-if redis.call('EXISTS', job_key) == 1 then return 0 end
-if string.len(payload) > max_payload then
-  return redis.error_reply('ERR payload too large: ' .. string.len(payload) .. ' bytes')
+for a = 6, #ARGV, 5 do
+  if string.len(ARGV[a]) > max_payload then
+    return redis.error_reply('ERR payload too large: ' .. string.len(ARGV[a]) .. ' bytes')
+  end
 end
 
-local now = now_ms(ARGV[8])
-local due = now + delay
-if delay > 0 then
-  redis.call('HSET', job_key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts,
-    's', 'delayed', 'c', now, 'd', due)
-  redis.call('ZADD', delayed_key, due, id)
-  -- A new earliest delayed job: wake an idle worker so it re-plans its next promotion.
-  if redis.call('ZRANGE', delayed_key, 0, 0)[1] == id then wake(wake_key) end
-else
-  redis.call('HSET', job_key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts,
-    's', 'ready', 'c', now, 'd', now)
-  redis.call('ZADD', ready_key, now, id)
-  wake(wake_key)
+local now = now_ms(ARGV[3])
+local stored, ready, earliest_delayed = 0, 0, false
+for k = 4, #KEYS do
+  local a = 4 + (k - 4) * 5
+  local job_key, id, name, payload = KEYS[k], ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local max_attempts, delay = ARGV[a + 3], tonumber(ARGV[a + 4])
+  if redis.call('EXISTS', job_key) == 0 then
+    if delay > 0 then
+      redis.call('HSET', job_key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts,
+        's', 'delayed', 'c', now, 'd', now + delay)
+      redis.call('ZADD', delayed_key, now + delay, id)
+      earliest_delayed = earliest_delayed or redis.call('ZRANGE', delayed_key, 0, 0)[1] == id
+    else
+      redis.call('HSET', job_key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts,
+        's', 'ready', 'c', now, 'd', now)
+      redis.call('ZADD', ready_key, now, id)
+      ready = ready + 1
+    end
+    stored = stored + 1
+  end
 end
-return 1
+-- Wake an idle worker: for ready work, or so it re-plans around a new earliest delayed job.
+if ready > 0 or earliest_delayed then wake(wake_key) end
+return stored

@@ -187,8 +187,8 @@ async def dispatch_script(
 ) -> int:
     keys = engine.keys(QUEUE)
     result = await engine.scripts.dispatch(
-        keys=[keys.job(job_id), keys.ready, keys.delayed, keys.wake],
-        args=[job_id, Mail.name, payload, 1, delay_ms, max_payload, QUEUE, now],
+        keys=[keys.ready, keys.delayed, keys.wake, keys.job(job_id)],
+        args=[QUEUE, max_payload, now, job_id, Mail.name, payload, 1, delay_ms],
     )
     return int(result)
 

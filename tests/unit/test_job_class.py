@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +38,9 @@ class RecordingEngine:
     async def dispatch(self, job: Job) -> str:
         self.dispatched.append((job, job.payload, job.effective_delay_ms))
         return f"rec-{len(self.dispatched)}"
+
+    async def dispatch_many(self, jobs: Sequence[Job]) -> list[str]:
+        return [await self.dispatch(job) for job in jobs]
 
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,64 @@
+"""Group commit for dispatch: concurrent dispatch() calls share one round trip to Redis.
+
+The first caller becomes the batch's leader. It yields once so that dispatches started in
+the same event-loop turn can join, waits until the previous batch's round trip is over (so
+batches grow with load instead of piling up), then sends the whole batch. No background
+task is involved; the leader's send is shielded so that its followers never hang on a
+cancelled leader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+
+@dataclass(slots=True, eq=False)
+class PendingDispatch:
+    queue: str
+    job_id: str
+    args: tuple[Any, ...]  # id, name, payload, max attempts, delay ms
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: BaseException | None = None
+
+
+Sender = Callable[[list[PendingDispatch]], Awaitable[None]]
+
+
+class DispatchBatcher:
+    def __init__(self, send: Sender) -> None:
+        self._send = send  # must set `error` on items it could not store, never raise
+        self._collecting: list[PendingDispatch] | None = None
+        self._in_flight: anyio.Event | None = None
+
+    async def submit(self, item: PendingDispatch) -> None:
+        """Return once `item` is stored; raise its error otherwise."""
+        if self._collecting is not None:
+            self._collecting.append(item)
+            await item.done.wait()
+        else:
+            await self._lead(item)
+        if item.error is not None:
+            raise item.error
+
+    async def _lead(self, item: PendingDispatch) -> None:
+        batch = self._collecting = [item]
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.lowlevel.checkpoint()
+                while self._in_flight is not None:
+                    await self._in_flight.wait()
+            finally:
+                self._collecting = None
+            flight = self._in_flight = anyio.Event()
+            try:
+                await self._send(batch)
+            finally:
+                self._in_flight = None
+                flight.set()
+                for pending in batch:
+                    pending.done.set()
