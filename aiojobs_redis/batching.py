@@ -10,8 +10,7 @@ cancelled leader.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
@@ -20,9 +19,10 @@ import anyio.lowlevel
 @dataclass(slots=True, eq=False)
 class PendingDispatch:
     queue: str
+    kind: tuple[str, int, int]  # name, max attempts, delay ms: one script call per queue and kind
     job_id: str
-    args: tuple[Any, ...]  # id, name, payload, max attempts, delay ms
-    done: anyio.Event = field(default_factory=anyio.Event)
+    payload: bytes
+    done: anyio.Event | None = None  # made only for a follower, which waits on it
     error: BaseException | None = None
 
 
@@ -38,6 +38,7 @@ class DispatchBatcher:
     async def submit(self, item: PendingDispatch) -> None:
         """Return once `item` is stored; raise its error otherwise."""
         if self._collecting is not None:
+            item.done = anyio.Event()
             self._collecting.append(item)
             await item.done.wait()
         else:
@@ -61,4 +62,5 @@ class DispatchBatcher:
                 self._in_flight = None
                 flight.set()
                 for pending in batch:
-                    pending.done.set()
+                    if pending.done is not None:
+                        pending.done.set()

@@ -45,6 +45,14 @@ async def redis_errors(action: str) -> AsyncIterator[None]:
         raise EngineError(f"{action}: Redis refused the command: {exc}") from exc
 
 
+def _group(items: list[PendingDispatch]) -> dict[tuple[str, tuple[str, int, int]], list[PendingDispatch]]:
+    """Dispatches by queue and kind, in order: each group is one script call."""
+    groups: dict[tuple[str, tuple[str, int, int]], list[PendingDispatch]] = {}
+    for pending in items:
+        groups.setdefault((pending.queue, pending.kind), []).append(pending)
+    return groups
+
+
 def _map_reply_error(reply: Exception) -> Exception:
     if isinstance(reply, rex.ResponseError) and "payload too large" in str(reply):
         return PayloadTooLarge(f"dispatch: {reply}")
@@ -176,10 +184,9 @@ class RedisEngine:
         is raised.
         """
         prepared = [self._prepare(job) for job in jobs]
-        by_queue: dict[str, list[PendingDispatch]] = {}
-        for pending in prepared:
-            by_queue.setdefault(pending.queue, []).append(pending)
-        batches = [items[i : i + chunk] for items in by_queue.values() for i in range(0, len(items), chunk)]
+        batches = [
+            items[i : i + chunk] for items in _group(prepared).values() for i in range(0, len(items), chunk)
+        ]
         for start in range(0, len(batches), 16):  # a few chunks per round trip
             await self._store(batches[start : start + 16])
             for batch in batches[start : start + 16]:
@@ -193,16 +200,12 @@ class RedisEngine:
     def _prepare(self, job: Job) -> PendingDispatch:
         """Validate and encode before any I/O: bad input costs nothing."""
         payload = encode_payload(job.payload, self.settings.max_payload_bytes)
-        job_id = new_job_id()
         return PendingDispatch(
-            job.queue, job_id, (job_id, job.name, payload, job.attempts, job.effective_delay_ms)
+            job.queue, (job.name, job.attempts, job.effective_delay_ms), new_job_id(), payload
         )
 
     async def _send_batch(self, batch: list[PendingDispatch]) -> None:
-        by_queue: dict[str, list[PendingDispatch]] = {}
-        for pending in batch:
-            by_queue.setdefault(pending.queue, []).append(pending)
-        await self._store(list(by_queue.values()))
+        await self._store(list(_group(batch).values()))
 
     async def _store(self, batches: list[list[PendingDispatch]]) -> None:
         """One dispatch script call per batch (each of one queue), all in one round trip.
@@ -212,11 +215,19 @@ class RedisEngine:
         calls: list[ScriptCall] = []
         for batch in batches:
             keys = self.keys(batch[0].queue)
-            job_keys = [keys.job(p.job_id) for p in batch]
-            args: list[Any] = [keys.queue, self.settings.max_payload_bytes, self._now_arg()]
+            name, attempts, delay_ms = batch[0].kind
+            args: list[Any] = [
+                keys.base,
+                keys.queue,
+                self.settings.max_payload_bytes,
+                self._now_arg(),
+                name,
+                attempts,
+                delay_ms,
+            ]
             for pending in batch:
-                args.extend(pending.args)
-            calls.append((self.scripts.dispatch, [keys.ready, keys.delayed, keys.wake, *job_keys], args))
+                args += (pending.job_id, pending.payload)
+            calls.append((self.scripts.dispatch, [keys.ready, keys.delayed, keys.wake], args))
         replies: list[Any]
         with anyio.move_on_after(self.settings.dispatch_timeout) as deadline:
             try:

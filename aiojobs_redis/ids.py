@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 2-digit base-36 string, in order
 _SEQ_LIMIT = 36**4
+_random = random.SystemRandom()
 _last_ms = 0
 _seq = 0
+_ms_text = ""
 
 
 def _base36(value: int, width: int) -> str:
@@ -26,12 +29,21 @@ def new_job_id() -> str:
     which keeps jobs scheduled in the same millisecond in dispatch order: sorted-set ties
     are broken by member.
     """
-    global _last_ms, _seq
+    global _last_ms, _seq, _ms_text
     ms = time.time_ns() // 1_000_000
     if ms > _last_ms:
-        _last_ms, _seq = ms, 0
+        _last_ms, _seq, _ms_text = ms, 0, _base36(ms, 8)
     else:
         _seq += 1
         if _seq == _SEQ_LIMIT:  # more ids in one ms than the sequence holds: borrow the next ms
             _last_ms, _seq = _last_ms + 1, 0
-    return _base36(_last_ms, 8) + _base36(_seq, 4) + _base36(secrets.randbits(31), 6)
+            _ms_text = _base36(_last_ms, 8)
+    rand = _random.getrandbits(31)
+    return (
+        _ms_text
+        + _PAIRS[_seq // 1296]
+        + _PAIRS[_seq % 1296]
+        + _PAIRS[(rand // 1679616) % 1296]
+        + _PAIRS[(rand // 1296) % 1296]
+        + _PAIRS[rand % 1296]
+    )

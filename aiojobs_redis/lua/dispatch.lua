@@ -1,40 +1,41 @@
--- dispatch: store new jobs of one queue and make them ready (or delayed).
--- KEYS[1] ready zset  KEYS[2] delayed zset  KEYS[3] wake list  KEYS[4..] one job hash per job
--- ARGV[1] queue  ARGV[2] max payload bytes  ARGV[3] now ms ('' = Redis TIME)
--- ARGV[4..] five per job, in KEYS order: id, name, payload JSON, max attempts, delay ms
+-- dispatch: store new jobs of one queue and one kind, and make them ready (or delayed).
+-- KEYS[1] ready zset  KEYS[2] delayed zset  KEYS[3] wake list
+-- ARGV[1] queue key base (jobs:{q})  ARGV[2] queue  ARGV[3] max payload bytes
+-- ARGV[4] now ms ('' = Redis TIME)  ARGV[5] job name  ARGV[6] max attempts  ARGV[7] delay ms
+-- ARGV[8..] two per job: id, payload JSON
 -- Returns the number of jobs stored. A job whose id already exists is left alone (a replayed
 -- call, or the marker of a job already done): replaying the whole call changes nothing.
 -- Every payload is checked before anything is written, so an oversized one stores nothing.
+-- Job keys are built here from the queue's base, so they share its hash tag (one slot).
 local ready_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
-local queue, max_payload = ARGV[1], tonumber(ARGV[2])
+local base, queue, max_payload = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local name, max_attempts, delay = ARGV[5], ARGV[6], tonumber(ARGV[7])
 
-for a = 6, #ARGV, 5 do
+for a = 9, #ARGV, 2 do
   if string.len(ARGV[a]) > max_payload then
     return redis.error_reply('ERR payload too large: ' .. string.len(ARGV[a]) .. ' bytes')
   end
 end
 
-local now = now_ms(ARGV[3])
-local stored, ready, earliest_delayed = 0, 0, false
-for k = 4, #KEYS do
-  local a = 4 + (k - 4) * 5
-  local job_key, id, name, payload = KEYS[k], ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local max_attempts, delay = ARGV[a + 3], tonumber(ARGV[a + 4])
+local now = now_ms(ARGV[4])
+local due, state, target = now, 'ready', ready_key
+if delay > 0 then due, state, target = now + delay, 'delayed', delayed_key end
+local stored = 0
+for a = 8, #ARGV, 2 do
+  local id = ARGV[a]
+  local job_key = base .. ':j:' .. id
   if redis.call('EXISTS', job_key) == 0 then
-    if delay > 0 then
-      redis.call('HSET', job_key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts,
-        's', 'delayed', 'c', now, 'd', now + delay)
-      redis.call('ZADD', delayed_key, now + delay, id)
-      earliest_delayed = earliest_delayed or redis.call('ZRANGE', delayed_key, 0, 0)[1] == id
-    else
-      redis.call('HSET', job_key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts,
-        's', 'ready', 'c', now, 'd', now)
-      redis.call('ZADD', ready_key, now, id)
-      ready = ready + 1
-    end
+    redis.call('HSET', job_key, 'n', name, 'q', queue, 'p', ARGV[a + 1], 'm', max_attempts,
+      's', state, 'c', now, 'd', due)
+    redis.call('ZADD', target, due, id)
     stored = stored + 1
   end
 end
--- Wake an idle worker: for ready work, or so it re-plans around a new earliest delayed job.
-if ready > 0 or earliest_delayed then wake(wake_key) end
+-- Wake an idle worker: for ready work, or so it re-plans around a new earliest delayed job
+-- (every job of this call has the same due time).
+if stored > 0 then
+  if delay == 0 or tonumber(redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')[2]) == due then
+    wake(wake_key)
+  end
+end
 return stored

@@ -187,8 +187,8 @@ async def dispatch_script(
 ) -> int:
     keys = engine.keys(QUEUE)
     result = await engine.scripts.dispatch(
-        keys=[keys.ready, keys.delayed, keys.wake, keys.job(job_id)],
-        args=[QUEUE, max_payload, now, job_id, Mail.name, payload, 1, delay_ms],
+        keys=[keys.ready, keys.delayed, keys.wake],
+        args=[keys.base, QUEUE, max_payload, now, Mail.name, 1, delay_ms, job_id, payload],
     )
     return int(result)
 

@@ -21,6 +21,7 @@ def restore_id_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests below move the id clock; put it back so later ids are made from real time."""
     monkeypatch.setattr(ids, "_last_ms", ids._last_ms)
     monkeypatch.setattr(ids, "_seq", ids._seq)
+    monkeypatch.setattr(ids, "_ms_text", ids._ms_text)
 
 
 def test_shape() -> None:

@@ -1,0 +1,1 @@
+"""Glue for web frameworks: open the engine (and optionally a worker) for an app's lifetime."""
