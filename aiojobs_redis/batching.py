@@ -1,7 +1,7 @@
-"""Group commit for dispatch: concurrent dispatch() calls share one round trip to Redis.
+"""Group commit: concurrent calls of one kind (dispatch, ack) share one round trip to Redis.
 
-The first caller becomes the batch's leader. It yields once so that dispatches started in
-the same event-loop turn can join, waits until the previous batch's round trip is over (so
+The first caller becomes the batch's leader. It yields once so that calls started in the
+same event-loop turn can join, waits until the previous batch's round trip is over (so
 batches grow with load instead of piling up), then sends the whole batch. No background
 task is involved; the leader's send is shielded so that its followers never hang on a
 cancelled leader.
@@ -11,32 +11,47 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 
 
 @dataclass(slots=True, eq=False)
-class PendingDispatch:
-    queue: str
-    kind: tuple[str, int, int]  # name, max attempts, delay ms: one script call per queue and kind
-    job_id: str
-    payload: bytes
+class Pending:
+    """One call waiting in a batch. The sender fills in `error` or the subclass's result."""
+
     done: anyio.Event | None = None  # made only for a follower, which waits on it
     error: BaseException | None = None
 
 
-Sender = Callable[[list[PendingDispatch]], Awaitable[None]]
+@dataclass(slots=True, eq=False)
+class PendingDispatch(Pending):
+    queue: str = ""
+    kind: tuple[str, int, int] = ("", 1, 0)  # name, max attempts, delay ms: one call per kind
+    job_id: str = ""
+    payload: bytes = b""
 
 
-class DispatchBatcher:
-    def __init__(self, send: Sender) -> None:
-        self._send = send  # must set `error` on items it could not store, never raise
-        self._collecting: list[PendingDispatch] | None = None
+@dataclass(slots=True, eq=False)
+class PendingAck(Pending):
+    queue: str = ""
+    job_id: str = ""
+    token: str = ""
+    acked: bool = False
+
+
+P = TypeVar("P", bound=Pending)
+
+
+class GroupCommit(Generic[P]):
+    def __init__(self, send: Callable[[list[P]], Awaitable[None]]) -> None:
+        self._send = send  # must set `error` on items it could not complete, never raise
+        self._collecting: list[P] | None = None
         self._in_flight: anyio.Event | None = None
 
-    async def submit(self, item: PendingDispatch) -> None:
-        """Return once `item` is stored; raise its error otherwise."""
+    async def submit(self, item: P) -> None:
+        """Return once `item` is done; raise its error otherwise."""
         if self._collecting is not None:
             item.done = anyio.Event()
             self._collecting.append(item)
@@ -46,7 +61,7 @@ class DispatchBatcher:
         if item.error is not None:
             raise item.error
 
-    async def _lead(self, item: PendingDispatch) -> None:
+    async def _lead(self, item: P) -> None:
         batch = self._collecting = [item]
         with anyio.CancelScope(shield=True):
             try:

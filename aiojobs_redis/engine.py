@@ -14,7 +14,7 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from .batching import DispatchBatcher, PendingDispatch
+from .batching import GroupCommit, PendingAck, PendingDispatch
 from .codec import encode_payload
 from .config import Settings, redact_url
 from .errors import EngineError, EngineUnavailable, PayloadTooLarge
@@ -53,11 +53,12 @@ def _group(items: list[PendingDispatch]) -> dict[tuple[str, tuple[str, int, int]
     return groups
 
 
-def _map_reply_error(reply: Exception) -> Exception:
+def _map_reply_error(reply: Exception, action: str) -> Exception:
+    """An error reply from one call of a pipeline, as one of ours."""
     if isinstance(reply, rex.ResponseError) and "payload too large" in str(reply):
-        return PayloadTooLarge(f"dispatch: {reply}")
+        return PayloadTooLarge(f"{action}: {reply}")
     if isinstance(reply, rex.RedisError):
-        return EngineError(f"dispatch: Redis refused the command: {reply}")
+        return EngineError(f"{action}: Redis refused the command: {reply}")
     return reply
 
 
@@ -115,7 +116,8 @@ class RedisEngine:
         self.scripts = Scripts(self.redis)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
-        self._batcher = DispatchBatcher(self._send_batch)
+        self._dispatches = GroupCommit[PendingDispatch](self._send_dispatches)
+        self._acks = GroupCommit[PendingAck](self._send_acks)
         self._closed = False
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -172,7 +174,7 @@ class RedisEngine:
         Concurrent calls are coalesced into one round trip (see batching.py).
         """
         pending = self._prepare(job)
-        await self._batcher.submit(pending)
+        await self._dispatches.submit(pending)
         job.id = pending.job_id
         return pending.job_id
 
@@ -201,10 +203,13 @@ class RedisEngine:
         """Validate and encode before any I/O: bad input costs nothing."""
         payload = encode_payload(job.payload, self.settings.max_payload_bytes)
         return PendingDispatch(
-            job.queue, (job.name, job.attempts, job.effective_delay_ms), new_job_id(), payload
+            queue=job.queue,
+            kind=(job.name, job.attempts, job.effective_delay_ms),
+            job_id=new_job_id(),
+            payload=payload,
         )
 
-    async def _send_batch(self, batch: list[PendingDispatch]) -> None:
+    async def _send_dispatches(self, batch: list[PendingDispatch]) -> None:
         await self._store(list(_group(batch).values()))
 
     async def _store(self, batches: list[list[PendingDispatch]]) -> None:
@@ -248,7 +253,7 @@ class RedisEngine:
             replies = [timeout] * len(calls)
         for batch, reply in zip(batches, replies, strict=True):
             if isinstance(reply, Exception):
-                error = _map_reply_error(reply)
+                error = _map_reply_error(reply, "dispatch")
                 for pending in batch:
                     pending.error = error
 
@@ -314,19 +319,41 @@ class RedisEngine:
         return [x.decode() for x in lost]
 
     async def ack(self, job: ClaimedJob) -> bool:
-        keys = self.keys(job.queue)
-        async with redis_errors(f"ack {job.id}"):
-            done = await self.scripts.ack(
-                keys=[keys.running, keys.job(job.id)],
-                args=[
-                    job.id,
-                    job.token,
-                    self.settings.keep_done_ms,
-                    self.settings.replay_guard_ms,
-                    self._now_arg(),
-                ],
-            )
-        return bool(done)
+        """End a job that succeeded; False when this worker no longer holds its lease.
+
+        Concurrent acks share a round trip (see batching.py).
+        """
+        pending = PendingAck(queue=job.queue, job_id=job.id, token=job.token)
+        await self._acks.submit(pending)
+        return pending.acked
+
+    async def _send_acks(self, batch: list[PendingAck]) -> None:
+        by_queue: dict[str, list[PendingAck]] = {}
+        for pending in batch:
+            by_queue.setdefault(pending.queue, []).append(pending)
+        calls: list[ScriptCall] = []
+        for queue, items in by_queue.items():
+            keys = self.keys(queue)
+            args: list[Any] = [
+                keys.base,
+                self.settings.keep_done_ms,
+                self.settings.replay_guard_ms,
+                self._now_arg(),
+            ]
+            for pending in items:
+                args += (pending.job_id, pending.token)
+            calls.append((self.scripts.ack, [keys.running], args))
+        try:
+            async with redis_errors("ack"):
+                replies = await run_pipelined(self.redis, calls, raise_errors=False)
+        except EngineError as exc:
+            replies = [exc] * len(calls)
+        for items, reply in zip(by_queue.values(), replies, strict=True):
+            for index, pending in enumerate(items):
+                if isinstance(reply, Exception):
+                    pending.error = _map_reply_error(reply, "dispatch")
+                else:
+                    pending.acked = bool(reply[index])
 
     async def retry(self, job: ClaimedJob, delay_ms: int, error: dict[str, Any]) -> bool:
         keys = self.keys(job.queue)
