@@ -120,3 +120,25 @@ async def test_dispatch_many_with_a_bad_payload_stores_nothing(engine: RedisEngi
     with pytest.raises(PayloadNotSerializable, match=r"builtins\.set"):
         await Ping.dispatch_many([{"i": 1}, {"bad": {1, 2}}, {"i": 3}])
     assert await engine.known_queues() == [] or (await engine.stats("batch-a"))[0].ready == 0
+
+
+async def test_concurrent_acks_are_coalesced_and_fenced_one_by_one(private_engine: RedisEngine) -> None:
+    engine = private_engine
+    await Ping.dispatch_many([{"i": i} for i in range(50)])
+    claim = await engine.claim("batch-a", 50, worker_id="w", request_id="1", lease_ms=60_000)
+    stale = claim.jobs[7]
+    await engine.redis.hset(engine.keys("batch-a").job(stale.id), "t", "someone-else:2")
+    before = await script_calls(engine)
+    results: dict[str, bool] = {}
+
+    async def ack(job_index: int) -> None:
+        job = claim.jobs[job_index]
+        results[job.id] = await engine.ack(job)
+
+    async with anyio.create_task_group() as tg:
+        for index in range(50):
+            tg.start_soon(ack, index)
+    assert await script_calls(engine) - before <= 5
+    assert [job.id for job in claim.jobs if not results[job.id]] == [stale.id]
+    stats = (await engine.stats("batch-a"))[0]
+    assert (stats.running, stats.ready) == (1, 0), "only the stale job is still running"
