@@ -8,11 +8,10 @@ from typing import Any
 from . import context
 from .config import Settings
 from .engine import Clock, RedisEngine
-from .engine_base import Engine
 from .sync import SyncEngine
 
 
-def open_engine(settings: Settings, *, clock: Clock | None = None) -> Engine:
+def open_engine(settings: Settings, *, clock: Clock | None = None) -> RedisEngine | SyncEngine:
     if settings.engine == "sync":
         return SyncEngine(settings)
     return RedisEngine(settings, clock=clock)
@@ -40,12 +39,13 @@ class connect:
         self.settings = Settings.from_env(url=url, prefix=prefix, db=db, engine=engine, **options)
         self._clock = clock
         self._install = install
-        self._engine: Engine | None = None
+        self._engine: RedisEngine | SyncEngine | None = None
 
     async def __aenter__(self) -> Any:
+        # Any: the environment (JOB_ENGINE) picks the engine's class at run time.
         engine = open_engine(self.settings, clock=self._clock)
         try:
-            await engine.__aenter__()  # type: ignore[attr-defined]
+            await engine.__aenter__()
         except BaseException:
             await engine.aclose()
             raise

@@ -28,6 +28,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import registry
 from .codec import decode_payload
+from .context import use_engine
 from .engine import RedisEngine
 from .errors import EngineError, MalformedJob, UnknownJob
 from .job import Job
@@ -151,6 +152,11 @@ class Worker:
     # -- the run loop -----------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # Handlers that dispatch follow-up jobs use this worker's engine.
+        with use_engine(self.engine):
+            await self._run(task_status)
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         await self._retrying("register queues", lambda: self.engine.register_queues(self.queues))
         log.info(
             "worker %s serving %s, concurrency %d, lease %.1f s",
