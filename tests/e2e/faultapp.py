@@ -60,3 +60,13 @@ class AlwaysFails(Job):
     async def handle(self) -> None:
         record(self.payload["ledger"], self, "start")
         raise RuntimeError("this job always fails")
+
+
+class Chain(Job):
+    """Dispatches a follow-up Record job from inside handle()."""
+
+    name = "faultapp.Chain"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        await Record().dispatch({"ledger": self.payload["ledger"], "after": self.id})

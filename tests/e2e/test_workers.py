@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faultapp import AlwaysFails, HangsFirstTime, Record
+from faultapp import AlwaysFails, Chain, HangsFirstTime, Record
 from ledger import ends, read_ledger, starts
 from redis.asyncio import Redis
 
@@ -212,3 +212,13 @@ async def test_malformed_records_are_moved_aside_and_good_jobs_still_run(
     assert await raw_redis.get(f"{keys.base}:bad:astring") == b"not a hash"
     for bad in reasons:
         assert err.count(f"job {bad} ") == 1, f"{bad} is logged exactly once"
+
+
+async def test_a_handler_can_dispatch_follow_up_jobs(
+    engine: RedisEngine, ledger_dir: Path, start_worker: Callable[..., subprocess.Popen[str]]
+) -> None:
+    await Chain().dispatch({"ledger": str(ledger_dir)})
+    code, err = finish(start_worker("--burst"))
+    assert code == 0, err
+    assert len(ends(read_ledger(ledger_dir))) == 1, "the follow-up job ran in the same burst"
+    assert (await engine.stats(QUEUE))[0].failed == 0
