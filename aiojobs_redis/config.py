@@ -30,7 +30,10 @@ class Settings:
     failed_ttl_ms: int = 7 * DAY_MS
     failed_max: int = 100_000
     keep_done_ms: int = 0  # keep a finished job's record this long; 0 deletes it at once
-    replay_guard_ms: int = 60_000  # see ack.lua: covers a dispatch replayed by the client
+    # After a job ends, a marker at its key refuses a replayed dispatch of it (see ack.lua).
+    # A replay can only come while the dispatch call is still running, so the guard only
+    # has to outlast dispatch_timeout.
+    replay_guard_ms: int = 15_000
 
     def __post_init__(self) -> None:
         if self.engine not in ("redis", "sync"):
@@ -47,6 +50,8 @@ class Settings:
                 raise ConfigurationError(f"{name} must be positive")
         if self.socket_timeout <= 0 or self.dispatch_timeout <= 0:
             raise ConfigurationError("timeouts must be positive")
+        if self.replay_guard_ms < self.dispatch_timeout * 1000:
+            raise ConfigurationError("replay_guard_ms must be at least dispatch_timeout (in ms)")
         if not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(f"unsupported Redis URL {redact_url(self.url)!r}")
 

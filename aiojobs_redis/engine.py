@@ -42,7 +42,7 @@ async def redis_errors(action: str) -> AsyncIterator[None]:
     except rex.ResponseError as exc:
         if "payload too large" in str(exc):
             raise PayloadTooLarge(f"{action}: {exc}") from exc
-        raise EngineError(f"{action}: Redis refused the command: {exc}") from exc
+        raise EngineError(f"{action}: Redis refused the command: {_explain(exc)}") from exc
 
 
 def _group(items: list[PendingDispatch]) -> dict[tuple[str, tuple[str, int, int]], list[PendingDispatch]]:
@@ -58,8 +58,15 @@ def _map_reply_error(reply: Exception, action: str) -> Exception:
     if isinstance(reply, rex.ResponseError) and "payload too large" in str(reply):
         return PayloadTooLarge(f"{action}: {reply}")
     if isinstance(reply, rex.RedisError):
-        return EngineError(f"{action}: Redis refused the command: {reply}")
+        return EngineError(f"{action}: Redis refused the command: {_explain(reply)}")
     return reply
+
+
+def _explain(error: Exception) -> str:
+    text = str(error)
+    if "maxmemory" in text or text.startswith("OOM"):
+        return f"Redis is out of memory (maxmemory reached; nothing of this call was stored): {text}"
+    return text
 
 
 def _parse_claim(queue: str, reply: Any) -> Claim:

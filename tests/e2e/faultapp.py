@@ -70,3 +70,50 @@ class Chain(Job):
 
     async def handle(self) -> None:
         await Record().dispatch({"ledger": self.payload["ledger"], "after": self.id})
+
+
+class KillsItsWorker(Job):
+    """Kills the process running it, every time: the lease lapses, the job comes back."""
+
+    name = "faultapp.KillsItsWorker"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        record(self.payload["ledger"], self, "start")
+        os.kill(os.getpid(), 9)
+
+
+class BlocksTheLoop(Job):
+    """On its first run blocks the whole event loop (no renewals) for payload["block"] seconds."""
+
+    name = "faultapp.BlocksTheLoop"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        first = previous_starts(self.payload["ledger"], str(self.id)) == 0
+        record(self.payload["ledger"], self, "start")
+        if first:
+            time.sleep(self.payload["block"])
+        record(self.payload["ledger"], self, "end")
+
+
+class FailsSlowly(Job):
+    """Always fails, three attempts, retried after 0.3 s, 0.6 s."""
+
+    name = "faultapp.FailsSlowly"
+    queue = "faults"
+    attempts = 3
+    retry_after = 0.3
+    backoff = 2.0
+
+    async def handle(self) -> None:
+        record(self.payload["ledger"], self, "start")
+        raise ValueError(f"bad input {self.payload.get('n')}")
+
+
+class Noop(Job):
+    name = "faultapp.Noop"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        return None

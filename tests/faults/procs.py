@@ -1,0 +1,76 @@
+"""Worker processes for fault tests: start, signal, and clean up `aiojobs-redis work`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+E2E = Path(__file__).parent.parent / "e2e"
+if str(E2E) not in sys.path:
+    sys.path.insert(0, str(E2E))  # faultapp and ledger live there
+
+
+class Workers:
+    """`python -m aiojobs_redis work --import faultapp` processes on one server and prefix."""
+
+    def __init__(self, url: str, prefix: str, log_dir: Path) -> None:
+        self.url, self.prefix, self.log_dir = url, prefix, log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, REDIS_URL=self.url, REDIS_JOB_PREFIX=self.prefix)
+        env.pop("JOB_ENGINE", None)
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - kept by the process
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aiojobs_redis",
+                "work",
+                "--import",
+                "faultapp",
+                "--queue",
+                "faults",
+                *args,
+            ],
+            cwd=E2E,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("worker-*.log")))
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll state that other processes change; return the seconds it took."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
