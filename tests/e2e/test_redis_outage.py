@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pytest
 from faultapp import Record
 from ledger import ends, read_ledger
 from redis_server import RedisServer
+from worker_procs import Workers
 
 from aiojobs_redis import EngineUnavailable, RedisEngine, Settings, use_engine
 
@@ -33,28 +31,8 @@ async def test_worker_survives_redis_restart_and_dispatch_fails_fast_meanwhile(t
     ledger_dir.mkdir()
     server = RedisServer(tmp_path / "redis")
     server.start()
-    env = dict(os.environ, REDIS_URL=server.url, REDIS_JOB_PREFIX="outage:")
-    env.pop("JOB_ENGINE", None)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiojobs_redis",
-            "work",
-            "--import",
-            "faultapp",
-            "--queue",
-            "faults",
-            "--lease",
-            "2",
-            "--reap-interval",
-            "0.5",
-        ],
-        cwd=HERE,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    workers = Workers(server.url, "outage:", tmp_path)
+    worker = workers.start("--lease", "2", "--reap-interval", "0.5")
     settings = Settings(url=server.url, prefix="outage:", socket_timeout=0.5, dispatch_timeout=2)
     try:
         async with RedisEngine(settings) as engine:
@@ -85,11 +63,9 @@ async def test_worker_survives_redis_restart_and_dispatch_fails_fast_meanwhile(t
                         await anyio.sleep(0.05)
                 assert (stats.ready, stats.running, stats.failed) == (0, 0, 0)
         worker.send_signal(signal.SIGTERM)
-        _, err = worker.communicate(timeout=30)
-        assert worker.returncode == 0, err
-        assert "Traceback" not in err
+        code, log = workers.finish(worker)
+        assert code == 0, log
+        assert "Traceback" not in log
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate(timeout=10)
+        workers.stop_all()
         server.kill()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faultapp import AlwaysFails, Chain, HangsFirstTime, Record
 from ledger import ends, read_ledger, starts
 from redis.asyncio import Redis
+from worker_procs import Workers, wait_until
 
 from aiojobs_redis import RedisEngine
 
@@ -21,15 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 HERE = Path(__file__).parent
 QUEUE = "faults"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll an external process's progress (files it writes); fails the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -40,54 +29,20 @@ def ledger_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_worker(redis_url: str, prefix: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*extra: str) -> subprocess.Popen[str]:
-        env = dict(os.environ, REDIS_URL=redis_url, REDIS_JOB_PREFIX=prefix)
-        env.pop("JOB_ENGINE", None)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aiojobs_redis",
-                "work",
-                "--import",
-                "faultapp",
-                "--queue",
-                QUEUE,
-                *extra,
-            ],
-            cwd=HERE,
-            env=env,
-            text=True,
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
-    _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err
+def workers(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Workers]:
+    procs = Workers(redis_url, prefix, tmp_path)
+    yield procs
+    procs.stop_all()
 
 
 async def test_two_workers_racing_never_run_one_attempt_twice(
-    engine: RedisEngine, ledger_dir: Path, start_worker: Callable[..., subprocess.Popen[str]]
+    engine: RedisEngine, ledger_dir: Path, workers: Workers
 ) -> None:
     total = 2000
     ids = [await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(total)]
-    workers = [start_worker("--burst", "--concurrency", "50") for _ in range(2)]
-    for proc in workers:
-        code, err = finish(proc, timeout=60)
+    procs = [workers.start("--burst", "--concurrency", "50") for _ in range(2)]
+    for proc in procs:
+        code, err = workers.finish(proc, timeout=60)
         assert code == 0, err
     runs = read_ledger(ledger_dir)
     started = starts(runs)
@@ -100,11 +55,9 @@ async def test_two_workers_racing_never_run_one_attempt_twice(
     assert (stats[0].ready, stats[0].running, stats[0].failed) == (0, 0, 0)
 
 
-async def test_kill_9_mid_job_loses_nothing(
-    engine: RedisEngine, ledger_dir: Path, start_worker: Callable[..., subprocess.Popen[str]]
-) -> None:
+async def test_kill_9_mid_job_loses_nothing(engine: RedisEngine, ledger_dir: Path, workers: Workers) -> None:
     job_id = await HangsFirstTime().dispatch({"ledger": str(ledger_dir)})
-    first = start_worker("--lease", "1", "--reap-interval", "0.2")
+    first = workers.start("--lease", "1", "--reap-interval", "0.2")
     wait_until(lambda: starts(read_ledger(ledger_dir))[job_id] == 1, what="first run")
     killed_at = time.time()
     first.send_signal(signal.SIGKILL)
@@ -112,7 +65,7 @@ async def test_kill_9_mid_job_loses_nothing(
     info = await engine.get_job(QUEUE, job_id)
     assert info is not None and info.state == "running", "the dead worker's job is still leased"
 
-    second = start_worker("--lease", "1", "--reap-interval", "0.2")
+    second = workers.start("--lease", "1", "--reap-interval", "0.2")
     wait_until(lambda: ends(read_ledger(ledger_dir))[job_id] == 1, what="the re-run to finish")
     rerun = [r for r in read_ledger(ledger_dir) if r.event == "start"][-1]
     recovery = rerun.at - killed_at
@@ -121,7 +74,7 @@ async def test_kill_9_mid_job_loses_nothing(
     assert rerun.pid == second.pid
     assert rerun.attempt == 1, "a lapsed lease does not use an attempt"
     second.send_signal(signal.SIGTERM)
-    code, err = finish(second)
+    code, err = workers.finish(second)
     assert code == 0, err
     assert await engine.get_job(QUEUE, job_id) is None, "the job finished and its record is gone"
     stats = (await engine.stats(QUEUE))[0]
@@ -129,15 +82,15 @@ async def test_kill_9_mid_job_loses_nothing(
 
 
 async def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(
-    engine: RedisEngine, ledger_dir: Path, start_worker: Callable[..., subprocess.Popen[str]]
+    engine: RedisEngine, ledger_dir: Path, workers: Workers
 ) -> None:
     running = [await Record().dispatch({"ledger": str(ledger_dir), "sleep": 1.0}) for _ in range(5)]
     waiting = [await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(20)]
-    proc = start_worker("--concurrency", "5", "--grace", "10")
+    proc = workers.start("--concurrency", "5", "--grace", "10")
     wait_until(lambda: len(starts(read_ledger(ledger_dir))) == 5, what="five jobs to start")
     signalled_at = time.time()
     proc.send_signal(signal.SIGTERM)
-    code, err = finish(proc)
+    code, err = workers.finish(proc)
     assert code == 0, err
     runs = read_ledger(ledger_dir)
     assert set(ends(runs)) == set(running), "in-flight jobs finished within the grace period"
@@ -147,14 +100,14 @@ async def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(
 
 
 async def test_sigterm_past_grace_hands_jobs_back_without_using_an_attempt(
-    engine: RedisEngine, ledger_dir: Path, start_worker: Callable[..., subprocess.Popen[str]]
+    engine: RedisEngine, ledger_dir: Path, workers: Workers
 ) -> None:
     ids = [await Record().dispatch({"ledger": str(ledger_dir), "sleep": 3600}) for _ in range(3)]
-    proc = start_worker("--grace", "0.3")
+    proc = workers.start("--grace", "0.3")
     wait_until(lambda: len(starts(read_ledger(ledger_dir))) == 3, what="three jobs to start")
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    code, err = finish(proc)
+    code, err = workers.finish(proc)
     assert code == 0, err
     assert time.monotonic() - signalled < 5
     for job_id in ids:
@@ -166,10 +119,10 @@ async def test_sigterm_past_grace_hands_jobs_back_without_using_an_attempt(
 
 
 async def test_always_failing_job_runs_exactly_attempts_times(
-    engine: RedisEngine, ledger_dir: Path, start_worker: Callable[..., subprocess.Popen[str]]
+    engine: RedisEngine, ledger_dir: Path, workers: Workers
 ) -> None:
     job_id = await AlwaysFails().dispatch({"ledger": str(ledger_dir)})
-    code, err = finish(start_worker("--burst"))
+    code, err = workers.finish(workers.start("--burst"))
     assert code == 0, err
     runs = [r for r in read_ledger(ledger_dir) if r.event == "start"]
     assert [r.attempt for r in runs] == [1, 2, 3]
@@ -185,7 +138,7 @@ async def test_malformed_records_are_moved_aside_and_good_jobs_still_run(
     engine: RedisEngine,
     raw_redis: Redis,
     ledger_dir: Path,
-    start_worker: Callable[..., subprocess.Popen[str]],
+    workers: Workers,
 ) -> None:
     keys = engine.keys(QUEUE)
     good = [await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(10)]
@@ -196,7 +149,7 @@ async def test_malformed_records_are_moved_aside_and_good_jobs_still_run(
     for bad in ("nopayload", "badjson", "badname", "astring", "dangling"):
         await raw_redis.zadd(keys.ready, {bad: 0})
     await raw_redis.zadd(keys.ready, {b"bad id\n\xff": 0})
-    code, err = finish(start_worker("--burst"))
+    code, err = workers.finish(workers.start("--burst"))
     assert code == 0, err
     assert set(ends(read_ledger(ledger_dir))) == set(good)
     failed = {j.id: j for j in await engine.failed_list(QUEUE)}
@@ -215,10 +168,10 @@ async def test_malformed_records_are_moved_aside_and_good_jobs_still_run(
 
 
 async def test_a_handler_can_dispatch_follow_up_jobs(
-    engine: RedisEngine, ledger_dir: Path, start_worker: Callable[..., subprocess.Popen[str]]
+    engine: RedisEngine, ledger_dir: Path, workers: Workers
 ) -> None:
     await Chain().dispatch({"ledger": str(ledger_dir)})
-    code, err = finish(start_worker("--burst"))
+    code, err = workers.finish(workers.start("--burst"))
     assert code == 0, err
     assert len(ends(read_ledger(ledger_dir))) == 1, "the follow-up job ran in the same burst"
     assert (await engine.stats(QUEUE))[0].failed == 0

@@ -18,8 +18,8 @@ from typing import ClassVar
 
 import anyio
 import pytest
-from procs import Workers, rss_kib, wait_until
 from redis_server import RedisServer
+from worker_procs import Workers, rss_kib, wait_until
 
 from aiojobs_redis import EngineError, EngineUnavailable, Job, RedisEngine, Settings, Worker, use_engine
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-E2E = Path(__file__).parent.parent / "e2e"
+E2E = Path(__file__).parent / "e2e"
 if str(E2E) not in sys.path:
     sys.path.insert(0, str(E2E))  # faultapp and ledger live there
 
@@ -20,11 +20,13 @@ class Workers:
     def __init__(self, url: str, prefix: str, log_dir: Path) -> None:
         self.url, self.prefix, self.log_dir = url, prefix, log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs: dict[int, Path] = {}
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ, REDIS_URL=self.url, REDIS_JOB_PREFIX=self.prefix)
         env.pop("JOB_ENGINE", None)
-        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - kept by the process
+        path = self.log_dir / f"worker-{len(self.procs)}.log"
+        log = open(path, "wb")  # noqa: SIM115 - the process keeps it
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -44,7 +46,13 @@ class Workers:
         )
         log.close()
         self.procs.append(proc)
+        self._logs[proc.pid] = path
         return proc
+
+    def finish(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, str]:
+        """Wait for `proc` to exit; its exit code and everything it logged."""
+        code = proc.wait(timeout=timeout)
+        return code, self._logs[proc.pid].read_text(errors="replace")
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.procs if p.poll() is None]
@@ -59,7 +67,7 @@ class Workers:
             proc.wait(timeout=10)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+def wait_until(predicate: Callable[[], bool], timeout: float = 20, what: str = "a condition") -> float:
     """Poll state that other processes change; return the seconds it took."""
     started = time.monotonic()
     while not predicate():
