@@ -73,6 +73,10 @@ class GroupCommit(Generic[P]):
             flight = self._in_flight = anyio.Event()
             try:
                 await self._send(batch)
+            except Exception as exc:  # a sender that raises must not leave followers "done"
+                for pending in batch:
+                    if pending.error is None:
+                        pending.error = exc
             finally:
                 self._in_flight = None
                 flight.set()

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import orjson
 
+from . import doctor
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
     stats.add_argument("--queue")
     stats.add_argument("--json", action="store_true")
+
+    checks = commands.add_parser("doctor", parents=[connection], help="check the Redis deployment")
+    checks.add_argument("--strict", action="store_true", help="exit 1 on any warning or error")
     return parser
 
 
@@ -147,10 +151,15 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return await _work(engine, args)
         if args.command == "stats":
             return await _stats(engine, args)
+        if args.command == "doctor":
+            findings = await doctor.diagnose(engine)
+            print(doctor.format_findings(findings))
+            return doctor.exit_code(findings, strict=args.strict)
         return await _failed(engine, args)
 
 
 async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
+    await doctor.check_on_start(engine)  # logs what threatens the guarantees; never stops the worker
     worker = Worker(
         engine,
         args.queues or ["default"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
@@ -92,11 +93,14 @@ class Settings:
         )
 
 
+# redis-py also takes a password as a query parameter (?password=..., ?ssl_password=...).
+_SECRET_PARAM = re.compile(r"([?&](?:ssl_)?password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs."""
+    """The URL with any password (in the user part or the query) replaced, safe for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    if parts.password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hostport}"))
+    return _SECRET_PARAM.sub(r"\1***", url)

@@ -19,7 +19,7 @@ from .codec import encode_payload
 from .config import Settings, redact_url
 from .errors import EngineError, EngineUnavailable, PayloadTooLarge
 from .ids import new_job_id
-from .keys import QueueKeys, queues_key, validate_job_id, validate_queue
+from .keys import QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
 from .records import Claim, ClaimedJob, JobInfo, QueueStats, Reaped
 from .scripts import ScriptCall, Scripts, run_pipelined
 
@@ -162,7 +162,7 @@ class RedisEngine:
         return f"<RedisEngine {redact_url(self.settings.url)} prefix={self.settings.prefix!r} {state}>"
 
     async def register_queues(self, queues: Iterable[str]) -> None:
-        new = [q for q in queues if q not in self._registered]
+        new = [validate_queue(q) for q in queues if q not in self._registered]
         if new:
             async with redis_errors("register queues"):
                 await self.redis.sadd(queues_key(self.settings.prefix), *new)
@@ -171,7 +171,15 @@ class RedisEngine:
     async def known_queues(self) -> list[str]:
         async with redis_errors("list queues"):
             members = await self.redis.smembers(queues_key(self.settings.prefix))
-        return sorted(_text(m) for m in members)
+        names = sorted(_text(m) for m in members)
+        valid = [name for name in names if is_valid_queue(name)]
+        if len(valid) < len(names):
+            log.warning(
+                "ignored %d invalid queue name(s) in %s",
+                len(names) - len(valid),
+                queues_key(self.settings.prefix),
+            )
+        return valid
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -208,9 +216,10 @@ class RedisEngine:
 
     def _prepare(self, job: Job) -> PendingDispatch:
         """Validate and encode before any I/O: bad input costs nothing."""
+        queue = self.keys(job.queue).queue  # validates the name, which may be set on the instance
         payload = encode_payload(job.payload, self.settings.max_payload_bytes)
         return PendingDispatch(
-            queue=job.queue,
+            queue=queue,
             kind=(job.name, job.attempts, job.effective_delay_ms),
             job_id=new_job_id(),
             payload=payload,

@@ -52,6 +52,10 @@ def validate_queue(name: object) -> str:
     return name
 
 
+def is_valid_queue(name: object) -> bool:
+    return isinstance(name, str) and _QUEUE_RE.fullmatch(name) is not None
+
+
 def validate_job_id(job_id: object) -> str:
     if not isinstance(job_id, str) or _JOB_ID_RE.fullmatch(job_id) is None:
         raise InvalidJobId(f"invalid job id {job_id!r}")

@@ -19,7 +19,7 @@ class ClaimedJob:
     id: str
     token: str
     name: bytes
-    payload: bytes
+    payload: bytes = field(repr=False)  # may hold secrets
     attempts_used: int
     max_attempts: int
     runs: int

@@ -333,7 +333,9 @@ class Worker:
                 return
             await self._settle(claimed, job, outcome)
         finally:
-            del self._running[claimed.id]
+            # The job may already be claimed again (a retry with no delay): leave that run's entry.
+            if self._running.get(claimed.id) is running:
+                del self._running[claimed.id]
             self._ended += 1
             self._slot_freed.set()
 

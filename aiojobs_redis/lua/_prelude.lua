@@ -21,7 +21,12 @@ end
 -- A field of a hash, or false when the key is missing or not a hash.
 local function hash_field(key, field)
   local value = redis.pcall('HGET', key, field)
-  if type(value) == 'table' then return false end
+  if type(value) == 'table' then
+    -- Only a key of the wrong type means "no such field"; any other error (an ACL that
+    -- lacks HGET, say) must not pass for a lease that is no longer held.
+    if value.err and not string.find(value.err, 'WRONGTYPE', 1, true) then error(value) end
+    return false
+  end
   return value
 end
 

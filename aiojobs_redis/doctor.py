@@ -1,0 +1,375 @@
+"""Checks of a Redis deployment against what the engine's guarantees need.
+
+`aiojobs-redis doctor` prints them; `check_on_start` logs them when a worker starts.
+Each check says what is wrong and what to change:
+
+  version      Redis older than 6.0 cannot run the engine (fractional BLPOP timeouts, Lua
+               scripts that read TIME before writing); 6.0 is past its end of life
+  cluster      Redis Cluster is not supported (the engine speaks to one node)
+  replica      the URL points at a read-only replica
+  eviction     a maxmemory-policy other than noeviction lets Redis delete job records
+  persistence  AOF off loses acknowledged jobs on a restart; appendfsync no loses up to ~30 s
+               on an OS crash; an AOF write error means nothing is being persisted
+  clock        this host's clock and Redis's disagree by more than a second
+  transport    plain TCP to a host that is not this machine; TLS with verification turned off
+
+CONFIG and INFO may be refused (a least-privilege ACL user, managed Redis): the checks that
+need them are then reported as skipped, never as a crash.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+from redis import exceptions as rex
+
+from .engine import RedisEngine, redis_errors
+from .errors import EngineError
+
+log = logging.getLogger(__name__)
+
+Severity = Literal["info", "warning", "error"]
+
+CLOCK_TOLERANCE_S = 1.0
+CLOCK_SAMPLES = 3
+START_CHECK_TIMEOUT_S = 5.0
+_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+_CONFIG_NAMES = ("maxmemory-policy", "appendonly", "appendfsync")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    severity: Severity
+    code: str
+    message: str
+
+    @property
+    def is_problem(self) -> bool:
+        """A warning or an error (what `doctor --strict` fails on)."""
+        return self.severity != "info"
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper():<7} {self.code}: {self.message}"
+
+
+async def diagnose(engine: RedisEngine, *, local_clock: Callable[[], float] = time.time) -> list[Finding]:
+    """Check the deployment `engine` is connected to; errors first, then warnings, then notes.
+
+    `local_clock` is this host's wall clock in seconds (tests pass a fake one). Raises
+    EngineUnavailable when Redis cannot be reached at all.
+    """
+    findings = check_transport(engine.settings.url)
+    info, info_refusal = await _read_info(engine)
+    config, config_refusal = await _read_config(engine)
+    if info is None:
+        findings.append(
+            Finding(
+                "info",
+                "info-refused",
+                f"INFO was refused ({info_refusal}): the version, Cluster and replica checks "
+                "were skipped; run the doctor as a user allowed INFO",
+            )
+        )
+    else:
+        findings += check_server(info)
+    if config_refusal is not None:
+        findings.append(
+            Finding(
+                "info",
+                "config-refused",
+                f"CONFIG GET was refused ({config_refusal}); eviction and persistence were judged "
+                "from INFO where it allows (appendfsync cannot be read from INFO)",
+            )
+        )
+    findings += check_eviction(config, info)
+    findings += check_persistence(config, info)
+    findings += await _check_clock(engine, local_clock)
+    return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+
+
+def format_findings(findings: Iterable[Finding]) -> str:
+    """One line per finding, e.g. ``ERROR   eviction: maxmemory-policy is allkeys-lru: ...``."""
+    lines = [str(f) for f in findings]
+    return "\n".join(lines) if lines else "no findings"
+
+
+def exit_code(findings: Iterable[Finding], *, strict: bool) -> int:
+    """0, or 1 in strict mode when any finding is a warning or an error."""
+    return 1 if strict and any(f.is_problem for f in findings) else 0
+
+
+async def check_on_start(engine: RedisEngine) -> None:
+    """Log the findings for a starting worker: problems at WARNING, notes at INFO.
+
+    Never raises (except cancellation): a check that cannot run is logged and skipped.
+    """
+    try:
+        with anyio.fail_after(START_CHECK_TIMEOUT_S):
+            findings = await diagnose(engine)
+    except (EngineError, TimeoutError) as exc:
+        log.warning("deployment checks skipped: %s", exc)
+        return
+    for finding in findings:
+        log.log(logging.WARNING if finding.is_problem else logging.INFO, "%s", finding)
+
+
+# -- checks on data already read (no I/O) ----------------------------------------------------
+
+
+def check_transport(url: str) -> list[Finding]:
+    """Plain TCP beyond this machine, or TLS whose verification was turned off."""
+    parts = urlsplit(url)
+    query = {k.lower(): v[-1].lower() for k, v in parse_qs(parts.query).items()}
+    host = parts.hostname or ""
+    if parts.scheme == "unix":
+        return [Finding("info", "transport", "Unix socket: the connection stays on this machine")]
+    if parts.scheme == "redis":
+        if _is_loopback(host):
+            return [Finding("info", "transport", f"plain TCP to {host} (this machine)")]
+        return [
+            Finding(
+                "warning",
+                "transport",
+                f"plain TCP to {host}: the password and every payload cross the network "
+                "unencrypted; use a rediss:// URL (TLS)",
+            )
+        ]
+    problems = []
+    if query.get("ssl_cert_reqs") in ("none", "optional", "cert_none", "cert_optional"):
+        problems.append(
+            Finding(
+                "warning",
+                "transport",
+                f"TLS certificate verification is off (ssl_cert_reqs={query['ssl_cert_reqs']}): "
+                "anyone on the path can pose as Redis; remove it and give the CA with "
+                "ssl_ca_certs=/path/to/ca.pem",
+            )
+        )
+    if query.get("ssl_check_hostname") in ("false", "0", "no", "n", "off"):
+        problems.append(
+            Finding(
+                "warning",
+                "transport",
+                "TLS host name checking is off (ssl_check_hostname=false): any certificate the CA "
+                "signed is accepted for this host; remove the option",
+            )
+        )
+    return problems or [Finding("info", "transport", f"TLS to {host} with certificate verification")]
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def check_server(info: Mapping[str, Any]) -> list[Finding]:
+    """Version, Cluster and replica role, from INFO."""
+    findings = []
+    raw_version = str(info.get("redis_version", "?"))
+    version = parse_version(raw_version)
+    product = f"Valkey {info['valkey_version']}" if "valkey_version" in info else f"Redis {raw_version}"
+    if version < (6, 0):
+        findings.append(
+            Finding(
+                "error",
+                "version",
+                f"{product} is too old: the engine needs Redis 6.0 or later (fractional BLPOP "
+                "timeouts, scripts that read TIME before writing); upgrade to Redis 6.2 or later",
+            )
+        )
+    elif version < (6, 2):
+        findings.append(
+            Finding(
+                "warning",
+                "version",
+                f"{product} is past its end of life and untested with this engine; upgrade to "
+                "Redis 6.2 or later",
+            )
+        )
+    else:
+        findings.append(Finding("info", "version", f"{product}"))
+    if str(info.get("cluster_enabled", "0")) == "1":
+        findings.append(
+            Finding(
+                "error",
+                "cluster",
+                "Redis Cluster is not supported: the engine talks to a single node and would get "
+                "MOVED errors; use a standalone Redis (with a replica and Sentinel for failover)",
+            )
+        )
+    if str(info.get("role", "master")) != "master":
+        findings.append(
+            Finding(
+                "error",
+                "replica",
+                f"connected to a replica (role {info.get('role')}): jobs cannot be written here; "
+                "point the URL at the primary",
+            )
+        )
+    return findings
+
+
+def check_eviction(config: Mapping[str, str] | None, info: Mapping[str, Any] | None) -> list[Finding]:
+    policy = (config or {}).get("maxmemory-policy") or (info or {}).get("maxmemory_policy")
+    if policy is None:
+        return [Finding("info", "eviction", "maxmemory-policy could not be read; it must be noeviction")]
+    policy = str(policy)
+    fix = "set maxmemory-policy noeviction (CONFIG SET and redis.conf)"
+    if policy == "noeviction":
+        return []
+    if policy.startswith("volatile-"):
+        return [
+            Finding(
+                "warning",
+                "eviction",
+                f"maxmemory-policy is {policy}: under memory pressure Redis deletes keys with a TTL, "
+                f"among them failed job records and the markers that stop a replayed dispatch; {fix}",
+            )
+        ]
+    return [
+        Finding(
+            "error",
+            "eviction",
+            f"maxmemory-policy is {policy}: under memory pressure Redis silently deletes job "
+            f"records, so acknowledged jobs are lost; {fix}",
+        )
+    ]
+
+
+def check_persistence(config: Mapping[str, str] | None, info: Mapping[str, Any] | None) -> list[Finding]:
+    config, info = config or {}, info or {}
+    findings = []
+    appendonly = config.get("appendonly")
+    if appendonly is None and "aof_enabled" in info:
+        appendonly = "yes" if str(info["aof_enabled"]) == "1" else "no"
+    if appendonly is None:
+        findings.append(
+            Finding("info", "persistence", "appendonly could not be read; it should be yes (AOF)")
+        )
+    elif appendonly != "yes":
+        findings.append(
+            Finding(
+                "error",
+                "persistence",
+                "AOF is off (appendonly no): a Redis restart loses every job written since the last "
+                "snapshot, acknowledged ones included; set appendonly yes and appendfsync everysec "
+                "(or always)",
+            )
+        )
+    else:
+        fsync = config.get("appendfsync")
+        if fsync == "no":
+            findings.append(
+                Finding(
+                    "warning",
+                    "persistence",
+                    "appendfsync no: the OS decides when the AOF reaches the disk, so an OS crash or "
+                    "power loss can lose about 30 s of acknowledged jobs; set appendfsync everysec "
+                    "(about 1 s) or always (none)",
+                )
+            )
+        elif fsync is None:
+            findings.append(
+                Finding(
+                    "info", "persistence", "AOF is on; appendfsync could not be read (everysec or always)"
+                )
+            )
+    if str(info.get("aof_last_write_status", "ok")) != "ok":
+        findings.append(
+            Finding(
+                "error",
+                "persistence",
+                "Redis's last AOF write failed (aof_last_write_status "
+                f"{info['aof_last_write_status']}): writes are not persisted; check the disk",
+            )
+        )
+    return findings
+
+
+def check_clock(redis_s: float, local_s: float, uncertainty_s: float) -> list[Finding]:
+    """Compare Redis's TIME with this host's clock at the same moment, give or take `uncertainty_s`."""
+    skew = local_s - redis_s
+    if abs(skew) - uncertainty_s <= CLOCK_TOLERANCE_S:
+        return []
+    direction = "ahead of" if skew > 0 else "behind"
+    return [
+        Finding(
+            "warning",
+            "clock",
+            f"this host's clock is {abs(skew):.1f} s {direction} Redis's (±{uncertainty_s:.3f} s): "
+            "leases and delays use Redis's clock, so jobs stay correct, but one of the two clocks is "
+            "wrong (a jump in Redis's starts delayed jobs early or reclaims running ones) and "
+            "timestamps in logs disagree; synchronise both hosts with NTP",
+        )
+    ]
+
+
+# -- I/O -------------------------------------------------------------------------------------
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _refusal(exc: rex.ResponseError) -> str:
+    return str(exc).split("\n")[0][:160]
+
+
+async def _read_info(engine: RedisEngine) -> tuple[dict[str, Any] | None, str | None]:
+    async with redis_errors("doctor: INFO"):
+        try:
+            info: dict[str, Any] = await engine.redis.info()
+        except rex.ResponseError as exc:  # NOPERM under an ACL, or a renamed command
+            return None, _refusal(exc)
+    return info, None
+
+
+async def _read_config(engine: RedisEngine) -> tuple[dict[str, str] | None, str | None]:
+    """CONFIG GET of what matters (one call per name: Redis < 7 takes one pattern per call)."""
+    async with redis_errors("doctor: CONFIG GET"), engine.redis.pipeline(transaction=False) as pipe:
+        for name in _CONFIG_NAMES:
+            pipe.config_get(name)
+        replies: Sequence[Any] = await pipe.execute(raise_on_error=False)
+    config: dict[str, str] = {}
+    for reply in replies:
+        if isinstance(reply, rex.ResponseError):
+            return None, _refusal(reply)
+        if isinstance(reply, Exception):
+            raise EngineError(f"doctor: CONFIG GET failed: {reply}") from reply
+        config.update({_str(k): _str(v) for k, v in reply.items()})
+    return config, None
+
+
+async def _check_clock(engine: RedisEngine, local_clock: Callable[[], float]) -> list[Finding]:
+    """Redis TIME against `local_clock`, from the sample with the shortest round trip."""
+    best: tuple[float, float, float] | None = None  # (round trip, redis s, local s mid-trip)
+    for _ in range(CLOCK_SAMPLES):
+        local_before = local_clock()
+        started = time.monotonic()
+        async with redis_errors("doctor: TIME"):
+            try:
+                seconds, micros = await engine.redis.time()
+            except rex.ResponseError as exc:
+                return [Finding("info", "clock", f"TIME was refused ({_refusal(exc)})")]
+        trip = time.monotonic() - started
+        if best is None or trip < best[0]:
+            best = (trip, seconds + micros / 1e6, local_before + trip / 2)
+    assert best is not None
+    trip, redis_s, local_s = best
+    return check_clock(redis_s, local_s, trip / 2)
+
+
+def _str(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
