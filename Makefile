@@ -48,3 +48,19 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# Benchmarks against the peers (benchmarks/README.md); each library in its own virtualenv
+# under benchmarks/.venvs, everything against a private redis-server started by the runner.
+.PHONY: bench bench-quick
+bench:
+	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick:
+	$(PYTHON) benchmarks/run.py --quick $(BENCH_ARGS)
+
+# Redis Cluster and Sentinel on real local deployments (redis-server and redis-cli from PATH):
+# tests/cluster at full scale: longer failover runs, two primary kills, more worker
+# processes, and the worker fault rows on the Cluster. `make test` runs the CI-sized version.
+.PHONY: cluster-test
+cluster-test: $(STAMP)
+	AIOJOBS_CLUSTER_SCALE=full $(VPY) -m pytest tests/cluster -s $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
 aiojobs-redis work --import app.jobs --queue payments --queue default --concurrency 100
 aiojobs-redis failed list|retry|forget|flush ...
 aiojobs-redis stats
+aiojobs-redis dashboard --port 8080
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from . import doctor
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError
+from .metrics import PrometheusMetrics
 from .records import JobInfo
 from .worker import Worker
 
@@ -78,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="lapsed leases a job may cause before it is failed",
     )
+    work.add_argument(
+        "--metrics-port",
+        type=_positive_int,
+        metavar="PORT",
+        help="serve Prometheus metrics over HTTP on this port (needs the 'metrics' extra)",
+    )
+    work.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port")
+    work.add_argument(
+        "--no-telemetry",
+        dest="telemetry",
+        action="store_false",
+        help="record no job events, throughput or heartbeat in Redis (the dashboard shows less)",
+    )
 
     failed = commands.add_parser("failed", help="inspect and act on failed jobs")
     failed_cmds = failed.add_subparsers(dest="failed_command", required=True)
@@ -101,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     checks = commands.add_parser("doctor", parents=[connection], help="check the Redis deployment")
     checks.add_argument("--strict", action="store_true", help="exit 1 on any warning or error")
+
+    board = commands.add_parser("dashboard", parents=[connection], help="serve the web dashboard")
+    board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    board.add_argument("--port", type=_positive_int, default=8080)
+    board.add_argument(
+        "--token",
+        default=os.environ.get("AIOJOBS_DASHBOARD_TOKEN"),
+        help="require this token: open /?token=... once (default: $AIOJOBS_DASHBOARD_TOKEN)",
+    )
+    board.add_argument(
+        "--basic-auth",
+        metavar="USER:PASSWORD",
+        default=os.environ.get("AIOJOBS_DASHBOARD_BASIC_AUTH"),
+        help="require HTTP basic auth (default: $AIOJOBS_DASHBOARD_BASIC_AUTH)",
+    )
+    board.add_argument("--show-payloads", action="store_true", help="show failed jobs' payloads")
+    board.add_argument("--read-only", action="store_true", help="no retry or forget actions")
     return parser
 
 
@@ -155,11 +187,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             findings = await doctor.diagnose(engine)
             print(doctor.format_findings(findings))
             return doctor.exit_code(findings, strict=args.strict)
+        if args.command == "dashboard":
+            return await _dashboard(engine, args)
         return await _failed(engine, args)
 
 
 async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
     await doctor.check_on_start(engine)  # logs what threatens the guarantees; never stops the worker
+    metrics = PrometheusMetrics(port=args.metrics_port, addr=args.metrics_addr) if args.metrics_port else None
     worker = Worker(
         engine,
         args.queues or ["default"],
@@ -171,6 +206,8 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         grace=args.grace,
         reap_interval=args.reap_interval,
         max_stalls=args.max_stalls,
+        metrics=metrics,
+        telemetry=args.telemetry,
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, worker, tg.cancel_scope)
@@ -190,6 +227,33 @@ async def _stop_on_signal(worker: Worker, scope: anyio.CancelScope) -> None:
                 log.warning("received %s again: stopping now", signal.Signals(signum).name)
                 scope.cancel()
                 return
+
+
+async def _dashboard(engine: RedisEngine, args: argparse.Namespace) -> int:
+    from .dashboard.server import DashboardServer  # needs the 'dashboard' extra
+
+    server = DashboardServer(
+        engine,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        basic_auth=args.basic_auth,
+        show_payloads=args.show_payloads,
+        read_only=args.read_only,
+    )
+    server.bind()
+
+    async def stop_on_signal() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: stopping the dashboard", signal.Signals(signum).name)
+                server.stop()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signal)
+        await server.run()
+        tg.cancel_scope.cancel()
+    return 0
 
 
 async def _stats(engine: RedisEngine, args: argparse.Namespace) -> int:

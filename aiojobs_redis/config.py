@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .errors import ConfigurationError
 from .keys import validate_prefix
+from .topology import SCHEMES, parse
 
 EngineKind = Literal["redis", "sync"]
 
@@ -35,6 +36,15 @@ class Settings:
     # A replay can only come while the dispatch call is still running, so the guard only
     # has to outlast dispatch_timeout.
     replay_guard_ms: int = 15_000
+    # Cluster and Sentinel (see topology.py): a redis+cluster:// or redis+sentinel:// URL
+    # says it all; these say the same for a redis:// URL listing the nodes or sentinels.
+    cluster: bool = False
+    sentinel_service: str | None = None
+    # Durable dispatch: after storing, WAIT until `durable_replicas` replicas acknowledged
+    # (at most `durable_timeout` s); NotReplicated when fewer did. Per call: dispatch(durable=).
+    durable: bool = False
+    durable_replicas: int = 1
+    durable_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if self.engine not in ("redis", "sync"):
@@ -53,8 +63,15 @@ class Settings:
             raise ConfigurationError("timeouts must be positive")
         if self.replay_guard_ms < self.dispatch_timeout * 1000:
             raise ConfigurationError("replay_guard_ms must be at least dispatch_timeout (in ms)")
-        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+        if not self.url.startswith(SCHEMES):
             raise ConfigurationError(f"unsupported Redis URL {redact_url(self.url)!r}")
+        topology = parse(self.url, cluster=self.cluster, sentinel_service=self.sentinel_service)
+        if topology.kind == "cluster" and self.db:
+            raise ConfigurationError("a Redis Cluster has only database 0")
+        if self.durable_replicas < 1 or self.durable_timeout <= 0:
+            raise ConfigurationError("durable_replicas must be >= 1 and durable_timeout positive")
+        if self.durable and self.durable_timeout >= self.socket_timeout:
+            raise ConfigurationError("durable_timeout must be shorter than socket_timeout")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -93,8 +110,9 @@ class Settings:
         )
 
 
-# redis-py also takes a password as a query parameter (?password=..., ?ssl_password=...).
-_SECRET_PARAM = re.compile(r"([?&](?:ssl_)?password=)[^&#]*", re.IGNORECASE)
+# redis-py also takes a password as a query parameter (?password=..., ?ssl_password=...);
+# a Sentinel URL may carry Sentinel's own (?sentinel_password=...).
+_SECRET_PARAM = re.compile(r"([?&](?:ssl_|sentinel_)?password=)[^&#]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -10,14 +11,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 from redis import exceptions as rex
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from . import durable as durability
+from . import sharding, topology
 from .batching import GroupCommit, PendingAck, PendingDispatch
 from .codec import encode_payload
 from .config import Settings, redact_url
-from .errors import EngineError, EngineUnavailable, PayloadTooLarge
+from .errors import AiojobsRedisError, EngineError, EngineUnavailable, PayloadTooLarge
 from .ids import new_job_id
 from .keys import QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
 from .records import Claim, ClaimedJob, JobInfo, QueueStats, Reaped
@@ -37,12 +40,29 @@ async def redis_errors(action: str) -> AsyncIterator[None]:
     """Map redis-py exceptions to ours, once, at the boundary."""
     try:
         yield
+    except AiojobsRedisError:  # already ours (ConnectionError is an OSError too): keep as is
+        raise
     except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
         raise EngineUnavailable(f"{action}: Redis unavailable ({type(exc).__name__}: {exc})") from exc
+    except topology.UNAVAILABLE_ERRORS as exc:  # a Cluster in failover or resharding
+        raise EngineUnavailable(f"{action}: Redis unavailable ({type(exc).__name__}: {exc})") from exc
+    except rex.RedisClusterException as exc:
+        if topology.is_unavailable(exc):
+            raise EngineUnavailable(f"{action}: Redis Cluster unavailable ({exc})") from exc
+        raise EngineError(f"{action}: Redis Cluster refused the command: {exc}") from exc
     except rex.ResponseError as exc:
         if "payload too large" in str(exc):
             raise PayloadTooLarge(f"{action}: {exc}") from exc
         raise EngineError(f"{action}: Redis refused the command: {_explain(exc)}") from exc
+    except RuntimeError as exc:
+        if not _is_closed_transport(exc):
+            raise
+        raise EngineUnavailable(f"{action}: Redis connection lost ({exc})") from exc
+
+
+def _is_closed_transport(exc: BaseException) -> bool:
+    """uvloop reports a write to a reset connection as RuntimeError('... handler is closed')."""
+    return isinstance(exc, RuntimeError) and "closed" in str(exc)
 
 
 def _group(items: list[PendingDispatch]) -> dict[tuple[str, tuple[str, int, int]], list[PendingDispatch]]:
@@ -57,6 +77,8 @@ def _map_reply_error(reply: Exception, action: str) -> Exception:
     """An error reply from one call of a pipeline, as one of ours."""
     if isinstance(reply, rex.ResponseError) and "payload too large" in str(reply):
         return PayloadTooLarge(f"{action}: {reply}")
+    if topology.is_unavailable(reply):
+        return EngineUnavailable(f"{action}: Redis unavailable ({type(reply).__name__}: {reply})")
     if isinstance(reply, rex.RedisError):
         return EngineError(f"{action}: Redis refused the command: {_explain(reply)}")
     return reply
@@ -105,25 +127,25 @@ class RedisEngine:
             # run twice, so a few quick replays are welcome. Longer outages are the
             # worker's business (it reconnects with its own capped backoff).
             "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
-            "retry_on_error": [rex.ConnectionError, rex.TimeoutError],
+            # RuntimeError: uvloop's word for a write to a connection that was reset.
+            "retry_on_error": [rex.ConnectionError, rex.TimeoutError, RuntimeError],
             "health_check_interval": 30,
         }
         if self.settings.db is not None:
             options["db"] = self.settings.db
-        pool = BlockingConnectionPool.from_url(
-            self.settings.url,
-            max_connections=self.settings.max_connections,
-            timeout=self.settings.socket_timeout,
-            **options,
-        )
-        self.redis: Redis = Redis(connection_pool=pool)
+        # One server, a Cluster (a RedisCluster client) or Sentinel's primary: topology.py.
+        self.redis: Redis = topology.open_client(self.settings, options)
         self._options = options
         self._blocking: Redis | None = None  # for BLPOP, with a socket timeout that outlasts it
         self._blocking_timeout = 0.0
         self.scripts = Scripts(self.redis)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
+        self._redis_offset_ms: float | None = None  # Redis clock minus local clock
+        self._offset_read_ms = 0.0
         self._dispatches = GroupCommit[PendingDispatch](self._send_dispatches)
+        self._durable_dispatches = GroupCommit[PendingDispatch](self._send_durable_dispatches)
+        self._router = sharding.Router()
         self._acks = GroupCommit[PendingAck](self._send_acks)
         self._closed = False
 
@@ -154,8 +176,8 @@ class RedisEngine:
             return
         self._closed = True
         if self._blocking is not None:
-            await self._blocking.aclose(close_connection_pool=True)
-        await self.redis.aclose(close_connection_pool=True)
+            await topology.close(self._blocking)
+        await topology.close(self.redis)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -183,17 +205,21 @@ class RedisEngine:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    async def dispatch(self, job: Job) -> str:
+    async def dispatch(self, job: Job, *, durable: bool | None = None) -> str:
         """Store `job`; return its id once Redis has acknowledged it.
 
-        Concurrent calls are coalesced into one round trip (see batching.py).
+        Concurrent calls are coalesced into one round trip (see batching.py). `durable`
+        (default: the `durable` setting) also waits for replicas: see durable.py.
         """
         pending = self._prepare(job)
-        await self._dispatches.submit(pending)
+        durable = self.settings.durable if durable is None else durable
+        await (self._durable_dispatches if durable else self._dispatches).submit(pending)
         job.id = pending.job_id
         return pending.job_id
 
-    async def dispatch_many(self, jobs: Sequence[Job], *, chunk: int = 500) -> list[str]:
+    async def dispatch_many(
+        self, jobs: Sequence[Job], *, chunk: int = 500, durable: bool | None = None
+    ) -> list[str]:
         """Store many jobs in as few round trips as possible; return their ids in order.
 
         Each chunk of up to `chunk` jobs of one queue is stored atomically. If Redis fails
@@ -204,8 +230,9 @@ class RedisEngine:
         batches = [
             items[i : i + chunk] for items in _group(prepared).values() for i in range(0, len(items), chunk)
         ]
+        durable = self.settings.durable if durable is None else durable
         for start in range(0, len(batches), 16):  # a few chunks per round trip
-            await self._store(batches[start : start + 16])
+            await self._store(batches[start : start + 16], durable=durable)
             for batch in batches[start : start + 16]:
                 for pending in batch:
                     if pending.error is not None:
@@ -216,7 +243,8 @@ class RedisEngine:
 
     def _prepare(self, job: Job) -> PendingDispatch:
         """Validate and encode before any I/O: bad input costs nothing."""
-        queue = self.keys(job.queue).queue  # validates the name, which may be set on the instance
+        # Validates the name (it may be set on the instance); a sharded queue's next shard.
+        queue = self.keys(self._router.route(job)).queue
         payload = encode_payload(job.payload, self.settings.max_payload_bytes)
         return PendingDispatch(
             queue=queue,
@@ -228,11 +256,10 @@ class RedisEngine:
     async def _send_dispatches(self, batch: list[PendingDispatch]) -> None:
         await self._store(list(_group(batch).values()))
 
-    async def _store(self, batches: list[list[PendingDispatch]]) -> None:
-        """One dispatch script call per batch (each of one queue), all in one round trip.
+    async def _send_durable_dispatches(self, batch: list[PendingDispatch]) -> None:
+        await self._store(list(_group(batch).values()), durable=True)
 
-        Records an error on the items of a batch that failed; never raises.
-        """
+    def _dispatch_calls(self, batches: list[list[PendingDispatch]], deadline_ms: int) -> list[ScriptCall]:
         calls: list[ScriptCall] = []
         for batch in batches:
             keys = self.keys(batch[0].queue)
@@ -245,33 +272,77 @@ class RedisEngine:
                 name,
                 attempts,
                 delay_ms,
+                deadline_ms,
             ]
             for pending in batch:
                 args += (pending.job_id, pending.payload)
             calls.append((self.scripts.dispatch, [keys.ready, keys.delayed, keys.wake], args))
+        return calls
+
+    async def _dispatch_deadline_ms(self) -> int:
+        """When, in Redis time, a dispatch sent now is given up by its caller.
+
+        dispatch.lua refuses a call that arrives later, so a copy delivered late cannot
+        store a job that may have run and ended meanwhile. Redis's clock is read once a
+        minute (one TIME round trip) and followed in between on the local clock.
+        """
+        timeout_ms = round(self.settings.dispatch_timeout * 1000) + 1000  # + a margin for the offset
+        if self._clock is not None:
+            return self._clock() + timeout_ms
+        # Followed on the monotonic clock: a wall clock stepped back by NTP must not matter.
+        local_ms = time.monotonic() * 1000
+        if self._redis_offset_ms is None or local_ms - self._offset_read_ms > 60_000:
+            seconds, micros = await self.redis.time()
+            after_ms = time.monotonic() * 1000
+            self._redis_offset_ms = seconds * 1000 + micros / 1000 - (local_ms + after_ms) / 2
+            self._offset_read_ms = after_ms
+        return round(local_ms + self._redis_offset_ms) + timeout_ms
+
+    async def _store(self, batches: list[list[PendingDispatch]], *, durable: bool = False) -> None:
+        """One dispatch script call per batch (each of one queue), all in one round trip.
+
+        Records an error on the items of a batch that failed; never raises.
+        """
         replies: list[Any]
         with anyio.move_on_after(self.settings.dispatch_timeout) as deadline:
             try:
                 await self.register_queues(batch[0].queue for batch in batches)
                 async with redis_errors("dispatch"):
-                    if len(calls) == 1:
+                    calls = self._dispatch_calls(batches, await self._dispatch_deadline_ms())
+                    if durable:
+                        replies = await self._store_durably(calls, batches)
+                    elif len(calls) == 1:
                         script, keys_, args_ = calls[0]
                         replies = [await script(keys=keys_, args=args_)]
                     else:
                         replies = await run_pipelined(self.redis, calls, raise_errors=False)
             except EngineError as exc:
-                replies = [exc] * len(calls)
+                replies = [exc] * len(batches)
         if deadline.cancelled_caught:
             timeout = EngineUnavailable(
                 f"dispatch: Redis did not answer within {self.settings.dispatch_timeout:g} s "
                 "(the job may or may not have been stored)"
             )
-            replies = [timeout] * len(calls)
+            replies = [timeout] * len(batches)
         for batch, reply in zip(batches, replies, strict=True):
+            if reply == -1:  # see dispatch.lua: it reached Redis after its caller gave up
+                reply = EngineUnavailable("dispatch: the call reached Redis after its deadline")
             if isinstance(reply, Exception):
                 error = _map_reply_error(reply, "dispatch")
                 for pending in batch:
                     pending.error = error
+
+    async def _store_durably(
+        self, calls: list[ScriptCall], batches: list[list[PendingDispatch]]
+    ) -> list[Any]:
+        """The dispatch calls, each node's followed by WAIT; NotReplicated where too few acked."""
+        replicas = self.settings.durable_replicas
+        wait_ms = round(1000 * min(self.settings.durable_timeout, 0.8 * self.settings.socket_timeout))
+        replies, acked = await durability.run(self.redis, calls, replicas, wait_ms)
+        return [
+            durability.check(reply, count, replicas, wait_ms, [p.job_id for p in batch])
+            for reply, count, batch in zip(replies, acked, batches, strict=True)
+        ]
 
     # -- the worker's transitions -----------------------------------------------------------
 
@@ -442,23 +513,32 @@ class RedisEngine:
     async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
         """Block until a wake token arrives on any of `queues` or `block_seconds` pass.
 
-        Uses a connection of its own whose socket timeout outlasts the block.
+        Uses a connection of its own whose socket timeout outlasts the block (on a Cluster,
+        one per slot: see topology.blpop_any).
         """
         socket_timeout = block_seconds + self.settings.socket_timeout
         if self._blocking is None or self._blocking_timeout < socket_timeout:
             if self._blocking is not None:
-                await self._blocking.aclose(close_connection_pool=True)
+                await topology.close(self._blocking)
             options = dict(self._options, socket_timeout=socket_timeout)
-            pool = ConnectionPool.from_url(self.settings.url, max_connections=4, **options)
-            self._blocking, self._blocking_timeout = Redis(connection_pool=pool), socket_timeout
+            self._blocking = topology.open_client(self.settings, options, blocking=True)
+            self._blocking_timeout = socket_timeout
+        wake_keys = [self.keys(q).wake for q in queues]
         async with redis_errors("wait for work"):
-            popped = await self._blocking.blpop([self.keys(q).wake for q in queues], block_seconds)
-        return popped is not None
+            return await topology.blpop_any(self._blocking, wake_keys, block_seconds)
 
     # -- inspection and the failed set ------------------------------------------------------
 
     async def _queues(self, queue: str | None) -> list[str]:
-        return [validate_queue(queue)] if queue is not None else await self.known_queues()
+        """The queue named (with its shards, if it is sharded), else every known queue."""
+        if queue is None:
+            return await self.known_queues()
+        if sharding.shard_count(validate_queue(queue)) > 1:
+            return sharding.members(queue)
+        if sharding.SEPARATOR not in queue:  # shards this process does not know about
+            prefix = queue + sharding.SEPARATOR
+            return [queue, *(q for q in await self.known_queues() if q.startswith(prefix))]
+        return [queue]
 
     async def stats(self, queue: str | None = None) -> list[QueueStats]:
         queues = await self._queues(queue)
@@ -471,6 +551,15 @@ class RedisEngine:
         return [QueueStats(q, *counts[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)]
 
     async def get_job(self, queue: str, job_id: str, *, with_payload: bool = False) -> JobInfo | None:
+        """The job's record; for a sharded queue, looked up in each of its shards."""
+        members = sharding.members(validate_queue(queue))
+        for member in members[1:]:
+            found = await self._get_job(member, job_id, with_payload)
+            if found is not None:
+                return found
+        return await self._get_job(queue, job_id, with_payload)
+
+    async def _get_job(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
         key = self.keys(queue).job(validate_job_id(job_id))
         async with redis_errors(f"read job {job_id}"):
             if await self.redis.type(key) != b"hash":

@@ -54,6 +54,18 @@ class EngineUnavailable(EngineError, ConnectionError):
     """Redis could not be reached or did not answer in time; nothing was acknowledged."""
 
 
+class NotReplicated(EngineError):
+    """A durable dispatch stored the job, but fewer replicas than asked acknowledged it in time.
+
+    The job will run, unless the primary fails before replicating it. `job_ids` are the jobs
+    stored but not confirmed.
+    """
+
+    def __init__(self, message: str | None = None, *, job_ids: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids or []
+
+
 class MalformedJob(AiojobsRedisError):
     """A job record found in Redis is not in the expected shape."""
 

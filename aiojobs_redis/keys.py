@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from .errors import ConfigurationError, InvalidJobId, InvalidQueueName
 
-_QUEUE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# A queue name, or one shard of a sharded queue: "payments#3" (see sharding.py).
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}(#[0-9]{1,4})?")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")
 
@@ -39,6 +40,7 @@ JOB_FIELDS = {
     "d": "scheduled_ms",
     "f": "finished_ms",
     "t": "token",
+    "x": "last_step",  # "<step> <token>": the last ack/retry/fail/release, to answer replays
     "w": "worker",
     "e": "error",
 }

@@ -78,7 +78,9 @@ async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall], *, raise_erro
         async with redis.pipeline(transaction=False) as pipe:
             for index in pending:
                 script, keys, args = calls[index]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # execute_command, not evalsha(): a Cluster pipeline refuses the method, not
+                # the command (it sends each node's calls on one of its connections).
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
         missing = []
         for index, result in zip(pending, results, strict=True):

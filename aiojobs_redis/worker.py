@@ -5,6 +5,7 @@ Tasks, all in one anyio task group:
   promoter  moves due delayed jobs to ready, sleeping until the next one is due
   renewer   extends the leases of the jobs this worker runs
   reaper    returns jobs whose lease lapsed (a dead or hung worker) to their queue
+  telemetry the observers' side work (events, heartbeats, queue depths; see hooks.py)
   one task per running job
 Stopping (stop(), SIGTERM via the CLI, burst end, max jobs/time): claim nothing more, let
 running jobs finish within the grace period, then cancel the rest and hand them back to
@@ -26,13 +27,16 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from . import registry
+from . import registry, sharding
 from .codec import decode_payload
 from .context import use_engine
 from .engine import RedisEngine
 from .errors import EngineError, MalformedJob, UnknownJob
+from .events import RedisTelemetry
+from .hooks import Hooks, Lifecycle
 from .job import Job
 from .keys import validate_queue
+from .metrics import PrometheusMetrics
 from .records import ClaimedJob
 from .runner import Outcome, run_handler
 from .timeparse import to_ms
@@ -94,13 +98,21 @@ class Worker:
         idle_wait: float = 5.0,
         promote_interval: float = 5.0,
         batch_size: int = 100,
+        fair: bool = False,
         worker_id: str | None = None,
         lookup: Callable[[str], type[Job]] = registry.lookup,
+        hooks: Hooks | None = None,
+        metrics: PrometheusMetrics | None = None,
+        telemetry: bool | RedisTelemetry = True,
+        tracing: bool = True,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
         self.engine = engine
-        self.queues = [validate_queue(q) for q in dict.fromkeys(queues)]
+        # Priority groups: one per queue given (a sharded queue with its shards, served
+        # fairly), or one for all with fair=True. self.queues is every queue served.
+        self._groups = sharding.expand([validate_queue(q) for q in queues], fair=fair)
+        self.queues = [q for group in self._groups for q in group]
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be >= 1")
         self.concurrency = concurrency
@@ -123,7 +135,12 @@ class Worker:
         self._stopping = False
         self._wait_scope: anyio.CancelScope | None = None
         self._request_seq = 0
+        self._unanswered_claim: list[tuple[str, int, str]] | None = None
         self._ended = 0  # jobs whose task has finished, for burst mode's last look
+        # Hooks and observers: telemetry (events, throughput, heartbeat), metrics, tracing.
+        self.lifecycle = Lifecycle.for_worker(
+            self, hooks=hooks, metrics=metrics, telemetry=telemetry, tracing=tracing
+        )
 
     def __repr__(self) -> str:
         state = "stopping" if self._stopping else "running"
@@ -169,6 +186,7 @@ class Worker:
             side.start_soon(self._renewer, name="aiojobs-renewer")
             side.start_soon(self._promoter, name="aiojobs-promoter")
             side.start_soon(self._reaper, name="aiojobs-reaper")
+            side.start_soon(self.lifecycle.serve, name="aiojobs-telemetry")
             if self.max_time is not None:
                 side.start_soon(self._stop_after, self.max_time, name="aiojobs-max-time")
             async with anyio.create_task_group() as jobs:
@@ -213,25 +231,21 @@ class Worker:
         """Claim up to `wanted` jobs in one round trip, from the queues in order of priority.
 
         With several queues, a pipelined count of each ready set first decides how many to
-        take from which, so a busy high-priority queue is not over-claimed from the others.
+        take from which, so a busy high-priority queue is not over-claimed from the others;
+        queues of one group (a sharded queue's shards) share fairly (sharding.plan_claims).
         """
-        if len(self.queues) == 1:
-            plan = [(self.queues[0], wanted)]
+        if self._unanswered_claim is not None:
+            # The last claim got no reply: ask again with the same request ids, so the claim
+            # receipts hand back what it took instead of leaving it to lapse unrun.
+            requests = self._unanswered_claim
         else:
-            plan = []
-            left = wanted
-            for queue, ready in zip(self.queues, await self.engine.ready_counts(self.queues), strict=True):
-                if ready > 0 and left > 0:
-                    plan.append((queue, min(ready, left)))
-                    left -= plan[-1][1]
-            if not plan:
+            requests = await self._plan_claim(wanted)
+            if not requests:
                 self._promoter_poke.set()  # woken for nothing ready: maybe a new delayed job
                 return 0, False
-        requests = []
-        for queue, limit in plan:
-            self._request_seq += 1
-            requests.append((queue, limit, str(self._request_seq)))
+        self._unanswered_claim = requests
         claims = await self.engine.claim_many(requests, worker_id=self.worker_id, lease_ms=self.lease_ms)
+        self._unanswered_claim = None
         got, more = 0, False
         for (queue, _, _), claim in zip(requests, claims, strict=True):
             for job_id, reason in claim.quarantined:
@@ -246,6 +260,19 @@ class Worker:
             got += len(claim.jobs)
             more = more or claim.more
         return got, more
+
+    async def _plan_claim(self, wanted: int) -> list[tuple[str, int, str]]:
+        """(queue, limit, request id) for each queue to claim from in this round."""
+        if len(self.queues) == 1:
+            plan = [(self.queues[0], wanted)]
+        else:
+            ready = dict(zip(self.queues, await self.engine.ready_counts(self.queues), strict=True))
+            plan = sharding.plan_claims(self._groups, ready, wanted, self._request_seq)
+        requests = []
+        for queue, limit in plan:
+            self._request_seq += 1
+            requests.append((queue, limit, str(self._request_seq)))
+        return requests
 
     async def _burst_done(self, ended_before: int) -> bool:
         """Burst mode ends when nothing runs here and no job is ready or due now.
@@ -325,9 +352,10 @@ class Worker:
                     claimed, lambda: self.engine.fail(claimed, record, count_attempt=False)
                 ):
                     self.counters.failed += 1
+                    await self.lifecycle.ended(claimed, "failed", error=exc)
                 return
             with running.scope:
-                outcome = await run_handler(job)
+                outcome = await self.lifecycle.run(claimed, job, run_handler)
             if running.scope.cancelled_caught:
                 await self._after_cancel(running)
                 return
@@ -336,6 +364,7 @@ class Worker:
             # The job may already be claimed again (a retry with no delay): leave that run's entry.
             if self._running.get(claimed.id) is running:
                 del self._running[claimed.id]
+            self.lifecycle.forget(claimed)
             self._ended += 1
             self._slot_freed.set()
 
@@ -350,6 +379,7 @@ class Worker:
         claimed = running.job
         if running.lease_lost:
             self.counters.lost += 1
+            await self.lifecycle.ended(claimed, "lost")
             log.warning(
                 "job %s %s: lease lost, result discarded",
                 claimed.id,
@@ -360,6 +390,7 @@ class Worker:
             f"release {claimed.id}", lambda: self.engine.release(claimed), self.lease_ms / 1000
         ):
             self.counters.released += 1
+            await self.lifecycle.ended(claimed, "released")
             log.info("job %s handed back to queue %s", claimed.id, claimed.queue)
 
     async def _settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> None:
@@ -367,6 +398,7 @@ class Worker:
         if outcome.error is None:
             if await self._settle_call(claimed, lambda: self.engine.ack(claimed)):
                 self.counters.succeeded += 1
+                await self.lifecycle.ended(claimed, "succeeded", job)
                 log.debug("job %s %s done (attempt %d)", claimed.id, name, claimed.attempt)
             return
         if not outcome.permanent and claimed.attempt < claimed.max_attempts:
@@ -374,6 +406,7 @@ class Worker:
             record = outcome.error_record()
             if await self._settle_call(claimed, lambda: self.engine.retry(claimed, delay_ms, record)):
                 self.counters.retried += 1
+                await self.lifecycle.ended(claimed, "retried", job, outcome.error)
                 log.warning(
                     "job %s %s attempt %d/%d failed, retry in %.3f s: %s",
                     claimed.id,
@@ -387,6 +420,7 @@ class Worker:
         record = outcome.error_record()
         if await self._settle_call(claimed, lambda: self.engine.fail(claimed, record)):
             self.counters.failed += 1
+            await self.lifecycle.ended(claimed, "failed", job, outcome.error)
             log.error(
                 "job %s %s failed for good after attempt %d/%d (%s): %s",
                 claimed.id,
@@ -411,6 +445,7 @@ class Worker:
         ok = await self._retrying(f"settle {claimed.id}", call, self.lease_ms / 1000)
         if not ok:
             self.counters.lost += 1
+            await self.lifecycle.ended(claimed, "lost")
             log.warning("job %s: lease no longer held, outcome not recorded", claimed.id)
         return bool(ok)
 
@@ -445,12 +480,14 @@ class Worker:
             for queue, held in by_queue.items():
                 try:
                     lost = await self.engine.renew(queue, held, self.lease_ms)
-                except EngineError as exc:
+                except Exception as exc:  # Redis away: the next round tries again
                     log.warning("renewing leases in %s failed: %s", queue, exc)
                     continue
+                sent = dict(held)
                 for job_id in lost:
                     holder = self._running.get(job_id)
-                    if holder is not None and not holder.lease_lost:
+                    # A late reply may be about an earlier run of a job this worker runs again.
+                    if holder is not None and holder.job.token == sent[job_id] and not holder.lease_lost:
                         holder.lease_lost = True
                         holder.scope.cancel()
                         log.warning("job %s: lease lost (another worker may run it); cancelling", job_id)
@@ -477,6 +514,7 @@ class Worker:
                 except EngineError as exc:
                     log.warning("reaping %s failed: %s", queue, exc)
                     continue
+                self.lifecycle.reclaimed(queue, reaped.requeued, reaped.failed)
                 for job_id in reaped.requeued:
                     log.warning("job %s in %s: lease lapsed, returned to the queue", job_id, queue)
                 for job_id in reaped.failed:

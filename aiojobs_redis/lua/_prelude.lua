@@ -30,6 +30,17 @@ local function hash_field(key, field)
   return value
 end
 
+-- True when the run holding `token` already did `step` (ack, retry, fail, release) to this
+-- job: a replayed call (redis-py resends a call whose reply was lost) reports success again.
+-- The job hash keeps the last step as field x = "<step> <token>"; an acked and deleted job
+-- leaves the string "done <token>" at its key.
+local function settled_by(job_key, step, token)
+  local kind = key_type(job_key)
+  if kind == 'string' then return step == 'ack' and redis.call('GET', job_key) == 'done ' .. token end
+  if kind == 'hash' then return redis.call('HGET', job_key, 'x') == step .. ' ' .. token end
+  return false
+end
+
 local function error_json(reason, kind, message)
   return cjson.encode({reason = reason, type = kind, message = message})
 end

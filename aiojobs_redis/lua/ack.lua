@@ -2,9 +2,9 @@
 -- KEYS[1] running zset
 -- ARGV[1] queue key base (jobs:{q})  ARGV[2] keep finished records ms (0: delete)
 -- ARGV[3] replay guard ms  ARGV[4] now ms ('' = Redis TIME)  ARGV[5..] two per job: id, token
--- Returns one flag per job: 1 acknowledged, 0 the lease is no longer held (or already acked).
--- After deletion a small "done" marker stays at the job key until created + guard, so that a
--- dispatch replayed by the client cannot store the same job again.
+-- Returns one flag per job: 1 acknowledged (now, or already by this token: a replay), 0 the
+-- lease is no longer held. After deletion a small "done <token>" marker stays at the job key
+-- until created + guard, so that a dispatch replayed by the client cannot store the job again.
 local running_key, base = KEYS[1], ARGV[1]
 local keep, guard = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms(ARGV[4])
@@ -13,18 +13,18 @@ for a = 5, #ARGV, 2 do
   local id, token = ARGV[a], ARGV[a + 1]
   local job_key = base .. ':j:' .. id
   if hash_field(job_key, 't') ~= token then
-    acked[#acked + 1] = 0
+    acked[#acked + 1] = settled_by(job_key, 'ack', token) and 1 or 0
   else
     redis.call('ZREM', running_key, id)
     if keep > 0 then
-      redis.call('HSET', job_key, 's', 'done', 'f', now)
+      redis.call('HSET', job_key, 's', 'done', 'f', now, 'x', 'ack ' .. token)
       redis.call('HDEL', job_key, 't', 'w')
       redis.call('PEXPIRE', job_key, keep)
     else
       local created = tonumber(redis.call('HGET', job_key, 'c')) or 0
       redis.call('DEL', job_key)
       local left = created + guard - now
-      if left > 0 then redis.call('SET', job_key, 'done', 'PX', left) end
+      if left > 0 then redis.call('SET', job_key, 'done ' .. token, 'PX', left) end
     end
     acked[#acked + 1] = 1
   end

@@ -87,5 +87,5 @@ if redis.call('ZCARD', ready_key) > 0 then
   wake(wake_key)
 end
 local due = -1
-if #jobs < limit then due = next_due() end
+if #jobs / 7 < limit then due = next_due() end  -- seven fields per claimed job
 return {jobs, bad, due, more}

@@ -1,14 +1,16 @@
 -- retry: the attempt failed and attempts remain; queue the job again after a delay.
 -- KEYS[1] running zset  KEYS[2] ready zset  KEYS[3] delayed zset  KEYS[4] wake list  KEYS[5] job
 -- ARGV[1] id  ARGV[2] token  ARGV[3] delay ms  ARGV[4] error JSON  ARGV[5] now ms ('' = TIME)
--- Returns 1 when requeued, 0 when the lease is no longer held (nothing changes).
+-- Returns 1 when requeued (now, or already by this token: a replay), 0 when the lease is no
+-- longer held (nothing changes).
 local running_key, ready_key, delayed_key, wake_key, job_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, token, delay, err = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if hash_field(job_key, 't') ~= token then return 0 end
+if hash_field(job_key, 't') ~= token then return settled_by(job_key, 'retry', token) and 1 or 0 end
 local now = now_ms(ARGV[5])
 redis.call('ZREM', running_key, id)
 redis.call('HINCRBY', job_key, 'a', 1)
 redis.call('HDEL', job_key, 't', 'w')
+redis.call('HSET', job_key, 'x', 'retry ' .. token)
 if delay > 0 then
   redis.call('HSET', job_key, 's', 'delayed', 'd', now + delay, 'e', err)
   redis.call('ZADD', delayed_key, now + delay, id)

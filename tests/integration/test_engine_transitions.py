@@ -188,7 +188,7 @@ async def dispatch_script(
     keys = engine.keys(QUEUE)
     result = await engine.scripts.dispatch(
         keys=[keys.ready, keys.delayed, keys.wake],
-        args=[keys.base, QUEUE, max_payload, now, Mail.name, 1, delay_ms, job_id, payload],
+        args=[keys.base, QUEUE, max_payload, now, Mail.name, 1, delay_ms, "", job_id, payload],
     )
     return int(result)
 
@@ -509,14 +509,14 @@ async def test_ack_ends_the_job_and_guards_against_a_replayed_dispatch(
     assert await clocked_engine.get_job(QUEUE, job_id) is None
     # The record is gone; a small marker lasts until created + replay_guard_ms.
     assert await key_type(raw_redis, keys.job(job_id)) == "string"
-    assert await raw_redis.get(keys.job(job_id)) == b"done"
+    assert await raw_redis.get(keys.job(job_id)) == f"done {job.token}".encode()
     guard = clocked_engine.settings.replay_guard_ms
     assert guard - 10_000 < await raw_redis.pttl(keys.job(job_id)) <= guard
     assert await dispatch_script(clocked_engine, job_id, b"{}", now=clock()) == 0
-    assert await raw_redis.get(keys.job(job_id)) == b"done"
+    assert await raw_redis.get(keys.job(job_id)) == f"done {job.token}".encode()
     assert await zscores(raw_redis, keys.ready) == {}
 
-    assert await clocked_engine.ack(job) is False
+    assert await clocked_engine.ack(job) is True  # a replay: reported done again, nothing changes
     assert await clocked_engine.stats(QUEUE) == [QueueStats(QUEUE, 0, 0, 0, 0)]
 
 
@@ -1150,7 +1150,7 @@ async def test_ack_replay_changes_nothing(clocked_engine: RedisEngine, raw_redis
     job = await claim_one(clocked_engine)
     assert await clocked_engine.ack(job) is True
     before = await snapshot(raw_redis, prefix)
-    assert await clocked_engine.ack(job) is False
+    assert await clocked_engine.ack(job) is True  # a replay: reported done again, nothing changes
     assert await snapshot(raw_redis, prefix) == before
 
 
@@ -1163,7 +1163,9 @@ async def test_retry_replay_changes_nothing(
         job = await claim_one(clocked_engine)
         assert await clocked_engine.retry(job, delay_ms, ERROR) is True
         before = await snapshot(raw_redis, prefix)
-        assert await clocked_engine.retry(job, delay_ms, ERROR) is False
+        assert (
+            await clocked_engine.retry(job, delay_ms, ERROR) is True
+        )  # a replay: reported done again, nothing changes
         assert await snapshot(raw_redis, prefix) == before
     stored = await job_hash(raw_redis, clocked_engine.keys(QUEUE).job(job_id))
     assert stored["a"] == "2"
@@ -1178,7 +1180,7 @@ async def test_fail_replay_changes_nothing(
     assert await clocked_engine.fail(job, ERROR) is True
     before = await snapshot(raw_redis, prefix)
     clock.advance(1)
-    assert await clocked_engine.fail(job, ERROR) is False
+    assert await clocked_engine.fail(job, ERROR) is True  # a replay: reported done again, nothing changes
     assert await snapshot(raw_redis, prefix) == before
     stored = await job_hash(raw_redis, clocked_engine.keys(QUEUE).job(job_id))
     assert stored["a"] == "1"
@@ -1192,7 +1194,7 @@ async def test_release_replay_changes_nothing(
     job = await claim_one(clocked_engine)
     assert await clocked_engine.release(job) is True
     before = await snapshot(raw_redis, prefix)
-    assert await clocked_engine.release(job) is False
+    assert await clocked_engine.release(job) is True  # a replay: reported done again, nothing changes
     assert await snapshot(raw_redis, prefix) == before
 
 
@@ -1282,3 +1284,22 @@ async def test_wait_for_work_honours_a_longer_block_than_the_first_call(
         start = time.monotonic()
         assert await engine.wait_for_work([QUEUE], 0.8) is False
         assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.anyio
+async def test_a_dispatch_reaching_redis_after_its_deadline_stores_nothing(
+    clocked_engine: RedisEngine, raw_redis: Redis, prefix: str, clock: Clock
+) -> None:
+    keys = clocked_engine.keys(QUEUE)
+    late = await clocked_engine.scripts.dispatch(
+        keys=[keys.ready, keys.delayed, keys.wake],
+        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() - 1, "latejob", b"{}"],
+    )
+    assert late == -1
+    assert await raw_redis.exists(keys.job("latejob")) == 0
+    assert await zscores(raw_redis, keys.ready) == {}
+    on_time = await clocked_engine.scripts.dispatch(
+        keys=[keys.ready, keys.delayed, keys.wake],
+        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() + 10_000, "ontime", b"{}"],
+    )
+    assert on_time == 1

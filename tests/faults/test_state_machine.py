@@ -1,0 +1,646 @@
+"""W2b: a Hypothesis state machine drives RedisEngine on the real Redis against a Python model.
+
+Rules interleave dispatch (immediate and delayed), claims by three workers with batch sizes
+1-4 (and replays of a claim), lease renewal, ack, retry (with and without delay), fail,
+release, promote, reap (max stalls 0-2), clock steps, and replays with stale tokens of
+ack/retry/fail/release/renew, plus replayed dispatches. Time is a FakeClock passed to the
+engine, so every due time and lease deadline is exact. After every step the whole Redis
+state of the queue is read back and compared with the model:
+
+* every dispatched job is in exactly one of ready/delayed/running/failed, with the model's
+  score, or done (acked: its record is gone, at most a "done" replay marker remains);
+* the four sorted sets hold no id the model does not know;
+* the record's state, attempts, runs, stalls, max attempts, schedule and payload match;
+* a running job has exactly one current token (and worker), and a running entry; no other
+  job has a token;
+* attempts used never exceed the maximum; stall counts change only in reap, upwards;
+* stale tokens change nothing: they are refused, except that the run which ended a job may
+  resend the very step that ended it (a lost reply) and is told "done" again;
+* no job is claimed before its due time; claims take the due jobs in (due, id) order.
+
+The claim reply's "ms until the next delayed job" is checked here only for empty claims; a
+partial claim gets its own test below (it exposes a bug in claim.lua).
+
+Hypothesis is synchronous and the engine is not: each machine owns an asyncio event loop
+for its lifetime, opens its engine (with its own key prefix) on it, runs each rule with
+run_until_complete, and closes the engine on that loop in teardown.
+
+Size: AIOJOBS_HYPOTHESIS_EXAMPLES (default 2,000, the figure in RELIABILITY.md) examples of
+up to AIOJOBS_HYPOTHESIS_STEPS (default 25) steps each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import orjson
+import pytest
+from conftest import FakeClock, delete_prefix
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from aiojobs_redis import Job, RedisEngine, Settings
+from aiojobs_redis.records import ClaimedJob
+
+T = TypeVar("T")
+
+QUEUE = "w2b"
+WORKERS = ("w1", "w2", "w3")
+LEASE_MS = 2_000
+START_MS = 1_800_000_000_000
+ERROR: dict[str, Any] = {"reason": "error", "type": "ValueError", "message": "boom"}
+# Real (not fake) seconds within which a replayed claim still finds its receipt (PX lease).
+RECEIPT_FRESH_S = LEASE_MS / 1000 / 2
+EXAMPLES = int(os.environ.get("AIOJOBS_HYPOTHESIS_EXAMPLES", "2000"))
+STEPS = int(os.environ.get("AIOJOBS_HYPOTHESIS_STEPS", "25"))
+
+PICK = st.integers(min_value=0, max_value=1_000_000)
+
+
+class Once(Job):
+    name = "w2b.Once"
+    queue = QUEUE
+    attempts = 1
+
+    async def handle(self) -> None:
+        return None
+
+
+class Twice(Job):
+    name = "w2b.Twice"
+    queue = QUEUE
+    attempts = 2
+
+    async def handle(self) -> None:
+        return None
+
+
+class Thrice(Job):
+    name = "w2b.Thrice"
+    queue = QUEUE
+    attempts = 3
+
+    async def handle(self) -> None:
+        return None
+
+
+JOB_CLASSES: dict[int, type[Job]] = {1: Once, 2: Twice, 3: Thrice}
+
+
+@dataclass
+class ModelJob:
+    id: str
+    name: str
+    payload: bytes
+    max_attempts: int
+    created: int
+    state: str  # ready | delayed | running | failed | done
+    score: int  # its score in the sorted set of its state (unused when done)
+    scheduled: int  # the record's "d": when it became (or becomes) claimable
+    attempts: int = 0
+    runs: int = 0
+    stalls: int = 0
+    token: str | None = None
+    worker: str | None = None
+    settled_by: str | None = None  # "<step> <token>": the run that last ended it, and how
+    issued: list[ClaimedJob] = field(default_factory=list)  # every lease ever handed out
+    done_at: int | None = None  # fake ms of the ack
+    done_real: float | None = None  # monotonic s of the ack
+
+
+@dataclass
+class LastClaim:
+    request: str
+    held: list[tuple[str, str]]  # (id, token) as claimed
+    at: float  # monotonic s
+
+
+@dataclass
+class Figures:
+    """Totals over all examples of one test, printed at the end."""
+
+    machines: int = 0
+    steps: int = 0
+    checks: int = 0
+    jobs: int = 0
+    rules: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        rules = " ".join(f"{k}={v}" for k, v in sorted(self.rules.items()))
+        outcomes = " ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items()))
+        return (
+            f"W2b: {self.machines} examples run, {self.steps} steps, {self.checks} invariant checks, "
+            f"{self.jobs} jobs, 0 invariant violations\n  rules: {rules}\n  outcomes: {outcomes}"
+        )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class QueueMachine(RuleBasedStateMachine):
+    # Set by the test before the run.
+    url: ClassVar[str] = ""
+    root_prefix: ClassVar[str] = ""
+    figures: ClassVar[Figures] = Figures()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.clock = FakeClock(START_MS)
+        self.settings = Settings(url=self.url, prefix=f"{self.root_prefix}{uuid.uuid4().hex[:10]}:")
+        self.engine = RedisEngine(self.settings, clock=self.clock)
+        self.run(self.engine.ping())
+        self.keys = self.engine.keys(QUEUE)
+        self.jobs: dict[str, ModelJob] = {}
+        self.believed: dict[str, dict[str, ClaimedJob]] = {w: {} for w in WORKERS}  # worker -> id -> lease
+        self.last_claim: dict[str, LastClaim] = {}
+        self.request_seq = 0
+        self.last_rule = ""
+        self.stalls_seen: dict[str, int] = {}
+        self.figures.machines += 1
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self._delete_keys())
+            self.run(self.engine.aclose())
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+    async def _delete_keys(self) -> None:
+        k = self.keys
+        names = [k.ready, k.delayed, k.running, k.failed, k.wake, f"{self.settings.prefix}queues"]
+        names += [k.claim_receipt(w) for w in WORKERS]
+        names += [k.job(job_id) for job_id in self.jobs]
+        for start in range(0, len(names), 500):
+            await self.engine.redis.delete(*names[start : start + 500])
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def now(self) -> int:
+        return self.clock.now_ms
+
+    def step(self, name: str) -> None:
+        self.last_rule = name
+        self.figures.rules[name] += 1
+        self.figures.steps += 1
+
+    def in_state(self, state: str) -> list[ModelJob]:
+        return sorted((j for j in self.jobs.values() if j.state == state), key=lambda j: (j.score, j.id))
+
+    def held_claims(self) -> list[tuple[str, ClaimedJob]]:
+        return [(w, c) for w in WORKERS for _, c in sorted(self.believed[w].items())]
+
+    def stale_claims(self) -> list[ClaimedJob]:
+        return [
+            c for j in sorted(self.jobs.values(), key=lambda j: j.id) for c in j.issued if c.token != j.token
+        ]
+
+    def is_current(self, claim: ClaimedJob) -> bool:
+        job = self.jobs[claim.id]
+        return job.state == "running" and job.token == claim.token
+
+    def next_due(self) -> int:
+        delayed = self.in_state("delayed")
+        return max(0, delayed[0].score - self.now()) if delayed else -1
+
+    def forget_lease(self, claim: ClaimedJob) -> None:
+        for held in self.believed.values():
+            if claim.id in held and held[claim.id].token == claim.token:
+                del held[claim.id]
+
+    # -- rules: dispatch ----------------------------------------------------------------------
+
+    @initialize(attempts=st.integers(min_value=1, max_value=3), count=st.integers(min_value=0, max_value=4))
+    def start_with_work(self, attempts: int, count: int) -> None:
+        """Most examples start with a few ready jobs, so claims have something to race for."""
+        if count:
+            self.enqueue(attempts, 0, count)
+
+    @rule(
+        attempts=st.integers(min_value=1, max_value=3),
+        delay_ms=st.sampled_from([0, 0, 0, 1, 500, 2_000, 10_000]),
+        count=st.integers(min_value=1, max_value=3),
+    )
+    def enqueue(self, attempts: int, delay_ms: int, count: int) -> None:
+        self.step("enqueue")
+        cls = JOB_CLASSES[attempts]
+        payloads = [{"n": len(self.jobs) + i} for i in range(count)]
+        jobs = [cls(p).set_delay(delay_ms / 1000) for p in payloads]
+        if count == 1:
+            ids = [self.run(self.engine.dispatch(jobs[0]))]
+        else:
+            ids = self.run(self.engine.dispatch_many(jobs))
+        now = self.now()
+        for job_id, payload in zip(ids, payloads, strict=True):
+            assert job_id not in self.jobs
+            due = now + delay_ms
+            self.jobs[job_id] = ModelJob(
+                id=job_id,
+                name=cls.name,
+                payload=orjson.dumps(payload),
+                max_attempts=attempts,
+                created=now,
+                state="delayed" if delay_ms > 0 else "ready",
+                score=due,
+                scheduled=due,
+            )
+        self.figures.jobs += count
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(pick=PICK)
+    def replay_dispatch(self, pick: int) -> None:
+        """The client sends a dispatch again (its reply was lost): nothing may change."""
+        candidates = [
+            j
+            for j in sorted(self.jobs.values(), key=lambda j: j.id)
+            if j.state != "done"
+            # A done job's replay marker lives until created + guard (fake ms), with a real
+            # PX: only replay while it surely exists.
+            or (
+                j.done_at is not None
+                and j.done_real is not None
+                and j.created + self.settings.replay_guard_ms - j.done_at > 5_000
+                and time.monotonic() - j.done_real < 2.0
+            )
+        ]
+        if not candidates:
+            return
+        self.step("replay_dispatch")
+        job = candidates[pick % len(candidates)]
+        k = self.keys
+        # dispatch.lua's ARGV: base, queue, max payload, now, name, attempts, delay, deadline
+        # ('' = none), then id and payload: another payload and kind, which must not land.
+        args: list[str | int | bytes] = [k.base, QUEUE, self.settings.max_payload_bytes, self.now()]
+        args += [job.name, 1, 0, "", job.id, b'{"replayed":true}']
+        stored = self.run(self.engine.scripts.dispatch(keys=[k.ready, k.delayed, k.wake], args=args))
+        assert stored == 0, f"a replayed dispatch of {job.id} ({job.state}) stored it again"
+        self.figures.outcomes["dispatch_replay_ignored"] += 1
+
+    # -- rules: claims ------------------------------------------------------------------------
+
+    def _claim(self, worker: str, limit: int, request: str) -> None:
+        now = self.now()
+        expected = [j for j in self.in_state("ready") if j.score <= now][:limit]
+        ready_left = len(self.in_state("ready")) - len(expected)
+        claim = self.run(
+            self.engine.claim(QUEUE, limit, worker_id=worker, request_id=request, lease_ms=LEASE_MS)
+        )
+        assert [c.id for c in claim.jobs] == [j.id for j in expected], "claimed the wrong jobs or order"
+        assert claim.quarantined == []
+        assert claim.more == (ready_left > 0)
+        if not expected:  # see test_claim_reports_the_next_due_time_after_a_partial_claim
+            assert claim.next_due_ms == self.next_due()
+        for got, job in zip(claim.jobs, expected, strict=True):
+            assert job.scheduled <= now and job.score <= now, f"{job.id} claimed before it was due"
+            job.runs += 1
+            assert got.token == f"{worker}:{job.runs}"
+            assert (got.attempts_used, got.max_attempts, got.runs) == (
+                job.attempts,
+                job.max_attempts,
+                job.runs,
+            )
+            assert got.name.decode() == job.name and got.payload == job.payload
+            job.state, job.score, job.token, job.worker = "running", now + LEASE_MS, got.token, worker
+            job.issued.append(got)
+            self.believed[worker][job.id] = got
+        self.last_claim[worker] = LastClaim(request, [(c.id, c.token) for c in claim.jobs], time.monotonic())
+        self.figures.outcomes["claimed"] += len(claim.jobs)
+
+    @rule(worker=st.sampled_from(WORKERS), limit=st.integers(min_value=1, max_value=4))
+    def claim(self, worker: str, limit: int) -> None:
+        self.step("claim")
+        self.request_seq += 1
+        self._claim(worker, limit, str(self.request_seq))
+
+    @precondition(lambda self: bool(self.last_claim))
+    @rule(worker=st.sampled_from(WORKERS), limit=st.integers(min_value=1, max_value=4))
+    def replay_claim(self, worker: str, limit: int) -> None:
+        """The client sends its last claim again: it gets the jobs that claim still holds."""
+        last = self.last_claim.get(worker)
+        if last is None or time.monotonic() - last.at > RECEIPT_FRESH_S:
+            return
+        self.step("replay_claim")
+        if not last.held:
+            # An empty claim leaves no receipt: a replay is a fresh claim (the caller gets its jobs).
+            self._claim(worker, limit, last.request)
+            return
+        still = [(i, t) for i, t in last.held if self.jobs[i].state == "running" and self.jobs[i].token == t]
+        claim = self.run(
+            self.engine.claim(QUEUE, limit, worker_id=worker, request_id=last.request, lease_ms=LEASE_MS)
+        )
+        assert [(c.id, c.token) for c in claim.jobs] == still, "a replayed claim changed hands"
+        assert claim.next_due_ms == self.next_due() and not claim.more
+        for c in claim.jobs:
+            job = self.jobs[c.id]
+            assert (c.attempts_used, c.max_attempts, c.runs) == (job.attempts, job.max_attempts, job.runs)
+        self.figures.outcomes["claim_replays"] += 1
+
+    # -- rules: the holder's transitions ------------------------------------------------------
+
+    @precondition(lambda self: any(self.believed.values()))
+    @rule(worker=st.sampled_from(WORKERS))
+    def renew(self, worker: str) -> None:
+        """Renew every lease the worker believes it holds; it drops those reported lost."""
+        held = list(self.believed[worker].values())
+        if not held:
+            return
+        self.step("renew")
+        now = self.now()
+        lost = self.run(self.engine.renew(QUEUE, [(c.id, c.token) for c in held], LEASE_MS))
+        expected_lost = [c.id for c in held if not self.is_current(c)]
+        assert lost == expected_lost
+        for c in held:
+            if self.is_current(c):
+                self.jobs[c.id].score = now + LEASE_MS
+            else:
+                del self.believed[worker][c.id]
+        self.figures.outcomes["renewed"] += len(held) - len(lost)
+        self.figures.outcomes["renew_lost"] += len(lost)
+
+    def _settle(self, op: str, pick: int) -> tuple[ClaimedJob, bool] | None:
+        held = self.held_claims()
+        if not held:
+            return None
+        self.step(op)
+        _, claim = held[pick % len(held)]
+        current = self.is_current(claim)
+        self.forget_lease(claim)  # the worker is done with it, whatever Redis says
+        self.figures.outcomes[f"{op}_{'accepted' if current else 'rejected'}"] += 1
+        return claim, current
+
+    @precondition(lambda self: any(self.believed.values()))
+    @rule(pick=PICK)
+    def ack(self, pick: int) -> None:
+        settled = self._settle("ack", pick)
+        if settled is None:
+            return
+        claim, current = settled
+        assert self.run(self.engine.ack(claim)) is current
+        if current:
+            job = self.jobs[claim.id]
+            job.state, job.token, job.worker, job.settled_by = "done", None, None, f"ack {claim.token}"
+            job.done_at, job.done_real = self.now(), time.monotonic()
+
+    @precondition(lambda self: any(self.believed.values()))
+    @rule(pick=PICK, delay_ms=st.sampled_from([0, 0, 1, 1_000, 5_000]))
+    def retry(self, pick: int, delay_ms: int) -> None:
+        """The attempt failed: retry while attempts remain, else fail (as the worker decides)."""
+        held = self.held_claims()
+        if held and (claim := held[pick % len(held)][1]).attempt >= claim.max_attempts:
+            self.fail(pick, count_attempt=True)
+            return
+        settled = self._settle("retry", pick)
+        if settled is None:
+            return
+        claim, current = settled
+        assert self.run(self.engine.retry(claim, delay_ms, ERROR)) is current
+        if current:
+            self._apply_retry(self.jobs[claim.id], delay_ms)
+
+    def _apply_retry(self, job: ModelJob, delay_ms: int) -> None:
+        now = self.now()
+        job.attempts += 1
+        job.settled_by, job.token, job.worker = f"retry {job.token}", None, None
+        job.state = "delayed" if delay_ms > 0 else "ready"
+        job.score = job.scheduled = now + delay_ms
+
+    @precondition(lambda self: any(self.believed.values()))
+    @rule(pick=PICK, count_attempt=st.booleans())
+    def fail(self, pick: int, count_attempt: bool) -> None:
+        settled = self._settle("fail", pick)
+        if settled is None:
+            return
+        claim, current = settled
+        assert self.run(self.engine.fail(claim, ERROR, count_attempt=count_attempt)) is current
+        if current:
+            job = self.jobs[claim.id]
+            job.attempts += 1 if count_attempt else 0
+            job.state, job.score, job.token, job.worker = "failed", self.now(), None, None
+            job.settled_by = f"fail {claim.token}"
+
+    @precondition(lambda self: any(self.believed.values()))
+    @rule(pick=PICK)
+    def release(self, pick: int) -> None:
+        settled = self._settle("release", pick)
+        if settled is None:
+            return
+        claim, current = settled
+        assert self.run(self.engine.release(claim)) is current
+        if current:
+            job = self.jobs[claim.id]
+            job.state, job.token, job.worker, job.settled_by = "ready", None, None, f"release {claim.token}"
+            job.score = min(job.scheduled, self.now())
+
+    # -- rules: stale tokens ------------------------------------------------------------------
+
+    @precondition(lambda self: any(c.token != j.token for j in self.jobs.values() for c in j.issued))
+    @rule(
+        pick=PICK,
+        op=st.sampled_from(["ack", "retry", "retry_later", "fail", "fail_uncounted", "release", "renew"]),
+        of_running=st.booleans(),
+    )
+    def stale_replay(self, pick: int, op: str, of_running: bool) -> None:
+        """A lease that is no longer current (settled, reaped, re-claimed) must change nothing.
+
+        With `of_running`, prefer old leases of jobs that another lease now holds. The run
+        that last ended the job may replay the ack/retry/fail/release that ended it (a lost
+        reply resent): that reports success again, and still changes nothing. Any other step
+        with that token, and any renewal, is refused.
+        """
+        stale = self.stale_claims()
+        if of_running:
+            stale = [c for c in stale if self.jobs[c.id].state == "running"] or stale
+        if not stale:
+            return
+        self.step("stale_replay")
+        claim = stale[pick % len(stale)]
+        assert not self.is_current(claim)
+        e = self.engine
+        result: bool
+        if op == "ack":
+            result = self.run(e.ack(claim))
+        elif op in ("retry", "retry_later"):
+            result = self.run(e.retry(claim, 1_000 if op == "retry_later" else 0, ERROR))
+        elif op in ("fail", "fail_uncounted"):
+            result = self.run(e.fail(claim, ERROR, count_attempt=op == "fail"))
+        elif op == "release":
+            result = self.run(e.release(claim))
+        else:
+            result = self.run(e.renew(QUEUE, [(claim.id, claim.token)], LEASE_MS)) != [claim.id]
+        step = {"retry_later": "retry", "fail_uncounted": "fail"}.get(op, op)
+        replay = step != "renew" and self.replay_reported(claim, step)
+        if replay is None:  # the done marker may just have expired (real time): either answer
+            self.figures.outcomes["stale_replay_marker_uncertain"] += 1
+            return
+        assert result is replay, f"stale {op} of {claim.id} with token {claim.token}: {result}"
+        self.figures.outcomes["stale_replayed_as_success" if replay else "stale_rejected"] += 1
+
+    def replay_reported(self, claim: ClaimedJob, step: str) -> bool | None:
+        """Whether a resent ack/retry/fail/release of a non-current lease reports success."""
+        job = self.jobs[claim.id]
+        if job.settled_by != f"{step} {claim.token}":
+            return False
+        if job.state != "done":
+            return True  # the record keeps the settling token
+        assert job.done_at is not None and job.done_real is not None
+        left_ms = job.created + self.settings.replay_guard_ms - job.done_at  # the marker's PX
+        if left_ms <= 0:
+            return False
+        elapsed_ms = (time.monotonic() - job.done_real) * 1000
+        return True if elapsed_ms < left_ms - 1_000 else None
+
+    # -- rules: time and housekeeping ---------------------------------------------------------
+
+    @rule(ms=st.sampled_from([1, 100, 500, 1_000, 1_999, 2_000, 2_001, 5_000, 30_000]))
+    def advance(self, ms: int) -> None:
+        self.step("advance")
+        self.clock.advance(ms / 1000)
+
+    @rule()
+    def promote(self) -> None:
+        self.step("promote")
+        now = self.now()
+        due = [j for j in self.in_state("delayed") if j.score <= now]
+        for job in due:
+            job.state = "ready"  # same score: the due time
+        moved, next_due = self.run(self.engine.promote([QUEUE]))
+        assert (moved, next_due) == (len(due), self.next_due())
+        self.figures.outcomes["promoted"] += moved
+
+    @rule(max_stalls=st.integers(min_value=0, max_value=2))
+    def reap(self, max_stalls: int) -> None:
+        self.step("reap")
+        now = self.now()
+        requeued, failed = [], []
+        for job in self.in_state("running"):
+            if job.score > now:
+                continue
+            job.stalls += 1
+            job.token = job.worker = None
+            if job.stalls > max_stalls:
+                job.state, job.score = "failed", now
+                failed.append(job.id)
+            else:
+                job.state, job.score = "ready", job.scheduled
+                requeued.append(job.id)
+        reaped = self.run(self.engine.reap(QUEUE, max_stalls=max_stalls))
+        assert (reaped.requeued, reaped.failed, reaped.trimmed) == (requeued, failed, 0)
+        self.figures.outcomes["reaped"] += len(requeued)
+        self.figures.outcomes["stalled_out"] += len(failed)
+
+    # -- the invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def redis_matches_model(self) -> None:
+        self.figures.checks += 1
+        k = self.keys
+        ids = sorted(self.jobs)
+        pipe = self.engine.redis.pipeline(transaction=False)
+        for key in (k.ready, k.delayed, k.running, k.failed):
+            pipe.zrange(key, 0, -1, withscores=True)
+        for job_id in ids:
+            if self.jobs[job_id].state == "done":
+                pipe.get(k.job(job_id))
+            else:
+                pipe.hgetall(k.job(job_id))
+        replies = self.run(pipe.execute(raise_on_error=False))
+        sets = {
+            state: {_text(m): int(s) for m, s in reply}
+            for state, reply in zip(("ready", "delayed", "running", "failed"), replies[:4], strict=True)
+        }
+        for state, members in sets.items():
+            unknown = set(members) - set(self.jobs)
+            assert not unknown, f"{state} holds ids no one dispatched: {unknown}"
+            expected = {j.id: j.score for j in self.jobs.values() if j.state == state}
+            assert members == expected, f"{state} set differs from the model after {self.last_rule}"
+        now = self.now()
+        assert all(score <= now for score in sets["ready"].values()), "a ready job is not due yet"
+        for job_id, reply in zip(ids, replies[4:], strict=True):
+            self._check_record(self.jobs[job_id], reply)
+
+    def _check_record(self, job: ModelJob, reply: Any) -> None:
+        where = f"job {job.id} ({job.state}) after {self.last_rule}"
+        if job.state == "done":
+            assert job.settled_by is not None and job.settled_by.startswith("ack ")
+            marker = f"done {job.settled_by.removeprefix('ack ')}".encode()
+            assert reply in (None, marker), f"{where}: record not gone: {reply!r}"
+            return
+        assert isinstance(reply, dict) and reply, f"{where}: record missing: {reply!r}"
+        rec = {_text(f): _text(v) for f, v in reply.items()}
+        assert rec["s"] == job.state, f"{where}: record state {rec['s']}"
+        assert rec["n"] == job.name and rec["q"] == QUEUE and rec["p"] == job.payload.decode(), where
+        assert int(rec["m"]) == job.max_attempts and int(rec["c"]) == job.created, where
+        assert int(rec["d"]) == job.scheduled, f"{where}: scheduled {rec['d']} != {job.scheduled}"
+        assert int(rec.get("a", 0)) == job.attempts <= job.max_attempts, f"{where}: attempts {rec.get('a')}"
+        assert int(rec.get("k", 0)) == job.runs, f"{where}: runs {rec.get('k')}"
+        stalls = int(rec.get("l", 0))
+        assert stalls == job.stalls, f"{where}: stalls {stalls} != {job.stalls}"
+        before = self.stalls_seen.get(job.id, 0)
+        assert stalls >= before and (stalls == before or self.last_rule == "reap"), f"{where}: stalls moved"
+        self.stalls_seen[job.id] = stalls
+        assert rec.get("x") == job.settled_by, f"{where}: settled by {rec.get('x')} != {job.settled_by}"
+        if job.state == "running":
+            assert (rec.get("t"), rec.get("w")) == (job.token, job.worker), f"{where}: lease {rec}"
+        else:
+            assert "t" not in rec and "w" not in rec, f"{where}: a token outside running: {rec}"
+
+
+def _run(url: str, prefix: str, examples: int, steps: int) -> None:
+    QueueMachine.url, QueueMachine.root_prefix = url, prefix
+    QueueMachine.figures = Figures()
+    started = time.monotonic()
+    try:
+        run_state_machine_as_test(
+            QueueMachine,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=steps,
+                deadline=None,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        asyncio.run(delete_prefix(url, prefix))
+    print(
+        f"\n{QueueMachine.figures.summary()}\n  ({examples} examples asked, "
+        f"up to {steps} steps each, {time.monotonic() - started:.1f} s)"
+    )
+
+
+@pytest.mark.timeout(600)  # 2,000 examples take about a minute; shrinking a failure takes longer
+def test_w2b_engine_matches_the_model_under_random_interleavings(redis_url: str, prefix: str) -> None:
+    _run(redis_url, prefix, EXAMPLES, STEPS)
+
+
+@pytest.mark.anyio
+async def test_claim_reports_the_next_due_time_after_a_partial_claim(clocked_engine: RedisEngine) -> None:
+    """claim.lua's contract: when it claims fewer jobs than asked, it says when the next
+    delayed job is due. It compares `#jobs` (7 flat fields per job) with the limit, so any
+    claim that got a job answers -1 unless the limit exceeds 7 x the jobs claimed."""
+    await Once().set_delay(5).dispatch({"n": 1})
+    await Once().dispatch({"n": 2})
+    claim = await clocked_engine.claim(QUEUE, 4, worker_id="w1", request_id="1", lease_ms=LEASE_MS)
+    assert len(claim.jobs) == 1
+    assert claim.next_due_ms == 5_000, f"a partial claim reported next_due_ms={claim.next_due_ms}"
