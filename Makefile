@@ -64,3 +64,8 @@ bench-quick:
 .PHONY: cluster-test
 cluster-test: $(STAMP)
 	AIOJOBS_CLUSTER_SCALE=full $(VPY) -m pytest tests/cluster -s $(PYTEST_ARGS)
+
+# The 1,000,000-job soak (S1 at full size): worker memory and Redis keys stay bounded.
+.PHONY: soak
+soak: $(STAMP)
+	AIOJOBS_SOAK_JOBS=1000000 $(VPY) -m pytest tests/faults/test_worker_faults.py -k s1 -s -o timeout=1800 $(PYTEST_ARGS)
