@@ -257,7 +257,11 @@ async def blpop_any(client: Redis, keys: Sequence[str], seconds: float) -> bool:
     slot's BLPOP failed, so a node in failover does not stop the wait on the others.
     """
     groups: dict[int, list[str]] = {}
-    if is_cluster(client):
+    if isinstance(client, RedisCluster):
+        # Discover the Cluster first, shielded: a stopping worker cancels this wait, and
+        # redis-py leaks the connections of a discovery cancelled half way.
+        with anyio.CancelScope(shield=True):
+            await client.initialize()
         for key in keys:
             groups.setdefault(slot_of(key), []).append(key)
     if len(groups) <= 1:

@@ -1,0 +1,234 @@
+"""The event stream (capped), throughput buckets (bounded, 24 h), heartbeats, and batching."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from dashkit import eventually, quick_telemetry, running_worker
+from redis.asyncio import Redis
+
+from aiojobs_redis import Job, RedisEngine, Settings
+from aiojobs_redis.errors import EngineError
+from aiojobs_redis.events import (
+    HISTORY_MINUTES,
+    RedisTelemetry,
+    alive_workers,
+    events_key,
+    recent_events,
+    redis_now_ms,
+    throughput,
+    throughput_key,
+    trim_history,
+    worker_key,
+    workers_key,
+)
+from aiojobs_redis.hooks import JobContext
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "streamed"
+
+
+class Pass(Job):
+    queue = QUEUE
+
+    async def handle(self) -> None:
+        return None
+
+
+class Fails(Job):
+    queue = QUEUE
+
+    async def handle(self) -> None:
+        raise ValueError("secret-free message")
+
+
+async def drained(engine: RedisEngine, worker_done: Any) -> None:
+    await eventually(worker_done, what="the jobs to end")
+
+
+async def test_events_in_order_without_payloads(engine: RedisEngine) -> None:
+    ok_id = await Pass().dispatch({"card": "4111-SECRET"})
+    bad_id = await Fails().dispatch({"card": "4111-SECRET"})
+    async with running_worker(engine, [QUEUE], telemetry=quick_telemetry(record_starts=True)) as worker:
+
+        async def recorded() -> bool:
+            return len(await recent_events(engine, [QUEUE], 10)) == 4
+
+        await eventually(recorded, what="four events")
+    events = await recent_events(engine, [QUEUE], 10)
+    by_job = {(e.job_id, e.kind) for e in events}
+    assert by_job == {(ok_id, "started"), (ok_id, "succeeded"), (bad_id, "started"), (bad_id, "failed")}
+    assert [e.kind for e in events if e.job_id == ok_id] == ["succeeded", "started"], "newest first"
+    failed = next(e for e in events if e.kind == "failed")
+    assert failed.error == "ValueError: secret-free message"
+    assert failed.worker == worker.worker_id and failed.attempt == 1 and failed.queue == QUEUE
+    assert failed.name == "test_event_stream.Fails" and failed.duration_ms is not None
+    raw: Any = await engine.redis.xrange(events_key(engine.keys(QUEUE)))
+    assert b"SECRET" not in repr(raw).encode(), "payloads never reach the stream"
+    assert all(list(fields) == [b"event"] for _, fields in raw), "one JSON field per entry"
+
+
+async def test_the_stream_stays_capped(engine: RedisEngine) -> None:
+    cap = 200
+    await engine.dispatch_many([Pass({}) for _ in range(1_000)])
+    async with running_worker(engine, [QUEUE], telemetry=quick_telemetry(events_max=cap)) as worker:
+
+        async def done() -> bool:
+            return worker.counters.succeeded == 1_000
+
+        await eventually(done, what="1,000 jobs")
+    length = await engine.redis.xlen(events_key(engine.keys(QUEUE)))
+    # 1,000 events were written; MAXLEN ~ trims whole stream nodes (100 entries each by default).
+    print(f"\nstream length after 1,000 events with events_max={cap}: {length}")
+    assert cap <= length <= cap + 100
+
+
+async def test_throughput_counts_per_minute(engine: RedisEngine) -> None:
+    await engine.dispatch_many([Pass({}) for _ in range(7)])
+    await engine.dispatch_many([Fails({}) for _ in range(3)])
+    async with running_worker(engine, [QUEUE]) as worker:
+
+        async def done() -> bool:
+            return worker.counters.succeeded + worker.counters.failed == 10
+
+        await eventually(done, what="ten jobs")
+    key = throughput_key(engine.keys(QUEUE))
+
+    async def counted() -> bool:
+        buckets = await engine.redis.hgetall(key)
+        return sum(int(v) for v in buckets.values()) == 10
+
+    await eventually(counted, what="the counts to be flushed")
+    now = await redis_now_ms(engine)
+    series = (await throughput(engine, [QUEUE], now, minutes=60))[QUEUE]
+    assert len(series.succeeded) == len(series.failed) == 60
+    assert series.start_minute == now // 60_000 - 59
+    # The jobs ran within the last two minutes (a minute may have turned meanwhile).
+    assert sum(series.succeeded[-2:]) == 7 and sum(series.failed[-2:]) == 3
+    assert sum(series.succeeded) == 7
+    ttl_ms = await engine.redis.pttl(key)
+    assert 24 * 3_600_000 < ttl_ms <= 25 * 3_600_000, "the history expires a day after its last write"
+
+
+async def test_history_is_trimmed_to_24_hours(engine: RedisEngine) -> None:
+    key = throughput_key(engine.keys(QUEUE))
+    now_minute = (await redis_now_ms(engine)) // 60_000
+    fields: dict[Any, Any] = {f"{now_minute - age}:s": 1 for age in range(0, 3 * HISTORY_MINUTES, 7)}
+    fields["junk"] = 5
+    await engine.redis.hset(key, mapping=fields)
+    removed = await trim_history(engine, [QUEUE], now_minute)
+    left = [k.decode() if isinstance(k, bytes) else k for k in await engine.redis.hkeys(key)]
+    assert removed == len(fields) - len(left)
+    assert all(now_minute - int(k.split(":")[0]) < HISTORY_MINUTES for k in left)
+    assert len(left) == len(range(0, HISTORY_MINUTES, 7)), "everything inside the day stays"
+    series = (await throughput(engine, [QUEUE], now_minute * 60_000, minutes=HISTORY_MINUTES))[QUEUE]
+    assert sum(series.succeeded) == len(left)
+
+
+async def test_heartbeat_lists_the_worker_and_its_running_jobs(engine: RedisEngine) -> None:
+    gate = anyio.Event()
+
+    class Waits(Job):
+        queue = QUEUE
+
+        async def handle(self) -> None:
+            await gate.wait()
+
+    job_id = await Waits().dispatch({})
+    async with running_worker(engine, [QUEUE], concurrency=7) as worker:
+
+        async def listed() -> bool:
+            now = await redis_now_ms(engine)
+            alive = await alive_workers(engine, now)
+            return len(alive) == 1 and [j.id for j in alive[0].running] == [job_id]
+
+        await eventually(listed, what="the heartbeat with the running job")
+        now = await redis_now_ms(engine)
+        [info] = await alive_workers(engine, now)
+        assert info.id == worker.worker_id and info.queues == [QUEUE] and info.concurrency == 7
+        assert 0 <= now - info.running[0].started_ms < 10_000
+        assert 0 <= now - info.seen_ms < 5_000
+        gate.set()
+    now = await redis_now_ms(engine)
+    assert await alive_workers(engine, now) == [], "a stopped worker removes its heartbeat"
+    prefix = engine.settings.prefix
+    assert not await engine.redis.exists(worker_key(prefix, worker.worker_id))
+
+
+async def test_a_lapsed_heartbeat_is_not_alive(engine: RedisEngine) -> None:
+    prefix = engine.settings.prefix
+    now = await redis_now_ms(engine)
+    await engine.redis.zadd(workers_key(prefix), {"gone": now - 1, "bogus": now + 60_000})
+    await engine.redis.set(worker_key(prefix, "gone"), b'{"id": "gone"}')
+    await engine.redis.set(worker_key(prefix, "bogus"), b"not json")
+    assert await alive_workers(engine, now) == []
+
+
+def context(n: int, result: str | None = None) -> JobContext:
+    ctx = JobContext(worker_id="w", queue=QUEUE, job_id=f"id{n}", name="x.Job", attempt=1, max_attempts=1)
+    ctx.result = result  # type: ignore[assignment]
+    ctx.duration = 0.001
+    return ctx
+
+
+async def test_the_hot_path_only_buffers_and_a_flush_is_one_round_trip(
+    engine: RedisEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry = RedisTelemetry(record_starts=True)
+    for n in range(300):  # no worker and no engine yet: nothing can have been sent
+        telemetry.job_started(context(n))
+        telemetry.job_ended(context(n, "succeeded"))
+    pipelines = 0
+    original = engine.redis.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine.redis, "pipeline", counting)
+
+    class Host:
+        def __init__(self, engine: RedisEngine) -> None:
+            self.engine = engine
+
+    telemetry._worker = Host(engine)  # type: ignore[assignment]
+    await telemetry.flush()
+    assert pipelines == 1
+    assert await engine.redis.xlen(events_key(engine.keys(QUEUE))) == 600
+    buckets = await engine.redis.hgetall(throughput_key(engine.keys(QUEUE)))
+    assert sum(int(v) for v in buckets.values()) == 300
+    await telemetry.flush()
+    assert pipelines == 1, "nothing buffered: no round trip"
+
+
+async def test_events_wait_while_redis_is_away_and_stay_bounded(redis_url: str, prefix: str) -> None:
+    from redis_server import free_port
+
+    away = RedisEngine(Settings(url=f"redis://127.0.0.1:{free_port()}", prefix=prefix, socket_timeout=0.5))
+    telemetry = RedisTelemetry(buffer_max=50)
+
+    class Host:
+        engine = away
+
+    telemetry._worker = Host()  # type: ignore[assignment]
+    try:
+        for n in range(80):
+            telemetry.job_ended(context(n, "failed"))
+        with pytest.raises(EngineError):
+            await telemetry.flush()
+        assert len(telemetry._events) == 50, "the oldest events are dropped past buffer_max"
+        assert sum(telemetry._counts.values()) == 80, "counts are kept whole"
+    finally:
+        await away.aclose()
+    async with RedisEngine(Settings(url=redis_url, prefix=prefix)) as back:
+        Host.engine = back
+        try:
+            await telemetry.flush()
+            assert await back.redis.xlen(events_key(back.keys(QUEUE))) == 50
+        finally:
+            client: Redis = back.redis
+            await client.delete(events_key(back.keys(QUEUE)), throughput_key(back.keys(QUEUE)))
