@@ -107,6 +107,9 @@ class ConfiguredServer:
         self.certs = certs
         self.password = password
         self.port = free_port()
+        # A cluster node's bus listens on port + 10,000, so its port must stay below 55,536.
+        while "--cluster-enabled" in extra and self.port > 55_535:
+            self.port = free_port()
         self.binary = server_binary()
         self.proc: subprocess.Popen[bytes] | None = None
 
