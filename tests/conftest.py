@@ -12,9 +12,11 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from worker_procs import Workers
 
 from aiojobs_redis import RedisEngine, Settings, use_engine
 from aiojobs_redis.embedded import embedded_server
@@ -126,3 +128,19 @@ def env_clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("JOB_ENGINE", "REDIS_URL", "REDIS_JOB_PREFIX", "REDIS_JOB_DB"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+@pytest.fixture
+def ledger_dir(tmp_path: Path) -> Path:
+    """A directory for the per-process ledger files the fault jobs write."""
+    path = tmp_path / "ledger"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def workers(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Workers]:
+    """Worker processes on the test's server and prefix, killed after the test."""
+    procs = Workers(redis_url, prefix, tmp_path)
+    yield procs
+    procs.stop_all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 HERE = Path(__file__).parent
 QUEUE = "faults"
-
-
-@pytest.fixture
-def ledger_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "ledger"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def workers(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Workers]:
-    procs = Workers(redis_url, prefix, tmp_path)
-    yield procs
-    procs.stop_all()
 
 
 async def test_two_workers_racing_never_run_one_attempt_twice(

@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,20 +30,6 @@ from ledger import check, ends, read_ledger, starts  # isort: skip
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 QUEUE = "faults"
-
-
-@pytest.fixture
-def ledger_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "ledger"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def workers(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Workers]:
-    procs = Workers(redis_url, prefix, tmp_path)
-    yield procs
-    procs.stop_all()
 
 
 async def settled(engine: RedisEngine, timeout: float = 20) -> None:
