@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 globals().update(reuse(transitions, skip=ONE_SERVER_ONLY))
 globals().update(reuse(worker_runs, fixtures=["probe"], skip=ONE_SERVER_ONLY))
 globals().update(reuse(batching, skip=ONE_SERVER_ONLY))
-globals().update(reuse(worker_processes, fixtures=["ledger_dir", "workers"], skip=ONE_SERVER_ONLY))
+globals().update(reuse(worker_processes, skip=ONE_SERVER_ONLY))
 
 
 @pytest.fixture
