@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -24,10 +25,10 @@ import orjson
 from . import doctor
 from .config import Settings
 from .engine import RedisEngine
-from .errors import AiojobsRedisError
+from .errors import AiojobsRedisError, EngineUnavailable
 from .metrics import PrometheusMetrics
 from .records import JobInfo
-from .worker import Worker
+from .worker import Backoff, Worker
 
 log = logging.getLogger("aiojobs_redis.cli")
 
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running jobs may take to finish on shutdown",
     )
     work.add_argument("--reap-interval", type=_positive_float, default=5.0)
+    work.add_argument(
+        "--wait-for-redis",
+        type=_non_negative_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a starting worker waits for an unreachable Redis before exiting (default 60)",
+    )
     work.add_argument(
         "--max-stalls",
         type=_non_negative_int,
@@ -178,9 +186,15 @@ def _import_job_modules(modules: Sequence[str]) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    async with RedisEngine(settings) as engine:
-        if args.command == "work":
+    if args.command == "work":
+        # A worker started alongside Redis, or during a restart or failover, waits for it.
+        engine = RedisEngine(settings)
+        try:
+            await _wait_for_redis(engine, args.wait_for_redis)
             return await _work(engine, args)
+        finally:
+            await engine.aclose()
+    async with RedisEngine(settings) as engine:
         if args.command == "stats":
             return await _stats(engine, args)
         if args.command == "doctor":
@@ -190,6 +204,22 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "dashboard":
             return await _dashboard(engine, args)
         return await _failed(engine, args)
+
+
+async def _wait_for_redis(engine: RedisEngine, patience: float) -> None:
+    """Ping until Redis answers; after `patience` seconds re-raise EngineUnavailable."""
+    backoff = Backoff(first=0.1, cap=2.0)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await engine.ping()
+            return
+        except EngineUnavailable as exc:
+            delay = backoff.next_delay()
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unavailable at start (%s); retrying in %.2f s", exc, delay)
+            await anyio.sleep(delay)
 
 
 async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:

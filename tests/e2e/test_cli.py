@@ -25,6 +25,11 @@ from redis.asyncio import Redis
 
 from aiojobs_redis import Job, RedisEngine, Settings, use_engine
 
+TESTS_DIR = Path(__file__).resolve().parents[1]
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+from redis_server import RedisServer  # noqa: E402
+
 E2E_DIR = Path(__file__).resolve().parent
 if str(E2E_DIR) not in sys.path:  # pytest's rootdir-relative import usually did this already
     sys.path.insert(0, str(E2E_DIR))
@@ -254,6 +259,45 @@ async def test_work_rejects_an_invalid_queue_name(engine: RedisEngine, prefix: s
     assert "Traceback" not in result.stderr, result
 
 
+@pytest.mark.anyio
+async def test_a_starting_worker_waits_for_redis_then_runs_queued_jobs(prefix: str, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")  # AOF on: the queued jobs survive the restart
+    server.start()
+    try:
+        async with RedisEngine(Settings(url=server.url, prefix=prefix)) as engine:
+            with use_engine(engine):
+                ids = {await Count().dispatch() for _ in range(20)}
+        server.kill()
+        worker = [*PYTHON_M, "work", "--import", "jobapp", "--burst", "--wait-for-redis", "30"]
+        async with anyio.create_task_group() as tg:
+            results: list[Result] = []
+
+            async def run_worker() -> None:
+                results.append(await run(worker, redis_url=server.url, env={"REDIS_JOB_PREFIX": prefix}))
+
+            tg.start_soon(run_worker)
+            await anyio.sleep(1.5)  # the worker is up, retrying its first ping
+            server.start()
+        [result] = results
+        assert result.returncode == 0, result
+        assert "Redis unavailable at start" in result.stderr, result
+        async with Redis.from_url(server.url) as client:
+            total, per_job = await runs_of(client, prefix)
+        assert total == 20, result
+        assert set(per_job) == ids
+    finally:
+        server.kill()
+
+
+def test_a_starting_worker_gives_up_after_its_wait(prefix: str, redis_url: str) -> None:
+    args = ["work", "--import", "jobapp", "--wait-for-redis", "1.5", "--url", "redis://127.0.0.1:1"]
+    result = run_sync([*PYTHON_M, *args, "--prefix", prefix], redis_url=redis_url)
+    assert result.returncode == 1, result
+    assert 1.0 < result.seconds < 10, result
+    assert "Redis unavailable at start" in result.stderr, result  # it did retry
+    assert result.stderr.rstrip().splitlines()[-1].startswith("aiojobs-redis: error: ping: Redis unavailable")
+
+
 # -- failures --------------------------------------------------------------------------------
 
 
@@ -261,7 +305,16 @@ async def test_work_rejects_an_invalid_queue_name(engine: RedisEngine, prefix: s
     ("args", "env", "message"),
     [
         (
-            ["work", "--import", "jobapp", "--burst", "--url", "redis://127.0.0.1:1"],
+            [
+                "work",
+                "--import",
+                "jobapp",
+                "--burst",
+                "--wait-for-redis",
+                "0",
+                "--url",
+                "redis://127.0.0.1:1",
+            ],
             {},
             "Redis unavailable",
         ),
