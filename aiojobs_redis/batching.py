@@ -1,27 +1,31 @@
 """Group commit: concurrent calls of one kind (dispatch, ack) share one round trip to Redis.
 
-The first caller becomes the batch's leader. It yields once so that calls started in the
-same event-loop turn can join, waits until the previous batch's round trip is over (so
-batches grow with load instead of piling up), then sends the whole batch. No background
-task is involved; the leader's send is shielded so that its followers never hang on a
-cancelled leader.
+A call made while no round trip of its kind is in flight is sent at once, alone: a caller
+that awaits one call after another pays no batching delay. A call made while one is in
+flight becomes the next batch's leader: calls made until that round trip is over join it
+(so batches grow with load instead of piling up), then the leader sends them all. No
+background task is involved; a leader's send is shielded so that its followers never hang
+on a cancelled leader.
+
+The events are asyncio's: the engine runs on asyncio (redis.asyncio), and anyio's cost a
+backend lookup each, on the path of every job.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import anyio
-import anyio.lowlevel
 
 
 @dataclass(slots=True, eq=False)
 class Pending:
     """One call waiting in a batch. The sender fills in `error` or the subclass's result."""
 
-    done: anyio.Event | None = None  # made only for a follower, which waits on it
+    done: asyncio.Event | None = None  # made only for a follower, which waits on it
     error: BaseException | None = None
 
 
@@ -48,29 +52,42 @@ class GroupCommit(Generic[P]):
     def __init__(self, send: Callable[[list[P]], Awaitable[None]]) -> None:
         self._send = send  # must set `error` on items it could not complete, never raise
         self._collecting: list[P] | None = None
-        self._in_flight: anyio.Event | None = None
+        self._in_flight: asyncio.Event | None = None
 
     async def submit(self, item: P) -> None:
         """Return once `item` is done; raise its error otherwise."""
         if self._collecting is not None:
-            item.done = anyio.Event()
+            item.done = asyncio.Event()
             self._collecting.append(item)
             await item.done.wait()
+        elif self._in_flight is None:
+            await self._send_alone(item)
         else:
             await self._lead(item)
         if item.error is not None:
             raise item.error
 
+    async def _send_alone(self, item: P) -> None:
+        """Nothing in flight: send now. No one can join, so no shield is needed."""
+        flight = self._in_flight = asyncio.Event()
+        try:
+            await self._send([item])
+        except Exception as exc:
+            if item.error is None:
+                item.error = exc
+        finally:
+            self._in_flight = None
+            flight.set()
+
     async def _lead(self, item: P) -> None:
         batch = self._collecting = [item]
         with anyio.CancelScope(shield=True):
             try:
-                await anyio.lowlevel.checkpoint()
                 while self._in_flight is not None:
                     await self._in_flight.wait()
             finally:
                 self._collecting = None
-            flight = self._in_flight = anyio.Event()
+            flight = self._in_flight = asyncio.Event()
             try:
                 await self._send(batch)
             except Exception as exc:  # a sender that raises must not leave followers "done"

@@ -45,6 +45,9 @@ class Settings:
     durable: bool = False
     durable_replicas: int = 1
     durable_timeout: float = 1.0
+    # On one server (redis://, rediss://, unix://), the engine's script calls share one
+    # pipelined connection (wire.py); False sends them through redis-py's pool too.
+    multiplex: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ("redis", "sync"):

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 
 from .errors import NotReplicated
-from .scripts import ScriptCall
+from .scripts import ScriptCall, evalsha_command
 from .topology import is_cluster
 
 # Answers meaning the call did not run (MovedError is an AskError).
@@ -49,7 +49,7 @@ async def run(
         results: list[tuple[list[int], list[Any], int]] = []
         async with anyio.create_task_group() as tg:
             for node, indices in groups:
-                commands = [_evalsha(calls[i]) for i in indices]
+                commands = [evalsha_command(*calls[i]) for i in indices]
                 commands.append(("WAIT", replicas, timeout_ms))
                 tg.start_soon(_send_group, client, node, indices, commands, results)
         pending = []
@@ -136,11 +136,6 @@ async def _send_to_node(node: ClusterNode, commands: list[tuple[Any, ...]]) -> l
     piped = [PipelineCommand(position, *command) for position, command in enumerate(commands)]
     await node.execute_pipeline(piped)  # one connection; errors land in .result
     return [command.result for command in piped]
-
-
-def _evalsha(call: ScriptCall) -> tuple[Any, ...]:
-    script, keys, args = call
-    return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 async def _prepare_retry(client: Redis, retried: list[ScriptCall], errors: list[Any]) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,6 +24,7 @@ from .ids import new_job_id
 from .keys import QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
 from .records import Claim, ClaimedJob, JobInfo, QueueStats, Reaped
 from .scripts import ScriptCall, Scripts, run_pipelined
+from .wire import Wire
 
 if TYPE_CHECKING:
     from .job import Job
@@ -35,29 +35,47 @@ Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Red
 _BATCH = 1000  # ids per call in bulk operations, so no single script blocks Redis for long
 
 
-@asynccontextmanager
-async def redis_errors(action: str) -> AsyncIterator[None]:
-    """Map redis-py exceptions to ours, once, at the boundary."""
-    try:
-        yield
-    except AiojobsRedisError:  # already ours (ConnectionError is an OSError too): keep as is
-        raise
-    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-        raise EngineUnavailable(f"{action}: Redis unavailable ({type(exc).__name__}: {exc})") from exc
-    except topology.UNAVAILABLE_ERRORS as exc:  # a Cluster in failover or resharding
-        raise EngineUnavailable(f"{action}: Redis unavailable ({type(exc).__name__}: {exc})") from exc
-    except rex.RedisClusterException as exc:
+class redis_errors:
+    """`async with redis_errors(action):` maps redis-py exceptions to ours, once, at the boundary.
+
+    A class rather than an @asynccontextmanager: it is on the path of every call, and a
+    generator-based context manager costs several times more.
+    """
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is not None and isinstance(exc, Exception) and not isinstance(exc, AiojobsRedisError):
+            mapped = _map_error(exc, self.action)
+            if mapped is not None:
+                raise mapped from exc
+
+
+def _map_error(exc: Exception, action: str) -> Exception | None:
+    """Ours for a redis-py (or transport) exception; None leaves it as it is."""
+    if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError):
+        return EngineUnavailable(f"{action}: Redis unavailable ({type(exc).__name__}: {exc})")
+    if isinstance(exc, topology.UNAVAILABLE_ERRORS):  # a Cluster in failover or resharding
+        return EngineUnavailable(f"{action}: Redis unavailable ({type(exc).__name__}: {exc})")
+    if isinstance(exc, rex.RedisClusterException):
         if topology.is_unavailable(exc):
-            raise EngineUnavailable(f"{action}: Redis Cluster unavailable ({exc})") from exc
-        raise EngineError(f"{action}: Redis Cluster refused the command: {exc}") from exc
-    except rex.ResponseError as exc:
+            return EngineUnavailable(f"{action}: Redis Cluster unavailable ({exc})")
+        return EngineError(f"{action}: Redis Cluster refused the command: {exc}")
+    if isinstance(exc, rex.ResponseError):
         if "payload too large" in str(exc):
-            raise PayloadTooLarge(f"{action}: {exc}") from exc
-        raise EngineError(f"{action}: Redis refused the command: {_explain(exc)}") from exc
-    except RuntimeError as exc:
-        if not _is_closed_transport(exc):
-            raise
-        raise EngineUnavailable(f"{action}: Redis connection lost ({exc})") from exc
+            return PayloadTooLarge(f"{action}: {exc}")
+        return EngineError(f"{action}: Redis refused the command: {_explain(exc)}")
+    if isinstance(exc, RuntimeError) and _is_closed_transport(exc):
+        return EngineUnavailable(f"{action}: Redis connection lost ({exc})")
+    return None
 
 
 def _is_closed_transport(exc: BaseException) -> bool:
@@ -138,7 +156,11 @@ class RedisEngine:
         self._options = options
         self._blocking: Redis | None = None  # for BLPOP, with a socket timeout that outlasts it
         self._blocking_timeout = 0.0
-        self.scripts = Scripts(self.redis)
+        self.wire: Wire | None = None
+        pool = getattr(self.redis, "connection_pool", None)
+        if self.settings.multiplex and topology.of(self.settings).kind == "single" and pool is not None:
+            self.wire = Wire(pool, timeout=self.settings.socket_timeout, retry=options["retry"])
+        self.scripts = Scripts(self.redis, self.wire)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
         self._redis_offset_ms: float | None = None  # Redis clock minus local clock
@@ -175,6 +197,8 @@ class RedisEngine:
         if self._closed:
             return
         self._closed = True
+        if self.wire is not None:
+            await self.wire.aclose()
         if self._blocking is not None:
             await topology.close(self._blocking)
         await topology.close(self.redis)

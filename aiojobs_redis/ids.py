@@ -8,7 +8,6 @@ import time
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 2-digit base-36 string, in order
 _SEQ_LIMIT = 36**4
-_random = random.SystemRandom()
 _last_ms = 0
 _seq = 0
 _ms_text = ""
@@ -38,7 +37,9 @@ def new_job_id() -> str:
         if _seq == _SEQ_LIMIT:  # more ids in one ms than the sequence holds: borrow the next ms
             _last_ms, _seq = _last_ms + 1, 0
             _ms_text = _base36(_last_ms, 8)
-    rand = _random.getrandbits(31)
+    # The random module's own generator: seeded from os.urandom and seeded again in a forked
+    # child, so processes differ; SystemRandom would cost a system call per id.
+    rand = random.getrandbits(31)
     return (
         _ms_text
         + _PAIRS[_seq // 1296]

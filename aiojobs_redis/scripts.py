@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -13,7 +14,10 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
-ScriptCall = tuple["AsyncScript", Sequence[Any], Sequence[Any]]  # script, keys, args
+    from .wire import Wire
+
+# script, keys, args; an AsyncScript (redis-py's) always goes through redis-py
+ScriptCall = tuple["Script | AsyncScript", Sequence[Any], Sequence[Any]]
 
 SCRIPT_NAMES = (
     "dispatch",
@@ -39,29 +43,64 @@ def source(name: str) -> str:
     return prelude + "\n" + (lua / f"{name}.lua").read_text("utf-8")
 
 
-class Scripts:
-    """One registered script object per state transition.
-
-    The script objects reload themselves after NOSCRIPT (cache flushed, restart, failover),
-    in pipelines too.
+class Script:
+    """A Lua script called by its SHA1, loaded again after NOSCRIPT (cache flushed, restart,
+    failover). Sent over the engine's wire when it has one, else through redis-py.
     """
 
-    def __init__(self, redis: Redis) -> None:
-        self.dispatch = self._load(redis, "dispatch")
-        self.claim = self._load(redis, "claim")
-        self.renew = self._load(redis, "renew")
-        self.ack = self._load(redis, "ack")
-        self.retry = self._load(redis, "retry")
-        self.fail = self._load(redis, "fail")
-        self.release = self._load(redis, "release")
-        self.promote = self._load(redis, "promote")
-        self.reap = self._load(redis, "reap")
-        self.requeue_failed = self._load(redis, "requeue_failed")
-        self.forget_failed = self._load(redis, "forget_failed")
+    def __init__(self, redis: Redis, wire: Wire | None, script: str) -> None:
+        self.redis, self.wire, self.script = redis, wire, script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
 
-    @staticmethod
-    def _load(redis: Redis, name: str) -> AsyncScript:
-        return redis.register_script(source(name))
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        [reply] = await run_pipelined(self.redis, [(self, keys, args)])
+        return reply
+
+    async def load(self) -> None:
+        if self.wire is not None:
+            self.sha = (await self.wire.call("SCRIPT", "LOAD", self.script)).decode()
+        else:
+            self.sha = await self.redis.script_load(self.script)
+
+
+class Scripts:
+    """One script object per state transition.
+
+    With a wire, the calls each job makes (dispatch, claim, and how its run ends) go over
+    it; housekeeping (renew, promote, reap) and the failed-set commands use redis-py's pool,
+    so a stalled housekeeping call never holds up the jobs' calls, nor they it.
+    """
+
+    def __init__(self, redis: Redis, wire: Wire | None = None) -> None:
+        self.dispatch = Script(redis, wire, source("dispatch"))
+        self.claim = Script(redis, wire, source("claim"))
+        self.ack = Script(redis, wire, source("ack"))
+        self.retry = Script(redis, wire, source("retry"))
+        self.fail = Script(redis, wire, source("fail"))
+        self.release = Script(redis, wire, source("release"))
+        self.renew = Script(redis, None, source("renew"))
+        self.promote = Script(redis, None, source("promote"))
+        self.reap = Script(redis, None, source("reap"))
+        self.requeue_failed = Script(redis, None, source("requeue_failed"))
+        self.forget_failed = Script(redis, None, source("forget_failed"))
+
+
+def evalsha_command(
+    script: Script | AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+) -> tuple[Any, ...]:
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+async def _send(commands: list[tuple[Any, ...]], redis: Redis, wire: Wire | None) -> list[Any]:
+    """One round trip; error replies in place."""
+    if wire is not None:
+        return await wire.call_many(commands)
+    async with redis.pipeline(transaction=False) as pipe:
+        for command in commands:
+            # execute_command, not evalsha(): a Cluster pipeline refuses the method, not the
+            # command (it sends each node's calls on one of its connections).
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=False)
 
 
 async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall], *, raise_errors: bool = True) -> list[Any]:
@@ -74,14 +113,11 @@ async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall], *, raise_erro
     """
     replies: list[Any] = [None] * len(calls)
     pending = list(range(len(calls)))
+    wire = getattr(calls[0][0], "wire", None) if calls else None
+    if wire is not None and any(getattr(call[0], "wire", None) is not wire for call in calls):
+        wire = None  # scripts of both kinds: all through redis-py
     for _ in range(2):
-        async with redis.pipeline(transaction=False) as pipe:
-            for index in pending:
-                script, keys, args = calls[index]
-                # execute_command, not evalsha(): a Cluster pipeline refuses the method, not
-                # the command (it sends each node's calls on one of its connections).
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
+        results = await _send([evalsha_command(*calls[i]) for i in pending], redis, wire)
         missing = []
         for index, result in zip(pending, results, strict=True):
             if isinstance(result, NoScriptError):
@@ -91,7 +127,10 @@ async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall], *, raise_erro
         if not missing:
             break
         for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
-            script.sha = await redis.script_load(script.script)
+            if isinstance(script, Script):
+                await script.load()
+            else:
+                script.sha = await redis.script_load(script.script)
         pending = missing
     if raise_errors:
         for reply in replies:
