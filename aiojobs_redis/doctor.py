@@ -5,13 +5,22 @@ Each check says what is wrong and what to change:
 
   version      Redis older than 6.0 cannot run the engine (fractional BLPOP timeouts, Lua
                scripts that read TIME before writing); 6.0 is past its end of life
-  cluster      Redis Cluster is not supported (the engine speaks to one node)
-  replica      the URL points at a read-only replica
+  cluster      on a Cluster: how many primaries and replicas (a note); a Cluster node reached
+               through a single-server URL is an error (the engine would get MOVED errors)
+  sentinel     behind Sentinel: which server is the primary now (a note)
+  replica      the URL (or Sentinel, or the Cluster's slot map) points at a read-only replica
   eviction     a maxmemory-policy other than noeviction lets Redis delete job records
   persistence  AOF off loses acknowledged jobs on a restart; appendfsync no loses up to ~30 s
                on an OS crash; an AOF write error means nothing is being persisted
   clock        this host's clock and Redis's disagree by more than a second
   transport    plain TCP to a host that is not this machine; TLS with verification turned off
+
+The deployment comes from the URL and settings (topology.py). One server is checked as it
+is. On a Cluster the server checks (version, eviction, persistence, replica role, clock) run
+on every primary: a finding all of them share is reported once, "on every primary"; one
+that only some have names them ("eviction on 127.0.0.1:7001: ..."). Behind Sentinel they
+run on the primary Sentinel names now, and name it. The transport is judged per host: every
+host in the URL and every node discovered (the Cluster's nodes, Sentinel's primary).
 
 CONFIG and INFO may be refused (a least-privilege ACL user, managed Redis): the checks that
 need them are then reported as skipped, never as a crash.
@@ -24,13 +33,17 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 from redis import exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
 
+from . import topology
 from .engine import RedisEngine, redis_errors
 from .errors import EngineError
 
@@ -50,6 +63,7 @@ class Finding:
     severity: Severity
     code: str
     message: str
+    node: str | None = None  # where, on a Cluster or behind Sentinel: "127.0.0.1:7001", "every primary"
 
     @property
     def is_problem(self) -> bool:
@@ -57,42 +71,125 @@ class Finding:
         return self.severity != "info"
 
     def __str__(self) -> str:
-        return f"{self.severity.upper():<7} {self.code}: {self.message}"
+        where = f" on {self.node}" if self.node else ""
+        return f"{self.severity.upper():<7} {self.code}{where}: {self.message}"
 
 
 async def diagnose(engine: RedisEngine, *, local_clock: Callable[[], float] = time.time) -> list[Finding]:
     """Check the deployment `engine` is connected to; errors first, then warnings, then notes.
 
     `local_clock` is this host's wall clock in seconds (tests pass a fake one). Raises
-    EngineUnavailable when Redis cannot be reached at all.
+    EngineUnavailable when Redis (a Cluster primary, or Sentinel) cannot be reached at all.
     """
-    findings = check_transport(engine.settings.url)
-    info, info_refusal = await _read_info(engine)
-    config, config_refusal = await _read_config(engine)
-    if info is None:
-        findings.append(
-            Finding(
-                "info",
-                "info-refused",
-                f"INFO was refused ({info_refusal}): the version, Cluster and replica checks "
-                "were skipped; run the doctor as a user allowed INFO",
-            )
-        )
+    topo = topology.of(engine.settings)
+    if topo.kind == "cluster":
+        findings = await _diagnose_cluster(engine, topo, local_clock)
+    elif topo.kind == "sentinel":
+        findings = await _diagnose_sentinel(engine, topo, local_clock)
     else:
-        findings += check_server(info)
-    if config_refusal is not None:
-        findings.append(
-            Finding(
-                "info",
-                "config-refused",
-                f"CONFIG GET was refused ({config_refusal}); eviction and persistence were judged "
-                "from INFO where it allows (appendfsync cannot be read from INFO)",
-            )
-        )
-    findings += check_eviction(config, info)
-    findings += check_persistence(config, info)
-    findings += await _check_clock(engine, local_clock)
+        findings = check_transport(engine.settings.url)
+        findings += (await _check_server(_ClientServer(engine.redis), local_clock, cluster=False))[0]
     return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+
+
+async def _diagnose_cluster(
+    engine: RedisEngine, topo: topology.Topology, local_clock: Callable[[], float]
+) -> list[Finding]:
+    """The server checks on every primary at once, merged (merge_node_findings)."""
+    cluster = cast(RedisCluster, engine.redis)
+    async with redis_errors("doctor: Cluster discovery"):
+        await cluster.initialize()
+    primaries = sorted(cluster.get_primaries(), key=lambda n: (n.host, n.port))
+    replicas = await _cluster_replicas(primaries[0])
+    hosts = [node.host for node in primaries] + [address.rpartition(":")[0] for address in replicas or []]
+    findings = check_transport(engine.settings.url, topo, discovered=hosts)
+    replica_count = (
+        "replicas unknown (CLUSTER NODES refused)"
+        if replicas is None
+        else _count(len(replicas), "replica", "replicas")
+    )
+    findings.append(
+        Finding(
+            "info",
+            "cluster",
+            f"Redis Cluster: {_count(len(primaries), 'primary', 'primaries')} "
+            f"({', '.join(n.name for n in primaries)}), {replica_count}; each of the engine's "
+            "scripts runs on one node (a queue's keys share its hash tag, so a queue lives on one "
+            "primary); the server checks ran on every primary",
+        )
+    )
+    per_node: dict[str, list[Finding]] = {}
+
+    async def check(node: ClusterNode) -> None:
+        per_node[node.name] = (await _check_server(_NodeServer(node), local_clock, cluster=True))[0]
+
+    async with anyio.create_task_group() as tg:
+        for node in primaries:
+            tg.start_soon(check, node)
+    return findings + merge_node_findings({n.name: per_node[n.name] for n in primaries})
+
+
+async def _diagnose_sentinel(
+    engine: RedisEngine, topo: topology.Topology, local_clock: Callable[[], float]
+) -> list[Finding]:
+    """The server checks on the primary Sentinel names now, named in every finding."""
+    pool = engine.redis.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    async with redis_errors("doctor: asking Sentinel for the primary"):
+        host, port = await pool.sentinel_manager.discover_master(pool.service_name)
+    address = f"{host}:{port}"
+    findings = check_transport(engine.settings.url, topo, discovered=[host])
+    server_findings, info = await _check_server(_ClientServer(engine.redis), local_clock, cluster=False)
+    replicas = "replicas unknown (INFO refused)"
+    if info is not None:
+        replicas = _count(int(info.get("connected_slaves", 0)), "replica", "replicas") + " connected"
+    findings.append(
+        Finding(
+            "info",
+            "sentinel",
+            f"Sentinel ({_count(len(topo.nodes), 'sentinel', 'sentinels')} in the URL) names "
+            f"{address} as the primary of {topo.service}, with {replicas}; the server checks ran there",
+        )
+    )
+    return findings + [replace(f, node=address) for f in server_findings]
+
+
+async def _cluster_replicas(node: ClusterNode) -> list[str] | None:
+    """The addresses of the Cluster's replicas not marked failed, as `node` sees them.
+
+    (redis-py's slot map lists replicas only when it reads from them.) None when refused.
+    """
+    async with redis_errors("doctor: CLUSTER NODES"):
+        try:
+            table: dict[str, dict[str, Any]] = await node.execute_command("CLUSTER NODES")
+        except rex.ResponseError:
+            return None
+    return [
+        address
+        for address, fields in table.items()
+        if "slave" in str(fields.get("flags", "")).split(",")
+        and not {"fail", "fail?", "noaddr"} & set(str(fields.get("flags", "")).split(","))
+    ]
+
+
+def merge_node_findings(per_node: Mapping[str, Sequence[Finding]]) -> list[Finding]:
+    """One finding per distinct (severity, code, message), naming the nodes that have it.
+
+    A finding every node has is named "every primary" (or the node, when there is one).
+    """
+    nodes_of: dict[Finding, list[str]] = {}
+    for name, findings in per_node.items():
+        for finding in findings:
+            nodes_of.setdefault(replace(finding, node=None), []).append(name)
+    merged = []
+    for finding, names in nodes_of.items():
+        everywhere = len(names) == len(per_node) and len(names) > 1
+        merged.append(replace(finding, node="every primary" if everywhere else ", ".join(names)))
+    return merged
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def format_findings(findings: Iterable[Finding]) -> str:
@@ -124,14 +221,23 @@ async def check_on_start(engine: RedisEngine) -> None:
 # -- checks on data already read (no I/O) ----------------------------------------------------
 
 
-def check_transport(url: str) -> list[Finding]:
-    """Plain TCP beyond this machine, or TLS whose verification was turned off."""
+def check_transport(
+    url: str, topo: topology.Topology | None = None, *, discovered: Iterable[str] = ()
+) -> list[Finding]:
+    """Plain TCP beyond this machine, or TLS whose verification was turned off.
+
+    `topo` is the deployment (default: what the URL alone says); `discovered` are the hosts
+    found at run time (the Cluster's nodes, Sentinel's primary), judged with the URL's.
+    """
+    topo = topo or topology.parse(url)
+    if topo.kind != "single":
+        return _check_multi_transport(url, topo, discovered)
     parts = urlsplit(url)
     query = {k.lower(): v[-1].lower() for k, v in parse_qs(parts.query).items()}
     host = parts.hostname or ""
     if parts.scheme == "unix":
         return [Finding("info", "transport", "Unix socket: the connection stays on this machine")]
-    if parts.scheme == "redis":
+    if parts.scheme != "rediss":
         if _is_loopback(host):
             return [Finding("info", "transport", f"plain TCP to {host} (this machine)")]
         return [
@@ -165,12 +271,37 @@ def check_transport(url: str) -> list[Finding]:
     return problems or [Finding("info", "transport", f"TLS to {host} with certificate verification")]
 
 
+def _check_multi_transport(url: str, topo: topology.Topology, discovered: Iterable[str]) -> list[Finding]:
+    """A Cluster's or Sentinel's hosts: every one plain or every one TLS, as the scheme says."""
+    hosts = list(dict.fromkeys([host for host, _ in topo.nodes] + list(discovered)))
+    what = "the Cluster nodes" if topo.kind == "cluster" else "the sentinels and the primary"
+    listed = ", ".join(hosts)
+    if topo.tls:
+        # Cluster and Sentinel URLs take no TLS options: verification is always on.
+        return [Finding("info", "transport", f"TLS to {what} at {listed} with certificate verification")]
+    remote = [host for host in hosts if not _is_loopback(host)]
+    if not remote:
+        return [Finding("info", "transport", f"plain TCP to {what} at {listed} (this machine)")]
+    tls_url = "rediss://" if url.startswith("redis://") else f"rediss+{topo.kind}://"
+    return [
+        Finding(
+            "warning",
+            "transport",
+            f"plain TCP to {what}, {', '.join(remote)} not this machine: the password and every "
+            f"payload cross the network unencrypted; use a {tls_url} URL (TLS)",
+        )
+    ]
+
+
 def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
-def check_server(info: Mapping[str, Any]) -> list[Finding]:
-    """Version, Cluster and replica role, from INFO."""
+def check_server(info: Mapping[str, Any], *, cluster: bool = False) -> list[Finding]:
+    """Version, Cluster mode and replica role, from INFO.
+
+    `cluster` says the engine speaks to it as a Cluster node (a redis+cluster:// URL).
+    """
     findings = []
     raw_version = str(info.get("redis_version", "?"))
     version = parse_version(raw_version)
@@ -195,13 +326,14 @@ def check_server(info: Mapping[str, Any]) -> list[Finding]:
         )
     else:
         findings.append(Finding("info", "version", f"{product}"))
-    if str(info.get("cluster_enabled", "0")) == "1":
+    if str(info.get("cluster_enabled", "0")) == "1" and not cluster:
         findings.append(
             Finding(
                 "error",
                 "cluster",
-                "Redis Cluster is not supported: the engine talks to a single node and would get "
-                "MOVED errors; use a standalone Redis (with a replica and Sentinel for failover)",
+                "this server is a Redis Cluster node, but the URL names a single server: the engine "
+                "would get MOVED errors for queues on other nodes; use a redis+cluster://host:port "
+                "URL (or the cluster=True setting)",
             )
         )
     if str(info.get("role", "master")) != "master":
@@ -327,21 +459,105 @@ def _refusal(exc: rex.ResponseError) -> str:
     return str(exc).split("\n")[0][:160]
 
 
-async def _read_info(engine: RedisEngine) -> tuple[dict[str, Any] | None, str | None]:
+class _Server(Protocol):
+    """One server to check: a client's (one server, Sentinel's primary) or a Cluster node."""
+
+    async def info(self) -> dict[str, Any]: ...
+
+    async def config_get(self, names: Sequence[str]) -> list[Any]:
+        """CONFIG GET of each name: its reply, or the exception it ended with."""
+        ...
+
+    async def time(self) -> tuple[int, int]: ...
+
+
+class _ClientServer:
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+
+    async def info(self) -> dict[str, Any]:
+        return await self.client.info()
+
+    async def config_get(self, names: Sequence[str]) -> list[Any]:
+        # One call per name (Redis < 7 takes one pattern per call), in one round trip.
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.config_get(name)
+            return await pipe.execute(raise_on_error=False)
+
+    async def time(self) -> tuple[int, int]:
+        return await self.client.time()
+
+
+class _NodeServer:
+    """A Cluster node, spoken to directly (no slot routing, no redirections)."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+
+    async def info(self) -> dict[str, Any]:
+        return cast(dict[str, Any], await self.node.execute_command("INFO"))
+
+    async def config_get(self, names: Sequence[str]) -> list[Any]:
+        replies: list[Any] = []
+        for name in names:
+            try:
+                replies.append(await self.node.execute_command("CONFIG GET", name))
+            except rex.ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    async def time(self) -> tuple[int, int]:
+        seconds, micros = await self.node.execute_command("TIME")
+        return int(seconds), int(micros)
+
+
+async def _check_server(
+    server: _Server, local_clock: Callable[[], float], *, cluster: bool
+) -> tuple[list[Finding], dict[str, Any] | None]:
+    """Version, role, eviction, persistence and clock of one server; and its INFO, if allowed."""
+    findings: list[Finding] = []
+    info, info_refusal = await _read_info(server)
+    config, config_refusal = await _read_config(server)
+    if info is None:
+        findings.append(
+            Finding(
+                "info",
+                "info-refused",
+                f"INFO was refused ({info_refusal}): the version, Cluster and replica checks "
+                "were skipped; run the doctor as a user allowed INFO",
+            )
+        )
+    else:
+        findings += check_server(info, cluster=cluster)
+    if config_refusal is not None:
+        findings.append(
+            Finding(
+                "info",
+                "config-refused",
+                f"CONFIG GET was refused ({config_refusal}); eviction and persistence were judged "
+                "from INFO where it allows (appendfsync cannot be read from INFO)",
+            )
+        )
+    findings += check_eviction(config, info)
+    findings += check_persistence(config, info)
+    findings += await _check_clock(server, local_clock)
+    return findings, info
+
+
+async def _read_info(server: _Server) -> tuple[dict[str, Any] | None, str | None]:
     async with redis_errors("doctor: INFO"):
         try:
-            info: dict[str, Any] = await engine.redis.info()
+            info = await server.info()
         except rex.ResponseError as exc:  # NOPERM under an ACL, or a renamed command
             return None, _refusal(exc)
     return info, None
 
 
-async def _read_config(engine: RedisEngine) -> tuple[dict[str, str] | None, str | None]:
-    """CONFIG GET of what matters (one call per name: Redis < 7 takes one pattern per call)."""
-    async with redis_errors("doctor: CONFIG GET"), engine.redis.pipeline(transaction=False) as pipe:
-        for name in _CONFIG_NAMES:
-            pipe.config_get(name)
-        replies: Sequence[Any] = await pipe.execute(raise_on_error=False)
+async def _read_config(server: _Server) -> tuple[dict[str, str] | None, str | None]:
+    """CONFIG GET of what matters."""
+    async with redis_errors("doctor: CONFIG GET"):
+        replies = await server.config_get(_CONFIG_NAMES)
     config: dict[str, str] = {}
     for reply in replies:
         if isinstance(reply, rex.ResponseError):
@@ -352,7 +568,7 @@ async def _read_config(engine: RedisEngine) -> tuple[dict[str, str] | None, str 
     return config, None
 
 
-async def _check_clock(engine: RedisEngine, local_clock: Callable[[], float]) -> list[Finding]:
+async def _check_clock(server: _Server, local_clock: Callable[[], float]) -> list[Finding]:
     """Redis TIME against `local_clock`, from the sample with the shortest round trip."""
     best: tuple[float, float, float] | None = None  # (round trip, redis s, local s mid-trip)
     for _ in range(CLOCK_SAMPLES):
@@ -360,7 +576,7 @@ async def _check_clock(engine: RedisEngine, local_clock: Callable[[], float]) ->
         started = time.monotonic()
         async with redis_errors("doctor: TIME"):
             try:
-                seconds, micros = await engine.redis.time()
+                seconds, micros = await server.time()
             except rex.ResponseError as exc:
                 return [Finding("info", "clock", f"TIME was refused ({_refusal(exc)})")]
         trip = time.monotonic() - started

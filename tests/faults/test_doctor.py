@@ -20,8 +20,15 @@ from certs import ConfiguredServer
 from redis.asyncio import Redis
 from redis_server import free_port
 
-from aiojobs_redis import RedisEngine, Settings, doctor
-from aiojobs_redis.doctor import Finding, check_clock, check_server, check_transport, diagnose
+from aiojobs_redis import RedisEngine, Settings, doctor, topology
+from aiojobs_redis.doctor import (
+    Finding,
+    check_clock,
+    check_server,
+    check_transport,
+    diagnose,
+    merge_node_findings,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -107,12 +114,15 @@ async def test_a_problem_disappears_once_fixed(start_server: StartServer) -> Non
         assert problems(await diagnose(engine)) == set()
 
 
-async def test_cluster_mode_is_an_error(start_server: StartServer) -> None:
+async def test_a_cluster_node_behind_a_single_server_url_is_an_error(start_server: StartServer) -> None:
+    """Spoken to as one server, a Cluster node answers MOVED for other nodes' queues."""
     server = start_server(*GOOD, "--cluster-enabled", "yes")
     async with open_engine(server.url) as engine:
         findings = await diagnose(engine)
     assert problems(findings) == {("error", "cluster")}
-    assert "Cluster is not supported" in doctor.format_findings(findings)
+    text = doctor.format_findings(findings)
+    assert "URL names a single server" in text and "redis+cluster://" in text
+    assert "not supported" not in text
 
 
 async def test_a_replica_is_an_error(start_server: StartServer) -> None:
@@ -211,6 +221,13 @@ def test_clock_comparison() -> None:
         ("rediss://redis.internal:6379?ssl_ca_certs=/ca.pem", "info", "certificate verification"),
         ("rediss://redis.internal:6379?ssl_cert_reqs=none", "warning", "verification is off"),
         ("rediss://redis.internal:6379?ssl_check_hostname=false", "warning", "host name checking is off"),
+        ("redis+cluster://127.0.0.1:7000,localhost:7001", "info", "127.0.0.1, localhost (this machine)"),
+        ("redis+sentinel://127.0.0.1:26379,[::1]:26380/mymaster", "info", "this machine"),
+        ("redis+cluster://:pw@127.0.0.1:7000,10.0.0.5:7000", "warning", "use a rediss+cluster:// URL"),
+        ("redis+cluster://127.0.0.1:7000,10.0.0.5:7000", "warning", "10.0.0.5 not this machine"),
+        ("redis+sentinel://:pw@sentinel.internal:26379/mymaster", "warning", "rediss+sentinel://"),
+        ("rediss+cluster://:pw@10.0.0.5:7000", "info", "TLS to the Cluster nodes at 10.0.0.5"),
+        ("rediss+sentinel://10.0.0.5:26379/mymaster", "info", "certificate verification"),
     ],
 )
 def test_transport(url: str, severity: str, words: str) -> None:
@@ -218,6 +235,21 @@ def test_transport(url: str, severity: str, words: str) -> None:
     assert finding.code == "transport" and finding.severity == severity
     assert words in finding.message
     assert "pw" not in finding.message
+    # Plain or TLS as the scheme says, whatever the topology.
+    assert finding.message.startswith("TLS") == url.startswith("rediss")
+
+
+def test_transport_judges_the_settings_topology_and_the_discovered_hosts() -> None:
+    """cluster=True with a redis:// URL is a plain Cluster; nodes found at run time count too."""
+    settings = Settings(url="redis://10.0.0.5:7000,10.0.0.6:7000", cluster=True)
+    (finding,) = check_transport(settings.url, topology.of(settings))
+    assert finding.severity == "warning" and "Cluster nodes" in finding.message
+    assert "use a rediss:// URL" in finding.message
+
+    (finding,) = check_transport("redis+cluster://127.0.0.1:7000", discovered=["127.0.0.1", "10.1.1.1"])
+    assert finding.severity == "warning" and "10.1.1.1 not this machine" in finding.message
+    (finding,) = check_transport("redis+sentinel://127.0.0.1:26379/m", discovered=["127.0.0.1"])
+    assert finding.severity == "info" and "the sentinels and the primary" in finding.message
 
 
 @pytest.mark.parametrize(
@@ -233,6 +265,27 @@ def test_transport(url: str, severity: str, words: str) -> None:
 )
 def test_server_checks(info: dict[str, Any], expected: tuple[str, str]) -> None:
     assert expected in codes(check_server(info))
+
+
+def test_a_cluster_node_is_no_finding_when_spoken_to_as_one() -> None:
+    info = {"redis_version": "7.0.15", "cluster_enabled": 1, "role": "master"}
+    assert ("error", "cluster") in codes(check_server(info))
+    assert codes(check_server(info, cluster=True)) == {("info", "version")}
+
+
+def test_node_findings_are_merged_and_named() -> None:
+    version = Finding("info", "version", "Redis 7.0.15")
+    lru = Finding("error", "eviction", "maxmemory-policy is allkeys-lru: ...")
+    aof = Finding("error", "persistence", "AOF is off ...")
+    merged = merge_node_findings({"a:1": [version, lru], "b:2": [version, lru, aof], "c:3": [version]})
+    assert [str(f) for f in merged] == [
+        "INFO    version on every primary: Redis 7.0.15",
+        "ERROR   eviction on a:1, b:2: maxmemory-policy is allkeys-lru: ...",
+        "ERROR   persistence on b:2: AOF is off ...",
+    ]
+    assert [str(f) for f in merge_node_findings({"a:1": [version]})] == [
+        "INFO    version on a:1: Redis 7.0.15"
+    ]
 
 
 def test_valkey_is_named() -> None:
