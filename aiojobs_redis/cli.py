@@ -1,6 +1,7 @@
 """The command line: the only place that parses argv, installs signal handlers and sets up logging.
 
 aiojobs-redis work --import app.jobs --queue payments --queue default --concurrency 100
+aiojobs-redis work --import app.jobs --queue tenant-a --queue tenant-b --fair
 aiojobs-redis failed list|retry|forget|flush ...
 aiojobs-redis stats
 aiojobs-redis dashboard --port 8080
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="QUEUE",
         help="queue to serve, in priority order (repeatable; default: default)",
+    )
+    work.add_argument(
+        "--fair",
+        action="store_true",
+        help="serve the queues side by side, sharing claims equally, instead of in priority order",
     )
     work.add_argument("--concurrency", type=_positive_int, default=100)
     work.add_argument(
@@ -236,6 +242,7 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         grace=args.grace,
         reap_interval=args.reap_interval,
         max_stalls=args.max_stalls,
+        fair=args.fair,
         metrics=metrics,
         telemetry=args.telemetry,
     )

@@ -235,6 +235,30 @@ async def test_work_max_time_exits_on_time_while_idle(
     assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 0)}
 
 
+@pytest.mark.anyio
+async def test_work_fair_serves_the_queues_side_by_side(
+    engine: RedisEngine, raw_redis: Redis, prefix: str, redis_url: str
+) -> None:
+    """One claim of 20: all from the first queue in priority order; 10 and 10 with --fair."""
+    first = {await Count().dispatch() for _ in range(40)}
+    second = {await OtherQueueFails().dispatch() for _ in range(40)}
+    queues = ("--queue", "default", "--queue", OTHER_QUEUE, "--max-jobs", "20", "--concurrency", "20")
+
+    result = await work(prefix, redis_url, *queues)
+
+    assert result.returncode == 0, result
+    _, per_job = await runs_of(raw_redis, prefix)
+    assert (len(per_job.keys() & first), len(per_job.keys() & second)) == (20, 0), result
+    assert await stats(prefix, redis_url) == {"default": (20, 0, 0, 0), OTHER_QUEUE: (40, 0, 0, 0)}
+
+    result = await work(prefix, redis_url, *queues, "--fair")
+
+    assert result.returncode == 0, result
+    _, per_job = await runs_of(raw_redis, prefix)
+    assert (len(per_job.keys() & first), len(per_job.keys() & second)) == (30, 10), result
+    assert await stats(prefix, redis_url) == {"default": (10, 0, 0, 0), OTHER_QUEUE: (30, 0, 0, 10)}
+
+
 @pytest.mark.parametrize(
     "module", ["no.such.module", "jobapp.no_such_submodule"], ids=["missing", "missing-submodule"]
 )
