@@ -89,24 +89,36 @@ class Job:
     def effective_delay_ms(self) -> int:
         return self.delay_ms if self._delay_ms is None else self._delay_ms
 
-    async def dispatch(self, payload: Any = _UNSET, *, delay: Delay | None = None) -> str:
-        """Store the job and return its id once Redis has acknowledged it."""
+    async def dispatch(
+        self, payload: Any = _UNSET, *, delay: Delay | None = None, durable: bool | None = None
+    ) -> str:
+        """Store the job and return its id once Redis has acknowledged it.
+
+        `durable=True` returns only once `durable_replicas` replicas hold it too (else raises
+        NotReplicated; the job is stored all the same); `durable=False` does not wait; None
+        (the default) does as the `durable` setting says. The sync engine ignores it.
+        """
         if payload is not _UNSET:
             self.payload = payload
         if delay is not None:
             self.set_delay(delay)
-        return await current_engine().dispatch(self)
+        return await current_engine().dispatch(self, durable=durable)
 
     @classmethod
-    async def dispatch_many(cls, payloads: Iterable[Any], *, delay: Delay | None = None) -> list[str]:
-        """Store one job of this class per payload, in as few round trips as possible."""
+    async def dispatch_many(
+        cls, payloads: Iterable[Any], *, delay: Delay | None = None, durable: bool | None = None
+    ) -> list[str]:
+        """Store one job of this class per payload, in as few round trips as possible.
+
+        `durable` as for dispatch().
+        """
         jobs = [cls(payload) for payload in payloads]
         if delay is not None:
             delay_ms = to_ms(delay)
             for job in jobs:
                 job._delay_ms = delay_ms
         engine = current_engine()
-        return await engine.dispatch_many(jobs)
+        return await engine.dispatch_many(jobs, durable=durable)
 
     async def handle(self) -> None:
         raise NotImplementedError(f"{type(self).__qualname__} must define async def handle(self)")

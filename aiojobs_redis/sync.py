@@ -45,7 +45,8 @@ class SyncEngine:
     async def aclose(self) -> None:
         return None
 
-    async def dispatch(self, job: Job) -> str:
+    async def dispatch(self, job: Job, *, durable: bool | None = None) -> str:
+        """Run `job` now. `durable` is accepted and ignored: nothing is stored, nothing replicated."""
         data = encode_payload(job.payload, self.settings.max_payload_bytes)
         job_id = new_job_id()
         job.id = job_id
@@ -75,7 +76,7 @@ class SyncEngine:
             )
         return job_id
 
-    async def dispatch_many(self, jobs: Sequence[Job]) -> list[str]:
+    async def dispatch_many(self, jobs: Sequence[Job], *, durable: bool | None = None) -> list[str]:
         for job in jobs:  # validate every payload before running any
             encode_payload(job.payload, self.settings.max_payload_bytes)
         return [await self.dispatch(job) for job in jobs]

@@ -35,12 +35,12 @@ class RecordingEngine:
         self.settings = Settings(engine="sync")
         self.dispatched: list[tuple[Job, Any, int]] = []
 
-    async def dispatch(self, job: Job) -> str:
+    async def dispatch(self, job: Job, *, durable: bool | None = None) -> str:
         self.dispatched.append((job, job.payload, job.effective_delay_ms))
         return f"rec-{len(self.dispatched)}"
 
-    async def dispatch_many(self, jobs: Sequence[Job]) -> list[str]:
-        return [await self.dispatch(job) for job in jobs]
+    async def dispatch_many(self, jobs: Sequence[Job], *, durable: bool | None = None) -> list[str]:
+        return [await self.dispatch(job, durable=durable) for job in jobs]
 
     async def aclose(self) -> None:
         return None

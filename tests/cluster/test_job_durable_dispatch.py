@@ -1,0 +1,108 @@
+"""`Job.dispatch(durable=...)` and `Job.dispatch_many(durable=...)` reach the engine.
+
+On the session's Cluster and Sentinel deployments (one replica per primary). Asking for two
+replicas can never be met there, so a dispatch that waits for replicas raises NotReplicated
+and one that does not wait returns: which of the two happens shows what the Job API passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.crc import key_slot
+
+from aiojobs_redis import Job, NotReplicated, RedisEngine, Settings, use_engine
+from cluster.deployments import ClusterDeployment, SentinelDeployment
+from cluster.reuse import delete_everywhere
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+
+Deployment = ClusterDeployment | SentinelDeployment
+UNMET = {"durable_replicas": 2, "durable_timeout": 0.2}  # more replicas than there are
+
+
+class Parcel(Job):
+    queue = "parcels"
+
+    async def handle(self) -> None:  # pragma: no cover - only dispatched here
+        return None
+
+
+@pytest.fixture(params=["cluster", "sentinel"])
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    fixture = "redis_cluster" if request.param == "cluster" else "sentinel_deployment"
+    found: Deployment = request.getfixturevalue(fixture)
+    return found
+
+
+@pytest.fixture
+def deployment_url(deployment: Deployment) -> str:
+    return deployment.url
+
+
+@pytest.fixture
+async def cleanup(settings: Settings) -> AsyncIterator[None]:
+    yield
+    await delete_everywhere(settings.url, settings.prefix)
+
+
+def on_replica(deployment: Deployment, key: str) -> bool:
+    """Whether the replica of the primary holding `key` has it."""
+    if isinstance(deployment, ClusterDeployment):
+        primary = deployment.owner_of_slot(key_slot(key.encode()))
+        [replica] = deployment.replicas_of(primary)
+    else:
+        [replica] = [n for n in deployment.data_nodes if n.port != deployment.current_primary_port()]
+    with replica.client() as client:
+        if isinstance(deployment, ClusterDeployment):
+            client.execute_command("READONLY")
+        return bool(client.exists(key))
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_durable_true_waits_for_replicas_and_the_default_does_not(settings: Settings) -> None:
+    assert settings.durable is False  # the default setting
+    async with RedisEngine(settings.with_(**UNMET)) as engine:
+        with use_engine(engine):
+            assert await Parcel({}).dispatch(), "the setting says: do not wait"
+            assert len(await Parcel.dispatch_many([{}, {}, {}])) == 3
+
+            started = time.monotonic()
+            with pytest.raises(NotReplicated) as single:
+                await Parcel({}).dispatch(durable=True)
+            waited = time.monotonic() - started
+            assert 0.15 < waited < 2, "it waited for the replicas, up to durable_timeout"
+            assert "1 of 2 replica(s)" in str(single.value)
+            [job_id] = single.value.job_ids
+            info = await engine.get_job("parcels", job_id)
+            assert info is not None and info.state == "ready", "stored, only not confirmed"
+
+            with pytest.raises(NotReplicated) as many:
+                await Parcel.dispatch_many([{"n": n} for n in range(5)], durable=True)
+            assert len(many.value.job_ids) == 5
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_the_durable_setting_is_the_default_and_false_overrides_it(settings: Settings) -> None:
+    async with RedisEngine(settings.with_(durable=True, **UNMET)) as engine:
+        with use_engine(engine):
+            with pytest.raises(NotReplicated):
+                await Parcel({}).dispatch()
+            with pytest.raises(NotReplicated):
+                await Parcel.dispatch_many([{}, {}])
+            assert await Parcel({}).dispatch(durable=False)
+            assert len(await Parcel.dispatch_many([{}, {}], durable=False)) == 2
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_durable_job_dispatch_is_on_the_replica_when_it_returns(
+    settings: Settings, deployment: Deployment
+) -> None:
+    async with RedisEngine(settings) as engine:
+        with use_engine(engine):
+            ids = [await Parcel({"n": n}).dispatch(durable=True) for n in range(10)]
+            ids += await Parcel.dispatch_many([{"n": n} for n in range(50)], durable=True)
+        missing = [i for i in ids if not on_replica(deployment, engine.keys("parcels").job(i))]
+    assert missing == []
