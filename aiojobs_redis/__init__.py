@@ -22,6 +22,7 @@ from .errors import (
     RetryLater,
     UnknownJob,
 )
+from .hooks import Hooks
 from .job import Job
 from .records import JobInfo, QueueStats
 from .sync import SyncEngine
@@ -33,6 +34,7 @@ __all__ = [
     "EngineError",
     "EngineNotConnected",
     "EngineUnavailable",
+    "Hooks",
     "InvalidDelay",
     "InvalidJobId",
     "InvalidQueueName",
