@@ -24,8 +24,8 @@ Hooks are plain functions or coroutine functions taking a `JobContext`. `before`
 before `handle()`; `after` hooks once the run's result is recorded in Redis, whatever it
 was; `on_failure` hooks (before the `after` ones) when `handle()` raised or timed out. A hook
 that raises, or runs past `timeout`, is logged with the job's id and skipped: it never
-changes what happens to the job. Hooks run in the job's own task, so a slow hook holds one
-of the worker's `concurrency` slots while it runs.
+changes what happens to the job. Hooks run where the job runs, so a slow hook holds one of
+the worker's `concurrency` slots while it runs.
 
 The worker reports the same moments to its observers (Prometheus metrics, the event stream
 the dashboard reads), through `Lifecycle`, the one object `worker.py` talks to.

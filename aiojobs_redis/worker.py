@@ -7,8 +7,8 @@ Tasks, all in one anyio task group:
   reaper    returns jobs whose lease lapsed (a dead or hung worker) to their queue
   telemetry the observers' side work (events, heartbeats, queue depths; see hooks.py)
   slots     up to `concurrency` long-lived tasks, each running claimed jobs one at a time
-            (a task per job would cost more than a no-op job itself); every job still
-            runs in its own cancel scope, so exactly that job can be cancelled
+            (cheaper than a task per job); every job still runs in its own cancel scope,
+            so exactly that job can be cancelled
 Stopping (stop(), SIGTERM via the CLI, burst end, max jobs/time): claim nothing more, let
 running jobs finish within the grace period, then cancel the rest and hand them back to
 their queue without using an attempt. The side tasks stop last, so leases stay renewed.
