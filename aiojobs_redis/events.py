@@ -184,10 +184,10 @@ class RedisTelemetry(Observer):
     def _now_ms(self) -> int:
         return time.time_ns() // 1_000_000 + self.offset_ms
 
-    def _event(self, queue: str, kind: str, ctx: JobContext | None, job_id: str = "") -> None:
+    def _event(self, queue: str, kind: str, ctx: JobContext | None, job_id: str = "", at: int = 0) -> None:
         # Encoded now, so that the buffer holds bytes, not the run's objects.
         if self.events_max:
-            at = time.time_ns() // 1_000_000 + self.offset_ms
+            at = at or self._now_ms()
             self._events.append((queue, _encode(kind, at, ctx.job_id if ctx else job_id, ctx)))
 
     def job_started(self, ctx: JobContext) -> None:
@@ -196,14 +196,15 @@ class RedisTelemetry(Observer):
 
     def job_ended(self, ctx: JobContext) -> None:
         result = ctx.result or "lost"
-        self._event(ctx.queue, result, ctx)
+        at = self._now_ms()
+        self._event(ctx.queue, result, ctx, at=at)
         if result == "succeeded":
             bucket = "s"
         elif result in ("retried", "failed"):
             bucket = "f"
         else:
             return
-        key = (ctx.queue, self._now_ms() // 60_000, bucket)
+        key = (ctx.queue, at // 60_000, bucket)
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def jobs_reclaimed(self, queue: str, requeued: Sequence[str], failed: Sequence[str]) -> None:

@@ -24,8 +24,8 @@ Hooks are plain functions or coroutine functions taking a `JobContext`. `before`
 before `handle()`; `after` hooks once the run's result is recorded in Redis, whatever it
 was; `on_failure` hooks (before the `after` ones) when `handle()` raised or timed out. A hook
 that raises, or runs past `timeout`, is logged with the job's id and skipped: it never
-changes what happens to the job. Hooks run in the job's own task, so a slow hook holds one
-of the worker's `concurrency` slots while it runs.
+changes what happens to the job. Hooks run where the job runs, so a slow hook holds one of
+the worker's `concurrency` slots while it runs.
 
 The worker reports the same moments to its observers (Prometheus metrics, the event stream
 the dashboard reads), through `Lifecycle`, the one object `worker.py` talks to.
@@ -248,7 +248,9 @@ class Lifecycle:
         self, claimed: ClaimedJob, job: Job, handler: Callable[[Job], Awaitable[Outcome]]
     ) -> Outcome:
         """Run `handler(job)` with the before hooks, the observers and a tracing span around it."""
-        if self.hooks is None and not self.observers and (self.tracer is None or not self.tracer.active):
+        tracer = self.tracer
+        traced = tracer is not None and tracer.active
+        if self.hooks is None and not self.observers and not traced:
             return await handler(job)  # nothing listens: cost nothing
         ctx = self._context(claimed, job)
         ctx.started_ms = now_ms()
@@ -262,10 +264,11 @@ class Lifecycle:
             await self.hooks.run_before(ctx)
         started = time.perf_counter()
         try:
-            if self.tracer is not None:
-                outcome = await self.tracer.trace(ctx, lambda: handler(job))
+            if traced:
+                assert tracer is not None
+                outcome = await tracer.trace(ctx, lambda: handler(job))
             else:
-                outcome = await handler(job)
+                outcome = await handler(job)  # no span to make: no wrapper either
         finally:
             ctx.duration = time.perf_counter() - started
         ctx.error = outcome.error

@@ -47,6 +47,9 @@ class Outcome:
         }
 
 
+SUCCEEDED = Outcome()  # shared: an Outcome is immutable
+
+
 async def run_handler(job: Job) -> Outcome:
     """Await job.handle() within its timeout; never raises except for cancellation."""
     timeout_ms = job.timeout_ms
@@ -65,4 +68,4 @@ async def run_handler(job: Job) -> Outcome:
         return Outcome(exc, retry_delay=exc.delay)
     except Exception as exc:
         return Outcome(exc)
-    return Outcome()
+    return SUCCEEDED

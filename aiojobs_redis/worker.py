@@ -6,7 +6,9 @@ Tasks, all in one anyio task group:
   renewer   extends the leases of the jobs this worker runs
   reaper    returns jobs whose lease lapsed (a dead or hung worker) to their queue
   telemetry the observers' side work (events, heartbeats, queue depths; see hooks.py)
-  one task per running job
+  slots     up to `concurrency` long-lived tasks, each running claimed jobs one at a time
+            (cheaper than a task per job); every job still runs in its own cancel scope,
+            so exactly that job can be cancelled
 Stopping (stop(), SIGTERM via the CLI, burst end, max jobs/time): claim nothing more, let
 running jobs finish within the grace period, then cancel the rest and hand them back to
 their queue without using an attempt. The side tasks stop last, so leases stay renewed.
@@ -14,12 +16,16 @@ their queue without using an attempt. The side tasks stop last, so leases stay r
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import math
 import os
 import random
 import re
 import socket
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,11 +66,12 @@ class WorkerCounters:
     quarantined: int = 0
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class _Running:
     job: ClaimedJob
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lease_lost: bool = False
+    handled: bool = False  # handle() has ended: only recording its outcome is left
 
 
 class Backoff:
@@ -137,6 +144,14 @@ class Worker:
         self._request_seq = 0
         self._unanswered_claim: list[tuple[str, int, str]] | None = None
         self._ended = 0  # jobs whose task has finished, for burst mode's last look
+        # Claimed jobs go to an idle slot, else to a new slot (up to `concurrency`), else
+        # wait in _waiting for the next slot that comes free.
+        self._waiting: deque[_Running] = deque()
+        self._idle_slots: deque[asyncio.Future[_Running | None]] = deque()
+        self._slots = 0
+        self._slots_closed = False
+        self._jobs: TaskGroup | None = None
+        self._slot_context: contextvars.Context | None = None
         # Hooks and observers: telemetry (events, throughput, heartbeat), metrics, tracing.
         self.lifecycle = Lifecycle.for_worker(
             self, hooks=hooks, metrics=metrics, telemetry=telemetry, tracing=tracing
@@ -190,9 +205,11 @@ class Worker:
             if self.max_time is not None:
                 side.start_soon(self._stop_after, self.max_time, name="aiojobs-max-time")
             async with anyio.create_task_group() as jobs:
+                self._jobs, self._slot_context = jobs, contextvars.copy_context()
                 task_status.started()
-                await self._fetch(jobs)
+                await self._fetch()
                 await self._drain()
+                self._close_slots()
             side.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.worker_id, self.counters)
 
@@ -200,7 +217,7 @@ class Worker:
         await anyio.sleep(seconds)
         self.stop()
 
-    async def _fetch(self, jobs: TaskGroup) -> None:
+    async def _fetch(self) -> None:
         backoff = Backoff()
         while not self._stopping:
             free = self.concurrency - len(self._running)
@@ -214,7 +231,7 @@ class Worker:
                 continue
             try:
                 ended_before = self._ended
-                got, more = await self._claim_round(jobs, min(free, self.batch_size))
+                got, more = await self._claim_round(min(free, self.batch_size))
                 if got == 0 and not more:
                     if not self.burst:
                         await self._idle()
@@ -227,7 +244,7 @@ class Worker:
                 log.warning("claiming failed (%s); retrying in %.2f s", exc, delay)
                 await self._interruptible_sleep(delay)
 
-    async def _claim_round(self, jobs: TaskGroup, wanted: int) -> tuple[int, bool]:
+    async def _claim_round(self, wanted: int) -> tuple[int, bool]:
         """Claim up to `wanted` jobs in one round trip, from the queues in order of priority.
 
         With several queues, a pipelined count of each ready set first decides how many to
@@ -255,7 +272,7 @@ class Worker:
                 self._promoter_poke.set()
             for job in claim.jobs:
                 running = self._running[job.id] = _Running(job)
-                jobs.start_soon(self._run_job, running, name=f"aiojobs-job-{job.id}")
+                self._hand_over(running)
             self.counters.claimed += len(claim.jobs)
             got += len(claim.jobs)
             more = more or claim.more
@@ -331,6 +348,58 @@ class Worker:
         for running in list(self._running.values()):
             running.scope.cancel()  # their tasks hand the jobs back to the queue
 
+    # -- slots ------------------------------------------------------------------------------
+
+    def _hand_over(self, running: _Running) -> None:
+        """Give a claimed job to an idle slot, a new slot, or the first slot to come free."""
+        while self._idle_slots:
+            slot = self._idle_slots.popleft()
+            if not slot.done():  # done: its task was cancelled while idle
+                slot.set_result(running)
+                return
+        if self._slots < self.concurrency:
+            self._start_slot(running)
+        else:
+            self._waiting.append(running)
+
+    def _start_slot(self, running: _Running) -> None:
+        jobs, context = self._jobs, self._slot_context
+        assert jobs is not None and context is not None
+        self._slots += 1
+        # Started in the worker's own context, never in a job's (see _slot).
+        context.run(lambda: jobs.start_soon(self._slot, running, name="aiojobs-slot"))
+
+    async def _slot(self, running: _Running | None) -> None:
+        base = contextvars.copy_context()
+        try:
+            while running is not None:
+                await self._run_job(running)
+                if not _context_unchanged(base):
+                    break  # the job left context variables set: the next job gets a fresh task
+                running = await self._next_job()
+        finally:
+            self._slots -= 1
+        if self._waiting:
+            self._start_slot(self._waiting.popleft())
+
+    async def _next_job(self) -> _Running | None:
+        """The next claimed job for a slot that came free; None once no more will come."""
+        if self._waiting:
+            return self._waiting.popleft()
+        if self._slots_closed:
+            return None
+        wake: asyncio.Future[_Running | None] = asyncio.get_running_loop().create_future()
+        self._idle_slots.append(wake)
+        return await wake
+
+    def _close_slots(self) -> None:
+        """Nothing more will be claimed: idle slots end, busy ones once nothing waits."""
+        self._slots_closed = True
+        while self._idle_slots:
+            slot = self._idle_slots.popleft()
+            if not slot.done():
+                slot.set_result(None)
+
     # -- one job ----------------------------------------------------------------------------
 
     async def _run_job(self, running: _Running) -> None:
@@ -356,6 +425,7 @@ class Worker:
                 return
             with running.scope:
                 outcome = await self.lifecycle.run(claimed, job, run_handler)
+            running.handled = True
             if running.scope.cancelled_caught:
                 await self._after_cancel(running)
                 return
@@ -456,15 +526,21 @@ class Worker:
 
         Past the deadline the lease has lapsed anyway and the reaper will take the job back.
         """
+        started = time.monotonic()
+        try:
+            return await call()  # the common case: no cancel scope, no timer
+        except EngineError as exc:
+            error = exc
         backoff = Backoff()
-        with anyio.move_on_after(deadline):
+        with anyio.move_on_after(deadline - (time.monotonic() - started)):
             while True:
+                delay = backoff.next_delay()
+                log.warning("%s failed (%s); retrying in %.2f s", what, error, delay)
+                await anyio.sleep(delay)
                 try:
                     return await call()
                 except EngineError as exc:
-                    delay = backoff.next_delay()
-                    log.warning("%s failed (%s); retrying in %.2f s", what, exc, delay)
-                    await anyio.sleep(delay)
+                    error = exc
         log.error("%s: gave up after %.1f s", what, deadline)
         return None
 
@@ -486,8 +562,14 @@ class Worker:
                 sent = dict(held)
                 for job_id in lost:
                     holder = self._running.get(job_id)
-                    # A late reply may be about an earlier run of a job this worker runs again.
-                    if holder is not None and holder.job.token == sent[job_id] and not holder.lease_lost:
+                    # A late reply may be about an earlier run of a job this worker runs again,
+                    # or about a run whose outcome was recorded since (its settle call says).
+                    if (
+                        holder is not None
+                        and holder.job.token == sent[job_id]
+                        and not holder.lease_lost
+                        and not holder.handled
+                    ):
                         holder.lease_lost = True
                         holder.scope.cancel()
                         log.warning("job %s: lease lost (another worker may run it); cancelling", job_id)
@@ -520,3 +602,12 @@ class Worker:
                 for job_id in reaped.failed:
                     log.error("job %s in %s: stalled too often, moved to failed", job_id, queue)
             await anyio.sleep(self.reap_interval)
+
+
+_MISSING = object()
+
+
+def _context_unchanged(base: contextvars.Context) -> bool:
+    """Whether the current context holds exactly the variables and values of `base`."""
+    now = contextvars.copy_context()
+    return len(now) == len(base) and all(now.get(var, _MISSING) is value for var, value in base.items())

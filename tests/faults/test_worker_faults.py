@@ -378,7 +378,8 @@ async def test_s1_soak_memory_and_keys_stay_bounded(
     )
     assert growth <= 10
     assert len(keys) - len(markers) <= 10, "only the queue's own keys stay"
-    # -2: expired since the scan (a slow machine); -1 would be a marker that never expires.
+    # -2: the marker expired between SCAN and PTTL (a drain shorter than the guard leaves
+    # its oldest markers about to expire); -1 would be a marker that never expires.
     assert all(ttl == -2 or 0 < ttl <= engine.settings.replay_guard_ms for ttl in ttls), "markers expire"
 
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import anyio
 import pytest
 
-from aiojobs_redis import Job, PermanentFailure, RedisEngine, RetryLater, UnknownJob, Worker, registry
+from aiojobs_redis import (
+    EngineUnavailable,
+    Job,
+    PermanentFailure,
+    RedisEngine,
+    RetryLater,
+    UnknownJob,
+    Worker,
+    registry,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -314,3 +324,46 @@ async def test_several_queues_are_claimed_in_one_round_by_priority(engine: Redis
     assert started[:4] == firsts + seconds[:1], "the first round takes all of 'first', then fills up"
     assert sorted(started) == sorted(firsts + seconds)
     assert probe.max_running == 4
+
+
+leaked: ContextVar[str | None] = ContextVar("leaked", default=None)
+
+
+class SetsAContextVariable(ProbedJob):
+    async def handle(self) -> None:
+        self.probe.add("saw", leaked.get())
+        leaked.set(f"set by {self.payload['n']}")
+
+
+async def test_a_job_s_context_variables_do_not_reach_the_next_job(engine: RedisEngine, probe: Probe) -> None:
+    for n in range(4):
+        await SetsAContextVariable().dispatch({"n": n})
+    worker = Worker(engine, [QUEUE], concurrency=1, burst=True)  # one slot runs them all in turn
+    with anyio.fail_after(10):
+        await worker.run()
+    assert worker.counters.succeeded == 4
+    assert [v for k, v, _ in probe.events if k == "saw"] == [None] * 4
+
+
+async def test_settling_retries_while_redis_fails_and_gives_up_at_the_deadline(engine: RedisEngine) -> None:
+    worker = Worker(engine, [QUEUE])
+    calls: list[float] = []
+
+    async def fails_twice() -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise EngineUnavailable("away")
+        return "done"
+
+    assert await worker._retrying("settle", fails_twice, 10.0) == "done"
+    assert len(calls) == 3
+
+    async def always_fails() -> str:
+        calls.append(time.monotonic())
+        raise EngineUnavailable("away")
+
+    calls.clear()
+    started = time.monotonic()
+    assert await worker._retrying("settle", always_fails, 0.5) is None
+    assert 0.5 <= time.monotonic() - started < 1.5
+    assert len(calls) >= 2, "the first failure is retried"
