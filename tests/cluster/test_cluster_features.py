@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from aiojobs_redis import Job, NotReplicated, RedisEngine, Settings, Worker, connect, use_engine
+from aiojobs_redis.records import parse_inline
 from aiojobs_redis.sharding import ShardedQueue
 from cluster.deployments import ClusterDeployment, Node, SentinelDeployment
 from cluster.reuse import delete_everywhere
@@ -159,8 +160,10 @@ async def test_a_sharded_queue_spreads_over_the_cluster_and_drains_fairly(
     assert stats == {"hot": 0, **dict.fromkeys(HOT.names, 100)}, "round robin over the shards"
     shard_of = {}
     for name in HOT.names:
-        members: list[bytes] = await engine.redis.zrange(engine.keys(name).ready, 0, -1)  # type: ignore[assignment]
-        shard_of.update({m.decode(): name for m in members})
+        entries: list[bytes] = await engine.redis.lrange(engine.keys(name).ready, 0, -1)  # type: ignore[assignment]
+        records = [parse_inline(e) for e in entries]
+        shard_of.update({r[0]: name for r in records if r is not None})
+        assert len(records) == 100 and None not in records
     owners = Counter(redis_cluster.owner_of_slot(key_slot(name.encode())).port for name in HOT.names)
     info = await engine.get_job("hot", ids[-1])
     assert info is not None and info.queue == shard_of[ids[-1]] and info.state == "ready"
