@@ -110,6 +110,10 @@ def _parse_claim(queue: str, reply: Any) -> Claim:
     return Claim(jobs, quarantined, int(next_due), bool(more))
 
 
+def _is_wrong_type(error: Exception) -> bool:
+    return isinstance(error, rex.ResponseError) and str(error).startswith("WRONGTYPE")
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -391,11 +395,18 @@ class RedisEngine:
         return [_parse_claim(queue, reply) for (queue, _, _), reply in zip(requests, replies, strict=True)]
 
     async def ready_counts(self, queues: Sequence[str]) -> list[int]:
-        """How many jobs wait in each queue's list (a hint: others may claim them first)."""
+        """How many jobs wait in each queue's list (a hint: others may claim them first).
+
+        A queue key of another type counts as 1, so that a claim comes and moves it aside.
+        """
         async with redis_errors("count ready jobs"), self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.llen(self.keys(queue).ready)
-            return [int(n) for n in await pipe.execute()]
+            counts = await pipe.execute(raise_on_error=False)
+            for count in counts:
+                if isinstance(count, Exception) and not _is_wrong_type(count):
+                    raise count
+            return [1 if isinstance(n, Exception) else int(n) for n in counts]
 
     async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
         """Extend the leases in `held` ((id, token) pairs); return the ids no longer held."""

@@ -1002,9 +1002,13 @@ async def test_a_queue_key_of_the_wrong_type_is_moved_aside(
     with pytest.raises(EngineError, match="WRONGTYPE"):
         await clocked_engine.stats(QUEUE)
 
+    # A worker serving several queues counts their jobs first: this one must get its claim.
+    assert await clocked_engine.ready_counts([OTHER_QUEUE, QUEUE]) == [0, 1]
+
     got = await claim(clocked_engine)
 
     assert (got.jobs, got.quarantined) == ([], [(keys.ready, "wrong_type")])
+    assert await clocked_engine.ready_counts([OTHER_QUEUE, QUEUE]) == [0, 0]
     assert await raw_redis.get(f"{keys.base}:bad:queue") == b"not a list"
     assert await raw_redis.pttl(f"{keys.base}:bad:queue") > 0
     job_id = await Mail({}).dispatch()
