@@ -11,6 +11,7 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
     jobs:{payments}:wake       list  a token that wakes one idle worker
     jobs:{payments}:j:<id>     hash  the job record (fields in JOB_FIELDS)
     jobs:{payments}:bad:<id>   any   a malformed record moved aside
+    jobs:{payments}:bad:queue  any   a queue key of another type than list, moved aside
     jobs:{payments}:claim:<w>  str   worker w's last claim, so a replayed claim is answered again
     jobs:{payments}:dd:<id>    str   a dispatch call already ran (<id>: its first job), until the
                                      replay guard passes, so a replayed call pushes nothing

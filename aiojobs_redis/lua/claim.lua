@@ -77,8 +77,8 @@ local function claim_inline(entry)
   end
   local key = base .. ':j:' .. id
   if key_type(key) ~= 'none' then
-    -- The job exists already (a copy of a dispatch replayed after its guard): keep that one.
-    bad[#bad + 1] = id; bad[#bad + 1] = 'duplicate'
+    -- The job exists already (a copy of a dispatch replayed after its guard): that one
+    -- stands, and the copy is dropped, as dispatch left an existing id alone.
     return
   end
   local token = worker .. ':1'
