@@ -373,11 +373,14 @@ async def test_s1_soak_memory_and_keys_stay_bounded(
     warm = [rss for done, rss in samples if done >= total // 6]
     growth = (max(warm) - warm[0]) / 1024 if warm else 0.0
     keys = [k async for k in engine.redis.scan_iter(match=f"{engine.settings.prefix}*", count=5000)]
-    markers = [k for k in keys if b":j:" in k]
+    # Short-lived markers: a done job's (at its key) and a dispatch call's (replay guard).
+    markers = [k for k in keys if b":j:" in k or b":dd:" in k]
     ttls = [await engine.redis.pttl(k) for k in markers[:200]]
+    ttls += [await engine.redis.pttl(k) for k in [k for k in markers if b":dd:" in k][:200]]
     print(
         f"\nS1: {total} jobs; worker RSS {warm[0] / 1024:.1f} -> {max(warm) / 1024:.1f} MiB "
-        f"(growth {growth:.1f} MiB); {len(keys)} keys left, {len(markers)} of them short-lived done markers"
+        f"(growth {growth:.1f} MiB); {len(keys)} keys left, {len(markers)} of them short-lived "
+        "done and dispatch markers"
     )
     assert growth <= 10
     assert len(keys) - len(markers) <= 10, "only the queue's own keys stay"
