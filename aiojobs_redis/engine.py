@@ -22,7 +22,7 @@ from .config import Settings, redact_url
 from .errors import AiojobsRedisError, EngineError, EngineUnavailable, PayloadTooLarge
 from .ids import new_job_id
 from .keys import QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
-from .records import Claim, ClaimedJob, JobInfo, QueueStats, Reaped
+from .records import Claim, ClaimedJob, JobInfo, QueueStats, Reaped, inline_prefix
 from .scripts import ScriptCall, Scripts, run_pipelined
 from .wire import Wire
 
@@ -126,6 +126,10 @@ def _parse_claim(queue: str, reply: Any) -> Claim:
     ]
     quarantined = [(_text(bad[i]), _text(bad[i + 1])) for i in range(0, len(bad), 2)]
     return Claim(jobs, quarantined, int(next_due), bool(more))
+
+
+def _is_wrong_type(error: Exception) -> bool:
+    return isinstance(error, rex.ResponseError) and str(error).startswith("WRONGTYPE")
 
 
 def _text(value: Any) -> str:
@@ -297,6 +301,7 @@ class RedisEngine:
                 attempts,
                 delay_ms,
                 deadline_ms,
+                self.settings.replay_guard_ms,
             ]
             for pending in batch:
                 args += (pending.job_id, pending.payload)
@@ -401,6 +406,7 @@ class RedisEngine:
                         request_id,
                         self._now_arg(),
                         self.settings.failed_ttl_ms,
+                        keys.queue,
                     ],
                 )
             )
@@ -413,11 +419,18 @@ class RedisEngine:
         return [_parse_claim(queue, reply) for (queue, _, _), reply in zip(requests, replies, strict=True)]
 
     async def ready_counts(self, queues: Sequence[str]) -> list[int]:
-        """How many jobs wait in each queue's ready set (a hint: others may claim them first)."""
+        """How many jobs wait in each queue's list (a hint: others may claim them first).
+
+        A queue key of another type counts as 1, so that a claim comes and moves it aside.
+        """
         async with redis_errors("count ready jobs"), self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
-                pipe.zcard(self.keys(queue).ready)
-            return [int(n) for n in await pipe.execute()]
+                pipe.llen(self.keys(queue).ready)
+            counts = await pipe.execute(raise_on_error=False)
+            for count in counts:
+                if isinstance(count, Exception) and not _is_wrong_type(count):
+                    raise count
+            return [1 if isinstance(n, Exception) else int(n) for n in counts]
 
     async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
         """Extend the leases in `held` ((id, token) pairs); return the ids no longer held."""
@@ -508,7 +521,7 @@ class RedisEngine:
             calls.append(
                 (
                     self.scripts.promote,
-                    [keys.delayed, keys.ready, keys.wake],
+                    [keys.delayed, keys.ready, keys.wake, keys.legacy_ready],
                     [keys.base, limit, self._now_arg()],
                 )
             )
@@ -569,7 +582,8 @@ class RedisEngine:
         async with redis_errors("stats"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
                 keys = self.keys(q)
-                for key in (keys.ready, keys.delayed, keys.running, keys.failed):
+                pipe.llen(keys.ready)
+                for key in (keys.delayed, keys.running, keys.failed):
                     pipe.zcard(key)
             counts = await pipe.execute()
         return [QueueStats(q, *counts[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)]
@@ -584,12 +598,46 @@ class RedisEngine:
         return await self._get_job(queue, job_id, with_payload)
 
     async def _get_job(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
-        key = self.keys(queue).job(validate_job_id(job_id))
+        """The job's hash; else, for a job that waits inline in the queue list, its record.
+
+        A job dispatched to run now has no key of its own until a worker claims it: the
+        list is read in slices to find it (O(jobs waiting)). A claim may take it meanwhile,
+        so the hash is read again when the list did not have it.
+        """
+        validate_job_id(job_id)
+        found = await self._read_hash(queue, job_id, with_payload)
+        if found is None:
+            found = await self._find_inline(queue, job_id, with_payload)
+        if found is None:
+            found = await self._read_hash(queue, job_id, with_payload)
+        return found
+
+    async def _read_hash(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
+        key = self.keys(queue).job(job_id)
         async with redis_errors(f"read job {job_id}"):
             if await self.redis.type(key) != b"hash":
                 return None
             raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[assignment]
         return JobInfo.from_hash(queue, job_id, raw, with_payload) if raw else None
+
+    async def _find_inline(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
+        key = self.keys(queue).ready
+        head = inline_prefix(job_id)
+        seen = 0
+        async with redis_errors(f"find job {job_id}"):
+            if await self.redis.type(key) != b"list":
+                return None
+            # From the tail, by negative index: claims pop at the head and pushes at the tail
+            # only shift entries towards the part not read yet (a few are read twice), so no
+            # entry that stays in the list is missed.
+            while True:
+                entries: list[bytes] = await self.redis.lrange(key, -seen - _BATCH, -seen - 1)  # type: ignore[assignment]
+                for entry in reversed(entries):
+                    if entry.startswith(head):
+                        return JobInfo.from_inline(queue, entry, with_payload)
+                if len(entries) < _BATCH:
+                    return None
+                seen += _BATCH
 
     async def failed_list(
         self, queue: str | None = None, *, limit: int = 100, with_payload: bool = False

@@ -26,7 +26,7 @@ best effort: while Redis is away, up to `buffer_max` events wait (the oldest are
 past that) and counts accumulate; a flush cut by a connection error may be sent twice.
 
 A Redis ACL user for a worker needs, besides the engine's commands, those in
-TELEMETRY_COMMANDS; the dashboard reads with time, smembers, zcard, zrevrange, hgetall,
+TELEMETRY_COMMANDS; the dashboard reads with time, smembers, llen, zcard, zrevrange, hgetall,
 zrange, hmget, xrevrange, zrangebyscore and get, and its buttons use the engine's
 failed-set scripts.
 """

@@ -3,15 +3,31 @@
 All keys of one queue share the hash tag ``{queue}`` so that each Lua script touches a
 single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
 
-    jobs:{payments}:ready      zset  id -> scheduled time (ms); claimable now
-    jobs:{payments}:delayed    zset  id -> due time (ms); moved to ready by promote
+    jobs:{payments}:queue      list  claimable now, FIFO (RPUSH at the tail, LPOP at the head);
+                                     each entry an inline record or a job id (see below)
+    jobs:{payments}:delayed    zset  id -> due time (ms); moved to queue by promote
     jobs:{payments}:running    zset  id -> lease deadline (ms)
     jobs:{payments}:failed     zset  id -> time of failure (ms)
     jobs:{payments}:wake       list  a token that wakes one idle worker
     jobs:{payments}:j:<id>     hash  the job record (fields in JOB_FIELDS)
     jobs:{payments}:bad:<id>   any   a malformed record moved aside
+    jobs:{payments}:bad:queue  any   a queue key of another type than list, moved aside
     jobs:{payments}:claim:<w>  str   worker w's last claim, so a replayed claim is answered again
+    jobs:{payments}:dd:<id>    str   a dispatch call already ran (<id>: its first job), until the
+                                     replay guard passes, so a replayed call pushes nothing
+    jobs:{payments}:ready      zset  the ready set of earlier versions: promote drains it into queue
     jobs:queues                set   every queue name ever used under this prefix
+
+An entry of the ``queue`` list is either
+
+* an inline record: a job dispatched to run now, with no key of its own while it waits.
+  ``INLINE_TAG`` then id, name, max attempts and created ms, separated by single spaces
+  (none of them can hold a space), then the payload JSON, raw, up to the end of the entry;
+  claim.lua turns it into the job hash of a running job; or
+* a job id whose hash exists: a job retried, released, reaped, promoted from the delayed
+  set or requeued from the failed set.
+
+An id never starts with ``INLINE_TAG``, so the first byte tells them apart.
 """
 
 from __future__ import annotations
@@ -43,9 +59,12 @@ JOB_FIELDS = {
     "x": "last_step",  # "<step> <token>": the last ack/retry/fail/release, to answer replays
     "w": "worker",
     "e": "error",
+    "r": "raw_entry",  # a queue entry that could not be read, kept by its quarantine record
 }
 
 STATES = ("delayed", "ready", "running", "failed", "done")
+
+INLINE_TAG = b"!"  # the first byte of an inline record in the queue list (see above)
 
 
 def validate_queue(name: object) -> str:
@@ -91,7 +110,7 @@ class QueueKeys:
         return cls(
             queue=queue,
             base=base,
-            ready=f"{base}:ready",
+            ready=f"{base}:queue",
             delayed=f"{base}:delayed",
             running=f"{base}:running",
             failed=f"{base}:failed",
@@ -104,6 +123,14 @@ class QueueKeys:
 
     def claim_receipt(self, worker_id: str) -> str:
         return f"{self.base}:claim:{worker_id}"
+
+    def dispatch_marker(self, first_job_id: str) -> str:
+        return f"{self.base}:dd:{first_job_id}"
+
+    @property
+    def legacy_ready(self) -> str:
+        """The ready sorted set of earlier versions, drained into `ready` by promote."""
+        return f"{self.base}:ready"
 
 
 def queues_key(prefix: str) -> str:

@@ -8,7 +8,25 @@ from typing import Any
 import orjson
 
 from .errors import MalformedJob
-from .keys import JOB_FIELDS
+from .keys import INLINE_TAG, JOB_FIELDS
+
+
+def inline_prefix(job_id: str) -> bytes:
+    """How the queue list entry of a job waiting inline (see keys.py) begins."""
+    return INLINE_TAG + job_id.encode("ascii") + b" "
+
+
+def parse_inline(entry: bytes) -> tuple[str, str, int, int, bytes] | None:
+    """(id, name, max attempts, created ms, payload) of an inline record; None if malformed."""
+    if not entry.startswith(INLINE_TAG):
+        return None
+    parts = entry[len(INLINE_TAG) :].split(b" ", 4)
+    if len(parts) != 5 or not parts[2].isdigit() or not parts[3].isdigit():
+        return None
+    try:
+        return parts[0].decode("ascii"), parts[1].decode("ascii"), int(parts[2]), int(parts[3]), parts[4]
+    except UnicodeDecodeError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,5 +134,35 @@ class JobInfo:
             finished_ms=number("finished_ms"),
             worker=text("worker"),
             error=error,
+            payload=payload,
+        )
+
+    @classmethod
+    def from_inline(cls, queue: str, entry: bytes, with_payload: bool = False) -> JobInfo | None:
+        """A job waiting inline in the queue list (no hash yet): ready, never run."""
+        parsed = parse_inline(entry)
+        if parsed is None:
+            return None
+        job_id, name, max_attempts, created_ms, raw_payload = parsed
+        payload = None
+        if with_payload:
+            try:
+                payload = orjson.loads(raw_payload)
+            except orjson.JSONDecodeError as exc:
+                raise MalformedJob(f"job {job_id}: payload is not valid JSON") from exc
+        return cls(
+            id=job_id,
+            queue=queue,
+            name=name,
+            state="ready",
+            attempts=0,
+            max_attempts=max_attempts,
+            runs=0,
+            stalls=0,
+            created_ms=created_ms,
+            scheduled_ms=created_ms,
+            finished_ms=None,
+            worker=None,
+            error=None,
             payload=payload,
         )

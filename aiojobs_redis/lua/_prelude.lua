@@ -59,3 +59,19 @@ local function quarantine(base, failed_key, id, reason, message, now, failed_ttl
   redis.call('PEXPIRE', key, failed_ttl)
   redis.call('ZADD', failed_key, now, id)
 end
+
+-- The queue list holds job ids and inline records (see keys.py):
+-- '!' id ' ' name ' ' max attempts ' ' created ms ' ' payload JSON (raw, to the end).
+local INLINE_TAG = '!'
+
+local function inline_record(id, name, max_attempts, created, payload)
+  return INLINE_TAG .. id .. ' ' .. name .. ' ' .. max_attempts .. ' ' .. created .. ' ' .. payload
+end
+
+-- id, name, max attempts, created ms, payload of an inline record; nil when it is malformed.
+local function parse_inline(entry)
+  local id, name, max_attempts, created, payload =
+    string.match(entry, '^!([%w_%-]+) ([%a_][%w_%.:<>%-]*) (%d+) (%d+) (.*)$')
+  if not id or string.len(id) > 64 or string.len(name) > 200 or payload == '' then return nil end
+  return id, name, max_attempts, created, payload
+end

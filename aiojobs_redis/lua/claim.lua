@@ -1,17 +1,19 @@
 -- claim: take up to N ready jobs, giving each a lease (deadline + token) held by one worker.
--- KEYS[1] ready zset   KEYS[2] running zset   KEYS[3] delayed zset   KEYS[4] wake list
+-- KEYS[1] queue list   KEYS[2] running zset   KEYS[3] delayed zset   KEYS[4] wake list
 -- KEYS[5] failed zset  KEYS[6] this worker's claim receipt
 -- ARGV[1] queue key base (jobs:{q})  ARGV[2] max jobs  ARGV[3] lease ms  ARGV[4] worker id
 -- ARGV[5] request id (unique per claim call of this worker)  ARGV[6] now ms ('' = TIME)
--- ARGV[7] failed TTL ms (for quarantined records)
+-- ARGV[7] failed TTL ms (for quarantined records)  ARGV[8] queue name
 -- Returns { {id, token, name, payload, attempts used, max attempts, runs, ...},
 --           {quarantined id, reason, ...}, ms until the next delayed job is due (-1: none),
 --           1 if ready jobs remain else 0 }
+-- Jobs are popped from the head of the queue list. An inline record becomes the job's hash
+-- here (the fields a hash of a running job has); a job id uses the hash it names.
 -- Replaying the same request id returns the jobs that request claimed and still holds.
 local ready_key, running_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local failed_key, receipt_key = KEYS[5], KEYS[6]
 local base, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local worker, request = ARGV[4], ARGV[5]
+local worker, request, queue = ARGV[4], ARGV[5], ARGV[8]
 local failed_ttl = tonumber(ARGV[7])
 local now = now_ms(ARGV[6])
 local jobs, bad = {}, {}
@@ -44,36 +46,81 @@ if receipt then
   end
 end
 
-local ids = redis.call('ZRANGEBYSCORE', ready_key, '-inf', now, 'LIMIT', 0, limit)
 local claimed = {request}
-for _, id in ipairs(ids) do
-  redis.call('ZREM', ready_key, id)
+
+local function lease_to(id, key, f)
+  local runs = math.floor(tonumber(f[5]) or 0) + 1
+  local token = worker .. ':' .. runs
+  redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker)
+  redis.call('ZADD', running_key, now + lease, id)
+  emit(id, token, f, runs)
+  claimed[#claimed + 1] = id .. ' ' .. token
+end
+
+local function set_aside(id, reason, message)
+  bad[#bad + 1] = id; bad[#bad + 1] = reason
+  quarantine(base, failed_key, id, reason, message, now, failed_ttl)
+end
+
+-- A job dispatched to run now: its record is the entry itself.
+local function claim_inline(entry)
+  local id, name, max_attempts, created, payload = parse_inline(entry)
+  if not id then
+    -- Kept whole in the quarantine record, under its id if it has a usable one.
+    local aside = string.match(entry, '^!([%w_%-]+) ')
+    if not aside or string.len(aside) > 64 or key_type(base .. ':j:' .. aside) ~= 'none' then
+      aside = 'bad-' .. redis.sha1hex(entry)
+    end
+    set_aside(aside, 'bad_record', 'queued record could not be read')
+    redis.call('HSET', base .. ':j:' .. aside, 'r', entry)
+    return
+  end
+  local key = base .. ':j:' .. id
+  if key_type(key) ~= 'none' then
+    -- The job exists already (a copy of a dispatch replayed after its guard): that one
+    -- stands, and the copy is dropped, as dispatch left an existing id alone.
+    return
+  end
+  local token = worker .. ':1'
+  redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
+    'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker)
+  redis.call('ZADD', running_key, now + lease, id)
+  emit(id, token, {name, payload, false, max_attempts}, 1)
+  claimed[#claimed + 1] = id .. ' ' .. token
+end
+
+-- A job id: the job's hash holds its record.
+local function claim_id(id)
   local key = base .. ':j:' .. id
   local kind = key_type(key)
   local f = false
   if kind == 'hash' then f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k') end
   if string.len(id) > 64 or not string.find(id, '^[%w_%-]+$') then
-    bad[#bad + 1] = id; bad[#bad + 1] = 'bad_id'
-    quarantine(base, failed_key, id, 'bad_id', 'queued id is not a valid job id', now, failed_ttl)
+    set_aside(id, 'bad_id', 'queued id is not a valid job id')
   elseif kind == 'none' then
-    bad[#bad + 1] = id; bad[#bad + 1] = 'dangling'
-    quarantine(base, failed_key, id, 'dangling', 'queued id had no job record', now, failed_ttl)
+    set_aside(id, 'dangling', 'queued id had no job record')
   elseif kind ~= 'hash' then
-    bad[#bad + 1] = id; bad[#bad + 1] = 'wrong_type'
-    quarantine(base, failed_key, id, 'wrong_type', 'job key held a ' .. kind, now, failed_ttl)
+    set_aside(id, 'wrong_type', 'job key held a ' .. kind)
   elseif not f[1] or not f[2] or not string.find(f[4] or '', '^%d+$')
       or (f[3] and not string.find(f[3], '^%d+$')) then
-    bad[#bad + 1] = id; bad[#bad + 1] = 'missing_field'
-    quarantine(base, failed_key, id, 'missing_field',
-      'job record lacks a name, payload or attempt count', now, failed_ttl)
+    set_aside(id, 'missing_field', 'job record lacks a name, payload or attempt count')
   else
-    local runs = math.floor(tonumber(f[5]) or 0) + 1
-    local token = worker .. ':' .. runs
-    redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker)
-    redis.call('ZADD', running_key, now + lease, id)
-    emit(id, token, f, runs)
-    claimed[#claimed + 1] = id .. ' ' .. token
+    lease_to(id, key, f)
   end
+end
+
+local kind = key_type(ready_key)
+local entries = {}
+if kind ~= 'list' and kind ~= 'none' then
+  -- Not ours to read: moved aside whole (nothing is destroyed), and reported.
+  redis.call('RENAME', ready_key, base .. ':bad:queue')
+  redis.call('PEXPIRE', base .. ':bad:queue', failed_ttl)
+  bad[#bad + 1] = ready_key; bad[#bad + 1] = 'wrong_type'
+elseif limit > 0 then
+  entries = redis.call('LPOP', ready_key, limit) or {}
+end
+for _, entry in ipairs(entries) do
+  if string.sub(entry, 1, 1) == INLINE_TAG then claim_inline(entry) else claim_id(entry) end
 end
 
 if #claimed > 1 then
@@ -82,7 +129,7 @@ end
 
 -- Pass the baton: if work remains, make sure another idle worker wakes for it.
 local more = 0
-if redis.call('ZCARD', ready_key) > 0 then
+if redis.call('LLEN', ready_key) > 0 then
   more = 1
   wake(wake_key)
 end

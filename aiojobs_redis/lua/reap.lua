@@ -1,9 +1,10 @@
 -- reap: return jobs whose lease lapsed to the queue, fail those that stalled too often,
 -- and trim the failed set to its retention limits.
--- KEYS[1] running zset  KEYS[2] ready zset  KEYS[3] failed zset  KEYS[4] wake list
+-- KEYS[1] running zset  KEYS[2] queue list  KEYS[3] failed zset  KEYS[4] wake list
 -- ARGV[1] queue key base  ARGV[2] max jobs  ARGV[3] max stalls  ARGV[4] failed TTL ms
 -- ARGV[5] failed max count  ARGV[6] now ms ('' = TIME)
 -- Returns { {requeued id...}, {failed (stalled) id...}, number of failed records trimmed }
+-- Requeued jobs go back to the head of the queue list, in the order their leases lapsed.
 local running_key, ready_key, failed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local base, limit, max_stalls = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local failed_ttl, failed_max = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -28,12 +29,14 @@ for _, id in ipairs(lapsed) do
       stalled[#stalled + 1] = id
     else
       redis.call('HSET', key, 's', 'ready')
-      redis.call('ZADD', ready_key, tonumber(redis.call('HGET', key, 'd')) or now, id)
       requeued[#requeued + 1] = id
     end
   end
 end
-if #requeued > 0 then wake(wake_key) end
+if #requeued > 0 then
+  for i = #requeued, 1, -1 do redis.call('LPUSH', ready_key, requeued[i]) end
+  wake(wake_key)
+end
 
 -- Retention: records expire by their own TTL; drop their ids, then cap the count.
 local trimmed = 0

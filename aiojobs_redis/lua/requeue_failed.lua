@@ -1,5 +1,5 @@
 -- requeue_failed: give failed jobs a fresh set of attempts (the "failed retry" command).
--- KEYS[1] failed zset  KEYS[2] ready zset  KEYS[3] wake list
+-- KEYS[1] failed zset  KEYS[2] queue list  KEYS[3] wake list
 -- ARGV[1] queue key base  ARGV[2] now ms ('' = TIME)  ARGV[3] max jobs when no ids are given
 -- ARGV[4..] ids to requeue; none means the oldest ARGV[3] failed jobs
 -- Returns {number requeued, number skipped (not failed here, or not runnable)}
@@ -16,7 +16,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', failed_key, id)
     redis.call('HSET', key, 's', 'ready', 'a', 0, 'l', 0, 'd', now)
     redis.call('PERSIST', key)
-    redis.call('ZADD', ready_key, now, id)
+    redis.call('RPUSH', ready_key, id)
     requeued = requeued + 1
   else
     skipped = skipped + 1

@@ -1,5 +1,5 @@
 -- retry: the attempt failed and attempts remain; queue the job again after a delay.
--- KEYS[1] running zset  KEYS[2] ready zset  KEYS[3] delayed zset  KEYS[4] wake list  KEYS[5] job
+-- KEYS[1] running zset  KEYS[2] queue list  KEYS[3] delayed zset  KEYS[4] wake list  KEYS[5] job
 -- ARGV[1] id  ARGV[2] token  ARGV[3] delay ms  ARGV[4] error JSON  ARGV[5] now ms ('' = TIME)
 -- Returns 1 when requeued (now, or already by this token: a replay), 0 when the lease is no
 -- longer held (nothing changes).
@@ -17,7 +17,7 @@ if delay > 0 then
   if redis.call('ZRANGE', delayed_key, 0, 0)[1] == id then wake(wake_key) end
 else
   redis.call('HSET', job_key, 's', 'ready', 'd', now, 'e', err)
-  redis.call('ZADD', ready_key, now, id)
+  redis.call('RPUSH', ready_key, id)
   wake(wake_key)
 end
 return 1

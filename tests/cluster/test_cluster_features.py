@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from aiojobs_redis import Job, NotReplicated, RedisEngine, Settings, Worker, connect, use_engine
+from aiojobs_redis.records import parse_inline
 from aiojobs_redis.sharding import ShardedQueue
 from cluster.deployments import ClusterDeployment, Node, SentinelDeployment
 from cluster.reuse import delete_everywhere
@@ -159,8 +160,10 @@ async def test_a_sharded_queue_spreads_over_the_cluster_and_drains_fairly(
     assert stats == {"hot": 0, **dict.fromkeys(HOT.names, 100)}, "round robin over the shards"
     shard_of = {}
     for name in HOT.names:
-        members: list[bytes] = await engine.redis.zrange(engine.keys(name).ready, 0, -1)  # type: ignore[assignment]
-        shard_of.update({m.decode(): name for m in members})
+        entries: list[bytes] = await engine.redis.lrange(engine.keys(name).ready, 0, -1)  # type: ignore[assignment]
+        records = [parse_inline(e) for e in entries]
+        shard_of.update({r[0]: name for r in records if r is not None})
+        assert len(records) == 100 and None not in records
     owners = Counter(redis_cluster.owner_of_slot(key_slot(name.encode())).port for name in HOT.names)
     info = await engine.get_job("hot", ids[-1])
     assert info is not None and info.queue == shard_of[ids[-1]] and info.state == "ready"
@@ -198,10 +201,17 @@ async def test_failed_jobs_of_a_sharded_queue_are_listed_and_retried_together(en
 # -- durable dispatch -------------------------------------------------------------------------
 
 
-def on_replica(replica: Node, key: str) -> bool:
+def queued_in(client: redis.Redis, queue_list: str) -> set[str]:
+    """The ids of the jobs waiting inline in a queue list, as `client`'s server has it."""
+    entries: list[bytes | str] = client.lrange(queue_list, 0, -1)
+    raw = [e.encode() if isinstance(e, str) else e for e in entries]  # a client may decode replies
+    return {r[0] for r in map(parse_inline, raw) if r is not None}
+
+
+def queued_on_replica(replica: Node, queue_list: str) -> set[str]:
     with replica.client() as client:
         client.execute_command("READONLY")
-        return bool(client.exists(key))
+        return queued_in(client, queue_list)
 
 
 async def test_a_durable_dispatch_is_on_the_replica_when_it_returns(
@@ -222,14 +232,17 @@ async def test_a_durable_dispatch_is_on_the_replica_when_it_returns(
                     client.script_flush()
             flushed = await engine.dispatch(classes[0]({}))
             missing = []
+            replicated: dict[str, set[str]] = {}
+            for queue in queues:
+                primary = redis_cluster.owner_of_slot(key_slot(queue.encode()))
+                [replica] = redis_cluster.replicas_of(primary)
+                replicated[queue] = queued_on_replica(replica, engine.keys(queue).ready)
             for job_id, queue in [
                 *singles,
                 *[(i, q) for i, q in zip(many, [q for q in queues for _ in range(100)], strict=True)],
                 (flushed, queues[0]),
             ]:
-                primary = redis_cluster.owner_of_slot(key_slot(queue.encode()))
-                [replica] = redis_cluster.replicas_of(primary)
-                if not on_replica(replica, engine.keys(queue).job(job_id)):
+                if job_id not in replicated[queue]:
                     missing.append(job_id)
             print(
                 f"\ndurable dispatch on the Cluster: {len(singles)} concurrent dispatches in "
@@ -287,8 +300,8 @@ async def test_a_durable_dispatch_behind_sentinel_is_on_the_replica(
             ids += await engine.dispatch_many([Counted({}) for _ in range(200)])
             [replica] = sentinel_deployment.replicas
             with replica.client() as client:
-                present = sum(client.exists(engine.keys("counted").job(i)) for i in ids)
-            assert present == len(ids)
+                present = queued_in(client, engine.keys("counted").ready)
+            assert present == set(ids) and len(ids) == 220
         finally:
             await delete_everywhere(settings.url, settings.prefix)
 
@@ -316,5 +329,5 @@ async def test_connect_takes_sentinel_settings(sentinel_deployment: SentinelDepl
         job_id = await Counted({}).dispatch()
     primary = sentinel_deployment.primary
     with redis.Redis(port=primary.port) as client:
-        assert client.exists(f"{prefix}{{counted}}:j:{job_id}") == 1
+        assert queued_in(client, f"{prefix}{{counted}}:queue") == {job_id}
     await delete_everywhere(sentinel_deployment.url, prefix)

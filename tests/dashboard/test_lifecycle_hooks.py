@@ -185,7 +185,7 @@ async def test_an_unrunnable_record_reaches_observers_but_not_hooks(engine: Redi
     await engine.redis.hset(
         keys.job("ghost"), mapping={"n": "no.such.Job", "q": QUEUE, "p": "{}", "s": "ready", "m": 1, "a": 0}
     )
-    await engine.redis.zadd(keys.ready, {"ghost": 0})
+    await engine.redis.rpush(keys.ready, "ghost")
     hooks = Hooks(before=[lambda ctx: Log.add("before", ctx)], after=[lambda ctx: Log.add("after", ctx)])
     spy = Spy()
     async with running_worker(engine, [QUEUE], hooks=hooks) as worker:

@@ -132,8 +132,9 @@ async def test_malformed_records_are_moved_aside_and_good_jobs_still_run(
     await raw_redis.hset(keys.job("badname"), mapping={"n": b"\xff\xfe", "p": "{}", "m": 1})
     await raw_redis.set(keys.job("astring"), "not a hash")
     for bad in ("nopayload", "badjson", "badname", "astring", "dangling"):
-        await raw_redis.zadd(keys.ready, {bad: 0})
-    await raw_redis.zadd(keys.ready, {b"bad id\n\xff": 0})
+        await raw_redis.lpush(keys.ready, bad)
+    await raw_redis.lpush(keys.ready, b"bad id\n\xff")
+    await raw_redis.lpush(keys.ready, b"!unreadable 1 2")  # an inline record without its fields
     code, err = workers.finish(workers.start("--burst"))
     assert code == 0, err
     assert set(ends(read_ledger(ledger_dir))) == set(good)
@@ -146,6 +147,7 @@ async def test_malformed_records_are_moved_aside_and_good_jobs_still_run(
         "badname": "malformed",
         "astring": "wrong_type",
         "dangling": "dangling",
+        "unreadable": "bad_record",
     }
     assert await raw_redis.get(f"{keys.base}:bad:astring") == b"not a hash"
     for bad in reasons:

@@ -55,7 +55,7 @@ from redis.asyncio import Redis
 from redis_server import RedisServer
 
 from aiojobs_redis import EngineUnavailable, RedisEngine, Settings, Worker, use_engine
-from aiojobs_redis.records import ClaimedJob
+from aiojobs_redis.records import ClaimedJob, parse_inline
 from aiojobs_redis.scripts import SCRIPT_NAMES, source
 
 E2E = Path(__file__).parent.parent / "e2e"
@@ -213,13 +213,22 @@ async def settled(direct: RedisEngine, timeout: float) -> None:
             await anyio.sleep(0.05)
 
 
+async def queued_ids(direct: RedisEngine) -> list[str]:
+    """The ids in the queue list, head first (an inline record stands for its job's id)."""
+    entries: list[bytes] = await direct.redis.lrange(direct.keys(QUEUE).ready, 0, -1)  # type: ignore[assignment]
+    return [parsed[0] if (parsed := parse_inline(e)) else e.decode() for e in entries]
+
+
 async def job_records(direct: RedisEngine) -> set[str]:
-    """Ids of the job hashes in Redis (a finished job's "done" marker is a string, not a hash)."""
+    """Ids of the job records in Redis: the job hashes (a finished job's "done" marker is a
+    string, not a hash) and the inline records of jobs waiting in the queue list."""
     job_prefix = direct.keys(QUEUE).job_prefix
     found = set()
     async for key in direct.redis.scan_iter(match=f"{job_prefix}*", count=1000):
         if await direct.redis.type(key) == b"hash":
             found.add(key.decode()[len(job_prefix) :])
+    entries: list[bytes] = await direct.redis.lrange(direct.keys(QUEUE).ready, 0, -1)  # type: ignore[assignment]
+    found.update(parsed[0] for e in entries if (parsed := parse_inline(e)))
     return found
 
 
@@ -507,8 +516,9 @@ async def test_n8_dropped_replies_cut_requests_and_sliced_replies_break_no_invar
             except EngineUnavailable:
                 unacknowledged_jobs += 50
         records = await job_records(direct)
-        queued: list[bytes] = await direct.redis.zrange(direct.keys(QUEUE).ready, 0, -1)  # type: ignore[assignment]
-        ready = {m.decode() for m in queued}
+        queued = await queued_ids(direct)
+        assert len(queued) == len(set(queued)), "a replayed dispatch queued a job twice"
+        ready = set(queued)
         dispatch_replays = replays_by_script(proxy)["dispatch"]
         assert acknowledged <= records, "an acknowledged dispatch stored nothing"
         assert len(records) <= len(acknowledged) + unacknowledged_jobs, "a replayed dispatch stored twice"
@@ -571,7 +581,7 @@ async def test_n8_replayed_dispatch_stores_once_and_never_again_after_the_job_ra
         first = await engine.dispatch(Record({"ledger": str(ledger_dir)}))
         assert replays_by_script(proxy)["dispatch"] == 1, "Redis ran the call, then its replay"
         assert await job_records(direct) == {first}
-        assert await direct.redis.zcard(direct.keys(QUEUE).ready) == 1
+        assert await queued_ids(direct) == [first]
 
         # Replayed after a worker ran and acknowledged the job: the replay stores nothing.
         proxy.clear_rules()
@@ -609,7 +619,7 @@ async def test_n8_replayed_claim_returns_the_same_jobs_and_counts_one_run(
         keys = direct.keys(QUEUE)
         runs = [int(await direct.redis.hget(keys.job(i), "k") or 0) for i in ids]
         running = await direct.redis.zcard(keys.running)
-        ready = await direct.redis.zcard(keys.ready)
+        ready = await direct.redis.llen(keys.ready)
     print(f"\nN8 claim replay: {len(claim.jobs)} jobs returned, runs per job {runs}, running={running}")
     assert replays_by_script(proxy)["claim"] == 1
     assert {j.id for j in claim.jobs} == ids
@@ -739,7 +749,7 @@ async def test_n8_replayed_retry_and_fail_use_one_attempt_each(
         first = await claim_one(engine, "a", lease_ms=10_000)
         await engine.retry(first, 0, error)
         attempts_after_retry = await direct.redis.hget(keys.job(job_id), "a")
-        queued = await direct.redis.zscore(keys.ready, job_id)
+        queued = job_id in await queued_ids(direct)
         second = await claim_one(engine, "a", lease_ms=10_000)
         await engine.fail(second, error)
         attempts_after_fail = await direct.redis.hget(keys.job(job_id), "a")
@@ -750,7 +760,7 @@ async def test_n8_replayed_retry_and_fail_use_one_attempt_each(
         f"after a replayed fail {attempts_after_fail!r}; failed set {failed}"
     )
     assert replays_by_script(proxy)["retry"] == replays_by_script(proxy)["fail"] == 1
-    assert attempts_after_retry == b"1" and queued is not None and second.attempt == 2
+    assert attempts_after_retry == b"1" and queued and second.attempt == 2
     assert attempts_after_fail == b"2" and info is not None and info.state == "failed" and failed == 1
 
 

@@ -59,7 +59,9 @@ CLIENT_COMMANDS = (
     "type",  # get_job
     "hgetall",  # get_job, failed_list
     "zrevrange",  # failed_list
-    "zcard",  # stats, a multi-queue worker's ready counts
+    "llen",  # stats, a multi-queue worker's ready counts
+    "lrange",  # get_job of a job waiting in the queue list
+    "zcard",  # stats
     "zscore",  # failed retry/forget by id
 )
 SCRIPT_COMMANDS = (
@@ -77,6 +79,8 @@ SCRIPT_COMMANDS = (
     "hdel",
     "hincrby",
     "llen",
+    "lpop",
+    "lpush",
     "rpush",
     "zadd",
     "zrem",
@@ -197,7 +201,7 @@ async def full_flow(engine: RedisEngine, admin: Redis) -> None:
 
     # A record of the wrong type where a job should be is moved aside (RENAME) on claim.
     await admin.set(f"{prefix}{{{Q}}}:j:wrongtype", "not a hash")
-    await admin.zadd(f"{prefix}{{{Q}}}:ready", {"wrongtype": 0})
+    await admin.lpush(f"{prefix}{{{Q}}}:queue", "wrongtype")
     claim = await engine.claim(Q, 100, worker_id="w1", request_id="r2", lease_ms=300)
     assert ("wrongtype", "wrong_type") in claim.quarantined
     assert len(claim.jobs) == 4  # retried, released, reaped, promoted
@@ -658,7 +662,7 @@ async def write_raw_job(
         f"{base}:j:{job_id}",
         mapping={"n": name, "q": Q, "p": payload, "m": attempts, "s": "ready", "c": at_ms, "d": at_ms},
     )
-    await admin.zadd(f"{base}:ready", {job_id: at_ms})
+    await admin.rpush(f"{base}:queue", job_id)
 
 
 ONE_BY_ONE = ("--burst", "--concurrency", "1", "--lease", "5")  # the probe job runs last

@@ -7,16 +7,21 @@ ack/retry/fail/release/renew, plus replayed dispatches. Time is a FakeClock pass
 engine, so every due time and lease deadline is exact. After every step the whole Redis
 state of the queue is read back and compared with the model:
 
-* every dispatched job is in exactly one of ready/delayed/running/failed, with the model's
-  score, or done (acked: its record is gone, at most a "done" replay marker remains);
-* the four sorted sets hold no id the model does not know;
-* the record's state, attempts, runs, stalls, max attempts, schedule and payload match;
+* every dispatched job is in exactly one of ready/delayed/running/failed, or done (acked: its
+  record is gone, at most a "done" replay marker remains); the queue list holds exactly the
+  model's ready jobs, in the model's order, each as the entry the model expects (an inline
+  record for a job dispatched to run now and never claimed, else its id); the three sorted
+  sets hold exactly the model's jobs with the model's scores;
+* a job waiting inline has no key; every other record's state, attempts, runs, stalls, max
+  attempts, schedule and payload match;
 * a running job has exactly one current token (and worker), and a running entry; no other
   job has a token;
 * attempts used never exceed the maximum; stall counts change only in reap, upwards;
 * stale tokens change nothing: they are refused, except that the run which ended a job may
   resend the very step that ended it (a lost reply) and is told "done" again;
-* no job is claimed before its due time; claims take the due jobs in (due, id) order.
+* no job is claimed before its due time, and no job in the queue list is due later than now;
+  claims take jobs from the head of the list: dispatched, retried and promoted jobs join at
+  the tail (promoted ones in (due, id) order), released and reaped ones go back to the head.
 
 The claim reply's "ms until the next delayed job" is checked here only for empty claims; a
 partial claim gets its own test below (it exposes a bug in claim.lua).
@@ -110,7 +115,7 @@ class ModelJob:
     max_attempts: int
     created: int
     state: str  # ready | delayed | running | failed | done
-    score: int  # its score in the sorted set of its state (unused when done)
+    score: int  # its score in the sorted set of its state (unused when ready or done)
     scheduled: int  # the record's "d": when it became (or becomes) claimable
     attempts: int = 0
     runs: int = 0
@@ -121,6 +126,25 @@ class ModelJob:
     issued: list[ClaimedJob] = field(default_factory=list)  # every lease ever handed out
     done_at: int | None = None  # fake ms of the ack
     done_real: float | None = None  # monotonic s of the ack
+    inline: bool = False  # waits in the queue list as an inline record: no key of its own yet
+
+    def entry(self) -> bytes:
+        """Its entry in the queue list."""
+        if not self.inline:
+            return self.id.encode()
+        return f"!{self.id} {self.name} {self.max_attempts} {self.created} ".encode() + self.payload
+
+
+@dataclass
+class DispatchCall:
+    """One dispatch script call as the engine sent it, to be sent again."""
+
+    name: str
+    max_attempts: int
+    delay_ms: int
+    now: int
+    ids: list[str]
+    at: float  # monotonic s
 
 
 @dataclass
@@ -169,6 +193,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.run(self.engine.ping())
         self.keys = self.engine.keys(QUEUE)
         self.jobs: dict[str, ModelJob] = {}
+        self.queue: list[str] = []  # the queue list, head first
+        self.calls: list[DispatchCall] = []
         self.believed: dict[str, dict[str, ClaimedJob]] = {w: {} for w in WORKERS}  # worker -> id -> lease
         self.last_claim: dict[str, LastClaim] = {}
         self.request_seq = 0
@@ -191,6 +217,7 @@ class QueueMachine(RuleBasedStateMachine):
         k = self.keys
         names = [k.ready, k.delayed, k.running, k.failed, k.wake, f"{self.settings.prefix}queues"]
         names += [k.claim_receipt(w) for w in WORKERS]
+        names += [k.dispatch_marker(call.ids[0]) for call in self.calls]
         names += [k.job(job_id) for job_id in self.jobs]
         for start in range(0, len(names), 500):
             await self.engine.redis.delete(*names[start : start + 500])
@@ -206,6 +233,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.figures.steps += 1
 
     def in_state(self, state: str) -> list[ModelJob]:
+        """Jobs in `state` in (score, id) order; for "ready", use `queue` for the order."""
         return sorted((j for j in self.jobs.values() if j.state == state), key=lambda j: (j.score, j.id))
 
     def held_claims(self) -> list[tuple[str, ClaimedJob]]:
@@ -264,45 +292,57 @@ class QueueMachine(RuleBasedStateMachine):
                 state="delayed" if delay_ms > 0 else "ready",
                 score=due,
                 scheduled=due,
+                inline=delay_ms == 0,
             )
+            if delay_ms == 0:
+                self.queue.append(job_id)
+        self.calls.append(DispatchCall(cls.name, attempts, delay_ms, now, ids, time.monotonic()))
         self.figures.jobs += count
 
-    @precondition(lambda self: bool(self.jobs))
+    def replayable(self, call: DispatchCall) -> bool:
+        """Whether what guards a replay of `call` surely still exists (it expires in real time)."""
+        if call.delay_ms == 0:  # the call's marker, with PX = the replay guard
+            return time.monotonic() - call.at < self.settings.replay_guard_ms / 1000 - 5
+        # Each delayed job's key: its hash, or once acked a "done" marker until created + guard
+        # (fake ms), with a real PX.
+        return all(
+            (job := self.jobs[job_id]).state != "done"
+            or (
+                job.done_at is not None
+                and job.done_real is not None
+                and job.created + self.settings.replay_guard_ms - job.done_at > 5_000
+                and time.monotonic() - job.done_real < 2.0
+            )
+            for job_id in call.ids
+        )
+
+    @precondition(lambda self: bool(self.calls))
     @rule(pick=PICK)
     def replay_dispatch(self, pick: int) -> None:
-        """The client sends a dispatch again (its reply was lost): nothing may change."""
-        candidates = [
-            j
-            for j in sorted(self.jobs.values(), key=lambda j: j.id)
-            if j.state != "done"
-            # A done job's replay marker lives until created + guard (fake ms), with a real
-            # PX: only replay while it surely exists.
-            or (
-                j.done_at is not None
-                and j.done_real is not None
-                and j.created + self.settings.replay_guard_ms - j.done_at > 5_000
-                and time.monotonic() - j.done_real < 2.0
-            )
-        ]
+        """The client sends a dispatch call again (its reply was lost): nothing may change."""
+        candidates = [call for call in self.calls if self.replayable(call)]
         if not candidates:
             return
         self.step("replay_dispatch")
-        job = candidates[pick % len(candidates)]
+        call = candidates[pick % len(candidates)]
         k = self.keys
         # dispatch.lua's ARGV: base, queue, max payload, now, name, attempts, delay, deadline
-        # ('' = none), then id and payload: another payload and kind, which must not land.
-        args: list[str | int | bytes] = [k.base, QUEUE, self.settings.max_payload_bytes, self.now()]
-        args += [job.name, 1, 0, "", job.id, b'{"replayed":true}']
+        # ('' = none), replay guard, then id and payload pairs. Other payloads than the first
+        # time, so that a job stored again would show.
+        args: list[str | int | bytes] = [k.base, QUEUE, self.settings.max_payload_bytes, call.now]
+        args += [call.name, call.max_attempts, call.delay_ms, "", self.settings.replay_guard_ms]
+        for job_id in call.ids:
+            args += [job_id, b'{"replayed":true}']
         stored = self.run(self.engine.scripts.dispatch(keys=[k.ready, k.delayed, k.wake], args=args))
-        assert stored == 0, f"a replayed dispatch of {job.id} ({job.state}) stored it again"
+        assert stored == 0, f"a replayed dispatch of {call.ids} stored something again"
         self.figures.outcomes["dispatch_replay_ignored"] += 1
 
     # -- rules: claims ------------------------------------------------------------------------
 
     def _claim(self, worker: str, limit: int, request: str) -> None:
         now = self.now()
-        expected = [j for j in self.in_state("ready") if j.score <= now][:limit]
-        ready_left = len(self.in_state("ready")) - len(expected)
+        expected = [self.jobs[job_id] for job_id in self.queue[:limit]]
+        ready_left = len(self.queue) - len(expected)
         claim = self.run(
             self.engine.claim(QUEUE, limit, worker_id=worker, request_id=request, lease_ms=LEASE_MS)
         )
@@ -312,7 +352,7 @@ class QueueMachine(RuleBasedStateMachine):
         if not expected:  # see test_claim_reports_the_next_due_time_after_a_partial_claim
             assert claim.next_due_ms == self.next_due()
         for got, job in zip(claim.jobs, expected, strict=True):
-            assert job.scheduled <= now and job.score <= now, f"{job.id} claimed before it was due"
+            assert job.scheduled <= now, f"{job.id} claimed before it was due"
             job.runs += 1
             assert got.token == f"{worker}:{job.runs}"
             assert (got.attempts_used, got.max_attempts, got.runs) == (
@@ -322,6 +362,8 @@ class QueueMachine(RuleBasedStateMachine):
             )
             assert got.name.decode() == job.name and got.payload == job.payload
             job.state, job.score, job.token, job.worker = "running", now + LEASE_MS, got.token, worker
+            job.inline = False
+            self.queue.remove(job.id)
             job.issued.append(got)
             self.believed[worker][job.id] = got
         self.last_claim[worker] = LastClaim(request, [(c.id, c.token) for c in claim.jobs], time.monotonic())
@@ -424,6 +466,8 @@ class QueueMachine(RuleBasedStateMachine):
         job.settled_by, job.token, job.worker = f"retry {job.token}", None, None
         job.state = "delayed" if delay_ms > 0 else "ready"
         job.score = job.scheduled = now + delay_ms
+        if delay_ms == 0:
+            self.queue.append(job.id)
 
     @precondition(lambda self: any(self.believed.values()))
     @rule(pick=PICK, count_attempt=st.booleans())
@@ -450,7 +494,7 @@ class QueueMachine(RuleBasedStateMachine):
         if current:
             job = self.jobs[claim.id]
             job.state, job.token, job.worker, job.settled_by = "ready", None, None, f"release {claim.token}"
-            job.score = min(job.scheduled, self.now())
+            self.queue.insert(0, job.id)  # back at the head
 
     # -- rules: stale tokens ------------------------------------------------------------------
 
@@ -523,7 +567,8 @@ class QueueMachine(RuleBasedStateMachine):
         now = self.now()
         due = [j for j in self.in_state("delayed") if j.score <= now]
         for job in due:
-            job.state = "ready"  # same score: the due time
+            job.state = "ready"
+            self.queue.append(job.id)
         moved, next_due = self.run(self.engine.promote([QUEUE]))
         assert (moved, next_due) == (len(due), self.next_due())
         self.figures.outcomes["promoted"] += moved
@@ -542,8 +587,9 @@ class QueueMachine(RuleBasedStateMachine):
                 job.state, job.score = "failed", now
                 failed.append(job.id)
             else:
-                job.state, job.score = "ready", job.scheduled
+                job.state = "ready"
                 requeued.append(job.id)
+        self.queue[:0] = requeued  # back at the head, in the order their leases lapsed
         reaped = self.run(self.engine.reap(QUEUE, max_stalls=max_stalls))
         assert (reaped.requeued, reaped.failed, reaped.trimmed) == (requeued, failed, 0)
         self.figures.outcomes["reaped"] += len(requeued)
@@ -557,7 +603,8 @@ class QueueMachine(RuleBasedStateMachine):
         k = self.keys
         ids = sorted(self.jobs)
         pipe = self.engine.redis.pipeline(transaction=False)
-        for key in (k.ready, k.delayed, k.running, k.failed):
+        pipe.lrange(k.ready, 0, -1)
+        for key in (k.delayed, k.running, k.failed):
             pipe.zrange(key, 0, -1, withscores=True)
         for job_id in ids:
             if self.jobs[job_id].state == "done":
@@ -565,9 +612,12 @@ class QueueMachine(RuleBasedStateMachine):
             else:
                 pipe.hgetall(k.job(job_id))
         replies = self.run(pipe.execute(raise_on_error=False))
+        assert sorted(self.queue) == sorted(j.id for j in self.jobs.values() if j.state == "ready")
+        expected_entries = [self.jobs[job_id].entry() for job_id in self.queue]
+        assert replies[0] == expected_entries, f"queue list differs from the model after {self.last_rule}"
         sets = {
             state: {_text(m): int(s) for m, s in reply}
-            for state, reply in zip(("ready", "delayed", "running", "failed"), replies[:4], strict=True)
+            for state, reply in zip(("delayed", "running", "failed"), replies[1:4], strict=True)
         }
         for state, members in sets.items():
             unknown = set(members) - set(self.jobs)
@@ -575,7 +625,7 @@ class QueueMachine(RuleBasedStateMachine):
             expected = {j.id: j.score for j in self.jobs.values() if j.state == state}
             assert members == expected, f"{state} set differs from the model after {self.last_rule}"
         now = self.now()
-        assert all(score <= now for score in sets["ready"].values()), "a ready job is not due yet"
+        assert all(self.jobs[job_id].scheduled <= now for job_id in self.queue), "a ready job is not due yet"
         for job_id, reply in zip(ids, replies[4:], strict=True):
             self._check_record(self.jobs[job_id], reply)
 
@@ -585,6 +635,9 @@ class QueueMachine(RuleBasedStateMachine):
             assert job.settled_by is not None and job.settled_by.startswith("ack ")
             marker = f"done {job.settled_by.removeprefix('ack ')}".encode()
             assert reply in (None, marker), f"{where}: record not gone: {reply!r}"
+            return
+        if job.inline:
+            assert reply == {}, f"{where}: a job waiting inline has a key: {reply!r}"
             return
         assert isinstance(reply, dict) and reply, f"{where}: record missing: {reply!r}"
         rec = {_text(f): _text(v) for f, v in reply.items()}

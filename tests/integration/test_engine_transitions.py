@@ -7,6 +7,7 @@ about Redis's own clock. Every key lives under the test's own prefix.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import socket
 import time
 import uuid
@@ -21,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from aiojobs_redis import (
+    EngineError,
     EngineUnavailable,
     InvalidJobId,
     Job,
@@ -31,12 +33,14 @@ from aiojobs_redis import (
     Settings,
     use_engine,
 )
-from aiojobs_redis.records import Claim, ClaimedJob
+from aiojobs_redis.keys import QueueKeys
+from aiojobs_redis.records import Claim, ClaimedJob, parse_inline
 
 QUEUE = "engine-it"
 OTHER_QUEUE = "engine-it-other"
 LEASE = 30_000
 ERROR: dict[str, Any] = {"reason": "error", "type": "ValueError", "message": "boom"}
+GUARD = 15_000  # replay guard ms passed to dispatch.lua directly
 
 
 class Mail(Job):
@@ -114,6 +118,20 @@ async def zmembers(raw: Redis, key: str) -> list[str]:
     return [text(m) for m in members]
 
 
+async def queue_entries(raw: Redis, keys: QueueKeys) -> list[bytes]:
+    entries: list[bytes] = await raw.lrange(keys.ready, 0, -1)  # type: ignore[assignment]
+    return entries
+
+
+async def queued(raw: Redis, keys: QueueKeys) -> list[str]:
+    """The ids in the queue list, head first (an inline record stands for its job's id)."""
+    return [parsed[0] if (parsed := parse_inline(e)) else text(e) for e in await queue_entries(raw, keys)]
+
+
+def inline(job_id: str, name: str, max_attempts: int, created_ms: int, payload: bytes) -> bytes:
+    return f"!{job_id} {name} {max_attempts} {created_ms} ".encode() + payload
+
+
 async def key_type(raw: Redis, key: str) -> str:
     return text(await raw.type(key))
 
@@ -188,7 +206,7 @@ async def dispatch_script(
     keys = engine.keys(QUEUE)
     result = await engine.scripts.dispatch(
         keys=[keys.ready, keys.delayed, keys.wake],
-        args=[keys.base, QUEUE, max_payload, now, Mail.name, 1, delay_ms, "", job_id, payload],
+        args=[keys.base, QUEUE, max_payload, now, Mail.name, 1, delay_ms, "", GUARD, job_id, payload],
     )
     return int(result)
 
@@ -206,11 +224,10 @@ async def test_dispatch_stores_a_ready_job(
     assert job.id == job_id
     keys = clocked_engine.keys(QUEUE)
 
-    stored = await job_hash(raw_redis, keys.job(job_id))
-    assert orjson.loads(stored.pop("p")) == {"to": "a@example.com", "n": 1}
-    now = str(clock.now_ms)
-    assert stored == {"n": Mail.name, "q": QUEUE, "m": "1", "s": "ready", "c": now, "d": now}
-    assert await zscores(raw_redis, keys.ready) == {job_id: clock.now_ms}
+    # Waiting to run now, the job is one inline record in the queue list and has no key.
+    payload = orjson.dumps({"to": "a@example.com", "n": 1})
+    assert await queue_entries(raw_redis, keys) == [inline(job_id, Mail.name, 1, clock.now_ms, payload)]
+    assert await key_type(raw_redis, keys.job(job_id)) == "none"
     assert await zscores(raw_redis, keys.delayed) == {}
     assert await zscores(raw_redis, keys.running) == {}
     assert await clocked_engine.known_queues() == [QUEUE]
@@ -230,6 +247,26 @@ async def test_dispatch_stores_a_ready_job(
     assert with_payload is not None and with_payload.payload == {"to": "a@example.com", "n": 1}
     assert await clocked_engine.get_job(QUEUE, "no-such-job") is None
 
+    # A claim turns the record into the job's hash.
+    dispatched_at = clock.now_ms
+    clock.advance(1)
+    claimed = await claim_one(clocked_engine)
+    stored = await job_hash(raw_redis, keys.job(job_id))
+    assert orjson.loads(stored.pop("p")) == {"to": "a@example.com", "n": 1}
+    now = str(dispatched_at)
+    assert stored == {
+        "n": Mail.name,
+        "q": QUEUE,
+        "m": "1",
+        "s": "running",
+        "c": now,
+        "d": now,
+        "k": "1",
+        "t": claimed.token,
+        "w": "worker-a",
+    }
+    assert await queue_entries(raw_redis, keys) == []
+
 
 @pytest.mark.anyio
 async def test_delayed_dispatch_goes_to_the_delayed_set(
@@ -247,7 +284,9 @@ async def test_delayed_dispatch_goes_to_the_delayed_set(
         by_argument: now + 300_000,
         by_setter: now + 2_500,
     }
-    assert await zscores(raw_redis, keys.ready) == {ready: now}
+    assert await queued(raw_redis, keys) == [ready]
+    waiting = await clocked_engine.get_job(QUEUE, ready)
+    assert waiting is not None and (waiting.state, waiting.scheduled_ms) == ("ready", now)
     stored = await job_hash(raw_redis, keys.job(by_class))
     assert (stored["s"], stored["c"], stored["d"]) == ("delayed", str(now), str(now + 300_000))
     assert await clocked_engine.stats(QUEUE) == [QueueStats(QUEUE, ready=1, delayed=3, running=0, failed=0)]
@@ -261,10 +300,12 @@ async def test_fluent_dispatch_and_attempts(clocked_engine: RedisEngine, raw_red
     empty = await Mail().dispatch()
     triple = await TripleMail({"t": 3}).dispatch()
 
-    assert orjson.loads((await job_hash(raw_redis, keys.job(fluent)))["p"]) == {"k": [1, 2]}
-    assert (await job_hash(raw_redis, keys.job(empty)))["p"] == "{}"
-    stored = await job_hash(raw_redis, keys.job(triple))
-    assert (stored["n"], stored["m"]) == (TripleMail.name, "3")
+    records = [parse_inline(e) for e in await queue_entries(raw_redis, keys)]
+    assert [(r[0], r[1], r[2], orjson.loads(r[4])) for r in records if r is not None] == [
+        (fluent, Mail.name, 1, {"k": [1, 2]}),
+        (empty, Mail.name, 1, {}),
+        (triple, TripleMail.name, 3, {"t": 3}),
+    ]
 
     got = await claim(clocked_engine)
     by_id = {j.id: j for j in got.jobs}
@@ -277,11 +318,12 @@ async def test_all_keys_of_a_queue_share_its_hash_tag(
     clocked_engine: RedisEngine, raw_redis: Redis, prefix: str
 ) -> None:
     keys = clocked_engine.keys(QUEUE)
-    # Make every kind of key exist: ready, delayed, running, failed, wake, job, bad, claim.
+    # Make every kind of key exist: queue, delayed, running, failed, wake, job, bad, claim,
+    # and the dispatch markers.
     first, second, _third, _fourth = [await Mail({"i": i}).dispatch() for i in range(4)]
     await LaterMail({}).dispatch()
     await raw_redis.set(keys.job("junk-1"), "not a hash")
-    await raw_redis.zadd(keys.ready, {"junk-1": 0})
+    await raw_redis.lpush(keys.ready, "junk-1")
     got = await claim(clocked_engine, limit=4)  # the third stays running, the fourth ready
     assert got.quarantined == [("junk-1", "wrong_type")]
     held = {j.id: j for j in got.jobs}
@@ -298,7 +340,7 @@ async def test_all_keys_of_a_queue_share_its_hash_tag(
         assert key[start : key.index("}", start) + 1] == tag, key
         assert key.startswith(prefix + tag + ":"), key
     kinds = {k[len(prefix + tag) + 1 :].split(":")[0] for k in queue_keys}
-    assert kinds == {"ready", "delayed", "running", "failed", "wake", "j", "bad", "claim"}
+    assert kinds == {"queue", "delayed", "running", "failed", "wake", "j", "bad", "claim", "dd"}
 
 
 @pytest.mark.anyio
@@ -363,7 +405,7 @@ async def test_lua_guard_refuses_an_oversized_payload(
         await dispatch_script(clocked_engine, "guard-1", b"x" * 101, now=clock(), max_payload=100)
     assert await keys_under(raw_redis, prefix) == []
     assert await dispatch_script(clocked_engine, "guard-2", b"x" * 100, now=clock(), max_payload=100)
-    assert await zmembers(raw_redis, clocked_engine.keys(QUEUE).ready) == ["guard-2"]
+    assert await queued(raw_redis, clocked_engine.keys(QUEUE)) == ["guard-2"]
 
 
 # -- claim ------------------------------------------------------------------------------------
@@ -397,7 +439,7 @@ async def test_claim_gives_a_lease(clocked_engine: RedisEngine, raw_redis: Redis
     assert (job.attempt, job.attempts_used, job.max_attempts, job.runs) == (1, 0, 1, 1)
 
     assert await zscores(raw_redis, keys.running) == {job_id: clock.now_ms + LEASE}
-    assert await zscores(raw_redis, keys.ready) == {}
+    assert await queued(raw_redis, keys) == []
     stored = await job_hash(raw_redis, keys.job(job_id))
     assert (stored["s"], stored["t"], stored["w"], stored["k"]) == (
         "running",
@@ -419,7 +461,7 @@ async def test_claim_respects_its_limit(clocked_engine: RedisEngine, raw_redis: 
     got = await claim(clocked_engine, limit=2)
     assert [j.id for j in got.jobs] == ids[:2]
     assert got.more is True
-    assert await zmembers(raw_redis, clocked_engine.keys(QUEUE).ready) == ids[2:]
+    assert await queued(raw_redis, clocked_engine.keys(QUEUE)) == ids[2:]
     last = await claim(clocked_engine, limit=10)
     assert [j.id for j in last.jobs] == ids[2:]
     assert last.more is False
@@ -438,7 +480,7 @@ async def test_a_replayed_claim_returns_the_same_jobs(clocked_engine: RedisEngin
     assert held(replay) == held(first)
     assert [j.id for j in first.jobs] == ids[:2]
     assert [j.payload for j in replay.jobs] == [j.payload for j in first.jobs]
-    assert await zmembers(raw_redis, keys.ready) == ids[2:]
+    assert await queued(raw_redis, keys) == ids[2:]
     assert sorted(await zmembers(raw_redis, keys.running)) == sorted(ids[:2])
     for job_id in ids[:2]:
         assert (await job_hash(raw_redis, keys.job(job_id)))["k"] == "1"
@@ -449,7 +491,7 @@ async def test_a_replayed_claim_returns_the_same_jobs(clocked_engine: RedisEngin
 
     nxt = await claim(clocked_engine, limit=2, worker="worker-a", request="req-2")
     assert [j.id for j in nxt.jobs] == ids[3:5]
-    assert await zmembers(raw_redis, keys.ready) == []
+    assert await queued(raw_redis, keys) == []
 
 
 @pytest.mark.anyio
@@ -514,7 +556,7 @@ async def test_ack_ends_the_job_and_guards_against_a_replayed_dispatch(
     assert guard - 10_000 < await raw_redis.pttl(keys.job(job_id)) <= guard
     assert await dispatch_script(clocked_engine, job_id, b"{}", now=clock()) == 0
     assert await raw_redis.get(keys.job(job_id)) == f"done {job.token}".encode()
-    assert await zscores(raw_redis, keys.ready) == {}
+    assert await queued(raw_redis, keys) == []
 
     assert await clocked_engine.ack(job) is True  # a replay: reported done again, nothing changes
     assert await clocked_engine.stats(QUEUE) == [QueueStats(QUEUE, 0, 0, 0, 0)]
@@ -565,7 +607,7 @@ async def test_retry_without_delay_requeues_at_once(
     assert (stored["a"], stored["s"], stored["d"]) == ("1", "ready", str(clock.now_ms))
     assert orjson.loads(stored["e"]) == ERROR
     assert "t" not in stored and "w" not in stored
-    assert await zscores(raw_redis, keys.ready) == {job_id: clock.now_ms}
+    assert await queued(raw_redis, keys) == [job_id]
     assert await zscores(raw_redis, keys.running) == {}
 
     again = await claim_one(clocked_engine)
@@ -586,7 +628,7 @@ async def test_retry_with_delay_waits_for_promote(
 
     assert await clocked_engine.retry(job, 5_000, ERROR) is True
     assert await zscores(raw_redis, keys.delayed) == {job_id: due}
-    assert await zscores(raw_redis, keys.ready) == {}
+    assert await queued(raw_redis, keys) == []
     stored = await job_hash(raw_redis, keys.job(job_id))
     assert (stored["s"], stored["d"], stored["a"]) == ("delayed", str(due), "1")
 
@@ -595,10 +637,10 @@ async def test_retry_with_delay_waits_for_promote(
     assert await clocked_engine.promote([QUEUE]) == (0, 5_000)
     clock.advance(4.999)
     assert await clocked_engine.promote([QUEUE]) == (0, 1)
-    assert await zscores(raw_redis, keys.ready) == {}
+    assert await queued(raw_redis, keys) == []
     clock.advance(0.001)
     assert await clocked_engine.promote([QUEUE]) == (1, -1)
-    assert await zscores(raw_redis, keys.ready) == {job_id: due}
+    assert await queued(raw_redis, keys) == [job_id]
     assert await zscores(raw_redis, keys.delayed) == {}
     assert (await job_hash(raw_redis, keys.job(job_id)))["s"] == "ready"
 
@@ -618,7 +660,7 @@ async def test_promote_returns_the_time_until_the_next_due_job(
     assert await clocked_engine.promote([QUEUE, OTHER_QUEUE]) == (0, 5_000)
     clock.advance(6)
     assert await clocked_engine.promote([QUEUE, OTHER_QUEUE]) == (1, 1_000)
-    assert await zmembers(raw_redis, keys.ready) == [soon]
+    assert await queued(raw_redis, keys) == [soon]
     assert await zmembers(raw_redis, keys.delayed) == [later]
     assert await clocked_engine.promote([QUEUE]) == (0, 2_000)
 
@@ -680,10 +722,9 @@ async def test_release_returns_the_job_to_its_place(
     assert stored["s"] == "ready"
     assert "t" not in stored and "w" not in stored
     assert stored.get("a", "0") == "0"
-    assert await zscores(raw_redis, keys.ready) == {
-        first: dispatched_at,
-        second: dispatched_at + 1_000,
-    }
+    assert stored["d"] == str(dispatched_at)
+    # Back at the head of the line, ahead of the job dispatched after it.
+    assert await queued(raw_redis, keys) == [first, second]
     assert await zscores(raw_redis, keys.running) == {}
 
     again = await claim_one(clocked_engine)
@@ -716,7 +757,8 @@ async def test_reap_requeues_a_lapsed_lease_and_fences_the_old_token(
     stored = await job_hash(raw_redis, keys.job(job_id))
     assert (stored["l"], stored["s"]) == ("1", "ready")
     assert "t" not in stored and "w" not in stored
-    assert await zscores(raw_redis, keys.ready) == {job_id: dispatched_at}
+    assert stored["d"] == str(dispatched_at)
+    assert await queued(raw_redis, keys) == [job_id]
     assert await zscores(raw_redis, keys.running) == {}
 
     # Even the same worker id gets a new token: the old holder is fenced off.
@@ -749,7 +791,7 @@ async def test_reap_fails_a_job_that_stalls_too_often(
     assert (stored["s"], stored["l"], stored["f"]) == ("failed", "3", str(clock.now_ms))
     assert orjson.loads(stored["e"])["reason"] == "stalled"
     assert await zscores(raw_redis, keys.failed) == {job_id: clock.now_ms}
-    assert await zscores(raw_redis, keys.ready) == {}
+    assert await queued(raw_redis, keys) == []
     assert await zscores(raw_redis, keys.running) == {}
     assert await raw_redis.pttl(keys.job(job_id)) > 0
     listed = await clocked_engine.failed_list(QUEUE)
@@ -797,18 +839,18 @@ async def test_claim_quarantines_malformed_records(
     clocked_engine: RedisEngine, raw_redis: Redis, clock: Clock
 ) -> None:
     keys = clocked_engine.keys(QUEUE)
-    good = await Mail({"ok": True}).dispatch()
-    await raw_redis.zadd(keys.ready, {"dangling-1": 1})
+    await raw_redis.rpush(keys.ready, "dangling-1")
     await raw_redis.set(keys.job("wrongtype-1"), "hello")
-    await raw_redis.zadd(keys.ready, {"wrongtype-1": 2})
+    await raw_redis.rpush(keys.ready, "wrongtype-1")
     await raw_redis.hset(keys.job("missing-1"), mapping={"n": Mail.name, "q": QUEUE, "m": 1, "s": "ready"})
-    await raw_redis.zadd(keys.ready, {"missing-1": 3})
+    await raw_redis.rpush(keys.ready, "missing-1")
     await raw_redis.hset(
         keys.job("badjson-1"), mapping={"n": Mail.name, "q": QUEUE, "p": "{not json", "m": 1}
     )
-    await raw_redis.zadd(keys.ready, {"badjson-1": 4})
+    await raw_redis.rpush(keys.ready, "badjson-1")
     await raw_redis.hset(keys.job("badname-1"), mapping={"n": b"\xff\xfe", "q": QUEUE, "p": "{}", "m": 1})
-    await raw_redis.zadd(keys.ready, {"badname-1": 5})
+    await raw_redis.rpush(keys.ready, "badname-1")
+    good = await Mail({"ok": True}).dispatch()
 
     got = await claim(clocked_engine, limit=10)
     quarantined = {"dangling-1": "dangling", "wrongtype-1": "wrong_type", "missing-1": "missing_field"}
@@ -821,7 +863,7 @@ async def test_claim_quarantines_malformed_records(
     assert by_id["badname-1"].name == b"\xff\xfe"
 
     assert await zscores(raw_redis, keys.failed) == dict.fromkeys(quarantined, clock.now_ms)
-    assert await zscores(raw_redis, keys.ready) == {}
+    assert await queued(raw_redis, keys) == []
     for job_id, reason in quarantined.items():
         stored = await job_hash(raw_redis, keys.job(job_id))
         assert stored["s"] == "failed", job_id
@@ -850,9 +892,9 @@ async def test_claim_survives_non_integer_attempt_counts(
     keys = clocked_engine.keys(QUEUE)
     good = await Mail({}).dispatch()
     await raw_redis.hset(keys.job("float-max"), mapping={"n": Mail.name, "p": "{}", "m": "2.5"})
-    await raw_redis.zadd(keys.ready, {"float-max": 1})
+    await raw_redis.rpush(keys.ready, "float-max")
     await raw_redis.hset(keys.job("hex-attempts"), mapping={"n": Mail.name, "p": "{}", "m": "3", "a": "0x1"})
-    await raw_redis.zadd(keys.ready, {"hex-attempts": 2})
+    await raw_redis.rpush(keys.ready, "hex-attempts")
 
     got = await claim(clocked_engine, limit=10)  # must not raise
 
@@ -867,7 +909,7 @@ async def test_claim_survives_a_queued_id_that_is_not_utf8(
 ) -> None:
     keys = clocked_engine.keys(QUEUE)
     good = await Mail({}).dispatch()
-    await raw_redis.zadd(keys.ready, {b"\xff\xfe-id": 1})
+    await raw_redis.rpush(keys.ready, b"\xff\xfe-id")
 
     got = await claim(clocked_engine, limit=10)  # must not raise
 
@@ -886,13 +928,152 @@ async def test_a_replayed_claim_survives_an_id_with_a_space(
     """The claim receipt is parsed line by line as "<id> <token>"."""
     keys = clocked_engine.keys(QUEUE)
     await raw_redis.hset(keys.job("odd id"), mapping={"n": Mail.name, "p": "{}", "m": 1})
-    await raw_redis.zadd(keys.ready, {"odd id": 1})
+    await raw_redis.rpush(keys.ready, "odd id")
     good = await Mail({}).dispatch()
     first = await claim(clocked_engine, request="req-1")  # must not raise
     handled = {j.id for j in first.jobs} | {job_id for job_id, _ in first.quarantined}
     assert handled == {"odd id", good}
     replay = await claim(clocked_engine, request="req-1")  # must not raise either
     assert [(j.id, j.token) for j in replay.jobs] == [(j.id, j.token) for j in first.jobs]
+
+
+# -- the queue list ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_claim_quarantines_an_unreadable_inline_record(
+    clocked_engine: RedisEngine, raw_redis: Redis, clock: Clock
+) -> None:
+    keys = clocked_engine.keys(QUEUE)
+    no_payload = f"!no-payload {Mail.name} 1 5 ".encode()
+    bad_name = b"!bad-name no/such!name 1 5 {}"
+    no_fields = b"!\xff\xfe"
+    await raw_redis.rpush(keys.ready, no_payload, bad_name, no_fields)
+    good = await Mail({}).dispatch()
+
+    got = await claim(clocked_engine, limit=10)
+
+    aside = "bad-" + hashlib.sha1(no_fields).hexdigest()
+    expected = [("no-payload", "bad_record"), ("bad-name", "bad_record"), (aside, "bad_record")]
+    assert got.quarantined == expected
+    assert [j.id for j in got.jobs] == [good]
+    assert await queued(raw_redis, keys) == []
+    assert await zscores(raw_redis, keys.failed) == dict.fromkeys([i for i, _ in expected], clock.now_ms)
+    # Each entry is kept whole in its quarantine record.
+    for (job_id, _), entry in zip(expected, (no_payload, bad_name, no_fields), strict=True):
+        stored = await raw_redis.hgetall(keys.job(job_id))
+        assert (stored[b"s"], stored[b"r"]) == (b"failed", entry)
+        assert orjson.loads(stored[b"e"])["reason"] == "bad_record"
+        assert await raw_redis.pttl(keys.job(job_id)) > 0
+    listed = await clocked_engine.failed_list(QUEUE, with_payload=True)
+    assert sorted(j.id for j in listed) == sorted(i for i, _ in expected)
+
+
+@pytest.mark.anyio
+async def test_a_copy_of_an_inline_record_leaves_the_existing_job_alone(
+    clocked_engine: RedisEngine, raw_redis: Redis, prefix: str, clock: Clock
+) -> None:
+    """A record whose job already has a key (say, a dispatch replayed after its guard)."""
+    keys = clocked_engine.keys(QUEUE)
+    job_id = await Mail({"n": 1}).dispatch()
+    [entry] = await queue_entries(raw_redis, keys)
+    job = await claim_one(clocked_engine)
+    assert job.id == job_id
+    await raw_redis.rpush(keys.ready, entry)
+    before = await snapshot(raw_redis, prefix)
+
+    got = await claim(clocked_engine, worker="worker-b")
+
+    assert (got.jobs, got.quarantined) == ([], [])
+    after = await snapshot(raw_redis, prefix)
+    del before[keys.ready]
+    assert after == before  # the entry is gone; the running job is untouched
+    assert await clocked_engine.ack(job) is True
+
+
+@pytest.mark.anyio
+async def test_a_queue_key_of_the_wrong_type_is_moved_aside(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    keys = clocked_engine.keys(QUEUE)
+    await raw_redis.set(keys.ready, "not a list")
+    with pytest.raises(EngineError, match="WRONGTYPE"):
+        await Mail({}).dispatch()
+    assert await raw_redis.exists(keys.dispatch_marker("any")) == 0
+    with pytest.raises(EngineError, match="WRONGTYPE"):
+        await clocked_engine.stats(QUEUE)
+
+    # A worker serving several queues counts their jobs first: this one must get its claim.
+    assert await clocked_engine.ready_counts([OTHER_QUEUE, QUEUE]) == [0, 1]
+
+    got = await claim(clocked_engine)
+
+    assert (got.jobs, got.quarantined) == ([], [(keys.ready, "wrong_type")])
+    assert await clocked_engine.ready_counts([OTHER_QUEUE, QUEUE]) == [0, 0]
+    assert await raw_redis.get(f"{keys.base}:bad:queue") == b"not a list"
+    assert await raw_redis.pttl(f"{keys.base}:bad:queue") > 0
+    job_id = await Mail({}).dispatch()
+    assert [j.id for j in (await claim(clocked_engine)).jobs] == [job_id]
+
+
+@pytest.mark.anyio
+async def test_promote_drains_the_ready_set_of_earlier_versions(
+    clocked_engine: RedisEngine, raw_redis: Redis, clock: Clock
+) -> None:
+    """Jobs queued before the queue became a list still run, oldest first."""
+    keys = clocked_engine.keys(QUEUE)
+    now = clock.now_ms
+    for job_id, at in (("old-2", now - 1), ("old-1", now - 2), ("old-3", now)):
+        await raw_redis.hset(
+            keys.job(job_id),
+            mapping={"n": Mail.name, "q": QUEUE, "p": "{}", "m": 1, "s": "ready", "c": at, "d": at},
+        )
+        await raw_redis.zadd(keys.legacy_ready, {job_id: at})
+    later = await Mail({}).dispatch(delay=1)
+
+    assert await clocked_engine.promote([QUEUE], limit=2) == (2, 0)  # 0: more to move now
+    assert await queued(raw_redis, keys) == ["old-1", "old-2"]
+    clock.advance(1)
+    assert await clocked_engine.promote([QUEUE], limit=2) == (2, -1)
+    assert await queued(raw_redis, keys) == ["old-1", "old-2", "old-3", later]
+    assert await raw_redis.exists(keys.legacy_ready) == 0
+    assert (await job_hash(raw_redis, keys.job(later)))["s"] == "ready"
+    got = await claim(clocked_engine)
+    assert [j.id for j in got.jobs] == ["old-1", "old-2", "old-3", later]
+
+
+@pytest.mark.anyio
+async def test_get_job_finds_a_job_anywhere_in_the_queue_list(clocked_engine: RedisEngine) -> None:
+    ids = await Mail.dispatch_many({"i": i} for i in range(2_345))  # more than one slice of 1,000
+    for index in (0, 1_000, 1_344, 2_344):
+        info = await clocked_engine.get_job(QUEUE, ids[index], with_payload=True)
+        assert info is not None
+        assert (info.id, info.state, info.runs, info.payload) == (ids[index], "ready", 0, {"i": index})
+    assert await clocked_engine.get_job(QUEUE, "not-queued") is None
+
+
+@pytest.mark.anyio
+async def test_a_replayed_dispatch_call_pushes_nothing(
+    clocked_engine: RedisEngine, raw_redis: Redis, prefix: str, clock: Clock
+) -> None:
+    keys = clocked_engine.keys(QUEUE)
+    args: list[str | int | bytes] = [keys.base, QUEUE, 1024, clock(), Mail.name, 2, 0, "", GUARD]
+    args += ["call-1", b"{}", "call-2", b"[1]"]
+    call_keys = [keys.ready, keys.delayed, keys.wake]
+    assert await clocked_engine.scripts.dispatch(keys=call_keys, args=args) == 2
+    assert await queue_entries(raw_redis, keys) == [
+        inline("call-1", Mail.name, 2, clock.now_ms, b"{}"),
+        inline("call-2", Mail.name, 2, clock.now_ms, b"[1]"),
+    ]
+    # One marker per call, named after its first job, for the replay guard.
+    assert await raw_redis.exists(keys.dispatch_marker("call-1"), keys.dispatch_marker("call-2")) == 1
+    assert GUARD - 5_000 < await raw_redis.pttl(keys.dispatch_marker("call-1")) <= GUARD
+    before = await snapshot(raw_redis, prefix)
+    await claim(clocked_engine, limit=1)  # even once a job of it has run
+    before_replay = await snapshot(raw_redis, prefix)
+    assert before_replay != before
+    assert await clocked_engine.scripts.dispatch(keys=call_keys, args=args) == 0
+    assert await snapshot(raw_redis, prefix) == before_replay
 
 
 # -- the failed set ---------------------------------------------------------------------------
@@ -936,10 +1117,10 @@ async def test_failed_retry_gives_fresh_attempts(
     clock.advance(1)
 
     assert await clocked_engine.failed_retry([ids[0]]) == 1
-    assert await zscores(raw_redis, keys.ready) == {ids[0]: clock.now_ms}
+    assert await queued(raw_redis, keys) == [ids[0]]
     assert await zmembers(raw_redis, keys.failed) == ids[1:]
     stored = await job_hash(raw_redis, keys.job(ids[0]))
-    assert (stored["s"], stored["a"], stored["l"]) == ("ready", "0", "0")
+    assert (stored["s"], stored["a"], stored["l"], stored["d"]) == ("ready", "0", "0", str(clock.now_ms))
     assert await raw_redis.pttl(keys.job(ids[0])) == -1  # no longer expires
 
     again = await claim_one(clocked_engine)
@@ -948,7 +1129,7 @@ async def test_failed_retry_gives_fresh_attempts(
     assert await clocked_engine.failed_retry([ids[0]]) == 0  # no longer failed
     assert await clocked_engine.failed_retry() == 2
     assert await zmembers(raw_redis, keys.failed) == []
-    assert sorted(await zmembers(raw_redis, keys.ready)) == sorted(ids[1:])
+    assert sorted(await queued(raw_redis, keys)) == sorted(ids[1:])
     assert await clocked_engine.failed_retry() == 0
 
 
@@ -962,10 +1143,10 @@ async def test_failed_retry_filters_by_queue(
 
     assert await clocked_engine.failed_retry([mine], queue=OTHER_QUEUE) == 0
     assert await clocked_engine.failed_retry(queue=OTHER_QUEUE) == 1
-    assert await zmembers(raw_redis, other_keys.ready) == [other]
+    assert await queued(raw_redis, other_keys) == [other]
     assert await zmembers(raw_redis, clocked_engine.keys(QUEUE).failed) == [mine]
     assert await clocked_engine.failed_retry(ids=None) == 1
-    assert await zmembers(raw_redis, clocked_engine.keys(QUEUE).ready) == [mine]
+    assert await queued(raw_redis, clocked_engine.keys(QUEUE)) == [mine]
 
 
 @pytest.mark.anyio
@@ -995,7 +1176,7 @@ async def test_failed_forget_removes_the_quarantined_original(
 ) -> None:
     keys = clocked_engine.keys(QUEUE)
     await raw_redis.set(keys.job("squat-1"), "x")
-    await raw_redis.zadd(keys.ready, {"squat-1": 1})
+    await raw_redis.rpush(keys.ready, "squat-1")
     assert (await claim(clocked_engine)).quarantined == [("squat-1", "wrong_type")]
     # Only raw writes touched this queue, so it is not in the queues set: name it.
     assert await clocked_engine.failed_retry(["squat-1"], queue=QUEUE) == 0  # nothing to run
@@ -1135,7 +1316,7 @@ async def test_dispatch_replay_stores_one_job(
     assert await dispatch_script(clocked_engine, "replay-1", b'{"a":1}', now=clock()) == 0
     assert await dispatch_script(clocked_engine, "replay-1", b'{"a":2}', now=clock()) == 0
     assert await snapshot(raw_redis, prefix) == before
-    assert await zmembers(raw_redis, clocked_engine.keys(QUEUE).ready) == ["replay-1"]
+    assert await queued(raw_redis, clocked_engine.keys(QUEUE)) == ["replay-1"]
 
     args: dict[str, Any] = {"now": clock(), "delay_ms": 5_000}
     assert await dispatch_script(clocked_engine, "replay-2", b"{}", **args) == 1
@@ -1293,13 +1474,13 @@ async def test_a_dispatch_reaching_redis_after_its_deadline_stores_nothing(
     keys = clocked_engine.keys(QUEUE)
     late = await clocked_engine.scripts.dispatch(
         keys=[keys.ready, keys.delayed, keys.wake],
-        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() - 1, "latejob", b"{}"],
+        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() - 1, GUARD, "latejob", b"{}"],
     )
     assert late == -1
     assert await raw_redis.exists(keys.job("latejob")) == 0
-    assert await zscores(raw_redis, keys.ready) == {}
+    assert await queued(raw_redis, keys) == []
     on_time = await clocked_engine.scripts.dispatch(
         keys=[keys.ready, keys.delayed, keys.wake],
-        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() + 10_000, "ontime", b"{}"],
+        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() + 10_000, GUARD, "ontime", b"{}"],
     )
     assert on_time == 1

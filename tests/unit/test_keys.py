@@ -106,7 +106,8 @@ def test_queue_keys_layout() -> None:
     keys = QueueKeys.of("jobs:", "payments")
     assert keys.queue == "payments"
     assert keys.base == "jobs:{payments}"
-    assert keys.ready == "jobs:{payments}:ready"
+    assert keys.ready == "jobs:{payments}:queue"  # a list: a new name, never the old sorted set's
+    assert keys.legacy_ready == "jobs:{payments}:ready"
     assert keys.delayed == "jobs:{payments}:delayed"
     assert keys.running == "jobs:{payments}:running"
     assert keys.failed == "jobs:{payments}:failed"
@@ -114,6 +115,7 @@ def test_queue_keys_layout() -> None:
     assert keys.job_prefix == "jobs:{payments}:j:"
     assert keys.job("abc") == "jobs:{payments}:j:abc"
     assert keys.claim_receipt("w1") == "jobs:{payments}:claim:w1"
+    assert keys.dispatch_marker("abc") == "jobs:{payments}:dd:abc"
     assert queues_key("jobs:") == "jobs:queues"
 
 
@@ -132,6 +134,7 @@ def test_every_queue_key_shares_one_hash_tag(prefix: str, queue: str) -> None:
     }, "a key attribute was added or removed: check it keeps the hash tag"
     all_keys = [getattr(keys, name) for name in names]
     all_keys += [keys.job("0lq3z1y7a0000abcde"), keys.claim_receipt("worker-1")]
+    all_keys += [keys.dispatch_marker("0lq3z1y7a0000abcde"), keys.legacy_ready]
     for key in all_keys:
         assert key.startswith(f"{prefix}{{{queue}}}"), key
         assert cluster_hash_tag(key) == queue, key
