@@ -14,6 +14,7 @@ import pytest
 from redis.crc import key_slot
 
 from aiojobs_redis import Job, NotReplicated, RedisEngine, Settings, use_engine
+from aiojobs_redis.records import parse_inline
 from cluster.deployments import ClusterDeployment, SentinelDeployment
 from cluster.reuse import delete_everywhere
 
@@ -48,17 +49,19 @@ async def cleanup(settings: Settings) -> AsyncIterator[None]:
     await delete_everywhere(settings.url, settings.prefix)
 
 
-def on_replica(deployment: Deployment, key: str) -> bool:
-    """Whether the replica of the primary holding `key` has it."""
+def queued_on_replica(deployment: Deployment, queue_list: str) -> set[str]:
+    """The ids of the jobs waiting inline in `queue_list`, as the replica of its primary has it."""
     if isinstance(deployment, ClusterDeployment):
-        primary = deployment.owner_of_slot(key_slot(key.encode()))
+        primary = deployment.owner_of_slot(key_slot(queue_list.encode()))
         [replica] = deployment.replicas_of(primary)
     else:
         [replica] = [n for n in deployment.data_nodes if n.port != deployment.current_primary_port()]
     with replica.client() as client:
         if isinstance(deployment, ClusterDeployment):
             client.execute_command("READONLY")
-        return bool(client.exists(key))
+        entries: list[bytes | str] = client.lrange(queue_list, 0, -1)
+    raw = [e.encode() if isinstance(e, str) else e for e in entries]  # the client may decode replies
+    return {record[0] for record in map(parse_inline, raw) if record is not None}
 
 
 @pytest.mark.usefixtures("cleanup")
@@ -104,5 +107,5 @@ async def test_a_durable_job_dispatch_is_on_the_replica_when_it_returns(
         with use_engine(engine):
             ids = [await Parcel({"n": n}).dispatch(durable=True) for n in range(10)]
             ids += await Parcel.dispatch_many([{"n": n} for n in range(50)], durable=True)
-        missing = [i for i in ids if not on_replica(deployment, engine.keys("parcels").job(i))]
-    assert missing == []
+        on_replica = queued_on_replica(deployment, engine.keys("parcels").ready)
+    assert set(ids) - on_replica == set()

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 
 from aiojobs_redis import (
     EngineUnavailable,
@@ -367,3 +368,21 @@ async def test_settling_retries_while_redis_fails_and_gives_up_at_the_deadline(e
     assert await worker._retrying("settle", always_fails, 0.5) is None
     assert 0.5 <= time.monotonic() - started < 1.5
     assert len(calls) >= 2, "the first failure is retried"
+
+
+async def test_a_queue_key_of_the_wrong_type_is_reported_as_such_and_the_worker_carries_on(
+    engine: RedisEngine, probe: Probe, raw_redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = engine.keys(QUEUE)
+    await raw_redis.set(keys.ready, "not a list")
+    worker = Worker(engine, [QUEUE], burst=True)
+    with anyio.fail_after(10):
+        await worker.run()
+    assert worker.counters.quarantined == 1
+    assert f"queue key {keys.ready} held another type than a list" in caplog.text
+    assert "is malformed" not in caplog.text
+    assert await raw_redis.get(f"{keys.base}:bad:queue") == b"not a list"
+    await Sleepy().dispatch({"sleep": 0})  # the queue works again
+    with anyio.fail_after(10):
+        await Worker(engine, [QUEUE], burst=True).run()
+    assert probe.count("end") == 1
