@@ -6,6 +6,7 @@ No timing is asserted here (machines are noisy); benchmarks/run.py reports the n
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,3 +36,20 @@ def test_quick_benchmark_run_measures_every_workload(tmp_path: Path) -> None:
         variants = results["workloads"][workload]
         medians = [v["aiojobs-redis"]["median"] for v in variants.values() if "aiojobs-redis" in v]
         assert medians and all(m > 0 for m in medians), f"{workload}: {variants}"
+
+
+def test_costs_script_measures_every_part(redis_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/costs.py"],
+        cwd=ROOT,
+        env={**os.environ, "REDIS_URL": redis_url, "COSTS_JOBS": "2000"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 9, done.stdout
+    for line in lines:
+        rate = float(line.split("/s")[0].split()[-2].replace(",", ""))
+        assert rate > 0, line
