@@ -22,7 +22,7 @@ from .config import Settings, redact_url
 from .errors import AiojobsRedisError, EngineError, EngineUnavailable, PayloadTooLarge
 from .ids import new_job_id
 from .keys import QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
-from .records import Claim, ClaimedJob, JobInfo, QueueStats, Reaped, inline_prefix
+from .records import Claim, ClaimedJob, JobInfo, Quarantined, QueueStats, Reaped, inline_prefix
 from .scripts import ScriptCall, Scripts, run_pipelined
 from .wire import Wire
 
@@ -109,11 +109,11 @@ def _explain(error: Exception) -> str:
     return text
 
 
-def _parse_claim(queue: str, reply: Any) -> Claim:
+def _parse_claim(keys: QueueKeys, reply: Any) -> Claim:
     flat, bad, next_due, more = reply
     jobs = [
         ClaimedJob(
-            queue=queue,
+            queue=keys.queue,
             id=flat[i].decode(),
             token=flat[i + 1].decode(),
             name=flat[i + 2],
@@ -124,8 +124,14 @@ def _parse_claim(queue: str, reply: Any) -> Claim:
         )
         for i in range(0, len(flat), 7)
     ]
-    quarantined = [(_text(bad[i]), _text(bad[i + 1])) for i in range(0, len(bad), 2)]
+    quarantined = [_quarantined(keys, _text(bad[i]), _text(bad[i + 1])) for i in range(0, len(bad), 2)]
     return Claim(jobs, quarantined, int(next_due), bool(more))
+
+
+def _quarantined(keys: QueueKeys, job_id: str, reason: str) -> Quarantined:
+    if job_id == keys.ready:  # the queue key itself, renamed aside: see claim.lua
+        return Quarantined("", reason, keys.bad_queue)
+    return Quarantined(job_id, reason, keys.failed)
 
 
 def _is_wrong_type(error: Exception) -> bool:
@@ -416,7 +422,10 @@ class RedisEngine:
                 replies = [await script(keys=keys_, args=args)]
             else:
                 replies = await run_pipelined(self.redis, calls)
-        return [_parse_claim(queue, reply) for (queue, _, _), reply in zip(requests, replies, strict=True)]
+        return [
+            _parse_claim(self.keys(queue), reply)
+            for (queue, _, _), reply in zip(requests, replies, strict=True)
+        ]
 
     async def ready_counts(self, queues: Sequence[str]) -> list[int]:
         """How many jobs wait in each queue's list (a hint: others may claim them first).

@@ -121,6 +121,11 @@ class QueueKeys:
     def job(self, job_id: str) -> str:
         return self.job_prefix + job_id
 
+    @property
+    def bad_queue(self) -> str:
+        """Where claim.lua renames a queue key of another type than a list."""
+        return f"{self.base}:bad:queue"
+
     def claim_receipt(self, worker_id: str) -> str:
         return f"{self.base}:claim:{worker_id}"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -48,10 +48,23 @@ class ClaimedJob:
         return self.attempts_used + 1
 
 
+class Quarantined(NamedTuple):
+    """A malformed record a claim found and moved aside; `moved_to` says where."""
+
+    job_id: str  # "" when the queue key itself was not a list
+    reason: str
+    moved_to: str
+
+    def describe(self, queue: str) -> str:
+        if not self.job_id:
+            return f"queue {queue}: its key held another type than a list: renamed to {self.moved_to}"
+        return f"job {self.job_id} in queue {queue} is malformed ({self.reason}): moved to {self.moved_to}"
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     jobs: list[ClaimedJob]
-    quarantined: list[tuple[str, str]]  # (id, reason): malformed records moved aside
+    quarantined: list[Quarantined]  # malformed records moved aside
     next_due_ms: int  # ms until the earliest delayed job is due, -1 when there is none
     more: bool  # ready jobs remain
 

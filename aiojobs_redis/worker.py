@@ -265,16 +265,9 @@ class Worker:
         self._unanswered_claim = None
         got, more = 0, False
         for (queue, _, _), claim in zip(requests, claims, strict=True):
-            for job_id, reason in claim.quarantined:
+            for item in claim.quarantined:
                 self.counters.quarantined += 1
-                if job_id == self.engine.keys(queue).ready:  # the queue key itself: see claim.lua
-                    log.error(
-                        "queue key %s held another type than a list: renamed to %s:bad:queue",
-                        job_id,
-                        self.engine.keys(queue).base,
-                    )
-                else:
-                    log.error("job %s in queue %s is malformed (%s): moved to failed", job_id, queue, reason)
+                log.error("%s", item.describe(queue))
             if claim.next_due_ms >= 0 and not claim.jobs:
                 self._promoter_poke.set()
             for job in claim.jobs:

@@ -203,7 +203,7 @@ async def full_flow(engine: RedisEngine, admin: Redis) -> None:
     await admin.set(f"{prefix}{{{Q}}}:j:wrongtype", "not a hash")
     await admin.lpush(f"{prefix}{{{Q}}}:queue", "wrongtype")
     claim = await engine.claim(Q, 100, worker_id="w1", request_id="r2", lease_ms=300)
-    assert ("wrongtype", "wrong_type") in claim.quarantined
+    assert ("wrongtype", "wrong_type") in [(q.job_id, q.reason) for q in claim.quarantined]
     assert len(claim.jobs) == 4  # retried, released, reaped, promoted
     for job in claim.jobs:
         assert await engine.ack(job)

@@ -325,7 +325,7 @@ async def test_all_keys_of_a_queue_share_its_hash_tag(
     await raw_redis.set(keys.job("junk-1"), "not a hash")
     await raw_redis.lpush(keys.ready, "junk-1")
     got = await claim(clocked_engine, limit=4)  # the third stays running, the fourth ready
-    assert got.quarantined == [("junk-1", "wrong_type")]
+    assert [(q.job_id, q.reason) for q in got.quarantined] == [("junk-1", "wrong_type")]
     held = {j.id: j for j in got.jobs}
     assert await clocked_engine.fail(held[first], ERROR)
     assert await clocked_engine.ack(held[second])
@@ -854,7 +854,7 @@ async def test_claim_quarantines_malformed_records(
 
     got = await claim(clocked_engine, limit=10)
     quarantined = {"dangling-1": "dangling", "wrongtype-1": "wrong_type", "missing-1": "missing_field"}
-    assert dict(got.quarantined) == quarantined
+    assert {q.job_id: q.reason for q in got.quarantined} == quarantined
     assert len(got.quarantined) == 3
     # Records the claim cannot judge go to the worker; good jobs are claimed as usual.
     assert [j.id for j in got.jobs] == ["badjson-1", "badname-1", good]
@@ -898,7 +898,7 @@ async def test_claim_survives_non_integer_attempt_counts(
 
     got = await claim(clocked_engine, limit=10)  # must not raise
 
-    seen = {j.id for j in got.jobs} | {job_id for job_id, _ in got.quarantined}
+    seen = {j.id for j in got.jobs} | {q.job_id for q in got.quarantined}
     assert seen == {"float-max", "hex-attempts", good}
     assert good in {j.id for j in got.jobs}
 
@@ -915,7 +915,7 @@ async def test_claim_survives_a_queued_id_that_is_not_utf8(
 
     assert [j.id for j in got.jobs] == [good]
     assert len(got.quarantined) == 1
-    assert got.quarantined[0][1] in ("bad_id", "dangling")
+    assert got.quarantined[0].reason in ("bad_id", "dangling")
     assert await raw_redis.zscore(keys.failed, b"\xff\xfe-id") is not None
     listed = await clocked_engine.failed_list(QUEUE)
     assert len(listed) == 1 and listed[0].state == "failed"
@@ -931,7 +931,7 @@ async def test_a_replayed_claim_survives_an_id_with_a_space(
     await raw_redis.rpush(keys.ready, "odd id")
     good = await Mail({}).dispatch()
     first = await claim(clocked_engine, request="req-1")  # must not raise
-    handled = {j.id for j in first.jobs} | {job_id for job_id, _ in first.quarantined}
+    handled = {j.id for j in first.jobs} | {q.job_id for q in first.quarantined}
     assert handled == {"odd id", good}
     replay = await claim(clocked_engine, request="req-1")  # must not raise either
     assert [(j.id, j.token) for j in replay.jobs] == [(j.id, j.token) for j in first.jobs]
@@ -955,7 +955,7 @@ async def test_claim_quarantines_an_unreadable_inline_record(
 
     aside = "bad-" + hashlib.sha1(no_fields).hexdigest()
     expected = [("no-payload", "bad_record"), ("bad-name", "bad_record"), (aside, "bad_record")]
-    assert got.quarantined == expected
+    assert [(q.job_id, q.reason) for q in got.quarantined] == expected
     assert [j.id for j in got.jobs] == [good]
     assert await queued(raw_redis, keys) == []
     assert await zscores(raw_redis, keys.failed) == dict.fromkeys([i for i, _ in expected], clock.now_ms)
@@ -1008,10 +1008,10 @@ async def test_a_queue_key_of_the_wrong_type_is_moved_aside(
 
     got = await claim(clocked_engine)
 
-    assert (got.jobs, got.quarantined) == ([], [(keys.ready, "wrong_type")])
+    assert (got.jobs, got.quarantined) == ([], [("", "wrong_type", keys.bad_queue)])
     assert await clocked_engine.ready_counts([OTHER_QUEUE, QUEUE]) == [0, 0]
-    assert await raw_redis.get(f"{keys.base}:bad:queue") == b"not a list"
-    assert await raw_redis.pttl(f"{keys.base}:bad:queue") > 0
+    assert await raw_redis.get(keys.bad_queue) == b"not a list"
+    assert await raw_redis.pttl(keys.bad_queue) > 0
     job_id = await Mail({}).dispatch()
     assert [j.id for j in (await claim(clocked_engine)).jobs] == [job_id]
 
@@ -1177,7 +1177,9 @@ async def test_failed_forget_removes_the_quarantined_original(
     keys = clocked_engine.keys(QUEUE)
     await raw_redis.set(keys.job("squat-1"), "x")
     await raw_redis.rpush(keys.ready, "squat-1")
-    assert (await claim(clocked_engine)).quarantined == [("squat-1", "wrong_type")]
+    assert [(q.job_id, q.reason) for q in (await claim(clocked_engine)).quarantined] == [
+        ("squat-1", "wrong_type")
+    ]
     # Only raw writes touched this queue, so it is not in the queues set: name it.
     assert await clocked_engine.failed_retry(["squat-1"], queue=QUEUE) == 0  # nothing to run
     assert await clocked_engine.failed_forget(["squat-1"], queue=QUEUE) == 1

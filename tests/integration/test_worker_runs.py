@@ -379,9 +379,9 @@ async def test_a_queue_key_of_the_wrong_type_is_reported_as_such_and_the_worker_
     with anyio.fail_after(10):
         await worker.run()
     assert worker.counters.quarantined == 1
-    assert f"queue key {keys.ready} held another type than a list" in caplog.text
+    assert f"queue {QUEUE}: its key held another type than a list: renamed to {keys.bad_queue}" in caplog.text
     assert "is malformed" not in caplog.text
-    assert await raw_redis.get(f"{keys.base}:bad:queue") == b"not a list"
+    assert await raw_redis.get(keys.bad_queue) == b"not a list"
     await Sleepy().dispatch({"sleep": 0})  # the queue works again
     with anyio.fail_after(10):
         await Worker(engine, [QUEUE], burst=True).run()
