@@ -4,6 +4,7 @@
     python3 benchmarks/run.py                      # everything: 20,000 jobs, 3 repeats
     python3 benchmarks/run.py --quick --libs aiojobs-redis
     python3 benchmarks/run.py --workloads W2,W3 --libs aiojobs-redis,arq --repeats 5
+    python3 benchmarks/run.py --baseline-ref v0.1.0 --workloads W1,W2,W2-noop
 
 Standard library only: every library runs in its own virtualenv (benchmarks/.venvs/<name>,
 created from benchmarks/peers/<name>/requirements.txt when missing or out of date), through
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
@@ -31,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +51,7 @@ README = HERE / "README.md"
 
 OURS = "aiojobs-redis"
 LIBS = [OURS, "arq", "saq", "streaq", "taskiq", "rq", "bullmq"]
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5"]
+WORKLOADS = ["W1", "W2", "W2-noop", "W3", "W4", "W5"]
 UNSUPPORTED = 3  # bench.py's exit code for a mode the library does not offer
 RESULT_TAG = "BENCH-RESULT "
 COUNTER, FIRST_START, LAST_END, LATENCIES = "bench:count", "bench:first", "bench:last", "bench:lat"
@@ -180,6 +183,11 @@ class PrivateRedis:
     def version(self) -> str:
         return self.r.info("server").get("redis_version", "?")
 
+    def cpu_seconds(self) -> float:
+        """The server's CPU time so far, user plus system, all threads."""
+        cpu = self.r.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -197,7 +205,9 @@ def _stamp(lib: str) -> str:
     return digest.hexdigest()
 
 
-def ensure_venv(name: str, requirements: Path, stamp: str, log: Callable[[str], None]) -> Path:
+def ensure_venv(
+    name: str, requirements: Path, stamp: str, log: Callable[[str], None], cwd: Path = REPO
+) -> Path:
     """Create or refresh benchmarks/.venvs/<name>; return its python."""
     venv = VENVS / name
     python = venv / "bin" / "python"
@@ -219,7 +229,7 @@ def ensure_venv(name: str, requirements: Path, stamp: str, log: Callable[[str], 
             str(requirements),
         ],
         f"install {name}",
-        cwd=REPO,
+        cwd=cwd,
     )
     stamp_file.write_text(stamp)
     return python
@@ -250,10 +260,12 @@ class Lib:
     python: Path
     info: dict[str, Any] = field(default_factory=dict)
     fill_mode: str | None = None  # the fastest dispatch mode it supports, to fill queues
+    home: str = ""  # the peers/ folder of its bench.py, when not its name (a baseline)
+    source: Path | None = None  # a package tree imported ahead of the installed one (a baseline)
 
     @property
     def script(self) -> Path:
-        return PEERS / self.name / "bench.py"
+        return PEERS / (self.home or self.name) / "bench.py"
 
 
 class Harness:
@@ -263,18 +275,21 @@ class Harness:
         self._seq = 0
         self._procs: list[tuple[subprocess.Popen[bytes], Path]] = []
 
-    def env(self, expect: int = 0) -> dict[str, str]:
+    def env(self, lib: Lib, expect: int = 0, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
             if k not in ("REDIS_URL", "REDIS_JOB_PREFIX", "REDIS_JOB_DB", "JOB_ENGINE", "PYTHONPATH")
+            and not k.startswith("BENCH_")
         }
+        path = [str(lib.source)] if lib.source else []
         env.update(
-            PYTHONPATH=str(HERE / "common"),
+            PYTHONPATH=os.pathsep.join([*path, str(HERE / "common")]),
             BENCH_REDIS_URL=self.redis.url,
             BENCH_EXPECT=str(expect),
             BENCH_CONCURRENCY=str(CONCURRENCY),
             PYTHONUNBUFFERED="1",
+            **(extra or {}),
         )
         return env
 
@@ -283,7 +298,7 @@ class Harness:
         try:
             proc = subprocess.run(
                 [str(lib.python), str(lib.script), *args],
-                env=self.env(),
+                env=self.env(lib),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -309,6 +324,7 @@ class Harness:
         expect: int,
         wrap: list[str] | None = None,
         stop_signal: int = signal.SIGTERM,
+        extra_env: dict[str, str] | None = None,
     ) -> Iterator[float]:
         """Start `count` worker processes; yield the time they were started; stop them after."""
         procs: list[tuple[subprocess.Popen[bytes], Path]] = []
@@ -316,12 +332,12 @@ class Harness:
         try:
             for _ in range(count):
                 self._seq += 1
-                log = self.logdir / f"{lib.name}-worker-{self._seq}.log"
+                log = self.logdir / f"{lib.name.replace('/', '_')}-worker-{self._seq}.log"
                 with log.open("wb") as out:
                     cmd = [str(lib.python), str(lib.script), "worker", "--concurrency", str(CONCURRENCY)]
                     proc = subprocess.Popen(
                         [*(wrap or []), *cmd],
-                        env=self.env(expect),
+                        env=self.env(lib, expect, extra_env),
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         cwd=lib.script.parent,
@@ -365,6 +381,22 @@ class Harness:
             if now > deadline or now - last_change > stall:
                 raise BenchError(f"{lib.name}: {count} of {target} jobs ran before giving up")
             time.sleep(0.02)
+
+    def done_file(self) -> Path:
+        self._seq += 1
+        path = self.logdir / f"done-{self._seq}.json"
+        path.unlink(missing_ok=True)
+        return path
+
+    def wait_for_file(self, lib: Lib, path: Path, timeout: float) -> dict[str, Any]:
+        """Wait for a W2-noop worker's report of its drain (no Redis call is made meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            self.check_workers_alive(lib)
+            if time.monotonic() > deadline:
+                raise BenchError(f"{lib.name}: the drain did not end within {timeout:.0f} s")
+            time.sleep(0.02)
+        return dict(json.loads(path.read_text()))
 
     def wait_for_key(self, key: str, timeout: float = 10.0) -> float:
         deadline = time.monotonic() + timeout
@@ -445,7 +477,7 @@ def w1_dispatch(h: Harness, libs: list[Lib], plan: Plan, say: Callable[[str], No
                 except (BenchError, Unsupported) as exc:
                     value = exc
                 _add(samples, mode, lib.name, value)
-                say(f"W1 {mode:<10} #{rep + 1} {lib.name:<14} {_show(value, '{:,.0f} jobs/s')}")
+                say(f"W1 {mode:<10} #{rep + 1} {lib.name:<20} {_show(value, '{:,.0f} jobs/s')}")
     return samples
 
 
@@ -485,8 +517,53 @@ def w2_drain(h: Harness, libs: list[Lib], plan: Plan, say: Callable[[str], None]
                     if workers == 1 and payload == 0:
                         _add(samples, "1 worker, from process start", lib.name, result)
                     shown = _show(result, "")
-                say(f"W2 {name:<22} #{rep + 1} {lib.name:<14} {shown}")
+                say(f"W2 {name:<22} #{rep + 1} {lib.name:<20} {shown}")
     return {name: samples.get(name, {}) for name, _, _ in variants}
+
+
+def noop_drain_once(h: Harness, lib: Lib, plan: Plan) -> dict[str, float]:
+    """W2's one-worker drain with a handler that makes no Redis call; the worker process
+    detects the end itself and reports its times and CPU; Redis's CPU is read around it."""
+    h.redis.flush()
+    h.fill(lib, plan.n, 0)
+    done = h.done_file()
+    before = h.redis.cpu_seconds()
+    env = {"BENCH_HANDLER": "noop", "BENCH_DONE_FILE": str(done)}
+    with h.workers(lib, 1, expect=plan.n, extra_env=env):
+        result = h.wait_for_file(lib, done, timeout=60 + plan.n / 50)
+        time.sleep(0.2)  # the last acknowledgements reach Redis
+        after = h.redis.cpu_seconds()
+    if result["jobs"] != plan.n:
+        raise BenchError(f"{lib.name}: the worker counted {result['jobs']} of {plan.n} jobs")
+    return {
+        "drain": plan.n / (result["last"] - result["first"]),
+        "worker_cpu": 1e6 * result["cpu_s"] / plan.n,
+        "redis_cpu": 1e6 * (after - before) / plan.n,
+    }
+
+
+def w2_noop(h: Harness, libs: list[Lib], plan: Plan, say: Callable[[str], None]) -> dict[str, Samples]:
+    rate: Samples = {}
+    cpu: Samples = {}
+    for rep in range(plan.repeats):
+        for lib in libs:
+            if _skip(rate, "1 worker", lib.name):
+                continue
+            try:
+                result = noop_drain_once(h, lib, plan)
+            except BenchError as exc:
+                for samples, variant in ((rate, "1 worker"), (cpu, "worker process"), (cpu, "Redis server")):
+                    _add(samples, variant, lib.name, exc)
+                say(f"W2-noop #{rep + 1} {lib.name:<20} {_show(exc, '')}")
+                continue
+            _add(rate, "1 worker", lib.name, result["drain"])
+            _add(cpu, "worker process", lib.name, result["worker_cpu"])
+            _add(cpu, "Redis server", lib.name, result["redis_cpu"])
+            say(
+                f"W2-noop #{rep + 1} {lib.name:<20} {result['drain']:,.0f} jobs/s, CPU per job: worker "
+                f"{result['worker_cpu']:,.0f} us, Redis {result['redis_cpu']:,.0f} us"
+            )
+    return {"W2-noop": rate, "W2-noop CPU": cpu}
 
 
 def latency_once(h: Harness, lib: Lib, plan: Plan) -> dict[str, float]:
@@ -529,12 +606,12 @@ def w3_latency(h: Harness, libs: list[Lib], plan: Plan, say: Callable[[str], Non
             except BenchError as exc:
                 for key in ("p50", "p99", "max"):
                     _add(samples, key, lib.name, exc)
-                say(f"W3 #{rep + 1} {lib.name:<14} {_show(exc, '')}")
+                say(f"W3 #{rep + 1} {lib.name:<20} {_show(exc, '')}")
                 continue
             for key in ("p50", "p99", "max"):
                 _add(samples, key, lib.name, result[key])
             say(
-                f"W3 #{rep + 1} {lib.name:<14} p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
+                f"W3 #{rep + 1} {lib.name:<20} p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
                 f"max {result['max']:.2f} ms (sent at {result['sent_rate']:.0f}/s)"
             )
     return samples
@@ -557,7 +634,7 @@ def w4_memory(h: Harness, libs: list[Lib], plan: Plan, say: Callable[[str], None
             except BenchError as exc:
                 value = exc
             _add(samples, "bytes per job", lib.name, value)
-            say(f"W4 #{rep + 1} {lib.name:<14} {_show(value, '{:,.0f} bytes/job')}")
+            say(f"W4 #{rep + 1} {lib.name:<20} {_show(value, '{:,.0f} bytes/job')}")
     return samples
 
 
@@ -642,6 +719,14 @@ TABLES = [
     TableSpec(
         "W2", "W2 drain throughput (first job start to last job end unless noted)", "jobs/s", True, "{:,.0f}"
     ),
+    TableSpec(
+        "W2-noop",
+        "W2-noop drain throughput, empty handler, 1 worker (first job start to last job end)",
+        "jobs/s",
+        True,
+        "{:,.0f}",
+    ),
+    TableSpec("W2-noop CPU", "W2-noop CPU time per job during the drain", "us", False, "{:,.1f}"),
     TableSpec("W3", "W3 latency, dispatch to handler start", "ms", False, "{:,.1f}"),
     TableSpec("W4", "W4 Redis memory per queued job", "bytes", False, "{:,.0f}"),
 ]
@@ -662,9 +747,14 @@ def _cell(entry: dict[str, Any] | None, number: str) -> str:
     return "failed"
 
 
+def is_ours(lib: str) -> bool:
+    """aiojobs-redis, at the working tree or at a baseline ref ("aiojobs-redis@<ref>")."""
+    return lib == OURS or lib.startswith(OURS + "@")
+
+
 def _ratio(row: dict[str, Any], spec: TableSpec) -> str:
     ours = row.get(OURS, {}).get("median")
-    peers = {lib: e["median"] for lib, e in row.items() if lib != OURS and "median" in e}
+    peers = {lib: e["median"] for lib, e in row.items() if not is_ours(lib) and "median" in e}
     if ours is None or not peers:
         return "n/a"
     pick = max if spec.higher_is_better else min
@@ -674,20 +764,63 @@ def _ratio(row: dict[str, Any], spec: TableSpec) -> str:
     return f"{ours / peers[best]:.2f} ({best})"
 
 
+def _base_ratio(row: dict[str, Any], base: str) -> float | None:
+    ours, then = row.get(OURS, {}).get("median"), row.get(base, {}).get("median")
+    return ours / then if ours is not None and then else None
+
+
 def render_table(spec: TableSpec, summary: dict[str, dict[str, Any]], libs: list[str]) -> str:
     better = "higher" if spec.higher_is_better else "lower"
     reads = ">1: aiojobs-redis faster" if spec.higher_is_better else "<1: aiojobs-redis better"
+    bases = [lib for lib in libs if is_ours(lib) and lib != OURS]
     lines = [
         f"### {spec.title}, {spec.unit} ({better} is better)",
         "",
-        f"Median (min-max). Ratio = aiojobs-redis ÷ best peer; {reads}.",
+        f"Median (min-max). Ratio = aiojobs-redis ÷ best peer; {reads}."
+        + "".join(f" ÷ {base}: this tree's figure ÷ {base}'s." for base in bases),
         "",
-        "| " + " | ".join(["variant", *libs, "ratio"]) + " |",
-        "|" + "---|" * (len(libs) + 2),
+        "| " + " | ".join(["variant", *libs, "ratio", *(f"÷ {b}" for b in bases)]) + " |",
+        "|" + "---|" * (len(libs) + 2 + len(bases)),
     ]
     for variant, row in summary.items():
         cells = [_cell(row.get(lib), spec.number) for lib in libs]
-        lines.append("| " + " | ".join([variant, *cells, _ratio(row, spec)]) + " |")
+        against = [f"{r:.2f}" if (r := _base_ratio(row, b)) is not None else "n/a" for b in bases]
+        lines.append("| " + " | ".join([variant, *cells, _ratio(row, spec), *against]) + " |")
+    if spec.key == "W2-noop":
+        ratio = _ratio(summary.get("1 worker", {}), spec)
+        lines += ["", f"Goal: at least 5x the best peer in the same run; measured {ratio}."]
+    return "\n".join(lines)
+
+
+BASELINE_MIN = 0.97  # the working tree's throughput against the baseline's, at least
+
+
+def render_baseline(report: dict[str, Any], base: str) -> str:
+    """Every W1/W2 figure of the working tree against the same figure of the baseline ref."""
+    b = report["meta"]["baseline"]
+    lines = [
+        f"### aiojobs-redis against {b['ref']} (commit {b['commit'][:12]}), same run",
+        "",
+        f"This tree's median ÷ {b['ref']}'s. Throughput passes at {BASELINE_MIN} or more; CPU per job"
+        f" at {1 / BASELINE_MIN:.2f} or less.",
+        "",
+        f"| workload | variant | {OURS} | {base} | ratio | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in TABLES:
+        if spec.key not in ("W1", "W2", "W2-noop", "W2-noop CPU"):
+            continue
+        for variant, row in report["workloads"].get(spec.key, {}).items():
+            ratio = _base_ratio(row, base)
+            if ratio is None:
+                verdict = "n/a"
+            elif spec.higher_is_better:
+                verdict = "ok" if ratio >= BASELINE_MIN else "BELOW"
+            else:
+                verdict = "ok" if ratio <= 1 / BASELINE_MIN else "ABOVE"
+            cells = [_cell(row.get(OURS), spec.number), _cell(row.get(base), spec.number)]
+            shown = "n/a" if ratio is None else f"{ratio:.3f}"
+            lines.append(f"| {spec.key} | {variant} | {cells[0]} | {cells[1]} | {shown} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -769,6 +902,15 @@ def write_readme(report: dict[str, Any], tables_md: str) -> None:
         f"processes at the start: {'; '.join(meta['busy_at_start'][:4])}.",
         "",
         *([meta["note"], ""] if meta.get("note") else []),
+        *(
+            [
+                f"{OURS}@{b['ref']} is the package at {b['ref']} (commit `{b['commit'][:12]}`), run by the "
+                f"same interpreter with the same dependencies and benchmark scripts as {OURS}.",
+                "",
+            ]
+            if (b := meta.get("baseline"))
+            else []
+        ),
         "| library | version | concurrency | idle wait (W3) | notes |",
         "|---|---|---|---|---|",
     ]
@@ -809,7 +951,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     p.add_argument("--libs", default=",".join(LIBS), help=f"comma-separated, from: {', '.join(LIBS)}")
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from: W1,W2,W3,W4,W5")
+    p.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from: {','.join(WORKLOADS)}"
+    )
     p.add_argument("--repeats", type=int, help="runs per cell (default 3; --quick: 1)")
     p.add_argument("--n", type=int, help="jobs per W1/W2 run (default 20,000; --quick: 500)")
     p.add_argument("--quick", action="store_true", help="a smoke run: few jobs, one repeat, no report")
@@ -833,6 +977,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also record aiojobs-redis's 1-worker W2 drain with py-spy (results/drain-profile.svg)",
     )
+    p.add_argument(
+        "--baseline-ref",
+        metavar="REF",
+        help="also measure aiojobs-redis at this git ref (e.g. v0.1.0), side by side, as "
+        "aiojobs-redis@REF: same interpreter and dependencies, only the package's code differs",
+    )
+    p.add_argument(
+        "--baseline-dir",
+        type=Path,
+        default=HERE / ".baseline",
+        help="where the baseline's package files are extracted (default benchmarks/.baseline)",
+    )
     p.add_argument("--note", help="a sentence for the report, e.g. where the measured package came from")
     p.add_argument(
         "--render",
@@ -842,10 +998,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.libs = [x.strip() for x in args.libs.split(",") if x.strip()]
-    args.workloads = [x.strip().upper() for x in args.workloads.split(",") if x.strip()]
+    canonical = {w.upper(): w for w in WORKLOADS}
+    args.workloads = [
+        canonical.get(x.strip().upper(), x.strip()) for x in args.workloads.split(",") if x.strip()
+    ]
     unknown = [x for x in args.libs if x not in LIBS] + [x for x in args.workloads if x not in WORKLOADS]
     if unknown:
         p.error(f"unknown: {', '.join(unknown)}")
+    if args.baseline_ref and OURS not in args.libs:
+        p.error(f"--baseline-ref needs {OURS} in --libs")
     return args
 
 
@@ -880,6 +1041,43 @@ def prepare_libs(
     return libs, infos
 
 
+def _git(*args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True)
+    if proc.returncode != 0:
+        raise BenchError(f"git {' '.join(args)}: {proc.stderr.decode().strip()}")
+    return proc.stdout.decode().strip()
+
+
+def baseline_lib(ref: str, ours: Lib, where: Path, say: Callable[[str], None]) -> tuple[Lib, str]:
+    """aiojobs-redis at `ref`: the package's files at that commit (<where>/<commit>), imported
+    ahead of the working tree's by the same interpreter, through the same bench.py."""
+    commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    source = where.resolve() / commit[:12]
+    if not (source / "aiojobs_redis" / "__init__.py").exists():
+        say(f"extracting aiojobs_redis at {ref} ({commit[:12]}) into {source}")
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "aiojobs_redis"], capture_output=True
+        )
+        if archive.returncode != 0:
+            raise BenchError(f"git archive {commit}: {archive.stderr.decode().strip()}")
+        partial = source.with_name(source.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(partial, filter="data")
+        shutil.rmtree(source, ignore_errors=True)
+        partial.rename(source)
+    return Lib(f"{OURS}@{ref}", ours.python, home=OURS, source=source), commit
+
+
+def check_baseline_source(lib: Lib) -> None:
+    """Refuse to compare the working tree with itself: the baseline must import its own tree."""
+    found = lib.info.get("source")
+    assert lib.source is not None
+    if not found or not Path(found).resolve().is_relative_to(lib.source.resolve()):
+        raise BenchError(f"{lib.name} imported aiojobs_redis from {found}, not from {lib.source}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render is not None:
@@ -894,6 +1092,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - t0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     libs, infos = prepare_libs(args.libs, args, say)
+    baseline: dict[str, str] | None = None
+    ours = next((lib for lib in libs if lib.name == OURS), None)
+    if args.baseline_ref and ours is not None:
+        try:
+            base, commit = baseline_lib(args.baseline_ref, ours, args.baseline_dir, say)
+            libs.insert(libs.index(ours) + 1, base)  # the two take turns next to each other
+            baseline = {"ref": args.baseline_ref, "commit": commit, "lib": base.name}
+        except BenchError as exc:
+            infos[f"{OURS}@{args.baseline_ref}"] = {"error": str(exc)}
+            say(f"baseline: {exc}")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         redis = PrivateRedis(args.redis_server, Path(tmp))
         redis.start()
@@ -903,6 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
             for lib in list(libs):
                 try:
                     lib.info = h.role(lib, ["info"], timeout=120)
+                    if lib.source is not None:
+                        check_baseline_source(lib)
                     infos[lib.name] = lib.info
                 except (BenchError, Unsupported) as exc:
                     infos[lib.name] = {"error": str(exc)}
@@ -915,22 +1125,24 @@ def main(argv: list[str] | None = None) -> int:
                 "plan": plan.__dict__,
                 "quick": args.quick,
                 "note": args.note,
+                "baseline": baseline,
                 "machine": machine_facts(redis),
                 "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                 "busy_at_start": busy_processes(),
             }
             raw: dict[str, Samples] = {}
-            steps = {
-                "W1": lambda: w1_dispatch(h, libs, plan, say),
-                "W2": lambda: w2_drain(h, libs, plan, say),
-                "W3": lambda: w3_latency(h, libs, plan, say),
-                "W4": lambda: w4_memory(h, libs, plan, say),
-                "W5": lambda: w5_ceiling(h, plan, say),
+            steps: dict[str, Callable[[], dict[str, Samples]]] = {
+                "W1": lambda: {"W1": w1_dispatch(h, libs, plan, say)},
+                "W2": lambda: {"W2": w2_drain(h, libs, plan, say)},
+                "W2-noop": lambda: w2_noop(h, libs, plan, say),
+                "W3": lambda: {"W3": w3_latency(h, libs, plan, say)},
+                "W4": lambda: {"W4": w4_memory(h, libs, plan, say)},
+                "W5": lambda: {"W5": w5_ceiling(h, plan, say)},
             }
             for key in WORKLOADS:
                 if key in args.workloads:
                     say(f"--- {key}")
-                    raw[key] = steps[key]()
+                    raw.update(steps[key]())
             if args.profile:
                 profile_drain(h, [lib for lib in libs if lib.name == OURS], plan, say)
             meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -938,7 +1150,7 @@ def main(argv: list[str] | None = None) -> int:
             redis.stop()
     meta["duration_s"] = time.monotonic() - t0
 
-    meta["libs_order"] = list(args.libs)
+    meta["libs_order"] = [lib.name for lib in libs] + [n for n in infos if n not in {x.name for x in libs}]
     summary = {key: summarise(samples) for key, samples in raw.items()}
     report = {"meta": meta, "libraries": infos, "workloads": summary}
     publish(report, output, report_on, say)
@@ -962,6 +1174,9 @@ def publish(report: dict[str, Any], output: Path, report_on: bool, say: Callable
     sections = [render_table(spec, summary[spec.key], names) for spec in TABLES if spec.key in summary]
     if "W5" in summary:
         sections.append(render_w5(summary["W5"], summary.get("W2", {}).get("1 worker")))
+    base = (meta.get("baseline") or {}).get("lib")
+    if base:
+        sections.append(render_baseline(report, base))
     tables_md = "\n\n".join(sections)
     print("\n" + tables_md + "\n")
     for failure in failed_runs(report):

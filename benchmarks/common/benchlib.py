@@ -6,6 +6,10 @@ The handler of every library does the same work: one INCR of a counter, timed he
 that takes the counter to 1 records its start time, the one that takes it to the expected
 total records its end time; a job that carries its dispatch time ("t") pushes its start
 delay in the same round trip as the INCR.
+
+With BENCH_HANDLER=noop (W2-noop) the same handler makes no Redis call: it counts jobs in the
+worker process, and the job that takes the count to the expected total writes the drain's
+times and the process's CPU time to BENCH_DONE_FILE.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ CONCURRENT_CHUNK = 200
 BULK_CHUNK = 1000
 
 Payload = dict[str, Any]
+
+
+NOOP = os.environ.get("BENCH_HANDLER") == "noop"
 
 
 def redis_url() -> str:
@@ -71,11 +78,41 @@ def unsupported(what: str) -> None:
 
 _async_client: Any = None
 _sync_client: Any = None
+_noop_count = 0
+_noop_first = 0.0
+_noop_cpu = 0.0
+
+
+def count_noop() -> None:
+    """W2-noop's handler body: an in-process count, no I/O until the last job.
+
+    The CPU window runs from the first job's start to the last job's end, so imports and
+    connecting are left out: what remains is the library's own work per job.
+    """
+    global _noop_count, _noop_first, _noop_cpu
+    if _noop_count == 0:
+        _noop_first, _noop_cpu = time.time(), time.process_time()
+    _noop_count += 1
+    if _noop_count == expected_jobs():
+        done = {
+            "first": _noop_first,
+            "last": time.time(),
+            "cpu_s": time.process_time() - _noop_cpu,
+            "jobs": _noop_count,
+            "pid": os.getpid(),
+        }
+        path = os.environ["BENCH_DONE_FILE"]
+        with open(path + ".tmp", "w") as f:
+            json.dump(done, f)
+        os.replace(path + ".tmp", path)  # the runner never reads a half-written file
 
 
 async def record(payload: Any) -> None:
     """The body of every async library's handler: one INCR (plus the latency, if timed)."""
     global _async_client
+    if NOOP:
+        count_noop()
+        return
     start = time.time()
     if _async_client is None:
         import redis.asyncio
@@ -100,6 +137,9 @@ async def record(payload: Any) -> None:
 def record_sync(payload: Any) -> None:
     """The same for synchronous libraries (RQ)."""
     global _sync_client
+    if NOOP:
+        count_noop()
+        return
     start = time.time()
     if _sync_client is None:
         import redis
