@@ -40,7 +40,11 @@ import anyio  # noqa: E402
 from redis.crc import key_slot  # noqa: E402
 
 from aiojobs_redis import Job, RedisEngine, Settings, Worker  # noqa: E402
-from aiojobs_redis.sharding import ShardedQueue  # noqa: E402
+
+try:
+    from aiojobs_redis import ShardedQueue
+except ImportError:  # not exported at the top level before 0.2
+    from aiojobs_redis.sharding import ShardedQueue
 
 
 class Noop(Job):
