@@ -48,18 +48,20 @@ def main(src: str, dst: str) -> None:
         report = json.load(f)
     work = report["workloads"]
     libs = [name for name in report["libraries"] if "error" not in report["libraries"][name]]
-    panels = [key for key in ("W2", "W3") if key in work]
+    drains = {v: row for v, row in work.get("W2", {}).items() if "from process start" not in v}
+    if "1 worker" in work.get("W2-noop", {}):
+        drains["1 worker, empty handler (W2-noop)"] = work["W2-noop"]["1 worker"]
+    panels = [key for key, shown in (("W2", drains), ("W3", work.get("W3"))) if shown]
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 4.5 * len(panels)), squeeze=False)
     meta = report["meta"]
     for ax, key in zip(axes[:, 0], panels, strict=True):
         if key == "W2":
-            variants = [v for v in work["W2"] if "from process start" not in v]
             bars(
                 ax,
-                work["W2"],
+                drains,
                 libs,
-                variants,
-                f"W2 drain: {meta['n']:,} queued no-op jobs (higher is better)",
+                list(drains),
+                f"W2 drain: {meta['n']:,} queued jobs, the handler one INCR or empty (higher is better)",
                 "jobs/s",
             )
         else:
