@@ -34,6 +34,7 @@ URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 N = int(os.environ.get("COSTS_JOBS", "20000"))  # a multiple of 1,000
 PAYLOAD_PAD = "x" * 90  # a ~100-byte payload, as in W2 and W4
 client = redis.asyncio.Redis.from_url(URL, max_connections=1000)  # W2's handler client
+handled = 0  # jobs the handlers ran: a plain count keeps the check off the worker's internals
 
 
 class IncrJob(Job):
@@ -41,6 +42,8 @@ class IncrJob(Job):
     name = "costs.IncrJob"
 
     async def handle(self) -> None:
+        global handled
+        handled += 1
         await client.incr(self.payload["counter"])
 
 
@@ -49,7 +52,8 @@ class EmptyJob(Job):
     name = "costs.EmptyJob"
 
     async def handle(self) -> None:
-        return None
+        global handled
+        handled += 1
 
 
 async def timed(work: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]:
@@ -60,13 +64,15 @@ async def timed(work: Callable[[], Awaitable[Any]], n: int) -> tuple[float, floa
 
 
 async def drain(prefix: str) -> None:
+    global handled
     for cls in (IncrJob, EmptyJob):
         async with RedisEngine(Settings(url=URL, prefix=prefix)) as engine:
             payload = {"counter": f"{prefix}count", "pad": PAYLOAD_PAD}
             await engine.dispatch_many([cls(payload) for _ in range(N)])
             worker = Worker(engine, ["costs"], concurrency=100, burst=True, idle_wait=1)
+            handled = 0
             rate, cpu = await timed(worker.run, N)
-            assert worker.counters.succeeded == N, worker.counters
+            assert handled == N, f"{handled} of {N} jobs ran"
             print(f"drain, {cls.__name__:<9} {rate:>8,.0f} jobs/s  {cpu:6.0f} us CPU/job")
 
 
