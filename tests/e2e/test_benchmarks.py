@@ -5,6 +5,7 @@ No timing is asserted here (machines are noisy); benchmarks/run.py reports the n
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -84,3 +85,19 @@ def test_empty_handler_drain_side_by_side_with_a_baseline_ref(tmp_path: Path) ->
             assert results["workloads"]["W2-noop CPU"][variant][lib]["median"] > 0, (variant, lib)
     assert "### aiojobs-redis against HEAD" in printed
     assert "| W2-noop | 1 worker |" in printed
+
+
+def test_a_baseline_that_imports_the_working_tree_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, run)  # its dataclasses look their module up
+    spec.loader.exec_module(run)
+    base = run.Lib("aiojobs-redis@old", Path(sys.executable), source=tmp_path / "old")
+    base.info = {"source": str(tmp_path / "old" / "aiojobs_redis")}
+    run.check_baseline_source(base)
+    base.info = {"source": str(ROOT / "aiojobs_redis")}
+    with pytest.raises(run.BenchError, match="not from"):
+        run.check_baseline_source(base)
