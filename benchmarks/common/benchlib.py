@@ -38,6 +38,7 @@ Payload = dict[str, Any]
 
 
 NOOP = os.environ.get("BENCH_HANDLER") == "noop"
+PROGRESS_EVERY = 1000  # W2-noop: jobs between two notes of the count
 
 
 def redis_url() -> str:
@@ -93,6 +94,9 @@ def count_noop() -> None:
     if _noop_count == 0:
         _noop_first, _noop_cpu = time.time(), time.process_time()
     _noop_count += 1
+    if _noop_count % PROGRESS_EVERY == 0:  # lets the runner tell a slow drain from a stuck one
+        with open(os.environ["BENCH_DONE_FILE"] + ".count", "w") as f:
+            f.write(str(_noop_count))
     if _noop_count == expected_jobs():
         done = {
             "first": _noop_first,
