@@ -7,6 +7,7 @@ when told to. A job's own `timeout` stays on anyio: it is part of running the jo
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import anyio
@@ -19,8 +20,8 @@ class WorkerClock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
-    def move_on_after(self, seconds: float) -> anyio.CancelScope:
-        """A cancel scope cancelled `seconds` from now (from its creation)."""
+    def move_on_after(self, seconds: float) -> AbstractContextManager[anyio.CancelScope]:
+        """A cancel scope cancelled `seconds` from now."""
         ...
 
 
