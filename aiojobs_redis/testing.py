@@ -176,7 +176,7 @@ class FakeEngine:
         self.settings = settings or Settings()
         self.dispatched: list[Dispatched] = []
         self.jobs: dict[str, FakeJob] = {}
-        self.queues: set[str] = set()
+        self.queues: set[str] = set()  # dispatched to, or registered by a worker
         self.calls: Counter[str] = Counter()
         self.unavailable = False
         self._ready: dict[str, deque[FakeJob]] = {}
@@ -212,7 +212,7 @@ class FakeEngine:
 
         Retries without a delay run in the same call; later ones wait for `clock.advance()`.
         """
-        names = sorted(queues if queues is not None else self.queues | set(self._ready) or {"default"})
+        names = sorted(queues if queues is not None else self.queues or {"default"})
         runner = Worker(
             self, names, concurrency=concurrency, burst=True, clock=self.clock, telemetry=False, **worker
         )
@@ -264,6 +264,7 @@ class FakeEngine:
             )
             delay_ms = job.effective_delay_ms
             self.dispatched.append(Dispatched(job_id, type(job), job.queue, decode_payload(data), delay_ms))
+            self.queues.add(stored.queue)
             self._enqueue(stored, delay_ms)
             ids.append(job_id)
         return ids

@@ -1,17 +1,19 @@
 """The worker supervisor: claims jobs and runs their handle() coroutines under a limit.
 
 Tasks, all in one anyio task group:
-  fetcher   claims batches while there is free capacity; blocks on the wake list when idle
+  fetcher   claims batches while there is free capacity; waits for work when idle
   promoter  moves due delayed jobs to ready, sleeping until the next one is due
   renewer   extends the leases of the jobs this worker runs
   reaper    returns jobs whose lease lapsed (a dead or hung worker) to their queue
-  telemetry the observers' side work (events, heartbeats, queue depths; see hooks.py)
+  telemetry the observers' side work (events, heartbeats, queue depths; see lifecycle.py)
   slots     up to `concurrency` long-lived tasks, each running claimed jobs one at a time
             (cheaper than a task per job); every job still runs in its own cancel scope,
             so exactly that job can be cancelled
 Stopping (stop(), SIGTERM via the CLI, burst end, max jobs/time): claim nothing more, let
 running jobs finish within the grace period, then cancel the rest and hand them back to
 their queue without using an attempt. The side tasks stop last, so leases stay renewed.
+How a run's end is recorded (done, lost, or abandoned in an outage): settle.py. The engine
+is anything with the WorkerEngine methods (engine_base.py); its time is `clock`'s.
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ import math
 import os
 import random
 import re
-import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
 
 import anyio
 from anyio.abc import TaskStatus
@@ -37,7 +37,7 @@ from .codec import decode_payload
 from .context import use_engine
 from .engine import RedisEngine
 from .engine_base import WorkerEngine
-from .errors import EngineError, MalformedJob, UnknownJob
+from .errors import EngineError
 from .events import RedisTelemetry
 from .hooks import Hooks
 from .job import Job
@@ -45,8 +45,10 @@ from .keys import validate_queue
 from .lifecycle import Lifecycle, Observer, WorkerCounters, WorkerView
 from .metrics import JobTracer, PrometheusMetrics
 from .records import ClaimedJob
-from .retry import Backoff, Fail, Succeeded, decide
-from .runner import Outcome, call_on_exhausted, run_handler
+from .retry import Backoff
+from .runner import run_handler
+from .settle import GAVE_UP, Settler, retrying
+from .signals import drain_on_signal
 from .timeparse import to_ms
 
 log = logging.getLogger(__name__)
@@ -65,10 +67,7 @@ class _Running:
     handled: bool = False  # handle() has ended: only recording its outcome is left
 
 
-__all__ = ["Backoff", "Worker", "WorkerCounters", "default_worker_id", "drain_on_signal"]
-
-Settled = Literal["done", "lost", "gave up"]
-GAVE_UP: Final = object()  # _retrying's answer when the engine stayed away past the deadline
+__all__ = ["GAVE_UP", "Backoff", "Worker", "WorkerCounters", "default_worker_id", "drain_on_signal"]
 
 
 class Worker:
@@ -137,6 +136,7 @@ class Worker:
             observers=_observers(engine, metrics, telemetry),
             tracer=JobTracer.if_available() if tracing else None,
         )
+        self._settler = Settler(engine, self.lifecycle, self.counters, lease_ms=self.lease_ms, clock=clock)
 
     def __repr__(self) -> str:
         state = "stopping" if self._stopping else "running"
@@ -335,21 +335,21 @@ class Worker:
             try:
                 job = self._materialise(claimed)
             except Exception as exc:  # never let one record take the worker down
-                await self._unrunnable(claimed, exc)
+                await self._settler.unrunnable(claimed, exc)
                 return
             with running.scope:
                 outcome = await self.lifecycle.run(claimed, job, run_handler)
             running.handled = True
             if running.scope.cancelled_caught:
-                await self._after_cancel(running)
+                await self._settler.cancelled(claimed, lease_lost=running.lease_lost)
                 return
-            await self._settle(claimed, job, outcome)
+            await self._settler.settle(claimed, job, outcome)
         finally:
             # The job may already be claimed again (a retry with no delay): leave that run's entry.
             if self._running.get(claimed.id) is running:
                 del self._running[claimed.id]
             if self.lifecycle.unreported(claimed):
-                self._count_lost(claimed, "its task ended before its outcome was recorded")
+                self._settler.count_lost(claimed, "its task ended before its outcome was recorded")
                 self.lifecycle.forget(claimed)
             self._ended += 1
             self._slot_freed.set()
@@ -361,126 +361,10 @@ class Worker:
         job.id, job.attempt = claimed.id, claimed.attempt
         return job
 
-    async def _unrunnable(self, claimed: ClaimedJob, exc: Exception) -> None:
-        reason = (
-            "unknown_job"
-            if isinstance(exc, UnknownJob)
-            else "malformed"
-            if isinstance(exc, UnicodeDecodeError | MalformedJob)
-            else "init_error"
-        )
-        log.error("job %s in queue %s cannot run (%s): %s", claimed.id, claimed.queue, reason, exc)
-        record = Outcome(exc).error_record(reason)
-        if await self._record(claimed, lambda: self.engine.fail(claimed, record, count_attempt=False)):
-            self.counters.failed += 1
-            await self.lifecycle.ended(claimed, "failed", error=exc)
-
-    async def _after_cancel(self, running: _Running) -> None:
-        claimed = running.job
-        if running.lease_lost:
-            await self._lost(claimed, "lease lost, result discarded")
-        elif await self._record(claimed, lambda: self.engine.release(claimed)):
-            self.counters.released += 1
-            await self.lifecycle.ended(claimed, "released")
-            log.info("job %s handed back to queue %s", claimed.id, claimed.queue)
-
-    async def _settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> None:
-        decision = decide(job, outcome, claimed.attempt, claimed.max_attempts)
-        if isinstance(decision, Succeeded):
-            if await self._record(claimed, lambda: self.engine.ack(claimed)):
-                self.counters.succeeded += 1
-                await self.lifecycle.ended(claimed, "succeeded", job)
-                log.debug("job %s %s done (attempt %d)", claimed.id, job.name, claimed.attempt)
-            return
-        error = outcome.error
-        assert error is not None
-        if isinstance(decision, Fail):
-            record = outcome.error_record(decision.reason)
-            if await self._record(claimed, lambda: self.engine.fail(claimed, record)):
-                self.counters.failed += 1
-                log.error(
-                    "job %s %s failed for good after attempt %d/%d (%s): %s",
-                    claimed.id,
-                    job.name,
-                    claimed.attempt,
-                    claimed.max_attempts,
-                    decision.reason,
-                    outcome.summary,
-                )
-                await call_on_exhausted(job, error)
-                await self.lifecycle.ended(claimed, "failed", job, error)
-            return
-        record = outcome.error_record()
-        if await self._record(claimed, lambda: self.engine.retry(claimed, decision.delay_ms, record)):
-            self.counters.retried += 1
-            await self.lifecycle.ended(claimed, "retried", job, error)
-            log.warning(
-                "job %s %s attempt %d/%d failed, retry in %.3f s: %s",
-                claimed.id,
-                job.name,
-                claimed.attempt,
-                claimed.max_attempts,
-                decision.delay_ms / 1000,
-                outcome.summary,
-            )
-
-    # -- recording a run's end: done, lost, or gave up ---------------------------------------
-
-    async def _record(self, claimed: ClaimedJob, call: Callable[[], Awaitable[bool]]) -> bool:
-        """Run a token-fenced transition; True when recorded. Otherwise says why, here only:
-        the lease is no longer held (lost), or the engine stayed away until the lease ran out
-        (abandoned: the lease lapses and a reaper returns the job to its queue)."""
-        settled = await self._retrying(f"settle {claimed.id}", call, self.lease_ms / 1000)
-        if settled is True:
-            return True
-        if settled is GAVE_UP:
-            self.counters.abandoned += 1
-            log.error(
-                "job %s %s: outcome not recorded, the engine was unreachable for %.1f s; "
-                "its lease lapses and the job returns to its queue",
-                claimed.id,
-                claimed.name.decode(errors="replace"),
-                self.lease_ms / 1000,
-            )
-            await self.lifecycle.ended(claimed, "abandoned")
-        else:
-            await self._lost(claimed, "lease no longer held, outcome not recorded")
-        return False
-
-    async def _lost(self, claimed: ClaimedJob, why: str) -> None:
-        self._count_lost(claimed, why)
-        await self.lifecycle.ended(claimed, "lost")
-
-    def _count_lost(self, claimed: ClaimedJob, why: str) -> None:
-        self.counters.lost += 1
-        log.warning("job %s %s: %s", claimed.id, claimed.name.decode(errors="replace"), why)
-
     async def _retrying(
         self, what: str, call: Callable[[], Awaitable[object]], deadline: float = math.inf
     ) -> object:
-        """Call until it succeeds, backing off while the engine is away, for at most `deadline` s.
-
-        Returns the call's answer, or GAVE_UP past the deadline (the lease has lapsed by
-        then anyway, and a reaper will take the job back).
-        """
-        clock = self.clock
-        started = clock.monotonic()
-        try:
-            return await call()  # the common case: no cancel scope, no timer
-        except EngineError as exc:
-            error = exc
-        backoff = Backoff()
-        with clock.move_on_after(deadline - (clock.monotonic() - started)):
-            while True:
-                delay = backoff.next_delay()
-                log.warning("%s failed (%s); retrying in %.2f s", what, error, delay)
-                await clock.sleep(delay)
-                try:
-                    return await call()
-                except EngineError as exc:
-                    error = exc
-        log.error("%s: gave up after %.1f s", what, deadline)
-        return GAVE_UP
+        return await retrying(self.clock, what, call, deadline)
 
     # -- side tasks -------------------------------------------------------------------------
 
@@ -556,27 +440,3 @@ def _observers(
     if metrics is not None:
         observers.append(metrics)
     return observers
-
-
-async def drain_on_signal(worker: Worker) -> None:
-    """Run `worker` until it stops; the first SIGTERM or SIGINT drains it, a second stops at once.
-
-    Draining: nothing more is claimed, running jobs get the worker's grace period, the rest
-    go back to their queue. What the CLI's `work` command does; for your own entry point.
-    """
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    if not worker.stopping:
-                        log.info("received %s: draining", signal.Signals(signum).name)
-                        worker.stop()
-                    else:
-                        log.warning("received %s again: stopping now", signal.Signals(signum).name)
-                        tg.cancel_scope.cancel()
-                        return
-
-        tg.start_soon(watch, name="aiojobs-signals")
-        await worker.run()
-        tg.cancel_scope.cancel()  # the worker has stopped: so can the signal watcher
