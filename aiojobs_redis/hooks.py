@@ -21,8 +21,8 @@
     # or: Hooks(before=[note_start], after=[note_end], on_failure=[alert])
 
 Hooks are plain functions or coroutine functions taking a `JobContext`. `before` hooks run
-before `handle()`; `after` hooks once the run's result is recorded in Redis, whatever it
-was; `on_failure` hooks (before the `after` ones) when `handle()` raised or timed out. A hook
+before `handle()`; `after` hooks once the run's end is known, whatever it was (`ctx.result`,
+see `Result`); `on_failure` hooks (before the `after` ones) when `handle()` raised or timed out. A hook
 that raises, or runs past `timeout`, is logged with the job's id and skipped: it never
 changes what happens to the job. Hooks run where the job runs, so a slow hook holds one of
 the worker's `concurrency` slots while it runs.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -93,13 +94,19 @@ class FakeClock:
 
     async def wait_for_timer(self, seconds: float) -> None:
         """Return once something sleeps, or has a deadline, exactly `seconds` from now."""
-        while round(seconds * 1000) / 1000 not in self.pending():
+        await self.until(lambda: round(seconds * 1000) / 1000 in self.pending())
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds, re-checked each time a sleep or deadline is set."""
+        while not predicate():
             await self._changed.wait()
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
             return
+        if math.isinf(seconds):
+            await anyio.sleep_forever()
         woken = anyio.Event()
         timer = self._add(seconds, woken.set)
         try:
@@ -112,6 +119,9 @@ class FakeClock:
         with anyio.CancelScope() as scope:
             if seconds <= 0:
                 scope.cancel()
+                yield scope
+                return
+            if math.isinf(seconds):
                 yield scope
                 return
             timer = self._add(seconds, scope.cancel)

@@ -380,5 +380,23 @@ async def test_a_record_that_cannot_become_a_job_fails_without_using_an_attempt(
     assert worker.counters.failed == 1
 
 
+async def test_a_worker_started_in_an_outage_backs_off_on_its_clock_until_the_engine_returns(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.unavailable = True
+    worker = make_worker(engine)
+    with anyio.fail_after(LIMIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await clock.until(lambda: bool(clock.pending()))  # backing off, not calling again
+            assert engine.calls["register_queues"] == 0 and len(clock.pending()) == 1
+            engine.unavailable = False
+            clock.advance(clock.pending()[0])
+            await engine.until(lambda: engine.calls["register_queues"] == 1)
+            await engine.until(lambda: engine.calls["wait_for_work"] == 1)  # serving
+            worker.stop()
+    assert engine.queues == {QUEUE}
+
+
 def test_job_classes_here_are_registered() -> None:
     assert registry.lookup(Gated.name) is Gated
