@@ -70,15 +70,15 @@ class Settler:
 
     async def settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> None:
         """handle() ended: record its outcome as retry.decide() says."""
-        decision = decide(job, outcome, claimed.attempt, claimed.max_attempts)
-        if isinstance(decision, Succeeded):
+        error = outcome.error
+        if error is None:  # decide() says Succeeded: skipped on the hot path, saving a call
             if await self._record(claimed, lambda: self.engine.ack(claimed)):
                 self.counters.succeeded += 1
                 await self.lifecycle.ended(claimed, "succeeded", job)
                 log.debug("job %s %s done (attempt %d)", claimed.id, job.name, claimed.attempt)
             return
-        error = outcome.error
-        assert error is not None
+        decision = decide(job, outcome, claimed.attempt, claimed.max_attempts)
+        assert not isinstance(decision, Succeeded)
         if isinstance(decision, Fail):
             record = outcome.error_record(decision.reason)
             if await self._record(claimed, lambda: self.engine.fail(claimed, record)):
