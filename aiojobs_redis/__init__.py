@@ -4,6 +4,7 @@ from .config import Settings
 from .connection import connect, open_engine
 from .context import current_engine, use_engine
 from .engine import RedisEngine
+from .engine_base import WorkerEngine
 from .errors import (
     AiojobsRedisError,
     ConfigurationError,
@@ -22,9 +23,12 @@ from .errors import (
     RetryLater,
     UnknownJob,
 )
-from .hooks import Hooks
+from .hooks import Hooks, JobContext
 from .job import Job
+from .lifecycle import Observer
 from .records import JobInfo, QueueStats
+from .sharding import ShardedQueue
+from .signals import drain_on_signal
 from .sync import SyncEngine
 from .worker import Worker
 
@@ -39,9 +43,11 @@ __all__ = [
     "InvalidJobId",
     "InvalidQueueName",
     "Job",
+    "JobContext",
     "JobInfo",
     "MalformedJob",
     "NotReplicated",
+    "Observer",
     "PayloadError",
     "PayloadNotSerializable",
     "PayloadTooLarge",
@@ -50,11 +56,14 @@ __all__ = [
     "RedisEngine",
     "RetryLater",
     "Settings",
+    "ShardedQueue",
     "SyncEngine",
     "UnknownJob",
     "Worker",
+    "WorkerEngine",
     "connect",
     "current_engine",
+    "drain_on_signal",
     "open_engine",
     "use_engine",
 ]

@@ -29,7 +29,8 @@ from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
 from .metrics import PrometheusMetrics
 from .records import JobInfo
-from .worker import Backoff, Worker
+from .retry import Backoff
+from .worker import Worker, drain_on_signal
 
 log = logging.getLogger("aiojobs_redis.cli")
 
@@ -246,24 +247,8 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         metrics=metrics,
         telemetry=args.telemetry,
     )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, worker, tg.cancel_scope)
-        await worker.run()
-        tg.cancel_scope.cancel()
+    await drain_on_signal(worker)
     return 0
-
-
-async def _stop_on_signal(worker: Worker, scope: anyio.CancelScope) -> None:
-    """First SIGTERM/SIGINT drains the worker; a second one stops at once."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if not worker.stopping:
-                log.info("received %s: draining", signal.Signals(signum).name)
-                worker.stop()
-            else:
-                log.warning("received %s again: stopping now", signal.Signals(signum).name)
-                scope.cancel()
-                return
 
 
 async def _dashboard(engine: RedisEngine, args: argparse.Namespace) -> int:

@@ -1,13 +1,20 @@
-"""What every engine offers `Job.dispatch()`."""
+"""What every engine offers `Job.dispatch()`, and what a worker needs of its engine.
+
+`WorkerEngine` is the seam between the worker and a storage engine: RedisEngine implements
+it, `aiojobs_redis.testing.FakeEngine` does in memory, and another database can. Every call
+is one state transition on the engine's side, fenced by the lease token a claim handed out:
+a call about a run this worker no longer holds changes nothing and says so.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .config import Settings
     from .job import Job
+    from .records import Claim, ClaimedJob, Reaped
 
 
 class Engine(Protocol):
@@ -26,3 +33,61 @@ class Engine(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class WorkerEngine(Engine, Protocol):
+    """Every call a Worker makes. Times are integer milliseconds on the engine's clock.
+
+    Errors: an engine that cannot be reached, or refuses, raises `EngineError` (the worker
+    backs off and calls again); every call must be safe to repeat after such an error.
+    """
+
+    async def register_queues(self, queues: Iterable[str]) -> None:
+        """Note that these queues exist (for listings); idempotent."""
+        ...
+
+    async def claim_many(
+        self, requests: Sequence[tuple[str, int, str]], *, worker_id: str, lease_ms: int
+    ) -> list[Claim]:
+        """For each (queue, limit, request id): lease up to `limit` ready jobs to `worker_id`.
+
+        A request id repeated by the same worker (its last claim got no answer) hands back
+        what that claim took instead of claiming more.
+        """
+        ...
+
+    async def ready_counts(self, queues: Sequence[str]) -> list[int]:
+        """How many jobs are ready in each queue (a hint for sharing a claim)."""
+        ...
+
+    async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
+        """Extend the leases of (job id, token) pairs; return the ids no longer held."""
+        ...
+
+    async def ack(self, job: ClaimedJob) -> bool:
+        """The run succeeded; False when the lease is no longer held."""
+        ...
+
+    async def retry(self, job: ClaimedJob, delay_ms: int, error: dict[str, Any]) -> bool:
+        """Run the job again after `delay_ms`, using an attempt; False when not held."""
+        ...
+
+    async def fail(self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True) -> bool:
+        """Fail the job for good; False when not held."""
+        ...
+
+    async def release(self, job: ClaimedJob) -> bool:
+        """Hand the job back to the head of its queue, unrun, using no attempt; False when not held."""
+        ...
+
+    async def promote(self, queues: Sequence[str]) -> tuple[int, int]:
+        """Make due delayed jobs ready: (how many, ms until the next is due or -1 for none)."""
+        ...
+
+    async def reap(self, queue: str, *, max_stalls: int) -> Reaped:
+        """Take back jobs whose lease lapsed: requeue them, or fail those that stalled too often."""
+        ...
+
+    async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
+        """Return once work may be ready in `queues`, or after `block_seconds` (then False)."""
+        ...

@@ -6,6 +6,8 @@ already says what to do.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 
 class AiojobsRedisError(Exception):
     """Base class of every error raised by aiojobs-redis."""
@@ -79,8 +81,15 @@ class PermanentFailure(Exception):
 
 
 class RetryLater(Exception):
-    """Raise inside handle() to retry the job after `delay`, using one attempt."""
+    """Raise inside handle() to retry the job after `delay`, using one attempt.
 
-    def __init__(self, delay: float | str | None = None, message: str = "") -> None:
+    `delay` is checked here, so a bad one is an InvalidDelay raised where it is written;
+    None leaves the wait to the job's retry policy.
+    """
+
+    def __init__(self, delay: float | str | timedelta | None = None, message: str = "") -> None:
+        from .timeparse import to_ms  # timeparse imports this module
+
+        self.delay_ms = None if delay is None else to_ms(delay, what="RetryLater delay")
         super().__init__(message or "retry requested")
         self.delay = delay

@@ -48,14 +48,13 @@ import orjson
 
 from .engine import RedisEngine, redis_errors
 from .errors import EngineError
-from .hooks import JobContext, Observer
 from .keys import QueueKeys
+from .lifecycle import JobContext, Observer, WorkerView
 from .scripts import ScriptCall, run_pipelined
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
-    from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ class RedisTelemetry(Observer):
         self.offset_ms = 0  # Redis's clock minus this host's, measured at each heartbeat
         self._events: deque[_Pending] = deque(maxlen=buffer_max)
         self._counts: dict[tuple[str, int, str], int] = {}
-        self._worker: Worker | None = None
+        self._worker: WorkerView | None = None
         self._started_ms = 0
         self._last_warning = -_WARN_EVERY
         self._trimmed_minute = 0
@@ -218,7 +217,10 @@ class RedisTelemetry(Observer):
 
     # -- the side task ----------------------------------------------------------------------
 
-    async def serve(self, worker: Worker) -> None:
+    async def serve(self, worker: WorkerView) -> None:
+        if not isinstance(worker.engine, RedisEngine):
+            log.warning("Redis telemetry needs a Redis engine, not %r: recording nothing", worker.engine)
+            return
         self._worker = worker
         self._started_ms = time.time_ns() // 1_000_000
         next_beat = 0.0
@@ -247,7 +249,9 @@ class RedisTelemetry(Observer):
     @property
     def _engine(self) -> RedisEngine:
         assert self._worker is not None, "serve() sets the worker"
-        return self._worker.engine
+        engine = self._worker.engine
+        assert isinstance(engine, RedisEngine), "serve() checks the engine"
+        return engine
 
     async def flush(self) -> None:
         """Send the buffered events and counts: one script call per queue, one round trip."""
@@ -291,7 +295,7 @@ class RedisTelemetry(Observer):
         assert worker is not None
         running = [
             (ctx.queue, ctx.job_id, ctx.name, ctx.started_ms + self.offset_ms)
-            for ctx in list(worker.lifecycle.running.values())[:_RUNNING_PUBLISHED]
+            for ctx in list(worker.running.values())[:_RUNNING_PUBLISHED]
         ]
         return {
             "id": worker.worker_id,

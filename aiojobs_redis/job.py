@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, ClassVar, Self
 
 from . import registry
 from .context import current_engine
-from .errors import AiojobsRedisError
+from .errors import AiojobsRedisError, RetryLater
 from .keys import validate_queue
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
@@ -29,7 +29,14 @@ class Job:
       max_retry_delay  cap on the wait, default "+1 hour"
       jitter       spread retries over [wait/2, wait]
       timeout      cancel handle() after this long; None (default) means no limit
+      retry_on     exception types that are retried (None, the default: every exception);
+                   any other exception fails the job for good at once
+      fail_on      exception types that fail the job for good at once, attempts or not
+      shards       split the queue into this many sub-queues (see sharding.py), default 1
       name         the name stored in Redis, default "module.QualName"
+
+    Methods you may override: `retry_delay(exc, attempt)` (the wait before the next try)
+    and `on_exhausted(exc)` (called once when the job fails for good).
     """
 
     queue: ClassVar[str] = "default"
@@ -40,6 +47,9 @@ class Job:
     max_retry_delay: ClassVar[Delay] = "+1 hours"
     jitter: ClassVar[bool] = False
     timeout: ClassVar[Delay | None] = None
+    retry_on: ClassVar[tuple[type[BaseException], ...] | None] = None
+    fail_on: ClassVar[tuple[type[BaseException], ...]] = ()
+    shards: ClassVar[int] = 1
     name: ClassVar[str] = "aiojobs_redis.job.Job"
 
     # Parsed once per class by __init_subclass__.
@@ -68,6 +78,14 @@ class Job:
             max_delay_ms=to_ms(cls.max_retry_delay, what=f"{cls.__qualname__}.max_retry_delay"),
             jitter=bool(cls.jitter),
         )
+        for attr in ("retry_on", "fail_on"):
+            types = getattr(cls, attr)
+            if types is None and attr == "retry_on":
+                continue
+            if not isinstance(types, tuple) or not all(
+                isinstance(t, type) and issubclass(t, BaseException) for t in types
+            ):
+                raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
         registry.register(cls)
 
     def __init__(self, payload: Any = None) -> None:
@@ -122,6 +140,34 @@ class Job:
 
     async def handle(self) -> None:
         raise NotImplementedError(f"{type(self).__qualname__} must define async def handle(self)")
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether `exc`, raised by handle(), may be retried (`retry_on` and `fail_on` decide)."""
+        if isinstance(exc, RetryLater):
+            return True  # asked for in so many words
+        if self.fail_on and isinstance(exc, self.fail_on):
+            return False
+        return self.retry_on is None or isinstance(exc, self.retry_on)
+
+    def retry_delay(self, exc: BaseException, attempt: int) -> Delay:
+        """The wait before retrying after try `attempt` (1-based) raised `exc`.
+
+        Override for per-exception waits; the default follows retry_after, backoff,
+        max_retry_delay and jitter. RetryLater's own delay, when given, wins over this.
+        """
+        return self.retry_policy.delay_ms(attempt) / 1000
+
+    def retry_delay_ms(self, exc: BaseException, attempt: int) -> int:
+        if type(self).retry_delay is Job.retry_delay:
+            return self.retry_policy.delay_ms(attempt)  # no float round trip
+        return to_ms(self.retry_delay(exc, attempt), what=f"{type(self).__qualname__}.retry_delay()")
+
+    def on_exhausted(self, exc: BaseException) -> Awaitable[None] | None:
+        """Called once when this job fails for good, with what its last try raised.
+
+        May be a coroutine function. An error in it is logged and changes nothing.
+        """
+        return None
 
     def __repr__(self) -> str:
         # Never the payload: it may hold secrets.

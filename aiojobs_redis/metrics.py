@@ -15,6 +15,9 @@ OpenTelemetry SDK is configured. Exposed (all but the last two labelled queue an
     aiojobs_redis_jobs_failed_total       jobs failed for good (no attempts left, or unrunnable)
     aiojobs_redis_jobs_released_total     runs handed back to their queue when the worker stopped
     aiojobs_redis_jobs_lost_total         runs whose lease was lost (outcome discarded)
+    aiojobs_redis_jobs_abandoned_total    runs whose outcome was not recorded: the engine was
+                                          unreachable until the lease ran out (a reaper
+                                          returns the job to its queue)
     aiojobs_redis_job_duration_seconds    histogram of handle() run time
     aiojobs_redis_jobs_running            jobs running on this worker (labelled queue)
     aiojobs_redis_jobs_reclaimed_total    lapsed leases this worker's reaper took back
@@ -28,19 +31,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
 from .errors import ConfigurationError, EngineError
-from .hooks import JobContext, Observer
+from .lifecycle import JobContext, Observer, WorkerView
+from .records import QueueStats
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
     from prometheus_client import CollectorRegistry
 
     from .runner import Outcome
-    from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,17 @@ def _prometheus() -> Any:
 class _JobSeries:
     """The labelled children of one (queue, job) pair, looked up once."""
 
-    __slots__ = ("duration", "failed", "lost", "released", "retried", "running", "started", "succeeded")
+    __slots__ = (
+        "abandoned",
+        "duration",
+        "failed",
+        "lost",
+        "released",
+        "retried",
+        "running",
+        "started",
+        "succeeded",
+    )
 
     def __init__(self, metrics: PrometheusMetrics, queue: str, job: str) -> None:
         self.started = metrics.started.labels(queue, job)
@@ -71,6 +84,7 @@ class _JobSeries:
         self.failed = metrics.failed.labels(queue, job)
         self.released = metrics.released.labels(queue, job)
         self.lost = metrics.lost.labels(queue, job)
+        self.abandoned = metrics.abandoned.labels(queue, job)
         self.duration = metrics.duration.labels(queue, job)
         self.running = metrics.running.labels(queue)
 
@@ -106,6 +120,9 @@ class PrometheusMetrics(Observer):
         self.failed = counter("jobs_failed", "jobs failed for good")
         self.released = counter("jobs_released", "runs handed back unfinished when the worker stopped")
         self.lost = counter("jobs_lost", "runs whose lease was lost; the outcome was discarded")
+        self.abandoned = counter(
+            "jobs_abandoned", "runs whose outcome was not recorded: the engine was unreachable"
+        )
         self.reclaimed = counter(
             "jobs_reclaimed", "lapsed leases taken back by this worker's reaper", ("queue", "result")
         )
@@ -196,6 +213,8 @@ class PrometheusMetrics(Observer):
             series.released.inc()
         elif result == "lost":
             series.lost.inc()
+        elif result == "abandoned":
+            series.abandoned.inc()
 
     def jobs_reclaimed(self, queue: str, requeued: Sequence[str], failed: Sequence[str]) -> None:
         if requeued:
@@ -203,13 +222,16 @@ class PrometheusMetrics(Observer):
         if failed:
             self.reclaimed.labels(queue, "failed").inc(len(failed))
 
-    async def serve(self, worker: Worker) -> None:
-        """Keep the queue depth gauges fresh while the worker runs."""
+    async def serve(self, worker: WorkerView) -> None:
+        """Keep the queue depth gauges fresh while the worker runs (if its engine counts them)."""
+        engine = worker.engine
+        if not isinstance(engine, _CountsJobs):
+            return
         warned = False
         while True:
             try:
                 for queue in worker.queues:
-                    for stats in await worker.engine.stats(queue):
+                    for stats in await engine.stats(queue):
                         for state in ("ready", "delayed", "running", "failed"):
                             self.depth.labels(stats.queue, state).set(getattr(stats, state))
                 warned = False
@@ -218,6 +240,11 @@ class PrometheusMetrics(Observer):
                     log.warning("reading queue depths for metrics failed: %s", type(exc).__name__)
                 warned = True
             await anyio.sleep(self.depth_interval)
+
+
+@runtime_checkable
+class _CountsJobs(Protocol):
+    async def stats(self, queue: str | None = None) -> list[QueueStats]: ...
 
 
 class JobTracer:

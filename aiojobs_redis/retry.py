@@ -1,9 +1,23 @@
-"""When to run a failed job again: a pure policy, no I/O."""
+"""When to run a failed job again: pure policy, no I/O.
+
+`decide()` is the one retry-or-fail decision, used by the worker and by SyncEngine alike.
+`Backoff` is the worker's (and the CLI's) reconnect delay while the engine is away.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+from .errors import RetryLater
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .runner import Outcome
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +43,63 @@ class RetryPolicy:
         if self.jitter and delay > 0:
             delay = (rand or random).uniform(delay / 2, delay)
         return max(0, round(delay))
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """handle() returned: record the job as done."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Run the job again after `delay_ms`, using one attempt."""
+
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Fail the job for good; `reason` is the error record's reason code."""
+
+    reason: str  # "error" (no attempts left), "permanent" or "timeout"
+
+
+Decision: TypeAlias = Succeeded | Retry | Fail
+SUCCEEDED: Final = Succeeded()
+
+
+def decide(job: Job, outcome: Outcome, attempt: int, max_attempts: int) -> Decision:
+    """What to do with run `attempt` (1-based) of `job` that ended with `outcome`.
+
+    PermanentFailure, an exception in `job.fail_on`, or one outside `job.retry_on` (when
+    set) fails at once; otherwise the job is retried while attempts are left, after the
+    RetryLater delay if one was given, else `job.retry_delay(exc, attempt)`.
+    """
+    error = outcome.error
+    if error is None:
+        return SUCCEEDED
+    if outcome.permanent or not job.retries(error):
+        return Fail("timeout" if outcome.timed_out else "permanent")
+    if attempt >= max_attempts:
+        return Fail("timeout" if outcome.timed_out else "error")
+    if isinstance(error, RetryLater) and error.delay_ms is not None:
+        return Retry(error.delay_ms)
+    try:
+        return Retry(job.retry_delay_ms(error, attempt))
+    except Exception:
+        log.exception("job %s %s: retry_delay() failed; using the retry policy", job.id, job.name)
+        return Retry(job.retry_policy.delay_ms(attempt))
+
+
+class Backoff:
+    """Capped, jittered exponential backoff for reconnecting (seconds)."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first, self.cap, self.failures = first, cap, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0.5, 1.0) * min(self.cap, self.first * 2.0 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,6 +14,8 @@ from .errors import PermanentFailure, RetryLater
 
 if TYPE_CHECKING:
     from .job import Job
+
+log = logging.getLogger(__name__)
 
 TRACEBACK_LIMIT = 8_000  # characters kept of a failure's traceback
 
@@ -69,3 +73,13 @@ async def run_handler(job: Job) -> Outcome:
     except Exception as exc:
         return Outcome(exc)
     return SUCCEEDED
+
+
+async def call_on_exhausted(job: Job, error: BaseException) -> None:
+    """Run `job.on_exhausted(error)`; what it raises is logged and changes nothing."""
+    try:
+        returned = job.on_exhausted(error)
+        if inspect.isawaitable(returned):
+            await returned
+    except Exception:
+        log.exception("job %s %s: on_exhausted() raised; the job stays failed", job.id, job.name)

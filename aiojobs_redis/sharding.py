@@ -78,8 +78,7 @@ def logical_queue(queue: str) -> str:
 
 
 def _class_shards(cls: type[Job]) -> int:
-    shards = getattr(cls, "shards", 1)
-    return _check_count(shards, cls.queue)
+    return _check_count(cls.shards, cls.queue)
 
 
 def shard_count(queue: str) -> int:

@@ -1,7 +1,8 @@
 """The inline engine (JOB_ENGINE=sync): dispatch() runs handle() at once and touches no Redis.
 
 For tests and development. Jobs keep their semantics (payloads go through JSON, attempts,
-PermanentFailure, timeouts), but delays and retry waits are skipped.
+PermanentFailure, retry_on/fail_on, on_exhausted, timeouts) and the retry-or-fail decision is
+the worker's (retry.decide), but delays and retry waits are skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING
 from .codec import decode_payload, encode_payload
 from .config import Settings
 from .ids import new_job_id
-from .runner import run_handler
+from .retry import SUCCEEDED, Fail, decide
+from .runner import call_on_exhausted, run_handler
 
 if TYPE_CHECKING:
     from .job import Job
@@ -54,18 +56,22 @@ class SyncEngine:
             run = type(job)(decode_payload(data))
             run.id, run.attempt = job_id, attempt
             outcome = await run_handler(run)
-            if outcome.error is None:
+            decision = decide(run, outcome, attempt, job.attempts)
+            if decision is SUCCEEDED:
                 self.completed.append(job_id)
                 return job_id
-            if outcome.permanent or attempt == job.attempts:
+            assert outcome.error is not None
+            if isinstance(decision, Fail):
                 log.error(
-                    "job %s %s failed after %d attempt(s): %s",
+                    "job %s %s failed after %d attempt(s) (%s): %s",
                     job_id,
                     job.name,
                     attempt,
+                    decision.reason,
                     outcome.summary,
                 )
                 self.failed.append(SyncFailure(job_id, job.name, attempt, outcome.error))
+                await call_on_exhausted(run, outcome.error)
                 return job_id
             log.info(
                 "job %s %s attempt %d failed, retrying: %s",

@@ -1,50 +1,54 @@
 """The worker supervisor: claims jobs and runs their handle() coroutines under a limit.
 
 Tasks, all in one anyio task group:
-  fetcher   claims batches while there is free capacity; blocks on the wake list when idle
+  fetcher   claims batches while there is free capacity; waits for work when idle
   promoter  moves due delayed jobs to ready, sleeping until the next one is due
   renewer   extends the leases of the jobs this worker runs
   reaper    returns jobs whose lease lapsed (a dead or hung worker) to their queue
-  telemetry the observers' side work (events, heartbeats, queue depths; see hooks.py)
+  telemetry the observers' side work (events, heartbeats, queue depths; see lifecycle.py)
   slots     up to `concurrency` long-lived tasks, each running claimed jobs one at a time
             (cheaper than a task per job); every job still runs in its own cancel scope,
             so exactly that job can be cancelled
 Stopping (stop(), SIGTERM via the CLI, burst end, max jobs/time): claim nothing more, let
 running jobs finish within the grace period, then cancel the rest and hand them back to
 their queue without using an attempt. The side tasks stop last, so leases stay renewed.
+How a run's end is recorded (done, lost, or abandoned in an outage): settle.py. The engine
+is anything with the WorkerEngine methods (engine_base.py); its time is `clock`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import math
 import os
 import random
 import re
 import socket
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
 from . import registry, sharding
+from ._slots import SlotPool
+from .clock import ANYIO_CLOCK, WorkerClock
 from .codec import decode_payload
 from .context import use_engine
 from .engine import RedisEngine
-from .errors import EngineError, MalformedJob, UnknownJob
+from .engine_base import WorkerEngine
+from .errors import EngineError
 from .events import RedisTelemetry
-from .hooks import Hooks, Lifecycle
+from .hooks import Hooks
 from .job import Job
 from .keys import validate_queue
-from .metrics import PrometheusMetrics
+from .lifecycle import Lifecycle, Observer, WorkerCounters, WorkerView
+from .metrics import JobTracer, PrometheusMetrics
 from .records import ClaimedJob
-from .runner import Outcome, run_handler
+from .retry import Backoff
+from .runner import run_handler
+from .settle import GAVE_UP, Settler, retrying
+from .signals import drain_on_signal
 from .timeparse import to_ms
 
 log = logging.getLogger(__name__)
@@ -55,17 +59,6 @@ def default_worker_id() -> str:
     return f"{host}-{os.getpid()}-{random.randrange(36**4):04x}"
 
 
-@dataclass
-class WorkerCounters:
-    claimed: int = 0
-    succeeded: int = 0
-    retried: int = 0
-    failed: int = 0
-    released: int = 0
-    lost: int = 0  # lease lost while running: the result was discarded
-    quarantined: int = 0
-
-
 @dataclass(slots=True, eq=False)
 class _Running:
     job: ClaimedJob
@@ -74,24 +67,13 @@ class _Running:
     handled: bool = False  # handle() has ended: only recording its outcome is left
 
 
-class Backoff:
-    """Capped, jittered exponential backoff for reconnecting."""
-
-    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
-        self.first, self.cap, self.failures = first, cap, 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return random.uniform(0.5, 1.0) * min(self.cap, self.first * 2.0 ** (self.failures - 1))
-
-    def reset(self) -> None:
-        self.failures = 0
+__all__ = ["GAVE_UP", "Backoff", "Worker", "WorkerCounters", "default_worker_id", "drain_on_signal"]
 
 
 class Worker:
     def __init__(
         self,
-        engine: RedisEngine,
+        engine: WorkerEngine,
         queues: Sequence[str] = ("default",),
         *,
         concurrency: int = 100,
@@ -112,6 +94,7 @@ class Worker:
         metrics: PrometheusMetrics | None = None,
         telemetry: bool | RedisTelemetry = True,
         tracing: bool = True,
+        clock: WorkerClock = ANYIO_CLOCK,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -134,6 +117,7 @@ class Worker:
         self.promote_interval = promote_interval
         self.batch_size = batch_size
         self.worker_id = worker_id or default_worker_id()
+        self.clock = clock
         self._lookup = lookup
         self.counters = WorkerCounters()
         self._running: dict[str, _Running] = {}
@@ -144,18 +128,15 @@ class Worker:
         self._request_seq = 0
         self._unanswered_claim: list[tuple[str, int, str]] | None = None
         self._ended = 0  # jobs whose task has finished, for burst mode's last look
-        # Claimed jobs go to an idle slot, else to a new slot (up to `concurrency`), else
-        # wait in _waiting for the next slot that comes free.
-        self._waiting: deque[_Running] = deque()
-        self._idle_slots: deque[asyncio.Future[_Running | None]] = deque()
-        self._slots = 0
-        self._slots_closed = False
-        self._jobs: TaskGroup | None = None
-        self._slot_context: contextvars.Context | None = None
-        # Hooks and observers: telemetry (events, throughput, heartbeat), metrics, tracing.
-        self.lifecycle = Lifecycle.for_worker(
-            self, hooks=hooks, metrics=metrics, telemetry=telemetry, tracing=tracing
+        # Claimed jobs go to an idle slot, else a new one (up to `concurrency`), else wait.
+        self._slots = SlotPool[_Running](concurrency, self._run_job, name="aiojobs-slot")
+        self.lifecycle = Lifecycle(
+            self.worker_id,
+            hooks=hooks,
+            observers=_observers(engine, metrics, telemetry),
+            tracer=JobTracer.if_available() if tracing else None,
         )
+        self._settler = Settler(engine, self.lifecycle, self.counters, lease_ms=self.lease_ms, clock=clock)
 
     def __repr__(self) -> str:
         state = "stopping" if self._stopping else "running"
@@ -171,6 +152,12 @@ class Worker:
     @property
     def running_count(self) -> int:
         return len(self._running)
+
+    def view(self) -> WorkerView:
+        """What observers see of this worker."""
+        return WorkerView(
+            self.worker_id, self.queues, self.concurrency, self.counters, self.lifecycle.running, self.engine
+        )
 
     def stop(self) -> None:
         """Drain: claim nothing more, let running jobs finish within the grace period."""
@@ -201,20 +188,20 @@ class Worker:
             side.start_soon(self._renewer, name="aiojobs-renewer")
             side.start_soon(self._promoter, name="aiojobs-promoter")
             side.start_soon(self._reaper, name="aiojobs-reaper")
-            side.start_soon(self.lifecycle.serve, name="aiojobs-telemetry")
+            side.start_soon(self.lifecycle.serve, self.view(), name="aiojobs-telemetry")
             if self.max_time is not None:
                 side.start_soon(self._stop_after, self.max_time, name="aiojobs-max-time")
             async with anyio.create_task_group() as jobs:
-                self._jobs, self._slot_context = jobs, contextvars.copy_context()
+                self._slots.open(jobs)
                 task_status.started()
                 await self._fetch()
                 await self._drain()
-                self._close_slots()
+                self._slots.close()
             side.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.worker_id, self.counters)
 
     async def _stop_after(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
+        await self.clock.sleep(seconds)
         self.stop()
 
     async def _fetch(self) -> None:
@@ -222,10 +209,11 @@ class Worker:
         while not self._stopping:
             free = self.concurrency - len(self._running)
             if self.max_jobs is not None:
-                free = min(free, self.max_jobs - self.counters.claimed)
-                if free <= 0 and self.max_jobs - self.counters.claimed <= 0:
+                left = self.max_jobs - self.counters.claimed
+                if left <= 0:
                     log.info("worker %s reached max jobs (%d)", self.worker_id, self.max_jobs)
                     return
+                free = min(free, left)
             if free <= 0:
                 await self._wait_for_slot()
                 continue
@@ -234,7 +222,7 @@ class Worker:
                 got, more = await self._claim_round(min(free, self.batch_size))
                 if got == 0 and not more:
                     if not self.burst:
-                        await self._idle()
+                        await self._interruptible(self.engine.wait_for_work(self.queues, self.idle_wait))
                     elif await self._burst_done(ended_before):
                         log.info("worker %s: no ready jobs left (burst)", self.worker_id)
                         return
@@ -242,18 +230,18 @@ class Worker:
             except EngineError as exc:
                 delay = backoff.next_delay()
                 log.warning("claiming failed (%s); retrying in %.2f s", exc, delay)
-                await self._interruptible_sleep(delay)
+                await self._interruptible(self.clock.sleep(delay))
 
     async def _claim_round(self, wanted: int) -> tuple[int, bool]:
         """Claim up to `wanted` jobs in one round trip, from the queues in order of priority.
 
-        With several queues, a pipelined count of each ready set first decides how many to
+        With several queues, a count of each queue's ready jobs first decides how many to
         take from which, so a busy high-priority queue is not over-claimed from the others;
         queues of one group (a sharded queue's shards) share fairly (sharding.plan_claims).
         """
         if self._unanswered_claim is not None:
-            # The last claim got no reply: ask again with the same request ids, so the claim
-            # receipts hand back what it took instead of leaving it to lapse unrun.
+            # The last claim got no reply: ask again with the same request ids, so that the
+            # engine hands back what it took instead of leaving it to lapse unrun.
             requests = self._unanswered_claim
         else:
             requests = await self._plan_claim(wanted)
@@ -272,7 +260,7 @@ class Worker:
                 self._promoter_poke.set()
             for job in claim.jobs:
                 running = self._running[job.id] = _Running(job)
-                self._hand_over(running)
+                self._slots.hand_over(running)
             self.counters.claimed += len(claim.jobs)
             got += len(claim.jobs)
             more = more or claim.more
@@ -306,29 +294,20 @@ class Worker:
         moved, next_due = await self.engine.promote(self.queues)
         return moved == 0 and next_due != 0
 
-    async def _idle(self) -> None:
-        with anyio.CancelScope() as scope:
-            self._wait_scope = scope
-            if self._stopping:
-                scope.cancel()
-            try:
-                await self.engine.wait_for_work(self.queues, self.idle_wait)
-            finally:
-                self._wait_scope = None
-
     async def _wait_for_slot(self) -> None:
         self._slot_freed = anyio.Event()
         if self._stopping or len(self._running) < self.concurrency:
             return
         await self._slot_freed.wait()
 
-    async def _interruptible_sleep(self, seconds: float) -> None:
+    async def _interruptible(self, waiting: Awaitable[object]) -> None:
+        """Await `waiting` (an idle wait or a backoff), cut short by stop()."""
         with anyio.CancelScope() as scope:
             self._wait_scope = scope
             if self._stopping:
                 scope.cancel()
             try:
-                await anyio.sleep(seconds)
+                await waiting
             finally:
                 self._wait_scope = None
 
@@ -341,64 +320,12 @@ class Worker:
             len(self._running),
             self.grace,
         )
-        with anyio.move_on_after(self.grace):
+        with self.clock.move_on_after(self.grace):
             while self._running:
                 self._slot_freed = anyio.Event()
                 await self._slot_freed.wait()
         for running in list(self._running.values()):
             running.scope.cancel()  # their tasks hand the jobs back to the queue
-
-    # -- slots ------------------------------------------------------------------------------
-
-    def _hand_over(self, running: _Running) -> None:
-        """Give a claimed job to an idle slot, a new slot, or the first slot to come free."""
-        while self._idle_slots:
-            slot = self._idle_slots.popleft()
-            if not slot.done():  # done: its task was cancelled while idle
-                slot.set_result(running)
-                return
-        if self._slots < self.concurrency:
-            self._start_slot(running)
-        else:
-            self._waiting.append(running)
-
-    def _start_slot(self, running: _Running) -> None:
-        jobs, context = self._jobs, self._slot_context
-        assert jobs is not None and context is not None
-        self._slots += 1
-        # Started in the worker's own context, never in a job's (see _slot).
-        context.run(lambda: jobs.start_soon(self._slot, running, name="aiojobs-slot"))
-
-    async def _slot(self, running: _Running | None) -> None:
-        base = contextvars.copy_context()
-        try:
-            while running is not None:
-                await self._run_job(running)
-                if not _context_unchanged(base):
-                    break  # the job left context variables set: the next job gets a fresh task
-                running = await self._next_job()
-        finally:
-            self._slots -= 1
-        if self._waiting:
-            self._start_slot(self._waiting.popleft())
-
-    async def _next_job(self) -> _Running | None:
-        """The next claimed job for a slot that came free; None once no more will come."""
-        if self._waiting:
-            return self._waiting.popleft()
-        if self._slots_closed:
-            return None
-        wake: asyncio.Future[_Running | None] = asyncio.get_running_loop().create_future()
-        self._idle_slots.append(wake)
-        return await wake
-
-    def _close_slots(self) -> None:
-        """Nothing more will be claimed: idle slots end, busy ones once nothing waits."""
-        self._slots_closed = True
-        while self._idle_slots:
-            slot = self._idle_slots.popleft()
-            if not slot.done():
-                slot.set_result(None)
 
     # -- one job ----------------------------------------------------------------------------
 
@@ -408,33 +335,22 @@ class Worker:
             try:
                 job = self._materialise(claimed)
             except Exception as exc:  # never let one record take the worker down
-                reason = (
-                    "unknown_job"
-                    if isinstance(exc, UnknownJob)
-                    else "malformed"
-                    if isinstance(exc, UnicodeDecodeError | MalformedJob)
-                    else "init_error"
-                )
-                log.error("job %s in queue %s cannot run (%s): %s", claimed.id, claimed.queue, reason, exc)
-                record = Outcome(exc).error_record(reason)
-                if await self._settle_call(
-                    claimed, lambda: self.engine.fail(claimed, record, count_attempt=False)
-                ):
-                    self.counters.failed += 1
-                    await self.lifecycle.ended(claimed, "failed", error=exc)
+                await self._settler.unrunnable(claimed, exc)
                 return
             with running.scope:
                 outcome = await self.lifecycle.run(claimed, job, run_handler)
             running.handled = True
             if running.scope.cancelled_caught:
-                await self._after_cancel(running)
+                await self._settler.cancelled(claimed, lease_lost=running.lease_lost)
                 return
-            await self._settle(claimed, job, outcome)
+            await self._settler.settle(claimed, job, outcome)
         finally:
             # The job may already be claimed again (a retry with no delay): leave that run's entry.
             if self._running.get(claimed.id) is running:
                 del self._running[claimed.id]
-            self.lifecycle.forget(claimed)
+            if self.lifecycle.unreported(claimed):
+                self._settler.count_lost(claimed, "its task ended before its outcome was recorded")
+                self.lifecycle.forget(claimed)
             self._ended += 1
             self._slot_freed.set()
 
@@ -445,134 +361,42 @@ class Worker:
         job.id, job.attempt = claimed.id, claimed.attempt
         return job
 
-    async def _after_cancel(self, running: _Running) -> None:
-        claimed = running.job
-        if running.lease_lost:
-            self.counters.lost += 1
-            await self.lifecycle.ended(claimed, "lost")
-            log.warning(
-                "job %s %s: lease lost, result discarded",
-                claimed.id,
-                claimed.name.decode(errors="replace"),
-            )
-            return
-        if await self._retrying(
-            f"release {claimed.id}", lambda: self.engine.release(claimed), self.lease_ms / 1000
-        ):
-            self.counters.released += 1
-            await self.lifecycle.ended(claimed, "released")
-            log.info("job %s handed back to queue %s", claimed.id, claimed.queue)
-
-    async def _settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> None:
-        name = job.name
-        if outcome.error is None:
-            if await self._settle_call(claimed, lambda: self.engine.ack(claimed)):
-                self.counters.succeeded += 1
-                await self.lifecycle.ended(claimed, "succeeded", job)
-                log.debug("job %s %s done (attempt %d)", claimed.id, name, claimed.attempt)
-            return
-        if not outcome.permanent and claimed.attempt < claimed.max_attempts:
-            delay_ms = self._retry_delay_ms(job, claimed, outcome)
-            record = outcome.error_record()
-            if await self._settle_call(claimed, lambda: self.engine.retry(claimed, delay_ms, record)):
-                self.counters.retried += 1
-                await self.lifecycle.ended(claimed, "retried", job, outcome.error)
-                log.warning(
-                    "job %s %s attempt %d/%d failed, retry in %.3f s: %s",
-                    claimed.id,
-                    name,
-                    claimed.attempt,
-                    claimed.max_attempts,
-                    delay_ms / 1000,
-                    outcome.summary,
-                )
-            return
-        record = outcome.error_record()
-        if await self._settle_call(claimed, lambda: self.engine.fail(claimed, record)):
-            self.counters.failed += 1
-            await self.lifecycle.ended(claimed, "failed", job, outcome.error)
-            log.error(
-                "job %s %s failed for good after attempt %d/%d (%s): %s",
-                claimed.id,
-                name,
-                claimed.attempt,
-                claimed.max_attempts,
-                record["reason"],
-                outcome.summary,
-            )
-
-    @staticmethod
-    def _retry_delay_ms(job: Job, claimed: ClaimedJob, outcome: Outcome) -> int:
-        if outcome.retry_delay is not None:
-            try:
-                return to_ms(outcome.retry_delay, what="RetryLater delay")
-            except ValueError as exc:
-                log.error("job %s %s: %s; using the job's retry policy", claimed.id, job.name, exc)
-        return job.retry_policy.delay_ms(claimed.attempt)
-
-    async def _settle_call(self, claimed: ClaimedJob, call: Callable[[], Awaitable[bool]]) -> bool:
-        """Run a token-fenced transition; False when this worker no longer holds the lease."""
-        ok = await self._retrying(f"settle {claimed.id}", call, self.lease_ms / 1000)
-        if not ok:
-            self.counters.lost += 1
-            await self.lifecycle.ended(claimed, "lost")
-            log.warning("job %s: lease no longer held, outcome not recorded", claimed.id)
-        return bool(ok)
-
     async def _retrying(
-        self, what: str, call: Callable[[], Awaitable[Any]], deadline: float = math.inf
-    ) -> Any:
-        """Call until it succeeds, backing off while Redis is away, for at most `deadline` s.
-
-        Past the deadline the lease has lapsed anyway and the reaper will take the job back.
-        """
-        started = time.monotonic()
-        try:
-            return await call()  # the common case: no cancel scope, no timer
-        except EngineError as exc:
-            error = exc
-        backoff = Backoff()
-        with anyio.move_on_after(deadline - (time.monotonic() - started)):
-            while True:
-                delay = backoff.next_delay()
-                log.warning("%s failed (%s); retrying in %.2f s", what, error, delay)
-                await anyio.sleep(delay)
-                try:
-                    return await call()
-                except EngineError as exc:
-                    error = exc
-        log.error("%s: gave up after %.1f s", what, deadline)
-        return None
+        self, what: str, call: Callable[[], Awaitable[object]], deadline: float = math.inf
+    ) -> object:
+        return await retrying(self.clock, what, call, deadline)
 
     # -- side tasks -------------------------------------------------------------------------
 
     async def _renewer(self) -> None:
         interval = self.lease_ms / 3000
         while True:
-            await anyio.sleep(interval)
+            await self.clock.sleep(interval)
             by_queue: dict[str, list[tuple[str, str]]] = {}
             for running in self._running.values():
                 by_queue.setdefault(running.job.queue, []).append((running.job.id, running.job.token))
             for queue, held in by_queue.items():
                 try:
                     lost = await self.engine.renew(queue, held, self.lease_ms)
-                except Exception as exc:  # Redis away: the next round tries again
+                except Exception as exc:  # the engine is away: the next round tries again
                     log.warning("renewing leases in %s failed: %s", queue, exc)
                     continue
-                sent = dict(held)
-                for job_id in lost:
-                    holder = self._running.get(job_id)
-                    # A late reply may be about an earlier run of a job this worker runs again,
-                    # or about a run whose outcome was recorded since (its settle call says).
-                    if (
-                        holder is not None
-                        and holder.job.token == sent[job_id]
-                        and not holder.lease_lost
-                        and not holder.handled
-                    ):
-                        holder.lease_lost = True
-                        holder.scope.cancel()
-                        log.warning("job %s: lease lost (another worker may run it); cancelling", job_id)
+                self._leases_lost(lost, dict(held))
+
+    def _leases_lost(self, lost: Sequence[str], sent: dict[str, str]) -> None:
+        for job_id in lost:
+            holder = self._running.get(job_id)
+            # A late reply may be about an earlier run of a job this worker runs again,
+            # or about a run whose outcome was recorded since (its settle call says).
+            if (
+                holder is not None
+                and holder.job.token == sent[job_id]
+                and not holder.lease_lost
+                and not holder.handled
+            ):
+                holder.lease_lost = True
+                holder.scope.cancel()
+                log.warning("job %s: lease lost (another worker may run it); cancelling", job_id)
 
     async def _promoter(self) -> None:
         backoff = Backoff()
@@ -585,7 +409,7 @@ class Worker:
                 wait = backoff.next_delay()
                 log.warning("promoting delayed jobs failed (%s); retrying in %.2f s", exc, wait)
             self._promoter_poke = anyio.Event()
-            with anyio.move_on_after(wait):
+            with self.clock.move_on_after(wait):
                 await self._promoter_poke.wait()
 
     async def _reaper(self) -> None:
@@ -601,13 +425,18 @@ class Worker:
                     log.warning("job %s in %s: lease lapsed, returned to the queue", job_id, queue)
                 for job_id in reaped.failed:
                     log.error("job %s in %s: stalled too often, moved to failed", job_id, queue)
-            await anyio.sleep(self.reap_interval)
+            await self.clock.sleep(self.reap_interval)
 
 
-_MISSING = object()
-
-
-def _context_unchanged(base: contextvars.Context) -> bool:
-    """Whether the current context holds exactly the variables and values of `base`."""
-    now = contextvars.copy_context()
-    return len(now) == len(base) and all(now.get(var, _MISSING) is value for var, value in base.items())
+def _observers(
+    engine: WorkerEngine, metrics: PrometheusMetrics | None, telemetry: bool | RedisTelemetry
+) -> list[Observer]:
+    """The worker's observers: `telemetry` (True: the default, on a Redis engine), then metrics."""
+    observers: list[Observer] = []
+    if isinstance(telemetry, RedisTelemetry):
+        observers.append(telemetry)
+    elif telemetry and isinstance(engine, RedisEngine):
+        observers.append(RedisTelemetry())
+    if metrics is not None:
+        observers.append(metrics)
+    return observers

@@ -22,6 +22,7 @@ from aiojobs_redis import (
     Worker,
     registry,
 )
+from aiojobs_redis.worker import GAVE_UP
 
 pytestmark = pytest.mark.anyio
 
@@ -365,7 +366,7 @@ async def test_settling_retries_while_redis_fails_and_gives_up_at_the_deadline(e
 
     calls.clear()
     started = time.monotonic()
-    assert await worker._retrying("settle", always_fails, 0.5) is None
+    assert await worker._retrying("settle", always_fails, 0.5) is GAVE_UP
     assert 0.5 <= time.monotonic() - started < 1.5
     assert len(calls) >= 2, "the first failure is retried"
 
