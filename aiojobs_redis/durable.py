@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis import exceptions as rex
@@ -27,6 +27,9 @@ from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from .errors import NotReplicated
 from .scripts import ScriptCall, evalsha_command
 from .topology import is_cluster
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 # Answers meaning the call did not run (MovedError is an AskError).
 _NOT_RUN = (rex.NoScriptError, rex.AskError, rex.TryAgainError, rex.ClusterDownError)
@@ -82,6 +85,22 @@ async def _send_group(
         answers = [exc] * len(commands)
     waited = answers[-1]
     results.append((indices, answers[:-1], waited if isinstance(waited, int) else 0))
+
+
+async def dispatch(
+    client: Redis, calls: Sequence[ScriptCall], job_ids: Sequence[list[str]], settings: Settings
+) -> list[Any]:
+    """Dispatch calls, each node's followed by WAIT; NotReplicated where too few replicas acked.
+
+    `job_ids` are each call's jobs, named in its NotReplicated.
+    """
+    replicas = settings.durable_replicas
+    wait_ms = round(1000 * min(settings.durable_timeout, 0.8 * settings.socket_timeout))
+    replies, acked = await run(client, calls, replicas, wait_ms)
+    return [
+        check(reply, count, replicas, wait_ms, ids)
+        for reply, count, ids in zip(replies, acked, job_ids, strict=True)
+    ]
 
 
 def check(reply: Any, acked: int, replicas: int, timeout_ms: int, job_ids: list[str]) -> Any:
