@@ -132,11 +132,6 @@ class Wire:
         self._connecting: asyncio.Lock | None = None
         self._closed = False
 
-    @staticmethod
-    def supports(pool: ConnectionPool) -> bool:
-        """Whether the wire can take over this pool's connections (TCP, TLS or Unix socket)."""
-        return hasattr(pool, "make_connection")
-
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised as redis-py's exception."""
         [reply] = await self.call_many([args])

@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 
 from ..engine import RedisEngine
 from ..errors import ConfigurationError
-from ..topology import is_loopback
+from ..topology import is_loopback as is_loopback  # the one rule, also the doctor's
 from .app import create_app
 
 try:
