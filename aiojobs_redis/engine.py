@@ -205,7 +205,7 @@ class RedisEngine(Admin, TelemetryStore):
         TIME is read (one round trip) when the last reading is older than `max_age_ms`, and
         followed in between on the monotonic clock, so a wall clock stepped back by NTP does
         not matter. Each reading also updates `clock_offset_ms`. `action` names the caller
-        in an error.
+        in an error. Always Redis's TIME, also for an engine given a test `clock`.
         """
         local_ms = time.monotonic() * 1000
         if self._redis_offset_ms is None or local_ms - self._offset_read_ms >= max_age_ms:

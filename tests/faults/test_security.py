@@ -48,7 +48,7 @@ Q = "sec"
 Q_LOW = "sec-low"
 
 # Every command the engine sends, outside its Lua scripts and inside them (ACL rules apply to
-# both). Found by reading engine.py and lua/*.lua and checked by running the whole flow under
+# both). Found by reading engine.py, admin.py and lua/*.lua and checked by running the whole flow under
 # a user allowed only these (test_full_flow_under_a_least_privilege_acl_user).
 CLIENT_COMMANDS = (
     "ping",  # opening the engine, health checks
