@@ -11,6 +11,11 @@ find the jobs already stored, write nothing, and its WAIT would vouch for nothin
 answered NOSCRIPT, MOVED, ASK, TRYAGAIN or CLUSTERDOWN did not run: it is sent again (to
 the node now owning its slot) with a WAIT of its own. A connection error leaves the outcome
 unknown and is returned as the call's reply.
+
+Upgrading redis-py: this is one of the three modules that use its internals (wire.py,
+durable.py, topology.py); read them, and run tests/faults/test_wire.py and the Cluster
+suite, before anything else. Here: `PipelineCommand`, a pool's `get_connection()` and the
+connection's `read_response()`, and a Cluster's `nodes_manager`.
 """
 
 from __future__ import annotations

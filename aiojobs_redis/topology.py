@@ -15,6 +15,11 @@ data nodes'; Sentinel's own, if any, goes in `sentinel_username` / `sentinel_pas
 This module parses that, builds the redis-py clients (a `RedisCluster`, or a client whose
 pool asks Sentinel where the primary is), maps the errors of a deployment in motion
 (failover, resharding) to "unavailable", and waits on wake lists that live on several nodes.
+
+Upgrading redis-py: this is one of the three modules that use its internals (wire.py,
+durable.py, topology.py); read them, and run tests/faults/test_wire.py and the Cluster
+suite, before anything else. Here: a Cluster's `nodes_manager` (blocking on wake lists
+spread over nodes).
 """
 
 from __future__ import annotations
