@@ -28,24 +28,22 @@ need them are then reported as skipped, never as a crash.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
-from redis import exceptions as rex
-from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import SentinelConnectionPool
 
 from . import topology
-from .engine import RedisEngine, redis_errors
+from .admin import Refused, ServerProbe
 from .errors import EngineError
+
+if TYPE_CHECKING:
+    from .engine import RedisEngine
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +86,7 @@ async def diagnose(engine: RedisEngine, *, local_clock: Callable[[], float] = ti
         findings = await _diagnose_sentinel(engine, topo, local_clock)
     else:
         findings = check_transport(engine.settings.url)
-        findings += (await _check_server(_ClientServer(engine.redis), local_clock, cluster=False))[0]
+        findings += (await _check_server(engine.server(), local_clock, cluster=False))[0]
     return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
 
 
@@ -96,10 +94,7 @@ async def _diagnose_cluster(
     engine: RedisEngine, topo: topology.Topology, local_clock: Callable[[], float]
 ) -> list[Finding]:
     """The server checks on every primary at once, merged (merge_node_findings)."""
-    cluster = cast(RedisCluster, engine.redis)
-    async with redis_errors("doctor: Cluster discovery"):
-        await cluster.initialize()
-    primaries = sorted(cluster.get_primaries(), key=lambda n: (n.host, n.port))
+    primaries = await engine.cluster_primaries()
     replicas = await _cluster_replicas(primaries[0])
     hosts = [node.host for node in primaries] + [address.rpartition(":")[0] for address in replicas or []]
     findings = check_transport(engine.settings.url, topo, discovered=hosts)
@@ -120,8 +115,8 @@ async def _diagnose_cluster(
     )
     per_node: dict[str, list[Finding]] = {}
 
-    async def check(node: ClusterNode) -> None:
-        per_node[node.name] = (await _check_server(_NodeServer(node), local_clock, cluster=True))[0]
+    async def check(node: ServerProbe) -> None:
+        per_node[node.name] = (await _check_server(node, local_clock, cluster=True))[0]
 
     async with anyio.create_task_group() as tg:
         for node in primaries:
@@ -133,13 +128,10 @@ async def _diagnose_sentinel(
     engine: RedisEngine, topo: topology.Topology, local_clock: Callable[[], float]
 ) -> list[Finding]:
     """The server checks on the primary Sentinel names now, named in every finding."""
-    pool = engine.redis.connection_pool
-    assert isinstance(pool, SentinelConnectionPool)
-    async with redis_errors("doctor: asking Sentinel for the primary"):
-        host, port = await pool.sentinel_manager.discover_master(pool.service_name)
+    host, port = await engine.sentinel_primary()
     address = f"{host}:{port}"
     findings = check_transport(engine.settings.url, topo, discovered=[host])
-    server_findings, info = await _check_server(_ClientServer(engine.redis), local_clock, cluster=False)
+    server_findings, info = await _check_server(engine.server(), local_clock, cluster=False)
     replicas = "replicas unknown (INFO refused)"
     if info is not None:
         replicas = _count(int(info.get("connected_slaves", 0)), "replica", "replicas") + " connected"
@@ -154,22 +146,15 @@ async def _diagnose_sentinel(
     return findings + [replace(f, node=address) for f in server_findings]
 
 
-async def _cluster_replicas(node: ClusterNode) -> list[str] | None:
+async def _cluster_replicas(node: ServerProbe) -> list[str] | None:
     """The addresses of the Cluster's replicas not marked failed, as `node` sees them.
 
     (redis-py's slot map lists replicas only when it reads from them.) None when refused.
     """
-    async with redis_errors("doctor: CLUSTER NODES"):
-        try:
-            table: dict[str, dict[str, Any]] = await node.execute_command("CLUSTER NODES")
-        except rex.ResponseError:
-            return None
-    return [
-        address
-        for address, fields in table.items()
-        if "slave" in str(fields.get("flags", "")).split(",")
-        and not {"fail", "fail?", "noaddr"} & set(str(fields.get("flags", "")).split(","))
-    ]
+    try:
+        return await node.replicas()
+    except Refused:
+        return None
 
 
 def merge_node_findings(per_node: Mapping[str, Sequence[Finding]]) -> list[Finding]:
@@ -238,7 +223,7 @@ def check_transport(
     if parts.scheme == "unix":
         return [Finding("info", "transport", "Unix socket: the connection stays on this machine")]
     if parts.scheme != "rediss":
-        if _is_loopback(host):
+        if topology.is_loopback(host):
             return [Finding("info", "transport", f"plain TCP to {host} (this machine)")]
         return [
             Finding(
@@ -279,7 +264,7 @@ def _check_multi_transport(url: str, topo: topology.Topology, discovered: Iterab
     if topo.tls:
         # Cluster and Sentinel URLs take no TLS options: verification is always on.
         return [Finding("info", "transport", f"TLS to {what} at {listed} with certificate verification")]
-    remote = [host for host in hosts if not _is_loopback(host)]
+    remote = [host for host in hosts if not topology.is_loopback(host)]
     if not remote:
         return [Finding("info", "transport", f"plain TCP to {what} at {listed} (this machine)")]
     tls_url = "rediss://" if url.startswith("redis://") else f"rediss+{topo.kind}://"
@@ -446,74 +431,8 @@ def check_clock(redis_s: float, local_s: float, uncertainty_s: float) -> list[Fi
 # -- I/O -------------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _refusal(exc: rex.ResponseError) -> str:
-    return str(exc).split("\n")[0][:160]
-
-
-class _Server(Protocol):
-    """One server to check: a client's (one server, Sentinel's primary) or a Cluster node."""
-
-    async def info(self) -> dict[str, Any]: ...
-
-    async def config_get(self, names: Sequence[str]) -> list[Any]:
-        """CONFIG GET of each name: its reply, or the exception it ended with."""
-        ...
-
-    async def time(self) -> tuple[int, int]: ...
-
-
-class _ClientServer:
-    def __init__(self, client: Redis) -> None:
-        self.client = client
-
-    async def info(self) -> dict[str, Any]:
-        return await self.client.info()
-
-    async def config_get(self, names: Sequence[str]) -> list[Any]:
-        # One call per name (Redis < 7 takes one pattern per call), in one round trip.
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.config_get(name)
-            return await pipe.execute(raise_on_error=False)
-
-    async def time(self) -> tuple[int, int]:
-        return await self.client.time()
-
-
-class _NodeServer:
-    """A Cluster node, spoken to directly (no slot routing, no redirections)."""
-
-    def __init__(self, node: ClusterNode) -> None:
-        self.node = node
-
-    async def info(self) -> dict[str, Any]:
-        return cast(dict[str, Any], await self.node.execute_command("INFO"))
-
-    async def config_get(self, names: Sequence[str]) -> list[Any]:
-        replies: list[Any] = []
-        for name in names:
-            try:
-                replies.append(await self.node.execute_command("CONFIG GET", name))
-            except rex.ResponseError as exc:
-                replies.append(exc)
-        return replies
-
-    async def time(self) -> tuple[int, int]:
-        seconds, micros = await self.node.execute_command("TIME")
-        return int(seconds), int(micros)
-
-
 async def _check_server(
-    server: _Server, local_clock: Callable[[], float], *, cluster: bool
+    server: ServerProbe, local_clock: Callable[[], float], *, cluster: bool
 ) -> tuple[list[Finding], dict[str, Any] | None]:
     """Version, role, eviction, persistence and clock of one server; and its INFO, if allowed."""
     findings: list[Finding] = []
@@ -545,47 +464,34 @@ async def _check_server(
     return findings, info
 
 
-async def _read_info(server: _Server) -> tuple[dict[str, Any] | None, str | None]:
-    async with redis_errors("doctor: INFO"):
-        try:
-            info = await server.info()
-        except rex.ResponseError as exc:  # NOPERM under an ACL, or a renamed command
-            return None, _refusal(exc)
-    return info, None
+async def _read_info(server: ServerProbe) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        return await server.info(), None
+    except Refused as exc:  # NOPERM under an ACL, or a renamed command
+        return None, str(exc)
 
 
-async def _read_config(server: _Server) -> tuple[dict[str, str] | None, str | None]:
+async def _read_config(server: ServerProbe) -> tuple[dict[str, str] | None, str | None]:
     """CONFIG GET of what matters."""
-    async with redis_errors("doctor: CONFIG GET"):
-        replies = await server.config_get(_CONFIG_NAMES)
-    config: dict[str, str] = {}
-    for reply in replies:
-        if isinstance(reply, rex.ResponseError):
-            return None, _refusal(reply)
-        if isinstance(reply, Exception):
-            raise EngineError(f"doctor: CONFIG GET failed: {reply}") from reply
-        config.update({_str(k): _str(v) for k, v in reply.items()})
-    return config, None
+    try:
+        return await server.config(_CONFIG_NAMES), None
+    except Refused as exc:
+        return None, str(exc)
 
 
-async def _check_clock(server: _Server, local_clock: Callable[[], float]) -> list[Finding]:
+async def _check_clock(server: ServerProbe, local_clock: Callable[[], float]) -> list[Finding]:
     """Redis TIME against `local_clock`, from the sample with the shortest round trip."""
     best: tuple[float, float, float] | None = None  # (round trip, redis s, local s mid-trip)
     for _ in range(CLOCK_SAMPLES):
         local_before = local_clock()
         started = time.monotonic()
-        async with redis_errors("doctor: TIME"):
-            try:
-                seconds, micros = await server.time()
-            except rex.ResponseError as exc:
-                return [Finding("info", "clock", f"TIME was refused ({_refusal(exc)})")]
+        try:
+            seconds, micros = await server.time()
+        except Refused as exc:
+            return [Finding("info", "clock", f"TIME was refused ({exc})")]
         trip = time.monotonic() - started
         if best is None or trip < best[0]:
             best = (trip, seconds + micros / 1e6, local_before + trip / 2)
     assert best is not None
     trip, redis_s, local_s = best
     return check_clock(redis_s, local_s, trip / 2)
-
-
-def _str(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -11,13 +11,18 @@ find the jobs already stored, write nothing, and its WAIT would vouch for nothin
 answered NOSCRIPT, MOVED, ASK, TRYAGAIN or CLUSTERDOWN did not run: it is sent again (to
 the node now owning its slot) with a WAIT of its own. A connection error leaves the outcome
 unknown and is returned as the call's reply.
+
+Upgrading redis-py: this is one of the three modules that use its internals (wire.py,
+durable.py, topology.py); read them, and run tests/faults/test_wire.py and the Cluster
+suite, before anything else. Here: `PipelineCommand`, a pool's `get_connection()` and the
+connection's `read_response()`, and a Cluster's `nodes_manager`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis import exceptions as rex
@@ -27,6 +32,9 @@ from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from .errors import NotReplicated
 from .scripts import ScriptCall, evalsha_command
 from .topology import is_cluster
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 # Answers meaning the call did not run (MovedError is an AskError).
 _NOT_RUN = (rex.NoScriptError, rex.AskError, rex.TryAgainError, rex.ClusterDownError)
@@ -82,6 +90,22 @@ async def _send_group(
         answers = [exc] * len(commands)
     waited = answers[-1]
     results.append((indices, answers[:-1], waited if isinstance(waited, int) else 0))
+
+
+async def dispatch(
+    client: Redis, calls: Sequence[ScriptCall], job_ids: Sequence[list[str]], settings: Settings
+) -> list[Any]:
+    """Dispatch calls, each node's followed by WAIT; NotReplicated where too few replicas acked.
+
+    `job_ids` are each call's jobs, named in its NotReplicated.
+    """
+    replicas = settings.durable_replicas
+    wait_ms = round(1000 * min(settings.durable_timeout, 0.8 * settings.socket_timeout))
+    replies, acked = await run(client, calls, replicas, wait_ms)
+    return [
+        check(reply, count, replicas, wait_ms, ids)
+        for reply, count, ids in zip(replies, acked, job_ids, strict=True)
+    ]
 
 
 def check(reply: Any, acked: int, replicas: int, timeout_ms: int, job_ids: list[str]) -> Any:

@@ -18,6 +18,20 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
     jobs:{payments}:ready      zset  the ready set of earlier versions: promote drains it into queue
     jobs:queues                set   every queue name ever used under this prefix
 
+Telemetry (written by workers, read by the dashboard; see events.py and telemetry_store.py)::
+
+    jobs:{payments}:events     stream  one entry per job event, capped near the worker's
+                                       `events_max` (XADD MAXLEN ~); its one field, `event`, is
+                                       JSON: kind, at (ms, Redis's clock), id, job, worker,
+                                       attempt, ms (handle() run time), error (a one-line summary)
+    jobs:{payments}:tp         hash    "<minute>:s" / "<minute>:f" -> runs that succeeded / failed
+                                       in that minute (minutes since the epoch, Redis's clock);
+                                       fields older than 24 h are trimmed, and the key expires
+                                       25 h after its last write
+    jobs:workers               zset    worker id -> when its heartbeat lapses (ms)
+    jobs:worker:<id>           string  the worker's heartbeat (JSON: host, pid, queues, counters,
+                                       the jobs it runs and since when); expires with it
+
 An entry of the ``queue`` list is either
 
 * an inline record: a job dispatched to run now, with no key of its own while it waits.
@@ -62,7 +76,7 @@ JOB_FIELDS = {
     "r": "raw_entry",  # a queue entry that could not be read, kept by its quarantine record
 }
 
-STATES = ("delayed", "ready", "running", "failed", "done")
+JOB_FIELD = {name: letter for letter, name in JOB_FIELDS.items()}  # "error" -> "e"
 
 INLINE_TAG = b"!"  # the first byte of an inline record in the queue list (see above)
 
@@ -129,14 +143,31 @@ class QueueKeys:
     def claim_receipt(self, worker_id: str) -> str:
         return f"{self.base}:claim:{worker_id}"
 
-    def dispatch_marker(self, first_job_id: str) -> str:
-        return f"{self.base}:dd:{first_job_id}"
-
     @property
     def legacy_ready(self) -> str:
         """The ready sorted set of earlier versions, drained into `ready` by promote."""
         return f"{self.base}:ready"
 
+    @property
+    def events(self) -> str:
+        """The queue's stream of job events (telemetry)."""
+        return f"{self.base}:events"
+
+    @property
+    def throughput(self) -> str:
+        """The queue's runs per minute (telemetry)."""
+        return f"{self.base}:tp"
+
 
 def queues_key(prefix: str) -> str:
     return f"{prefix}queues"
+
+
+def workers_key(prefix: str) -> str:
+    """Alive workers: worker id -> when its heartbeat lapses (ms)."""
+    return f"{prefix}workers"
+
+
+def worker_key(prefix: str, worker_id: str) -> str:
+    """A worker's heartbeat record."""
+    return f"{prefix}worker:{worker_id}"

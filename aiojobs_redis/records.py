@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from .boundary import text
 from .errors import MalformedJob
-from .keys import INLINE_TAG, JOB_FIELDS
+from .keys import INLINE_TAG, JOB_FIELDS, QueueKeys
 
 
 def inline_prefix(job_id: str) -> bytes:
@@ -67,6 +68,32 @@ class Claim:
     quarantined: list[Quarantined]  # malformed records moved aside
     next_due_ms: int  # ms until the earliest delayed job is due, -1 when there is none
     more: bool  # ready jobs remain
+
+
+def parse_claim(keys: QueueKeys, reply: Any) -> Claim:
+    """claim.lua's reply: the jobs claimed, the records moved aside, when the next is due."""
+    flat, bad, next_due, more = reply
+    jobs = [
+        ClaimedJob(
+            queue=keys.queue,
+            id=flat[i].decode(),
+            token=flat[i + 1].decode(),
+            name=flat[i + 2],
+            payload=flat[i + 3],
+            attempts_used=int(flat[i + 4]),
+            max_attempts=int(flat[i + 5]),
+            runs=int(flat[i + 6]),
+        )
+        for i in range(0, len(flat), 7)
+    ]
+    quarantined = [_quarantined(keys, text(bad[i]), text(bad[i + 1])) for i in range(0, len(bad), 2)]
+    return Claim(jobs, quarantined, int(next_due), bool(more))
+
+
+def _quarantined(keys: QueueKeys, job_id: str, reason: str) -> Quarantined:
+    if job_id == keys.ready:  # the queue key itself, renamed aside: see claim.lua
+        return Quarantined("", reason, keys.bad_queue)
+    return Quarantined(job_id, reason, keys.failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,3 +206,64 @@ class JobInfo:
             error=None,
             payload=payload,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedJob:
+    """A job in a running set: who holds its lease, and until when (Redis's clock)."""
+
+    queue: str
+    id: str
+    name: str | None
+    worker: str | None
+    attempts: int  # attempts used up (failed runs) before this one
+    max_attempts: int
+    runs: int
+    lease_deadline_ms: int
+
+
+# -- telemetry: what workers record and the dashboard reads (see events.py) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    queue: str
+    entry_id: str  # the stream entry id: Redis's time in ms, then a sequence number
+    at_ms: int
+    kind: str
+    job_id: str
+    name: str
+    worker: str
+    attempt: int
+    duration_ms: float | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    queue: str
+    id: str
+    name: str
+    started_ms: int  # Redis's clock
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_ms: int
+    seen_ms: int
+    counters: dict[str, int]
+    running: list[RunningJob] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Runs per minute, oldest first, for the minutes `start_minute` .. `start_minute + len - 1`."""
+
+    start_minute: int
+    succeeded: list[int]
+    failed: list[int]

@@ -12,26 +12,10 @@ from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
     from .wire import Wire
 
-# script, keys, args; an AsyncScript (redis-py's) always goes through redis-py
-ScriptCall = tuple["Script | AsyncScript", Sequence[Any], Sequence[Any]]
-
-SCRIPT_NAMES = (
-    "dispatch",
-    "claim",
-    "renew",
-    "ack",
-    "retry",
-    "fail",
-    "release",
-    "promote",
-    "reap",
-    "requeue_failed",
-    "forget_failed",
-)
+ScriptCall = tuple["Script", Sequence[Any], Sequence[Any]]  # script, keys, args
 
 
 @cache
@@ -64,30 +48,37 @@ class Script:
 
 
 class Scripts:
-    """One script object per state transition.
+    """One script object per file in lua/ (the prelude aside), named after it.
 
     With a wire, the calls each job makes (dispatch, claim, and how its run ends) go over
-    it; housekeeping (renew, promote, reap) and the failed-set commands use redis-py's pool,
-    so a stalled housekeeping call never holds up the jobs' calls, nor they it.
+    it; housekeeping (renew, promote, reap), the failed-set commands and telemetry use
+    redis-py's pool, so a stalled housekeeping call never holds up the jobs' calls, nor they it.
     """
 
+    # The one list of scripts: lua/<name>.lua each.
+    dispatch: Script
+    claim: Script
+    ack: Script
+    retry: Script
+    fail: Script
+    release: Script
+    renew: Script
+    promote: Script
+    reap: Script
+    requeue_failed: Script
+    forget_failed: Script
+    record_events: Script
+
     def __init__(self, redis: Redis, wire: Wire | None = None) -> None:
-        self.dispatch = Script(redis, wire, source("dispatch"))
-        self.claim = Script(redis, wire, source("claim"))
-        self.ack = Script(redis, wire, source("ack"))
-        self.retry = Script(redis, wire, source("retry"))
-        self.fail = Script(redis, wire, source("fail"))
-        self.release = Script(redis, wire, source("release"))
-        self.renew = Script(redis, None, source("renew"))
-        self.promote = Script(redis, None, source("promote"))
-        self.reap = Script(redis, None, source("reap"))
-        self.requeue_failed = Script(redis, None, source("requeue_failed"))
-        self.forget_failed = Script(redis, None, source("forget_failed"))
+        for name in SCRIPT_NAMES:
+            setattr(self, name, Script(redis, wire if name in _ON_THE_WIRE else None, source(name)))
 
 
-def evalsha_command(
-    script: Script | AsyncScript, keys: Sequence[Any], args: Sequence[Any]
-) -> tuple[Any, ...]:
+SCRIPT_NAMES = tuple(Scripts.__annotations__)
+_ON_THE_WIRE = frozenset({"dispatch", "claim", "ack", "retry", "fail", "release"})
+
+
+def evalsha_command(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
     return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
@@ -113,8 +104,8 @@ async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall], *, raise_erro
     """
     replies: list[Any] = [None] * len(calls)
     pending = list(range(len(calls)))
-    wire = getattr(calls[0][0], "wire", None) if calls else None
-    if wire is not None and any(getattr(call[0], "wire", None) is not wire for call in calls):
+    wire = calls[0][0].wire if calls else None
+    if wire is not None and any(call[0].wire is not wire for call in calls):
         wire = None  # scripts of both kinds: all through redis-py
     for _ in range(2):
         results = await _send([evalsha_command(*calls[i]) for i in pending], redis, wire)
@@ -127,10 +118,7 @@ async def run_pipelined(redis: Redis, calls: Sequence[ScriptCall], *, raise_erro
         if not missing:
             break
         for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
-            if isinstance(script, Script):
-                await script.load()
-            else:
-                script.sha = await redis.script_load(script.script)
+            await script.load()
         pending = missing
     if raise_errors:
         for reply in replies:

@@ -72,11 +72,6 @@ def shard_names(queue: str, shards: int) -> list[str]:
     return [f"{queue}{SEPARATOR}{i}" for i in range(shards)]
 
 
-def logical_queue(queue: str) -> str:
-    """`payments` for `payments#3`; a queue that is not a shard is its own."""
-    return queue.partition(SEPARATOR)[0]
-
-
 def _class_shards(cls: type[Job]) -> int:
     return _check_count(cls.shards, cls.queue)
 

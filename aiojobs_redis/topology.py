@@ -15,10 +15,16 @@ data nodes'; Sentinel's own, if any, goes in `sentinel_username` / `sentinel_pas
 This module parses that, builds the redis-py clients (a `RedisCluster`, or a client whose
 pool asks Sentinel where the primary is), maps the errors of a deployment in motion
 (failover, resharding) to "unavailable", and waits on wake lists that live on several nodes.
+
+Upgrading redis-py: this is one of the three modules that use its internals (wire.py,
+durable.py, topology.py); read them, and run tests/faults/test_wire.py and the Cluster
+suite, before anything else. Here: a Cluster's `nodes_manager` (blocking on wake lists
+spread over nodes).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -28,7 +34,9 @@ import anyio
 from redis import exceptions as rex
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
 
 from .errors import ConfigurationError
@@ -156,6 +164,24 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool that waits for a free connection instead of failing when all are busy."""
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The engine's connection options: timeouts, replays, health checks, db."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.socket_timeout,
+        # redis-py replays a command after a connection error; every script is safe to run
+        # twice, so a few quick replays are welcome. Longer outages are the worker's
+        # business (it reconnects with its own capped backoff).
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+        # RuntimeError: uvloop's word for a write to a connection that was reset.
+        "retry_on_error": [rex.ConnectionError, rex.TimeoutError, RuntimeError],
+        "health_check_interval": 30,
+    }
+    if settings.db is not None:
+        options["db"] = settings.db
+    return options
+
+
 def open_client(settings: Settings, options: dict[str, Any], *, blocking: bool = False) -> Redis:
     """A client for the deployment in `settings`.
 
@@ -231,6 +257,26 @@ async def close(client: Redis) -> None:
     await client.aclose(close_connection_pool=True)
     if isinstance(pool, SentinelConnectionPool):
         await pool.sentinel_manager.aclose()
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host that is this machine for sure: "localhost" or a loopback address.
+
+    Other names, `*.localhost` included, are not taken on trust: whether they resolve to
+    this machine is the resolver's choice (RFC 6761 only says they should), and the
+    dashboard decides on this whether a network listener needs authentication.
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A transport error, a timeout, or a Cluster in failover or resharding: try again shortly."""
+    return isinstance(exc, _TRANSIENT)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -12,6 +12,11 @@ from the same URL and options as the engine's pool); the wire then takes over it
 A reply that does not come within the socket timeout closes the connection, as does any
 transport error; calls in flight then fail with redis-py's ConnectionError/TimeoutError
 and are replayed by the same Retry policy the engine gives redis-py.
+
+Upgrading redis-py: this is one of the three modules that use its internals (wire.py,
+durable.py, topology.py); read them, and run tests/faults/test_wire.py and the Cluster
+suite, before anything else. Here: `redis._parsers.base.BaseParser`,
+`ConnectionPool.make_connection()` and the connection's `_reader`/`_writer`.
 """
 
 from __future__ import annotations
@@ -131,11 +136,6 @@ class Wire:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._closed = False
-
-    @staticmethod
-    def supports(pool: ConnectionPool) -> bool:
-        """Whether the wire can take over this pool's connections (TCP, TLS or Unix socket)."""
-        return hasattr(pool, "make_connection")
 
     async def call(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised as redis-py's exception."""

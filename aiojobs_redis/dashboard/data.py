@@ -7,10 +7,9 @@ from typing import Any
 
 import anyio
 
-from ..engine import RedisEngine, redis_errors
+from ..engine import RedisEngine
 from ..errors import MalformedJob
-from ..events import WorkerInfo, alive_workers, recent_events, redis_now_ms, throughput
-from ..records import JobInfo
+from ..records import JobInfo, WorkerInfo
 
 
 async def snapshot(
@@ -26,7 +25,7 @@ async def snapshot(
 
     Payloads appear (on failed jobs) only with `show_payloads`.
     """
-    now_ms = await redis_now_ms(engine)
+    now_ms = await engine.redis_time_ms(max_age_ms=0)
     stats = await engine.stats()
     queues = [s.queue for s in stats]
     parts: dict[str, Any] = {}
@@ -35,10 +34,10 @@ async def snapshot(
         parts[name] = await coro
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(read, "throughput", throughput(engine, queues, now_ms, minutes))
+        tg.start_soon(read, "throughput", engine.throughput(queues, now_ms, minutes))
         tg.start_soon(read, "failed", failed_jobs(engine, failed_limit, show_payloads))
-        tg.start_soon(read, "workers", alive_workers(engine, now_ms))
-        tg.start_soon(read, "events", recent_events(engine, queues, events_limit))
+        tg.start_soon(read, "workers", engine.alive_workers(now_ms))
+        tg.start_soon(read, "events", engine.recent_events(queues, events_limit))
     workers: list[WorkerInfo] = parts["workers"]
     return {
         "now_ms": now_ms,
@@ -109,51 +108,22 @@ async def running_jobs(
     heartbeat has none yet.
     """
     started = {(job.queue, job.id): job.started_ms for w in workers for job in w.running}
-    async with redis_errors("list running jobs"), engine.redis.pipeline(transaction=False) as pipe:
-        for queue in queues:
-            pipe.zrange(engine.keys(queue).running, 0, limit - 1, withscores=True)
-        held: list[list[tuple[bytes, float]]] = await pipe.execute()
-    listed = [
-        (q, raw_id, int(deadline))
-        for q, pairs in zip(queues, held, strict=True)
-        for raw_id, deadline in pairs
-    ]
-    listed = listed[:limit]
-    async with redis_errors("list running jobs"), engine.redis.pipeline(transaction=False) as pipe:
-        for queue, raw_id, _ in listed:
-            pipe.hmget(engine.keys(queue).job_prefix.encode() + raw_id, ["n", "w", "a", "m", "k"])
-        fields: list[Any] = await pipe.execute(raise_on_error=False)
     found: list[dict[str, Any]] = []
-    for (queue, raw_id, deadline), values in zip(listed, fields, strict=True):
-        if isinstance(values, Exception):
-            values = [None] * 5
-        name, worker, attempts, max_attempts, runs = (_text(v) for v in values)
-        job_id = raw_id.decode("utf-8", "replace")
-        since = started.get((queue, job_id))
+    for job in await engine.running_jobs(queues, limit):
+        since = started.get((job.queue, job.id))
         found.append(
             {
-                "queue": queue,
-                "id": job_id,
-                "name": name,
-                "worker": worker,
-                "attempt": _int(attempts) + 1,
-                "max_attempts": _int(max_attempts),
-                "runs": _int(runs),
-                "lease_deadline_ms": deadline,
+                "queue": job.queue,
+                "id": job.id,
+                "name": job.name,
+                "worker": job.worker,
+                "attempt": job.attempts + 1,
+                "max_attempts": job.max_attempts,
+                "runs": job.runs,
+                "lease_deadline_ms": job.lease_deadline_ms,
                 "started_ms": since,
                 "run_ms": None if since is None else max(0, now_ms - since),
             }
         )
     found.sort(key=lambda j: (j["started_ms"] is None, j["started_ms"] or 0))
     return found
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8", "replace")
-
-
-def _int(value: str | None) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except ValueError:
-        return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ..events import Event, Throughput, WorkerInfo
+from ..records import Event, Throughput, WorkerInfo
 
 MAX_BARS = 120  # the chart groups minutes so that it never draws more bars than this
 

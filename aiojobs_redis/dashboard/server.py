@@ -6,7 +6,6 @@ The caller handles signals (the CLI calls `stop()`); uvicorn's own handlers stay
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from anyio.abc import TaskStatus
 
 from ..engine import RedisEngine
 from ..errors import ConfigurationError
+from ..topology import is_loopback as is_loopback  # the one rule, also the doctor's
 from .app import create_app
 
 try:
@@ -27,15 +27,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(uvicorn.Server):

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 from dashkit import dashboard, eventually, quick_telemetry, running_worker
+from engine_calls import claim_from
 from redis_server import free_port
 
 from aiojobs_redis import Job, RedisEngine
@@ -61,7 +62,7 @@ def csrf_in(html: str) -> str:
 async def make_failed(engine: RedisEngine, count: int) -> list[str]:
     """Failed jobs without running a worker: claim them and fail them directly."""
     ids = await engine.dispatch_many([Broken({"n": n, "card": "4111-SECRET"}) for n in range(count)])
-    claim = await engine.claim(QUEUE, count, worker_id="w", request_id="r", lease_ms=10_000)
+    claim = await claim_from(engine, QUEUE, count, worker_id="w", request_id="r", lease_ms=10_000)
     for job in claim.jobs:
         assert await engine.fail(
             job, {"reason": "error", "type": "builtins.ValueError", "message": "<b>no</b>"}

@@ -11,20 +11,10 @@ from redis.asyncio import Redis
 
 from aiojobs_redis import Job, RedisEngine, Settings
 from aiojobs_redis.errors import EngineError
-from aiojobs_redis.events import (
-    HISTORY_MINUTES,
-    RedisTelemetry,
-    alive_workers,
-    events_key,
-    recent_events,
-    redis_now_ms,
-    throughput,
-    throughput_key,
-    trim_history,
-    worker_key,
-    workers_key,
-)
+from aiojobs_redis.events import RedisTelemetry
 from aiojobs_redis.hooks import JobContext
+from aiojobs_redis.keys import worker_key, workers_key
+from aiojobs_redis.telemetry_store import HISTORY_MINUTES
 
 pytestmark = pytest.mark.anyio
 
@@ -55,10 +45,10 @@ async def test_events_in_order_without_payloads(engine: RedisEngine) -> None:
     async with running_worker(engine, [QUEUE], telemetry=quick_telemetry(record_starts=True)) as worker:
 
         async def recorded() -> bool:
-            return len(await recent_events(engine, [QUEUE], 10)) == 4
+            return len(await engine.recent_events([QUEUE], 10)) == 4
 
         await eventually(recorded, what="four events")
-    events = await recent_events(engine, [QUEUE], 10)
+    events = await engine.recent_events([QUEUE], 10)
     by_job = {(e.job_id, e.kind) for e in events}
     assert by_job == {(ok_id, "started"), (ok_id, "succeeded"), (bad_id, "started"), (bad_id, "failed")}
     assert [e.kind for e in events if e.job_id == ok_id] == ["succeeded", "started"], "newest first"
@@ -66,7 +56,7 @@ async def test_events_in_order_without_payloads(engine: RedisEngine) -> None:
     assert failed.error == "ValueError: secret-free message"
     assert failed.worker == worker.worker_id and failed.attempt == 1 and failed.queue == QUEUE
     assert failed.name == "test_event_stream.Fails" and failed.duration_ms is not None
-    raw: Any = await engine.redis.xrange(events_key(engine.keys(QUEUE)))
+    raw: Any = await engine.redis.xrange(engine.keys(QUEUE).events)
     assert b"SECRET" not in repr(raw).encode(), "payloads never reach the stream"
     assert all(list(fields) == [b"event"] for _, fields in raw), "one JSON field per entry"
 
@@ -80,7 +70,7 @@ async def test_the_stream_stays_capped(engine: RedisEngine) -> None:
             return worker.counters.succeeded == 1_000
 
         await eventually(done, what="1,000 jobs")
-    length = await engine.redis.xlen(events_key(engine.keys(QUEUE)))
+    length = await engine.redis.xlen(engine.keys(QUEUE).events)
     # 1,000 events were written; MAXLEN ~ trims whole stream nodes (100 entries each by default).
     print(f"\nstream length after 1,000 events with events_max={cap}: {length}")
     assert cap <= length <= cap + 100
@@ -95,15 +85,15 @@ async def test_throughput_counts_per_minute(engine: RedisEngine) -> None:
             return worker.counters.succeeded + worker.counters.failed == 10
 
         await eventually(done, what="ten jobs")
-    key = throughput_key(engine.keys(QUEUE))
+    key = engine.keys(QUEUE).throughput
 
     async def counted() -> bool:
         buckets = await engine.redis.hgetall(key)
         return sum(int(v) for v in buckets.values()) == 10
 
     await eventually(counted, what="the counts to be flushed")
-    now = await redis_now_ms(engine)
-    series = (await throughput(engine, [QUEUE], now, minutes=60))[QUEUE]
+    now = await engine.redis_time_ms(max_age_ms=0)
+    series = (await engine.throughput([QUEUE], now, minutes=60))[QUEUE]
     assert len(series.succeeded) == len(series.failed) == 60
     assert series.start_minute == now // 60_000 - 59
     # The jobs ran within the last two minutes (a minute may have turned meanwhile).
@@ -114,17 +104,17 @@ async def test_throughput_counts_per_minute(engine: RedisEngine) -> None:
 
 
 async def test_history_is_trimmed_to_24_hours(engine: RedisEngine) -> None:
-    key = throughput_key(engine.keys(QUEUE))
-    now_minute = (await redis_now_ms(engine)) // 60_000
+    key = engine.keys(QUEUE).throughput
+    now_minute = (await engine.redis_time_ms(max_age_ms=0)) // 60_000
     fields: dict[Any, Any] = {f"{now_minute - age}:s": 1 for age in range(0, 3 * HISTORY_MINUTES, 7)}
     fields["junk"] = 5
     await engine.redis.hset(key, mapping=fields)
-    removed = await trim_history(engine, [QUEUE], now_minute)
+    removed = await engine.trim_history([QUEUE], now_minute)
     left = [k.decode() if isinstance(k, bytes) else k for k in await engine.redis.hkeys(key)]
     assert removed == len(fields) - len(left)
     assert all(now_minute - int(k.split(":")[0]) < HISTORY_MINUTES for k in left)
     assert len(left) == len(range(0, HISTORY_MINUTES, 7)), "everything inside the day stays"
-    series = (await throughput(engine, [QUEUE], now_minute * 60_000, minutes=HISTORY_MINUTES))[QUEUE]
+    series = (await engine.throughput([QUEUE], now_minute * 60_000, minutes=HISTORY_MINUTES))[QUEUE]
     assert sum(series.succeeded) == len(left)
 
 
@@ -141,30 +131,30 @@ async def test_heartbeat_lists_the_worker_and_its_running_jobs(engine: RedisEngi
     async with running_worker(engine, [QUEUE], concurrency=7) as worker:
 
         async def listed() -> bool:
-            now = await redis_now_ms(engine)
-            alive = await alive_workers(engine, now)
+            now = await engine.redis_time_ms(max_age_ms=0)
+            alive = await engine.alive_workers(now)
             return len(alive) == 1 and [j.id for j in alive[0].running] == [job_id]
 
         await eventually(listed, what="the heartbeat with the running job")
-        now = await redis_now_ms(engine)
-        [info] = await alive_workers(engine, now)
+        now = await engine.redis_time_ms(max_age_ms=0)
+        [info] = await engine.alive_workers(now)
         assert info.id == worker.worker_id and info.queues == [QUEUE] and info.concurrency == 7
         assert 0 <= now - info.running[0].started_ms < 10_000
         assert 0 <= now - info.seen_ms < 5_000
         gate.set()
-    now = await redis_now_ms(engine)
-    assert await alive_workers(engine, now) == [], "a stopped worker removes its heartbeat"
+    now = await engine.redis_time_ms(max_age_ms=0)
+    assert await engine.alive_workers(now) == [], "a stopped worker removes its heartbeat"
     prefix = engine.settings.prefix
     assert not await engine.redis.exists(worker_key(prefix, worker.worker_id))
 
 
 async def test_a_lapsed_heartbeat_is_not_alive(engine: RedisEngine) -> None:
     prefix = engine.settings.prefix
-    now = await redis_now_ms(engine)
+    now = await engine.redis_time_ms(max_age_ms=0)
     await engine.redis.zadd(workers_key(prefix), {"gone": now - 1, "bogus": now + 60_000})
     await engine.redis.set(worker_key(prefix, "gone"), b'{"id": "gone"}')
     await engine.redis.set(worker_key(prefix, "bogus"), b"not json")
-    assert await alive_workers(engine, now) == []
+    assert await engine.alive_workers(now) == []
 
 
 def context(n: int, result: str | None = None) -> JobContext:
@@ -198,8 +188,8 @@ async def test_the_hot_path_only_buffers_and_a_flush_is_one_round_trip(
     telemetry._worker = Host(engine)  # type: ignore[assignment]
     await telemetry.flush()
     assert pipelines == 1
-    assert await engine.redis.xlen(events_key(engine.keys(QUEUE))) == 600
-    buckets = await engine.redis.hgetall(throughput_key(engine.keys(QUEUE)))
+    assert await engine.redis.xlen(engine.keys(QUEUE).events) == 600
+    buckets = await engine.redis.hgetall(engine.keys(QUEUE).throughput)
     assert sum(int(v) for v in buckets.values()) == 300
     await telemetry.flush()
     assert pipelines == 1, "nothing buffered: no round trip"
@@ -228,7 +218,7 @@ async def test_events_wait_while_redis_is_away_and_stay_bounded(redis_url: str, 
         Host.engine = back
         try:
             await telemetry.flush()
-            assert await back.redis.xlen(events_key(back.keys(QUEUE))) == 50
+            assert await back.redis.xlen(back.keys(QUEUE).events) == 50
         finally:
             client: Redis = back.redis
-            await client.delete(events_key(back.keys(QUEUE)), throughput_key(back.keys(QUEUE)))
+            await client.delete(back.keys(QUEUE).events, back.keys(QUEUE).throughput)

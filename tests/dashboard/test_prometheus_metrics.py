@@ -14,6 +14,7 @@ import httpx
 import pytest
 from dashjobs import Tick
 from dashkit import eventually, running_worker
+from engine_calls import claim_from
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from redis_server import free_port
@@ -120,7 +121,7 @@ async def test_a_workers_metrics_over_http(engine: RedisEngine, metrics: Prometh
 async def test_running_and_reclaimed_jobs(engine: RedisEngine, metrics: PrometheusMetrics) -> None:
     # A "dead worker" claims a job and never renews: its lease lapses and the reaper takes it back.
     await Quick().dispatch({})
-    claim = await engine.claim(QUEUE, 1, worker_id="dead-worker", request_id="1", lease_ms=100)
+    claim = await claim_from(engine, QUEUE, 1, worker_id="dead-worker", request_id="1", lease_ms=100)
     assert len(claim.jobs) == 1
     gate = anyio.Event()
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from engine_calls import claim_from
 from redis.asyncio import Redis
 from worker_procs import Workers
 
@@ -98,8 +99,13 @@ async def claimer(engine: RedisEngine, worker: str, state: Round, seed: int) -> 
     request = 0
     while not state.done.is_set():
         request += 1
-        claim = await engine.claim(
-            QUEUE, rng.randint(1, 10), worker_id=worker, request_id=str(request), lease_ms=state.lease_ms
+        claim = await claim_from(
+            engine,
+            QUEUE,
+            rng.randint(1, 10),
+            worker_id=worker,
+            request_id=str(request),
+            lease_ms=state.lease_ms,
         )
         if not claim.jobs:
             state.empty_claims += 1

@@ -39,6 +39,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import TaskStatus
+from engine_calls import claim_from
 from proxy import (
     Command,
     FaultProxy,
@@ -615,7 +616,7 @@ async def test_n8_replayed_claim_returns_the_same_jobs_and_counts_one_run(
     async with engines(settings, server) as (engine, direct):
         ids = set(await direct.dispatch_many([Record({}) for _ in range(3)]))
         proxy.add_rule(Rule("drop_reply", evalsha(sha("claim")), fresh_only=True))
-        claim = await engine.claim(QUEUE, 5, worker_id="w1", request_id="1", lease_ms=10_000)
+        claim = await claim_from(engine, QUEUE, 5, worker_id="w1", request_id="1", lease_ms=10_000)
         keys = direct.keys(QUEUE)
         runs = [int(await direct.redis.hget(keys.job(i), "k") or 0) for i in ids]
         running = await direct.redis.zcard(keys.running)
@@ -659,8 +660,8 @@ async def test_n8_a_claim_whose_every_reply_is_lost_does_not_strand_its_jobs(
 
 
 async def claim_one(engine: RedisEngine, worker_id: str, lease_ms: int) -> ClaimedJob:
-    claim = await engine.claim(
-        QUEUE, 1, worker_id=worker_id, request_id=str(time.monotonic_ns()), lease_ms=lease_ms
+    claim = await claim_from(
+        engine, QUEUE, 1, worker_id=worker_id, request_id=str(time.monotonic_ns()), lease_ms=lease_ms
     )
     assert len(claim.jobs) == 1
     return claim.jobs[0]

@@ -23,6 +23,7 @@ import anyio
 import orjson
 import pytest
 from certs import Certs, ConfiguredServer, TLSUnsupported, make_certs, openssl_available
+from engine_calls import claim_from
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, ResponseError
 from redis_server import free_port
@@ -47,7 +48,7 @@ Q = "sec"
 Q_LOW = "sec-low"
 
 # Every command the engine sends, outside its Lua scripts and inside them (ACL rules apply to
-# both). Found by reading engine.py and lua/*.lua and checked by running the whole flow under
+# both). Found by reading engine.py, admin.py and lua/*.lua and checked by running the whole flow under
 # a user allowed only these (test_full_flow_under_a_least_privilege_acl_user).
 CLIENT_COMMANDS = (
     "ping",  # opening the engine, health checks
@@ -185,7 +186,7 @@ async def full_flow(engine: RedisEngine, admin: Redis) -> None:
         ids = await SecJob.dispatch_many([{"i": i} for i in range(6)])
         await SecJob().dispatch({"delayed": True}, delay=0.05)
 
-    claim = await engine.claim(Q, 6, worker_id="w1", request_id="r1", lease_ms=300)
+    claim = await claim_from(engine, Q, 6, worker_id="w1", request_id="r1", lease_ms=300)
     jobs = claim.jobs
     assert [j.id for j in jobs] == ids
     assert await engine.renew(Q, [(j.id, j.token) for j in jobs[:5]], 300) == []
@@ -202,7 +203,7 @@ async def full_flow(engine: RedisEngine, admin: Redis) -> None:
     # A record of the wrong type where a job should be is moved aside (RENAME) on claim.
     await admin.set(f"{prefix}{{{Q}}}:j:wrongtype", "not a hash")
     await admin.lpush(f"{prefix}{{{Q}}}:queue", "wrongtype")
-    claim = await engine.claim(Q, 100, worker_id="w1", request_id="r2", lease_ms=300)
+    claim = await claim_from(engine, Q, 100, worker_id="w1", request_id="r2", lease_ms=300)
     assert ("wrongtype", "wrong_type") in [(q.job_id, q.reason) for q in claim.quarantined]
     assert len(claim.jobs) == 4  # retried, released, reaped, promoted
     for job in claim.jobs:
@@ -259,7 +260,7 @@ async def test_tls_with_the_right_ca_runs_jobs(
         with use_engine(engine):
             job_id = await SecJob().dispatch({"over": "tls"})
         assert await engine.wait_for_work([Q], 0.1)  # the blocking connection is TLS too
-        claim = await engine.claim(Q, 10, worker_id="w", request_id="1", lease_ms=5000)
+        claim = await claim_from(engine, Q, 10, worker_id="w", request_id="1", lease_ms=5000)
         assert [j.id for j in claim.jobs] == [job_id]
         assert await engine.ack(claim.jobs[0])
         findings = await diagnose(engine)
@@ -447,7 +448,7 @@ def queue_calls(engine: RedisEngine, name: Any) -> list[Callable[[], Awaitable[A
         partial(engine.failed_forget, ["abc"], queue=name),
         partial(engine.failed_flush, name),
         partial(engine.get_job, name, "abc"),
-        partial(engine.claim, name, 1, worker_id="w", request_id="1", lease_ms=1000),
+        partial(claim_from, engine, name, 1, worker_id="w", request_id="1", lease_ms=1000),
         partial(engine.claim_many, [(Q, 1, "1"), (name, 1, "2")], worker_id="w", lease_ms=1000),
         partial(engine.ready_counts, [Q, name]),
         partial(engine.renew, name, [("abc", "t")], 1000),
@@ -885,7 +886,7 @@ async def test_reprs_hold_no_secrets(server: ConfiguredServer, admin: Redis, pre
         async with opened(server.url, prefix) as live:
             with use_engine(live):
                 job_id = await job.dispatch()
-            (claimed,) = (await live.claim(Q, 1, worker_id="w", request_id="1", lease_ms=5000)).jobs
+            (claimed,) = (await claim_from(live, Q, 1, worker_id="w", request_id="1", lease_ms=5000)).jobs
             info = await live.get_job(Q, job_id, with_payload=True)
             assert info is not None and info.payload == secret_payload(1)
             reprs += [repr(job), repr(info), repr(claimed)]

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 import pytest
 from conftest import FakeClock, delete_prefix
+from engine_calls import claim_from, dispatch_marker
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -217,7 +218,7 @@ class QueueMachine(RuleBasedStateMachine):
         k = self.keys
         names = [k.ready, k.delayed, k.running, k.failed, k.wake, f"{self.settings.prefix}queues"]
         names += [k.claim_receipt(w) for w in WORKERS]
-        names += [k.dispatch_marker(call.ids[0]) for call in self.calls]
+        names += [dispatch_marker(k, call.ids[0]) for call in self.calls]
         names += [k.job(job_id) for job_id in self.jobs]
         for start in range(0, len(names), 500):
             await self.engine.redis.delete(*names[start : start + 500])
@@ -344,7 +345,7 @@ class QueueMachine(RuleBasedStateMachine):
         expected = [self.jobs[job_id] for job_id in self.queue[:limit]]
         ready_left = len(self.queue) - len(expected)
         claim = self.run(
-            self.engine.claim(QUEUE, limit, worker_id=worker, request_id=request, lease_ms=LEASE_MS)
+            claim_from(self.engine, QUEUE, limit, worker_id=worker, request_id=request, lease_ms=LEASE_MS)
         )
         assert [c.id for c in claim.jobs] == [j.id for j in expected], "claimed the wrong jobs or order"
         assert claim.quarantined == []
@@ -389,7 +390,9 @@ class QueueMachine(RuleBasedStateMachine):
             return
         still = [(i, t) for i, t in last.held if self.jobs[i].state == "running" and self.jobs[i].token == t]
         claim = self.run(
-            self.engine.claim(QUEUE, limit, worker_id=worker, request_id=last.request, lease_ms=LEASE_MS)
+            claim_from(
+                self.engine, QUEUE, limit, worker_id=worker, request_id=last.request, lease_ms=LEASE_MS
+            )
         )
         assert [(c.id, c.token) for c in claim.jobs] == still, "a replayed claim changed hands"
         assert claim.next_due_ms == self.next_due() and not claim.more
@@ -694,6 +697,6 @@ async def test_claim_reports_the_next_due_time_after_a_partial_claim(clocked_eng
     claim that got a job answers -1 unless the limit exceeds 7 x the jobs claimed."""
     await Once().set_delay(5).dispatch({"n": 1})
     await Once().dispatch({"n": 2})
-    claim = await clocked_engine.claim(QUEUE, 4, worker_id="w1", request_id="1", lease_ms=LEASE_MS)
+    claim = await claim_from(clocked_engine, QUEUE, 4, worker_id="w1", request_id="1", lease_ms=LEASE_MS)
     assert len(claim.jobs) == 1
     assert claim.next_due_ms == 5_000, f"a partial claim reported next_due_ms={claim.next_due_ms}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from engine_calls import claim_from
 from redis_server import RedisServer
 
 from aiojobs_redis import Job, PayloadNotSerializable, RedisEngine, Settings, use_engine
@@ -97,8 +98,8 @@ async def test_dispatch_many_stores_every_job_in_order(engine: RedisEngine) -> N
     assert len(ids) == len(set(ids)) == 1200
     claimed: list[str] = []
     while len(claimed) < 1200:
-        claim = await engine.claim(
-            "batch-a", 500, worker_id="w", request_id=str(len(claimed)), lease_ms=60_000
+        claim = await claim_from(
+            engine, "batch-a", 500, worker_id="w", request_id=str(len(claimed)), lease_ms=60_000
         )
         claimed += [j.id for j in claim.jobs]
     assert claimed == ids, "dispatch order is claim order"
@@ -125,7 +126,7 @@ async def test_dispatch_many_with_a_bad_payload_stores_nothing(engine: RedisEngi
 async def test_concurrent_acks_are_coalesced_and_fenced_one_by_one(private_engine: RedisEngine) -> None:
     engine = private_engine
     await Ping.dispatch_many([{"i": i} for i in range(50)])
-    claim = await engine.claim("batch-a", 50, worker_id="w", request_id="1", lease_ms=60_000)
+    claim = await claim_from(engine, "batch-a", 50, worker_id="w", request_id="1", lease_ms=60_000)
     stale = claim.jobs[7]
     await engine.redis.hset(engine.keys("batch-a").job(stale.id), "t", "someone-else:2")
     before = await script_calls(engine)

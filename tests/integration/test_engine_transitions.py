@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 import pytest
+from engine_calls import claim_from, dispatch_marker
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -165,7 +166,8 @@ async def claim(
     lease_ms: int = LEASE,
     queue: str = QUEUE,
 ) -> Claim:
-    return await engine.claim(
+    return await claim_from(
+        engine,
         queue,
         limit,
         worker_id=worker,
@@ -999,7 +1001,7 @@ async def test_a_queue_key_of_the_wrong_type_is_moved_aside(
     await raw_redis.set(keys.ready, "not a list")
     with pytest.raises(EngineError, match="WRONGTYPE"):
         await Mail({}).dispatch()
-    assert await raw_redis.exists(keys.dispatch_marker("any")) == 0
+    assert await raw_redis.exists(dispatch_marker(keys, "any")) == 0
     with pytest.raises(EngineError, match="WRONGTYPE"):
         await clocked_engine.stats(QUEUE)
 
@@ -1066,8 +1068,8 @@ async def test_a_replayed_dispatch_call_pushes_nothing(
         inline("call-2", Mail.name, 2, clock.now_ms, b"[1]"),
     ]
     # One marker per call, named after its first job, for the replay guard.
-    assert await raw_redis.exists(keys.dispatch_marker("call-1"), keys.dispatch_marker("call-2")) == 1
-    assert GUARD - 5_000 < await raw_redis.pttl(keys.dispatch_marker("call-1")) <= GUARD
+    assert await raw_redis.exists(dispatch_marker(keys, "call-1"), dispatch_marker(keys, "call-2")) == 1
+    assert GUARD - 5_000 < await raw_redis.pttl(dispatch_marker(keys, "call-1")) <= GUARD
     before = await snapshot(raw_redis, prefix)
     await claim(clocked_engine, limit=1)  # even once a job of it has run
     before_replay = await snapshot(raw_redis, prefix)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from engine_calls import claim_from
 from redis_server import RedisServer
 
 from aiojobs_redis import Job, RedisEngine, Settings, use_engine
@@ -52,7 +53,7 @@ async def test_pipelined_and_single_calls_survive_script_flush(private_engine: R
     await engine.redis.script_flush()
     assert await engine.ack(claims[0].jobs[0])
     await engine.redis.script_flush()
-    again = await engine.claim("cache-low", 10, worker_id="w1", request_id="3", lease_ms=30_000)
+    again = await claim_from(engine, "cache-low", 10, worker_id="w1", request_id="3", lease_ms=30_000)
     assert [j.id for j in again.jobs] == low[1:]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from engine_calls import dispatch_marker
 
 from aiojobs_redis.errors import ConfigurationError, InvalidJobId, InvalidQueueName
 from aiojobs_redis.keys import (
@@ -115,7 +116,7 @@ def test_queue_keys_layout() -> None:
     assert keys.job_prefix == "jobs:{payments}:j:"
     assert keys.job("abc") == "jobs:{payments}:j:abc"
     assert keys.claim_receipt("w1") == "jobs:{payments}:claim:w1"
-    assert keys.dispatch_marker("abc") == "jobs:{payments}:dd:abc"
+    assert dispatch_marker(keys, "abc") == "jobs:{payments}:dd:abc"
     assert queues_key("jobs:") == "jobs:queues"
 
 
@@ -134,7 +135,7 @@ def test_every_queue_key_shares_one_hash_tag(prefix: str, queue: str) -> None:
     }, "a key attribute was added or removed: check it keeps the hash tag"
     all_keys = [getattr(keys, name) for name in names]
     all_keys += [keys.job("0lq3z1y7a0000abcde"), keys.claim_receipt("worker-1")]
-    all_keys += [keys.dispatch_marker("0lq3z1y7a0000abcde"), keys.legacy_ready]
+    all_keys += [dispatch_marker(keys, "0lq3z1y7a0000abcde"), keys.legacy_ready, keys.events, keys.throughput]
     for key in all_keys:
         assert key.startswith(f"{prefix}{{{queue}}}"), key
         assert cluster_hash_tag(key) == queue, key

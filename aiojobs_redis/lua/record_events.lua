@@ -3,8 +3,8 @@
 -- ARGV[1] the stream's cap (XADD MAXLEN ~)  ARGV[2] ms the hash lives after this write
 -- ARGV[3] B, how many bucket pairs follow  ARGV[4 .. 3+2B] bucket field, amount, ...
 -- ARGV[4+2B ..] events, one JSON document each (stored as the entry's `event` field)
--- Returns the number of events added. Sent by events.py (RedisTelemetry.flush): one script
--- call per queue instead of a command per event keeps the worker's cost per job small.
+-- Returns the number of events added. Sent by telemetry_store.py for RedisTelemetry.flush: one
+-- script call per queue instead of a command per event keeps the worker's cost per job small.
 local events_key, counts_key = KEYS[1], KEYS[2]
 local cap, ttl_ms, buckets = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local first_event = 4 + 2 * buckets

@@ -1,0 +1,397 @@
+"""Inspection and administration: what `stats`, `failed`, the dashboard and the doctor read.
+
+`Admin` is mixed into RedisEngine, so these are engine methods (`engine.stats()`,
+`engine.get_job()`, `engine.failed_retry()`, ...); the hot path stays in engine.py. Nothing
+here is on a job's path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import orjson
+from redis import exceptions as rex
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
+
+from . import sharding
+from .boundary import redis_errors, text
+from .errors import EngineError
+from .keys import JOB_FIELD, QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
+from .records import JobInfo, LeasedJob, QueueStats, inline_prefix
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .config import Settings
+    from .scripts import Scripts
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000  # ids per call in bulk operations, so no single script blocks Redis for long
+# Read for the running jobs list: name, worker, attempts used, max attempts, runs.
+_LEASED_FIELDS = [JOB_FIELD[name] for name in ("name", "worker", "attempts", "max_attempts", "runs")]
+
+
+class Admin:
+    """The inspection and failed-set methods of RedisEngine."""
+
+    settings: Settings
+    redis: Redis
+    scripts: Scripts
+
+    if TYPE_CHECKING:
+
+        def keys(self, queue: str) -> QueueKeys: ...
+
+        def _now_arg(self) -> int | str: ...
+
+    async def known_queues(self) -> list[str]:
+        async with redis_errors("list queues"):
+            members = await self.redis.smembers(queues_key(self.settings.prefix))
+        names = sorted(text(m) for m in members)
+        valid = [name for name in names if is_valid_queue(name)]
+        if len(valid) < len(names):
+            log.warning(
+                "ignored %d invalid queue name(s) in %s",
+                len(names) - len(valid),
+                queues_key(self.settings.prefix),
+            )
+        return valid
+
+    async def _queues(self, queue: str | None) -> list[str]:
+        """The queue named (with its shards, if it is sharded), else every known queue."""
+        if queue is None:
+            return await self.known_queues()
+        if sharding.shard_count(validate_queue(queue)) > 1:
+            return sharding.members(queue)
+        if sharding.SEPARATOR not in queue:  # shards this process does not know about
+            prefix = queue + sharding.SEPARATOR
+            return [queue, *(q for q in await self.known_queues() if q.startswith(prefix))]
+        return [queue]
+
+    async def stats(self, queue: str | None = None) -> list[QueueStats]:
+        queues = await self._queues(queue)
+        async with redis_errors("stats"), self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                keys = self.keys(q)
+                pipe.llen(keys.ready)
+                for key in (keys.delayed, keys.running, keys.failed):
+                    pipe.zcard(key)
+            counts = await pipe.execute()
+        return [QueueStats(q, *counts[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)]
+
+    # -- one job ----------------------------------------------------------------------------
+
+    async def get_job(self, queue: str, job_id: str, *, with_payload: bool = False) -> JobInfo | None:
+        """The job's record; for a sharded queue, looked up in each of its shards."""
+        members = sharding.members(validate_queue(queue))
+        for member in members[1:]:
+            found = await self._get_job(member, job_id, with_payload)
+            if found is not None:
+                return found
+        return await self._get_job(queue, job_id, with_payload)
+
+    async def _get_job(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
+        """The job's hash; else, for a job that waits inline in the queue list, its record.
+
+        A job dispatched to run now has no key of its own until a worker claims it: the
+        list is read in slices to find it (O(jobs waiting)). A claim may take it meanwhile,
+        so the hash is read again when the list did not have it.
+        """
+        validate_job_id(job_id)
+        found = await self._read_hash(queue, job_id, with_payload)
+        if found is None:
+            found = await self._find_inline(queue, job_id, with_payload)
+        if found is None:
+            found = await self._read_hash(queue, job_id, with_payload)
+        return found
+
+    async def _read_hash(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
+        key = self.keys(queue).job(job_id)
+        async with redis_errors(f"read job {job_id}"):
+            if await self.redis.type(key) != b"hash":
+                return None
+            raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[assignment]
+        return JobInfo.from_hash(queue, job_id, raw, with_payload) if raw else None
+
+    async def _find_inline(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
+        key = self.keys(queue).ready
+        head = inline_prefix(job_id)
+        seen = 0
+        async with redis_errors(f"find job {job_id}"):
+            if await self.redis.type(key) != b"list":
+                return None
+            # From the tail, by negative index: claims pop at the head and pushes at the tail
+            # only shift entries towards the part not read yet (a few are read twice), so no
+            # entry that stays in the list is missed.
+            while True:
+                entries: list[bytes] = await self.redis.lrange(key, -seen - BATCH, -seen - 1)  # type: ignore[assignment]
+                for entry in reversed(entries):
+                    if entry.startswith(head):
+                        return JobInfo.from_inline(queue, entry, with_payload)
+                if len(entries) < BATCH:
+                    return None
+                seen += BATCH
+
+    async def running_jobs(self, queues: Iterable[str], limit: int = 100) -> list[LeasedJob]:
+        """Up to `limit` jobs of the running sets, queue by queue, earliest lease deadline first."""
+        queues = list(queues)
+        async with redis_errors("list running jobs"), self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.zrange(self.keys(queue).running, 0, limit - 1, withscores=True)
+            held: list[list[tuple[bytes, float]]] = await pipe.execute()
+        listed = [
+            (q, raw_id, int(deadline))
+            for q, pairs in zip(queues, held, strict=True)
+            for raw_id, deadline in pairs
+        ][:limit]
+        async with redis_errors("list running jobs"), self.redis.pipeline(transaction=False) as pipe:
+            for queue, raw_id, _ in listed:
+                pipe.hmget(self.keys(queue).job_prefix.encode() + raw_id, _LEASED_FIELDS)
+            fields: list[Any] = await pipe.execute(raise_on_error=False)
+        found: list[LeasedJob] = []
+        for (queue, raw_id, deadline), values in zip(listed, fields, strict=True):
+            if isinstance(values, Exception):  # not a hash: listed with what the set says
+                values = [None] * len(_LEASED_FIELDS)
+            name, worker, attempts, max_attempts, runs = (None if v is None else text(v) for v in values)
+            found.append(
+                LeasedJob(
+                    queue,
+                    text(raw_id),
+                    name,
+                    worker,
+                    _int(attempts),
+                    _int(max_attempts),
+                    _int(runs),
+                    deadline,
+                )
+            )
+        return found
+
+    # -- the failed set ---------------------------------------------------------------------
+
+    async def failed_list(
+        self, queue: str | None = None, *, limit: int = 100, with_payload: bool = False
+    ) -> list[JobInfo]:
+        """The most recently failed jobs, newest first."""
+        found: list[JobInfo] = []
+        for q in await self._queues(queue):
+            keys = self.keys(q)
+            async with redis_errors("list failed jobs"):
+                # Raw ids build the keys: a malformed id need not be valid UTF-8.
+                raw_ids: list[bytes] = await self.redis.zrevrange(keys.failed, 0, limit - 1)  # type: ignore[assignment]
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for raw_id in raw_ids:
+                        pipe.hgetall(keys.job_prefix.encode() + raw_id)
+                    hashes = await pipe.execute(raise_on_error=False)
+            for raw_id, raw in zip(raw_ids, hashes, strict=True):
+                if isinstance(raw, Exception):  # the key is not a hash: show it as malformed
+                    error = orjson.dumps({"reason": "wrong_type", "message": str(raw)})
+                    raw = {JOB_FIELD["error"].encode(): error}
+                found.append(JobInfo.from_hash(q, text(raw_id), raw, with_payload))
+        found.sort(key=lambda j: j.finished_ms or 0, reverse=True)
+        return found[:limit]
+
+    async def _locate_failed(self, ids: Iterable[str], queue: str | None) -> dict[str, list[str]]:
+        """Group failed job ids by the queue whose failed set holds them."""
+        wanted = [validate_job_id(i) for i in ids]
+        queues = await self._queues(queue)
+        async with redis_errors("find failed jobs"), self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                for job_id in wanted:
+                    pipe.zscore(self.keys(q).failed, job_id)
+            scores = iter(await pipe.execute())
+        located: dict[str, list[str]] = {}
+        for q in queues:
+            for job_id in wanted:
+                if next(scores) is not None:
+                    located.setdefault(q, []).append(job_id)
+        return located
+
+    async def failed_retry(self, ids: Iterable[str] | None = None, *, queue: str | None = None) -> int:
+        """Requeue failed jobs with fresh attempts: the given ids, or every one (in `queue`)."""
+        total = 0
+        if ids is not None:
+            for q, found in (await self._locate_failed(ids, queue)).items():
+                for start in range(0, len(found), BATCH):
+                    total += await self._requeue_failed(q, found[start : start + BATCH])
+            return total
+        for q in await self._queues(queue):
+            while (done := await self._requeue_failed(q, [])) > 0:
+                total += done
+        return total
+
+    async def _requeue_failed(self, queue: str, ids: list[str]) -> int:
+        keys = self.keys(queue)
+        async with redis_errors(f"requeue failed jobs of {queue}"):
+            requeued, _skipped = await self.scripts.requeue_failed(
+                keys=[keys.failed, keys.ready, keys.wake],
+                args=[keys.base, self._now_arg(), BATCH, *ids],
+            )
+        return int(requeued)
+
+    async def failed_forget(self, ids: Iterable[str], *, queue: str | None = None) -> int:
+        total = 0
+        for q, found in (await self._locate_failed(ids, queue)).items():
+            for start in range(0, len(found), BATCH):
+                total += await self._forget_failed(q, found[start : start + BATCH])
+        return total
+
+    async def failed_flush(self, queue: str | None = None) -> int:
+        total = 0
+        for q in await self._queues(queue):
+            while (done := await self._forget_failed(q, [])) > 0:
+                total += done
+        return total
+
+    async def _forget_failed(self, queue: str, ids: list[str]) -> int:
+        keys = self.keys(queue)
+        async with redis_errors(f"forget failed jobs of {queue}"):
+            return int(await self.scripts.forget_failed(keys=[keys.failed], args=[keys.base, BATCH, *ids]))
+
+    # -- the servers, for the doctor ----------------------------------------------------------
+
+    def server(self) -> ServerProbe:
+        """The server the client speaks to: the one server, or the primary Sentinel names."""
+        return _ClientProbe(self.redis)
+
+    async def cluster_primaries(self) -> list[ServerProbe]:
+        """Each primary of the Cluster, by host and port (the slot map read afresh)."""
+        cluster = cast(RedisCluster, self.redis)
+        async with redis_errors("doctor: Cluster discovery"):
+            await cluster.initialize()
+        nodes = sorted(cluster.get_primaries(), key=lambda n: (n.host, n.port))
+        return [_NodeProbe(node) for node in nodes]
+
+    async def sentinel_primary(self) -> tuple[str, int]:
+        """Where Sentinel says the primary is now."""
+        pool = self.redis.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        async with redis_errors("doctor: asking Sentinel for the primary"):
+            host, port = await pool.sentinel_manager.discover_master(pool.service_name)
+        return str(host), int(port)
+
+
+class Refused(Exception):
+    """The server refused a command (an ACL without it, a renamed command); str() says how."""
+
+
+class ServerProbe(Protocol):
+    """What the doctor reads from one server. Refusals raise Refused, outages EngineError."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def host(self) -> str: ...
+
+    async def info(self) -> dict[str, Any]: ...
+
+    async def config(self, names: Iterable[str]) -> dict[str, str]:
+        """CONFIG GET of each name, merged."""
+        ...
+
+    async def time(self) -> tuple[int, int]:
+        """TIME: seconds and microseconds."""
+        ...
+
+    async def replicas(self) -> list[str]:
+        """The Cluster's replicas not marked failed, as this node sees them (CLUSTER NODES)."""
+        ...
+
+
+def _refused(exc: rex.ResponseError) -> Refused:
+    return Refused(str(exc).split("\n")[0][:160])
+
+
+def _config(replies: list[Any]) -> dict[str, str]:
+    config: dict[str, str] = {}
+    for reply in replies:
+        if isinstance(reply, rex.ResponseError):
+            raise _refused(reply)
+        if isinstance(reply, Exception):
+            raise EngineError(f"doctor: CONFIG GET failed: {reply}") from reply
+        config.update({text(k): text(v) for k, v in reply.items()})
+    return config
+
+
+class _ClientProbe:
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.name = self.host = ""  # named by the caller (Sentinel's primary), or not at all
+
+    async def info(self) -> dict[str, Any]:
+        async with redis_errors("doctor: INFO"):
+            try:
+                return await self.client.info()
+            except rex.ResponseError as exc:  # NOPERM under an ACL, or a renamed command
+                raise _refused(exc) from None
+
+    async def config(self, names: Iterable[str]) -> dict[str, str]:
+        # One call per name (Redis < 7 takes one pattern per call), in one round trip.
+        async with redis_errors("doctor: CONFIG GET"), self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.config_get(name)
+            replies = await pipe.execute(raise_on_error=False)
+        return _config(replies)
+
+    async def time(self) -> tuple[int, int]:
+        async with redis_errors("doctor: TIME"):
+            try:
+                return await self.client.time()
+            except rex.ResponseError as exc:
+                raise _refused(exc) from None
+
+    async def replicas(self) -> list[str]:
+        raise Refused("not a Cluster node")
+
+
+class _NodeProbe:
+    """A Cluster node, spoken to directly (no slot routing, no redirections)."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+        self.name, self.host = node.name, node.host
+
+    async def _call(self, action: str, *command: Any) -> Any:
+        async with redis_errors(action):
+            try:
+                return await self.node.execute_command(*command)
+            except rex.ResponseError as exc:
+                raise _refused(exc) from None
+
+    async def info(self) -> dict[str, Any]:
+        return cast(dict[str, Any], await self._call("doctor: INFO", "INFO"))
+
+    async def config(self, names: Iterable[str]) -> dict[str, str]:
+        replies: list[Any] = []
+        async with redis_errors("doctor: CONFIG GET"):
+            for name in names:
+                try:
+                    replies.append(await self.node.execute_command("CONFIG GET", name))
+                except rex.ResponseError as exc:
+                    replies.append(exc)
+        return _config(replies)
+
+    async def time(self) -> tuple[int, int]:
+        seconds, micros = await self._call("doctor: TIME", "TIME")
+        return int(seconds), int(micros)
+
+    async def replicas(self) -> list[str]:
+        table: dict[str, dict[str, Any]] = await self._call("doctor: CLUSTER NODES", "CLUSTER NODES")
+        return [
+            address
+            for address, fields in table.items()
+            if "slave" in str(fields.get("flags", "")).split(",")
+            and not {"fail", "fail?", "noaddr"} & set(str(fields.get("flags", "")).split(","))
+        ]
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0

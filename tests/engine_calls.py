@@ -1,0 +1,20 @@
+"""Engine calls in the shape tests find handy, over the engine's own API."""
+
+from __future__ import annotations
+
+from aiojobs_redis import RedisEngine
+from aiojobs_redis.keys import QueueKeys
+from aiojobs_redis.records import Claim
+
+
+async def claim_from(
+    engine: RedisEngine, queue: str, limit: int, *, worker_id: str, request_id: str, lease_ms: int
+) -> Claim:
+    """One queue's claim (the engine claims from several queues at once: claim_many)."""
+    [claim] = await engine.claim_many([(queue, limit, request_id)], worker_id=worker_id, lease_ms=lease_ms)
+    return claim
+
+
+def dispatch_marker(keys: QueueKeys, first_job_id: str) -> str:
+    """The key dispatch.lua sets when a call ran (see keys.py), named by the call's first job."""
+    return f"{keys.base}:dd:{first_job_id}"
