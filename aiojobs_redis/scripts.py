@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
 
+from .keys import FORMAT_VERSION
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
@@ -31,6 +33,7 @@ SCRIPT_NAMES = (
     "reap",
     "requeue_failed",
     "forget_failed",
+    "format",
 )
 
 
@@ -40,7 +43,8 @@ def source(name: str) -> str:
         raise KeyError(f"no Lua script named {name!r}")
     lua = resources.files(__package__) / "lua"
     prelude = (lua / "_prelude.lua").read_text("utf-8")
-    return prelude + "\n" + (lua / f"{name}.lua").read_text("utf-8")
+    version = f"local FORMAT_VERSION = {FORMAT_VERSION}\n"
+    return version + prelude + "\n" + (lua / f"{name}.lua").read_text("utf-8")
 
 
 class Script:
@@ -83,6 +87,7 @@ class Scripts:
         self.reap = Script(redis, None, source("reap"))
         self.requeue_failed = Script(redis, None, source("requeue_failed"))
         self.forget_failed = Script(redis, None, source("forget_failed"))
+        self.format = Script(redis, None, source("format"))
 
 
 def evalsha_command(

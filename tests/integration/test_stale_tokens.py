@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import FakeClock
+from keystate import key_state
 from redis.asyncio import Redis
 
 from aiojobs_redis import Job, RedisEngine
@@ -51,23 +52,7 @@ async def hand_over(engine: RedisEngine, clock: FakeClock) -> Handover:
 
 
 async def state(raw: Redis, prefix: str) -> dict[bytes, Any]:
-    """Every key under the prefix: type, value and whether it expires."""
-    found: dict[bytes, Any] = {}
-    async for key in raw.scan_iter(match=f"{prefix}*", count=1000):
-        kind = await raw.type(key)
-        value: Any
-        if kind == b"hash":
-            value = await raw.hgetall(key)
-        elif kind == b"zset":
-            value = await raw.zrange(key, 0, -1, withscores=True)
-        elif kind == b"list":
-            value = await raw.lrange(key, 0, -1)
-        elif kind == b"set":
-            value = await raw.smembers(key)
-        else:
-            value = await raw.get(key)
-        found[key] = (kind, value, await raw.pttl(key) >= 0)
-    return found
+    return await key_state(raw, prefix)
 
 
 Step = Callable[[RedisEngine, Handover], Awaitable[Any]]
