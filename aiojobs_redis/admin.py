@@ -21,6 +21,7 @@ from .boundary import redis_errors, text
 from .errors import EngineError
 from .keys import JOB_FIELD, QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
 from .records import JobInfo, LeasedJob, QueueStats, inline_prefix
+from .versioning import stored_version
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -71,6 +72,11 @@ class Admin:
             prefix = queue + sharding.SEPARATOR
             return [queue, *(q for q in await self.known_queues() if q.startswith(prefix))]
         return [queue]
+
+    async def format_version(self) -> int | None:
+        """The data format version recorded under the prefix (versioning.stored_version)."""
+        async with redis_errors("read the format version"):
+            return await stored_version(self.redis, self.settings.prefix)
 
     async def stats(self, queue: str | None = None) -> list[QueueStats]:
         queues = await self._queues(queue)

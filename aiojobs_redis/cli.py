@@ -10,6 +10,7 @@ aiojobs-redis dashboard --port 8080
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
@@ -30,6 +31,7 @@ from .errors import AiojobsRedisError, EngineUnavailable
 from .metrics import PrometheusMetrics
 from .records import JobInfo
 from .retry import Backoff
+from .versioning import describe_format
 from .worker import Worker, drain_on_signal
 
 log = logging.getLogger("aiojobs_redis.cli")
@@ -280,13 +282,15 @@ async def _dashboard(engine: RedisEngine, args: argparse.Namespace) -> int:
 
 async def _stats(engine: RedisEngine, args: argparse.Namespace) -> int:
     rows = await engine.stats(args.queue)
+    version = await engine.format_version()
     if args.json:
         for row in rows:
-            print(orjson.dumps(row).decode())
+            print(orjson.dumps({**dataclasses.asdict(row), "format_version": version}).decode())
         return 0
     print(f"{'queue':<24} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9}")
     for row in rows:
         print(f"{row.queue:<24} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9}")
+    print(f"\n{describe_format(version)}")
     return 0
 
 

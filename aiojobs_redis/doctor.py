@@ -41,6 +41,8 @@ import anyio
 from . import topology
 from .admin import Refused, ServerProbe
 from .errors import EngineError
+from .keys import FORMAT_VERSION, format_key
+from .versioning import UNREADABLE
 
 if TYPE_CHECKING:
     from .engine import RedisEngine
@@ -87,7 +89,53 @@ async def diagnose(engine: RedisEngine, *, local_clock: Callable[[], float] = ti
     else:
         findings = check_transport(engine.settings.url)
         findings += (await _check_server(engine.server(), local_clock, cluster=False))[0]
+    findings += await check_format(engine)
     return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+
+
+async def check_format(engine: RedisEngine) -> list[Finding]:
+    """The data format version recorded under the engine's prefix (versioning.py)."""
+    prefix, key = engine.settings.prefix, format_key(engine.settings.prefix)
+    try:
+        version = await engine.format_version()
+    except EngineError as exc:
+        return [Finding("info", "format-refused", f"the format version in {key} could not be read ({exc})")]
+    if version is None:
+        return [
+            Finding(
+                "info",
+                "format",
+                f"no data format version recorded under prefix {prefix!r}: nothing written there "
+                f"since 0.1 (version 1), or nothing yet; this release writes version {FORMAT_VERSION}",
+            )
+        ]
+    if version == UNREADABLE:
+        return [
+            Finding(
+                "error",
+                "format",
+                f"{key} holds no data format version: workers of this release claim nothing "
+                "under this prefix; delete the key (it is written again) if nothing newer wrote it",
+            )
+        ]
+    if version > FORMAT_VERSION:
+        return [
+            Finding(
+                "error",
+                "format",
+                f"data format version {version} under prefix {prefix!r}, newer than this release "
+                f"reads ({FORMAT_VERSION}): its workers leave those jobs alone and claim nothing; "
+                "upgrade them",
+            )
+        ]
+    return [
+        Finding(
+            "info",
+            "format",
+            f"data format version {version} under prefix {prefix!r} (this release reads up to "
+            f"{FORMAT_VERSION})",
+        )
+    ]
 
 
 async def _diagnose_cluster(

@@ -1,5 +1,6 @@
 """The Redis engine's hot path: dispatch, claim, renew, ack/retry/fail/release, promote, reap
-and waiting for work. It never sleeps and never starts tasks: the worker does.
+and waiting for work. It never starts tasks, and sleeps only to idle under a prefix whose
+data format is too new for it (versioning.py): the worker does the rest.
 
 Inspection and the failed set are in admin.py, telemetry's reads and writes in
 telemetry_store.py (both mixed into RedisEngine); the mapping of redis-py's errors to ours
@@ -26,10 +27,11 @@ from .codec import encode_payload
 from .config import Settings, redact_url
 from .errors import EngineError, EngineUnavailable
 from .ids import new_job_id
-from .keys import QueueKeys, queues_key, validate_queue
+from .keys import QueueKeys, format_key, queues_key, validate_queue
 from .records import Claim, ClaimedJob, Reaped, parse_claim
 from .scripts import ScriptCall, Scripts, run_pipelined
 from .telemetry_store import TelemetryStore
+from .versioning import FormatGuard
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -67,6 +69,8 @@ class RedisEngine(Admin, TelemetryStore):
         self.scripts = Scripts(self.redis, self.wire)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
+        self._format = FormatGuard(self.settings.prefix)
+        self._format_recorded = False
         self._redis_offset_ms: float | None = None  # Redis's clock minus the monotonic clock
         self._offset_read_ms = 0.0
         # Redis's clock minus this host's wall clock, at the last reading (redis_time_ms).
@@ -120,6 +124,10 @@ class RedisEngine(Admin, TelemetryStore):
         if new:
             async with redis_errors("register queues"):
                 await self.redis.sadd(queues_key(self.settings.prefix), *new)
+                if not self._format_recorded:
+                    stored = await self.scripts.format(keys=[format_key(self.settings.prefix)])
+                    self._format.met(int(stored), format_key(self.settings.prefix))
+                    self._format_recorded = True
             self._registered.update(new)
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -266,7 +274,12 @@ class RedisEngine(Admin, TelemetryStore):
     async def claim_many(
         self, requests: Sequence[tuple[str, int, str]], *, worker_id: str, lease_ms: int
     ) -> list[Claim]:
-        """Claim from several queues in one round trip: (queue, limit, request id) each."""
+        """Claim from several queues in one round trip: (queue, limit, request id) each.
+
+        Under a prefix whose data format is too new (versioning.py), nothing is claimed.
+        """
+        if self._format.refused:
+            return [Claim([], [], -1, False) for _ in requests]
         calls: list[ScriptCall] = []
         for queue, limit, request_id in requests:
             keys = self.keys(queue)
@@ -295,6 +308,9 @@ class RedisEngine(Admin, TelemetryStore):
             )
         async with redis_errors("claim"):
             replies = await run_pipelined(self.redis, calls)
+        for (queue, _, _), reply in zip(requests, replies, strict=True):
+            if reply[4]:  # a record too new for this release: see claim.lua
+                self._format.met(int(reply[4]), f"queue {queue}")
         return [
             parse_claim(self.keys(queue), reply)
             for (queue, _, _), reply in zip(requests, replies, strict=True)
@@ -391,32 +407,38 @@ class RedisEngine(Admin, TelemetryStore):
         async with redis_errors(f"release {job.id}"):
             done = await self.scripts.release(
                 keys=[keys.running, keys.ready, keys.wake, keys.job(job.id)],
-                args=[job.id, job.token, self._now_arg()],
+                args=[job.id, job.token],
             )
         return bool(done)
 
     async def promote(self, queues: Sequence[str], limit: int = BATCH) -> tuple[int, int]:
         """Move due delayed jobs to ready. Returns (moved, ms until the next is due or -1)."""
+        if self._format.refused:
+            return 0, -1
         calls: list[ScriptCall] = []
         for queue in queues:
             keys = self.keys(queue)
             calls.append(
                 (
                     self.scripts.promote,
-                    [keys.delayed, keys.ready, keys.wake, keys.legacy_ready],
+                    [keys.delayed, keys.ready, keys.wake],
                     [keys.base, limit, self._now_arg()],
                 )
             )
         async with redis_errors("promote delayed jobs"):
             replies = await run_pipelined(self.redis, calls)
+        for queue, reply in zip(queues, replies, strict=True):
+            self._format.met(int(reply[2]), f"delayed jobs of {queue}")
         moved = sum(int(r[0]) for r in replies)
         dues = [int(r[1]) for r in replies if int(r[1]) >= 0]
         return moved, min(dues) if dues else -1
 
     async def reap(self, queue: str, *, max_stalls: int, limit: int = BATCH) -> Reaped:
+        if self._format.refused:
+            return Reaped([], [], 0)
         keys = self.keys(queue)
         async with redis_errors(f"reap {queue}"):
-            requeued, failed, trimmed = await self.scripts.reap(
+            requeued, failed, trimmed, newer = await self.scripts.reap(
                 keys=[keys.running, keys.ready, keys.failed, keys.wake],
                 args=[
                     keys.base,
@@ -427,14 +449,19 @@ class RedisEngine(Admin, TelemetryStore):
                     self._now_arg(),
                 ],
             )
+        self._format.met(int(newer), f"running jobs of {queue}")
         return Reaped([x.decode() for x in requeued], [x.decode() for x in failed], int(trimmed))
 
     async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
         """Block until a wake token arrives on any of `queues` or `block_seconds` pass.
 
         Uses a connection of its own whose socket timeout outlasts the block (on a Cluster,
-        one per slot: see topology.blpop_any).
+        one per slot: see topology.blpop_any). Under a prefix whose data format is too new,
+        it only waits: the wake tokens are for the workers that can read it.
         """
+        if self._format.refused:
+            await anyio.sleep(block_seconds)
+            return False
         socket_timeout = block_seconds + self.settings.socket_timeout
         if self._blocking is None or self._blocking_timeout < socket_timeout:
             if self._blocking is not None:

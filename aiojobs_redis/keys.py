@@ -15,8 +15,8 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
     jobs:{payments}:claim:<w>  str   worker w's last claim, so a replayed claim is answered again
     jobs:{payments}:dd:<id>    str   a dispatch call already ran (<id>: its first job), until the
                                      replay guard passes, so a replayed call pushes nothing
-    jobs:{payments}:ready      zset  the ready set of earlier versions: promote drains it into queue
     jobs:queues                set   every queue name ever used under this prefix
+    jobs:format                str   the newest data format version written under this prefix
 
 Telemetry (written by workers, read by the dashboard; see events.py and telemetry_store.py)::
 
@@ -35,13 +35,21 @@ Telemetry (written by workers, read by the dashboard; see events.py and telemetr
 An entry of the ``queue`` list is either
 
 * an inline record: a job dispatched to run now, with no key of its own while it waits.
-  ``INLINE_TAG`` then id, name, max attempts and created ms, separated by single spaces
-  (none of them can hold a space), then the payload JSON, raw, up to the end of the entry;
-  claim.lua turns it into the job hash of a running job; or
+  ``INLINE_TAG``, the format version and ``:``, then id, name, max attempts and created ms,
+  separated by single spaces (none of them can hold a space), then the payload JSON, raw,
+  up to the end of the entry; claim.lua turns it into the job hash of a running job. 0.1
+  wrote no version and no ``:`` (an id cannot hold one): such a record is version 1; or
 * a job id whose hash exists: a job retried, released, reaped, promoted from the delayed
   set or requeued from the failed set.
 
 An id never starts with ``INLINE_TAG``, so the first byte tells them apart.
+
+The data format has a version, FORMAT_VERSION: every record written (an inline record, and
+the field ``v`` of a job hash) carries it, and the ``format`` key holds the newest version
+any engine has written under the prefix (it is never lowered). A record without one was
+written by 0.1: version 1. The scripts leave a record of a newer version untouched, and an
+engine that meets one, or a newer ``format`` key, stops claiming, promoting and reaping under
+the prefix (see versioning.py).
 """
 
 from __future__ import annotations
@@ -55,6 +63,11 @@ from .errors import ConfigurationError, InvalidJobId, InvalidQueueName
 _QUEUE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}(#[0-9]{1,4})?")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")
+
+# The data format these scripts read and write. 1: 0.1, whose records carry no version.
+# 2: records carry their version (inline "!2:<id> ...", hash field v). Raise it whenever a
+# record or key changes in a way an older version would misread.
+FORMAT_VERSION = 2
 
 # Job hash fields. Single letters keep a queued job's record small (see benchmarks, W4).
 JOB_FIELDS = {
@@ -74,6 +87,7 @@ JOB_FIELDS = {
     "w": "worker",
     "e": "error",
     "r": "raw_entry",  # a queue entry that could not be read, kept by its quarantine record
+    "v": "format_version",  # of the record; missing in records written by 0.1 (version 1)
 }
 
 JOB_FIELD = {name: letter for letter, name in JOB_FIELDS.items()}  # "error" -> "e"
@@ -144,11 +158,6 @@ class QueueKeys:
         return f"{self.base}:claim:{worker_id}"
 
     @property
-    def legacy_ready(self) -> str:
-        """The ready sorted set of earlier versions, drained into `ready` by promote."""
-        return f"{self.base}:ready"
-
-    @property
     def events(self) -> str:
         """The queue's stream of job events (telemetry)."""
         return f"{self.base}:events"
@@ -171,3 +180,7 @@ def workers_key(prefix: str) -> str:
 def worker_key(prefix: str, worker_id: str) -> str:
     """A worker's heartbeat record."""
     return f"{prefix}worker:{worker_id}"
+
+
+def format_key(prefix: str) -> str:
+    return f"{prefix}format"

@@ -9,19 +9,41 @@ import orjson
 
 from .boundary import text
 from .errors import MalformedJob
-from .keys import INLINE_TAG, JOB_FIELDS, QueueKeys
+from .keys import FORMAT_VERSION, INLINE_TAG, JOB_FIELDS, QueueKeys
+
+_VERSION_END = b":"  # after the version, in an inline record of version 2 or later
 
 
-def inline_prefix(job_id: str) -> bytes:
-    """How the queue list entry of a job waiting inline (see keys.py) begins."""
-    return INLINE_TAG + job_id.encode("ascii") + b" "
+def inline_prefix(job_id: str) -> tuple[bytes, ...]:
+    """How the queue list entry of a job waiting inline (see keys.py) may begin: one way for
+    each format version this code reads (for `bytes.startswith`).
+    """
+    head = job_id.encode("ascii") + b" "
+    versioned = (INLINE_TAG + str(v).encode() + _VERSION_END + head for v in range(2, FORMAT_VERSION + 1))
+    return (INLINE_TAG + head, *versioned)
+
+
+def inline_version(entry: bytes) -> tuple[int, int]:
+    """The format version of an inline record, and where its fields begin (version 1: 0.1's
+    records, with no version written).
+    """
+    start = len(INLINE_TAG)
+    end = entry.find(_VERSION_END, start, start + 4)
+    if end > start and entry[start:end].isdigit():
+        return int(entry[start:end]), end + 1
+    return 1, start
 
 
 def parse_inline(entry: bytes) -> tuple[str, str, int, int, bytes] | None:
-    """(id, name, max attempts, created ms, payload) of an inline record; None if malformed."""
+    """(id, name, max attempts, created ms, payload) of an inline record; None if malformed
+    or of a newer format version than this code reads.
+    """
     if not entry.startswith(INLINE_TAG):
         return None
-    parts = entry[len(INLINE_TAG) :].split(b" ", 4)
+    version, start = inline_version(entry)
+    if version > FORMAT_VERSION:
+        return None
+    parts = entry[start:].split(b" ", 4)
     if len(parts) != 5 or not parts[2].isdigit() or not parts[3].isdigit():
         return None
     try:
@@ -72,7 +94,7 @@ class Claim:
 
 def parse_claim(keys: QueueKeys, reply: Any) -> Claim:
     """claim.lua's reply: the jobs claimed, the records moved aside, when the next is due."""
-    flat, bad, next_due, more = reply
+    flat, bad, next_due, more, _newer = reply
     jobs = [
         ClaimedJob(
             queue=keys.queue,
@@ -130,6 +152,7 @@ class JobInfo:
     worker: str | None
     error: dict[str, Any] | None
     payload: Any = field(default=None, repr=False)
+    format_version: int = 1  # of the record as stored; 1 for one written by 0.1
 
     @classmethod
     def from_hash(
@@ -175,6 +198,7 @@ class JobInfo:
             worker=text("worker"),
             error=error,
             payload=payload,
+            format_version=number("format_version") or 1,
         )
 
     @classmethod
@@ -183,6 +207,7 @@ class JobInfo:
         parsed = parse_inline(entry)
         if parsed is None:
             return None
+        version, _ = inline_version(entry)
         job_id, name, max_attempts, created_ms, raw_payload = parsed
         payload = None
         if with_payload:
@@ -205,6 +230,7 @@ class JobInfo:
             worker=None,
             error=None,
             payload=payload,
+            format_version=version,
         )
 
 

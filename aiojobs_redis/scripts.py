@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
 
+from .keys import FORMAT_VERSION
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -24,7 +26,8 @@ def source(name: str) -> str:
         raise KeyError(f"no Lua script named {name!r}")
     lua = resources.files(__package__) / "lua"
     prelude = (lua / "_prelude.lua").read_text("utf-8")
-    return prelude + "\n" + (lua / f"{name}.lua").read_text("utf-8")
+    version = f"local FORMAT_VERSION = {FORMAT_VERSION}\n"
+    return version + prelude + "\n" + (lua / f"{name}.lua").read_text("utf-8")
 
 
 class Script:
@@ -68,6 +71,7 @@ class Scripts:
     requeue_failed: Script
     forget_failed: Script
     record_events: Script
+    format: Script
 
     def __init__(self, redis: Redis, wire: Wire | None = None) -> None:
         for name in SCRIPT_NAMES:

@@ -1,5 +1,11 @@
--- Shared helpers, prepended to every script by scripts.py.
+-- Shared helpers, prepended to every script by scripts.py, after the line that sets
+-- FORMAT_VERSION (keys.FORMAT_VERSION: the data format these scripts read and write).
 -- Time is Redis's own clock (TIME) unless a test passes an explicit "now" in ms.
+
+-- The keys of one job under its queue's base (jobs:{q}); see keys.py.
+local function job_key(base, id) return base .. ':j:' .. id end
+local function bad_key(base, id) return base .. ':bad:' .. id end
+local function dispatch_marker(base, id) return base .. ':dd:' .. id end
 
 local function now_ms(override)
   local forced = tonumber(override)
@@ -48,30 +54,46 @@ end
 -- Move a job that cannot be run aside into the failed set, with the reason recorded.
 -- A key of the wrong type is renamed to <base>:bad:<id> so nothing is destroyed.
 local function quarantine(base, failed_key, id, reason, message, now, failed_ttl)
-  local key = base .. ':j:' .. id
+  local key = job_key(base, id)
   local kind = key_type(key)
   if kind ~= 'hash' and kind ~= 'none' then
-    redis.call('RENAME', key, base .. ':bad:' .. id)
-    redis.call('PEXPIRE', base .. ':bad:' .. id, failed_ttl)
+    redis.call('RENAME', key, bad_key(base, id))
+    redis.call('PEXPIRE', bad_key(base, id), failed_ttl)
   end
-  redis.call('HSET', key, 's', 'failed', 'f', now, 'e', error_json(reason, 'MalformedJob', message))
+  redis.call('HSET', key, 's', 'failed', 'f', now, 'e', error_json(reason, 'MalformedJob', message),
+    'v', FORMAT_VERSION)
   redis.call('HDEL', key, 't', 'w')
   redis.call('PEXPIRE', key, failed_ttl)
   redis.call('ZADD', failed_key, now, id)
 end
 
 -- The queue list holds job ids and inline records (see keys.py):
--- '!' id ' ' name ' ' max attempts ' ' created ms ' ' payload JSON (raw, to the end).
+-- '!' version ':' id ' ' name ' ' max attempts ' ' created ms ' ' payload JSON (raw, to the end).
+-- 0.1 wrote them without the "version:" part; they read as version 1, laid out the same.
 local INLINE_TAG = '!'
 
 local function inline_record(id, name, max_attempts, created, payload)
-  return INLINE_TAG .. id .. ' ' .. name .. ' ' .. max_attempts .. ' ' .. created .. ' ' .. payload
+  return INLINE_TAG .. FORMAT_VERSION .. ':' .. id .. ' ' .. name .. ' ' .. max_attempts .. ' '
+    .. created .. ' ' .. payload
 end
 
--- id, name, max attempts, created ms, payload of an inline record; nil when it is malformed.
-local function parse_inline(entry)
+-- The format version of an inline record, and where its fields begin.
+local function inline_version(entry)
+  local version = string.match(entry, '^!(%d%d?%d?):')
+  if version then return tonumber(version), string.len(version) + 3 end
+  return 1, 2
+end
+
+-- The format version of a job hash (HGET 'v' of it); 0.1 wrote none: version 1.
+local function record_version(v)
+  return tonumber(v) or 1
+end
+
+-- id, name, max attempts, created ms, payload of an inline record of a version these
+-- scripts know; nil when it is malformed.
+local function parse_inline(entry, from)
   local id, name, max_attempts, created, payload =
-    string.match(entry, '^!([%w_%-]+) ([%a_][%w_%.:<>%-]*) (%d+) (%d+) (.*)$')
+    string.match(entry, '^([%w_%-]+) ([%a_][%w_%.:<>%-]*) (%d+) (%d+) (.*)$', from)
   if not id or string.len(id) > 64 or string.len(name) > 200 or payload == '' then return nil end
   return id, name, max_attempts, created, payload
 end

@@ -11,20 +11,20 @@ local now = now_ms(ARGV[4])
 local acked = {}
 for a = 5, #ARGV, 2 do
   local id, token = ARGV[a], ARGV[a + 1]
-  local job_key = base .. ':j:' .. id
-  if hash_field(job_key, 't') ~= token then
-    acked[#acked + 1] = settled_by(job_key, 'ack', token) and 1 or 0
+  local key = job_key(base, id)
+  if hash_field(key, 't') ~= token then
+    acked[#acked + 1] = settled_by(key, 'ack', token) and 1 or 0
   else
     redis.call('ZREM', running_key, id)
     if keep > 0 then
-      redis.call('HSET', job_key, 's', 'done', 'f', now, 'x', 'ack ' .. token)
-      redis.call('HDEL', job_key, 't', 'w')
-      redis.call('PEXPIRE', job_key, keep)
+      redis.call('HSET', key, 's', 'done', 'f', now, 'x', 'ack ' .. token)
+      redis.call('HDEL', key, 't', 'w')
+      redis.call('PEXPIRE', key, keep)
     else
-      local created = tonumber(redis.call('HGET', job_key, 'c')) or 0
-      redis.call('DEL', job_key)
+      local created = tonumber(redis.call('HGET', key, 'c')) or 0
+      redis.call('DEL', key)
       local left = created + guard - now
-      if left > 0 then redis.call('SET', job_key, 'done ' .. token, 'PX', left) end
+      if left > 0 then redis.call('SET', key, 'done ' .. token, 'PX', left) end
     end
     acked[#acked + 1] = 1
   end

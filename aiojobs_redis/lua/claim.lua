@@ -6,10 +6,12 @@
 -- ARGV[7] failed TTL ms (for quarantined records)  ARGV[8] queue name
 -- Returns { {id, token, name, payload, attempts used, max attempts, runs, ...},
 --           {quarantined id, reason, ...}, ms until the next delayed job is due (-1: none),
---           1 if ready jobs remain else 0 }
+--           1 if ready jobs remain else 0, the format version of a record too new to read (0: none) }
 -- Jobs are popped from the head of the queue list. An inline record becomes the job's hash
 -- here (the fields a hash of a running job has); a job id uses the hash it names.
 -- Replaying the same request id returns the jobs that request claimed and still holds.
+-- A record of a newer format version than FORMAT_VERSION stops the claim: it and the entries
+-- after it go back to the head of the list untouched, for a worker that knows that version.
 local ready_key, running_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local failed_key, receipt_key = KEYS[5], KEYS[6]
 local base, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -17,6 +19,7 @@ local worker, request, queue = ARGV[4], ARGV[5], ARGV[8]
 local failed_ttl = tonumber(ARGV[7])
 local now = now_ms(ARGV[6])
 local jobs, bad = {}, {}
+local newer = 0
 
 local function emit(id, token, fields, runs)
   local n = #jobs
@@ -37,12 +40,12 @@ if receipt then
   if lines[1] == request then
     for i = 2, #lines do
       local id, token = string.match(lines[i], '^(%S+) (%S+)$')
-      if id and hash_field(base .. ':j:' .. id, 't') == token then
-        local f = redis.call('HMGET', base .. ':j:' .. id, 'n', 'p', 'a', 'm', 'k')
+      if id and hash_field(job_key(base, id), 't') == token then
+        local f = redis.call('HMGET', job_key(base, id), 'n', 'p', 'a', 'm', 'k')
         emit(id, token, f, f[5])
       end
     end
-    return {jobs, bad, next_due(), 0}
+    return {jobs, bad, next_due(), 0, 0}
   end
 end
 
@@ -51,7 +54,7 @@ local claimed = {request}
 local function lease_to(id, key, f)
   local runs = math.floor(tonumber(f[5]) or 0) + 1
   local token = worker .. ':' .. runs
-  redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker)
+  redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker, 'v', FORMAT_VERSION)
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, f, runs)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -62,20 +65,23 @@ local function set_aside(id, reason, message)
   quarantine(base, failed_key, id, reason, message, now, failed_ttl)
 end
 
--- A job dispatched to run now: its record is the entry itself.
+-- A job dispatched to run now: its record is the entry itself. Returns the entry's version
+-- when it is too new to read, else nothing.
 local function claim_inline(entry)
-  local id, name, max_attempts, created, payload = parse_inline(entry)
+  local version, from = inline_version(entry)
+  if version > FORMAT_VERSION then return version end
+  local id, name, max_attempts, created, payload = parse_inline(entry, from)
   if not id then
     -- Kept whole in the quarantine record, under its id if it has a usable one.
     local aside = string.match(entry, '^!([%w_%-]+) ')
-    if not aside or string.len(aside) > 64 or key_type(base .. ':j:' .. aside) ~= 'none' then
+    if not aside or string.len(aside) > 64 or key_type(job_key(base, aside)) ~= 'none' then
       aside = 'bad-' .. redis.sha1hex(entry)
     end
     set_aside(aside, 'bad_record', 'queued record could not be read')
-    redis.call('HSET', base .. ':j:' .. aside, 'r', entry)
+    redis.call('HSET', job_key(base, aside), 'r', entry)
     return
   end
-  local key = base .. ':j:' .. id
+  local key = job_key(base, id)
   if key_type(key) ~= 'none' then
     -- The job exists already (a copy of a dispatch replayed after its guard): that one
     -- stands, and the copy is dropped, as dispatch left an existing id alone.
@@ -83,18 +89,22 @@ local function claim_inline(entry)
   end
   local token = worker .. ':1'
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
-    'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker)
+    'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'v', FORMAT_VERSION)
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, {name, payload, false, max_attempts}, 1)
   claimed[#claimed + 1] = id .. ' ' .. token
 end
 
--- A job id: the job's hash holds its record.
+-- A job id: the job's hash holds its record. Returns the record's version when it is too
+-- new to read, else nothing.
 local function claim_id(id)
-  local key = base .. ':j:' .. id
+  local key = job_key(base, id)
   local kind = key_type(key)
   local f = false
-  if kind == 'hash' then f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k') end
+  if kind == 'hash' then
+    f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k', 'v')
+    if record_version(f[6]) > FORMAT_VERSION then return record_version(f[6]) end
+  end
   if string.len(id) > 64 or not string.find(id, '^[%w_%-]+$') then
     set_aside(id, 'bad_id', 'queued id is not a valid job id')
   elseif kind == 'none' then
@@ -113,26 +123,33 @@ local kind = key_type(ready_key)
 local entries = {}
 if kind ~= 'list' and kind ~= 'none' then
   -- Not ours to read: moved aside whole (nothing is destroyed), and reported.
-  redis.call('RENAME', ready_key, base .. ':bad:queue')
-  redis.call('PEXPIRE', base .. ':bad:queue', failed_ttl)
+  redis.call('RENAME', ready_key, bad_key(base, 'queue'))
+  redis.call('PEXPIRE', bad_key(base, 'queue'), failed_ttl)
   bad[#bad + 1] = ready_key; bad[#bad + 1] = 'wrong_type'
 elseif limit > 0 then
   entries = redis.call('LPOP', ready_key, limit) or {}
 end
-for _, entry in ipairs(entries) do
-  if string.sub(entry, 1, 1) == INLINE_TAG then claim_inline(entry) else claim_id(entry) end
+for i, entry in ipairs(entries) do
+  local too_new
+  if string.sub(entry, 1, 1) == INLINE_TAG then too_new = claim_inline(entry) else too_new = claim_id(entry) end
+  if too_new then
+    newer = too_new
+    for j = #entries, i, -1 do redis.call('LPUSH', ready_key, entries[j]) end
+    break
+  end
 end
 
 if #claimed > 1 then
   redis.call('SET', receipt_key, table.concat(claimed, '\n'), 'PX', lease)
 end
 
--- Pass the baton: if work remains, make sure another idle worker wakes for it.
+-- Pass the baton: if work remains, make sure another idle worker wakes for it (after a record
+-- too new for this claim, one that can read it; this caller is told there is no more).
 local more = 0
 if redis.call('LLEN', ready_key) > 0 then
-  more = 1
+  if newer == 0 then more = 1 end
   wake(wake_key)
 end
 local due = -1
-if #jobs / 7 < limit then due = next_due() end  -- seven fields per claimed job
-return {jobs, bad, due, more}
+if #jobs / 7 < limit and newer == 0 then due = next_due() end  -- seven fields per claimed job
+return {jobs, bad, due, more, newer}

@@ -39,7 +39,7 @@ local deadline = tonumber(ARGV[8])
 if deadline and now > deadline then return -1 end
 
 if delay <= 0 then
-  local marker = base .. ':dd:' .. ARGV[10]
+  local marker = dispatch_marker(base, ARGV[10])
   if redis.call('EXISTS', marker) == 1 then return 0 end
   local records = {}
   for a = 10, #ARGV, 2 do
@@ -59,10 +59,10 @@ local due = now + delay
 local stored = 0
 for a = 10, #ARGV, 2 do
   local id = ARGV[a]
-  local job_key = base .. ':j:' .. id
-  if redis.call('EXISTS', job_key) == 0 then
-    redis.call('HSET', job_key, 'n', name, 'q', queue, 'p', ARGV[a + 1], 'm', max_attempts,
-      's', 'delayed', 'c', now, 'd', due)
+  local key = job_key(base, id)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'n', name, 'q', queue, 'p', ARGV[a + 1], 'm', max_attempts,
+      's', 'delayed', 'c', now, 'd', due, 'v', FORMAT_VERSION)
     redis.call('ZADD', delayed_key, due, id)
     stored = stored + 1
   end

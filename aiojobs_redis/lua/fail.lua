@@ -4,15 +4,15 @@
 -- ARGV[5] 1 to count this run as an attempt, else 0  ARGV[6] now ms ('' = TIME)
 -- Returns 1 when moved to failed (now, or already by this token: a replay), 0 when the lease
 -- is no longer held (nothing changes).
-local running_key, failed_key, job_key = KEYS[1], KEYS[2], KEYS[3]
+local running_key, failed_key, key = KEYS[1], KEYS[2], KEYS[3]
 local id, token, err, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-if hash_field(job_key, 't') ~= token then return settled_by(job_key, 'fail', token) and 1 or 0 end
+if hash_field(key, 't') ~= token then return settled_by(key, 'fail', token) and 1 or 0 end
 local now = now_ms(ARGV[6])
 redis.call('ZREM', running_key, id)
-if ARGV[5] == '1' then redis.call('HINCRBY', job_key, 'a', 1) end
-redis.call('HSET', job_key, 's', 'failed', 'f', now, 'e', err)
-redis.call('HDEL', job_key, 't', 'w')
-redis.call('HSET', job_key, 'x', 'fail ' .. token)
-redis.call('PEXPIRE', job_key, ttl)
+if ARGV[5] == '1' then redis.call('HINCRBY', key, 'a', 1) end
+redis.call('HSET', key, 's', 'failed', 'f', now, 'e', err)
+redis.call('HDEL', key, 't', 'w')
+redis.call('HSET', key, 'x', 'fail ' .. token)
+redis.call('PEXPIRE', key, ttl)
 redis.call('ZADD', failed_key, now, id)
 return 1

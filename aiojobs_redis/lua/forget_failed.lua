@@ -10,7 +10,7 @@ if #ids == 0 then ids = redis.call('ZRANGE', failed_key, 0, tonumber(ARGV[2]) - 
 local deleted = 0
 for _, id in ipairs(ids) do
   if redis.call('ZREM', failed_key, id) == 1 then
-    redis.call('DEL', base .. ':j:' .. id, base .. ':bad:' .. id)
+    redis.call('DEL', job_key(base, id), bad_key(base, id))
     deleted = deleted + 1
   end
 end

@@ -3,19 +3,30 @@
 -- KEYS[1] running zset  KEYS[2] queue list  KEYS[3] failed zset  KEYS[4] wake list
 -- ARGV[1] queue key base  ARGV[2] max jobs  ARGV[3] max stalls  ARGV[4] failed TTL ms
 -- ARGV[5] failed max count  ARGV[6] now ms ('' = TIME)
--- Returns { {requeued id...}, {failed (stalled) id...}, number of failed records trimmed }
+-- Returns { {requeued id...}, {failed (stalled) id...}, number of failed records trimmed,
+--           the format version of a record too new to handle (0: none) }
 -- Requeued jobs go back to the head of the queue list, in the order their leases lapsed.
+-- A record of a newer format version stops the reap before it: it is left as it is.
 local running_key, ready_key, failed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local base, limit, max_stalls = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local failed_ttl, failed_max = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms(ARGV[6])
 local requeued, stalled = {}, {}
+local newer = 0
 
 local lapsed = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(lapsed) do
+  local key = job_key(base, id)
+  local kind = key_type(key)
+  if kind == 'hash' then
+    local version = record_version(redis.call('HGET', key, 'v'))
+    if version > FORMAT_VERSION then
+      newer = version
+      break
+    end
+  end
   redis.call('ZREM', running_key, id)
-  local key = base .. ':j:' .. id
-  if key_type(key) ~= 'hash' then
+  if kind ~= 'hash' then
     quarantine(base, failed_key, id, 'dangling', 'running id had no job record', now, failed_ttl)
     stalled[#stalled + 1] = id
   else
@@ -37,6 +48,7 @@ if #requeued > 0 then
   for i = #requeued, 1, -1 do redis.call('LPUSH', ready_key, requeued[i]) end
   wake(wake_key)
 end
+if newer > 0 then return {requeued, stalled, 0, newer} end
 
 -- Retention: records expire by their own TTL; drop their ids, then cap the count.
 local trimmed = 0
@@ -48,7 +60,7 @@ if excess > 0 then
 end
 for _, id in ipairs(expired) do
   redis.call('ZREM', failed_key, id)
-  redis.call('DEL', base .. ':j:' .. id, base .. ':bad:' .. id)
+  redis.call('DEL', job_key(base, id), bad_key(base, id))
   trimmed = trimmed + 1
 end
-return {requeued, stalled, trimmed}
+return {requeued, stalled, trimmed, 0}

@@ -1,15 +1,15 @@
 -- release: hand a running job back to its queue without using an attempt (worker shutdown).
 -- KEYS[1] running zset  KEYS[2] queue list  KEYS[3] wake list  KEYS[4] job hash
--- ARGV[1] id  ARGV[2] token  ARGV[3] now ms (unused: the job goes back to the head)
+-- ARGV[1] id  ARGV[2] token
 -- Returns 1 when released (now, or already by this token: a replay), 0 when the lease is no
 -- longer held (nothing changes).
-local running_key, ready_key, wake_key, job_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local running_key, ready_key, wake_key, key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, token = ARGV[1], ARGV[2]
-if hash_field(job_key, 't') ~= token then return settled_by(job_key, 'release', token) and 1 or 0 end
+if hash_field(key, 't') ~= token then return settled_by(key, 'release', token) and 1 or 0 end
 redis.call('ZREM', running_key, id)
-redis.call('HSET', job_key, 's', 'ready')
-redis.call('HDEL', job_key, 't', 'w')
-redis.call('HSET', job_key, 'x', 'release ' .. token)
+redis.call('HSET', key, 's', 'ready')
+redis.call('HDEL', key, 't', 'w')
+redis.call('HSET', key, 'x', 'release ' .. token)
 -- At the head of the line, where it came from, so a drain does not send it to the back.
 redis.call('LPUSH', ready_key, id)
 wake(wake_key)

@@ -7,7 +7,7 @@ local now = now_ms(ARGV[3])
 local lost = {}
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  if hash_field(base .. ':j:' .. id, 't') == token and redis.call('ZSCORE', running_key, id) then
+  if hash_field(job_key(base, id), 't') == token and redis.call('ZSCORE', running_key, id) then
     redis.call('ZADD', running_key, 'XX', now + lease, id)
   else
     lost[#lost + 1] = id

@@ -2,7 +2,7 @@
 -- KEYS[1] failed zset  KEYS[2] queue list  KEYS[3] wake list
 -- ARGV[1] queue key base  ARGV[2] now ms ('' = TIME)  ARGV[3] max jobs when no ids are given
 -- ARGV[4..] ids to requeue; none means the oldest ARGV[3] failed jobs
--- Returns {number requeued, number skipped (not failed here, or not runnable)}
+-- Returns {number requeued, number skipped (not failed here, not runnable, or of a newer format)}
 local failed_key, ready_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local base = ARGV[1]
 local now = now_ms(ARGV[2])
@@ -11,8 +11,9 @@ for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
 if #ids == 0 then ids = redis.call('ZRANGE', failed_key, 0, tonumber(ARGV[3]) - 1) end
 local requeued, skipped = 0, 0
 for _, id in ipairs(ids) do
-  local key = base .. ':j:' .. id
-  if redis.call('ZSCORE', failed_key, id) and hash_field(key, 'n') and hash_field(key, 'p') then
+  local key = job_key(base, id)
+  if redis.call('ZSCORE', failed_key, id) and hash_field(key, 'n') and hash_field(key, 'p')
+      and record_version(hash_field(key, 'v')) <= FORMAT_VERSION then
     redis.call('ZREM', failed_key, id)
     redis.call('HSET', key, 's', 'ready', 'a', 0, 'l', 0, 'd', now)
     redis.call('PERSIST', key)

@@ -3,20 +3,20 @@
 -- ARGV[1] id  ARGV[2] token  ARGV[3] delay ms  ARGV[4] error JSON  ARGV[5] now ms ('' = TIME)
 -- Returns 1 when requeued (now, or already by this token: a replay), 0 when the lease is no
 -- longer held (nothing changes).
-local running_key, ready_key, delayed_key, wake_key, job_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local running_key, ready_key, delayed_key, wake_key, key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, token, delay, err = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if hash_field(job_key, 't') ~= token then return settled_by(job_key, 'retry', token) and 1 or 0 end
+if hash_field(key, 't') ~= token then return settled_by(key, 'retry', token) and 1 or 0 end
 local now = now_ms(ARGV[5])
 redis.call('ZREM', running_key, id)
-redis.call('HINCRBY', job_key, 'a', 1)
-redis.call('HDEL', job_key, 't', 'w')
-redis.call('HSET', job_key, 'x', 'retry ' .. token)
+redis.call('HINCRBY', key, 'a', 1)
+redis.call('HDEL', key, 't', 'w')
+redis.call('HSET', key, 'x', 'retry ' .. token)
 if delay > 0 then
-  redis.call('HSET', job_key, 's', 'delayed', 'd', now + delay, 'e', err)
+  redis.call('HSET', key, 's', 'delayed', 'd', now + delay, 'e', err)
   redis.call('ZADD', delayed_key, now + delay, id)
   if redis.call('ZRANGE', delayed_key, 0, 0)[1] == id then wake(wake_key) end
 else
-  redis.call('HSET', job_key, 's', 'ready', 'd', now, 'e', err)
+  redis.call('HSET', key, 's', 'ready', 'd', now, 'e', err)
   redis.call('RPUSH', ready_key, id)
   wake(wake_key)
 end

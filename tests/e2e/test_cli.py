@@ -137,6 +137,8 @@ def parse_stats(out: str) -> dict[str, tuple[int, int, int, int]]:
     assert lines[0].split() == STATS_HEADER
     rows: dict[str, tuple[int, int, int, int]] = {}
     for line in lines[1:]:
+        if not line:  # the data format line follows the table, after a blank line
+            break
         queue, ready, delayed, running, failed = line.split()
         rows[queue] = (int(ready), int(delayed), int(running), int(failed))
     return rows
@@ -380,8 +382,8 @@ async def test_failed_jobs_list_retry_forget_flush_and_stats(
     result = await inspect(prefix, redis_url, "stats", "--json")
     assert result.returncode == 0, result
     assert sorted(json_lines(result.stdout), key=lambda row: str(row["queue"])) == [
-        {"queue": "default", "ready": 0, "delayed": 0, "running": 0, "failed": 1},
-        {"queue": OTHER_QUEUE, "ready": 0, "delayed": 0, "running": 0, "failed": 2},
+        {"queue": "default", "ready": 0, "delayed": 0, "running": 0, "failed": 1, "format_version": 2},
+        {"queue": OTHER_QUEUE, "ready": 0, "delayed": 0, "running": 0, "failed": 2, "format_version": 2},
     ]
 
     # failed list: the table, then JSON lines.
@@ -545,7 +547,7 @@ async def test_stats_reads_the_database_from_redis_job_db(
         )
         assert flagged.returncode == 0, flagged
         assert json_lines(flagged.stdout) == [
-            {"queue": "default", "ready": 1, "delayed": 1, "running": 0, "failed": 0}
+            {"queue": "default", "ready": 1, "delayed": 1, "running": 0, "failed": 0, "format_version": 2}
         ]
     finally:
         await delete_keys(redis_url, prefix, db=7)

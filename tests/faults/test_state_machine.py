@@ -61,6 +61,7 @@ from hypothesis.stateful import (
 )
 
 from aiojobs_redis import Job, RedisEngine, Settings
+from aiojobs_redis.keys import FORMAT_VERSION
 from aiojobs_redis.records import ClaimedJob
 
 T = TypeVar("T")
@@ -133,7 +134,8 @@ class ModelJob:
         """Its entry in the queue list."""
         if not self.inline:
             return self.id.encode()
-        return f"!{self.id} {self.name} {self.max_attempts} {self.created} ".encode() + self.payload
+        head = f"!{FORMAT_VERSION}:{self.id} {self.name} {self.max_attempts} {self.created} "
+        return head.encode() + self.payload
 
 
 @dataclass
@@ -645,6 +647,7 @@ class QueueMachine(RuleBasedStateMachine):
         assert isinstance(reply, dict) and reply, f"{where}: record missing: {reply!r}"
         rec = {_text(f): _text(v) for f, v in reply.items()}
         assert rec["s"] == job.state, f"{where}: record state {rec['s']}"
+        assert rec["v"] == str(FORMAT_VERSION), f"{where}: format version {rec.get('v')}"
         assert rec["n"] == job.name and rec["q"] == QUEUE and rec["p"] == job.payload.decode(), where
         assert int(rec["m"]) == job.max_attempts and int(rec["c"]) == job.created, where
         assert int(rec["d"]) == job.scheduled, f"{where}: scheduled {rec['d']} != {job.scheduled}"

@@ -34,7 +34,7 @@ from aiojobs_redis import (
     Settings,
     use_engine,
 )
-from aiojobs_redis.keys import QueueKeys
+from aiojobs_redis.keys import FORMAT_VERSION, QueueKeys
 from aiojobs_redis.records import Claim, ClaimedJob, parse_inline
 
 QUEUE = "engine-it"
@@ -130,7 +130,7 @@ async def queued(raw: Redis, keys: QueueKeys) -> list[str]:
 
 
 def inline(job_id: str, name: str, max_attempts: int, created_ms: int, payload: bytes) -> bytes:
-    return f"!{job_id} {name} {max_attempts} {created_ms} ".encode() + payload
+    return f"!{FORMAT_VERSION}:{job_id} {name} {max_attempts} {created_ms} ".encode() + payload
 
 
 async def key_type(raw: Redis, key: str) -> str:
@@ -266,6 +266,7 @@ async def test_dispatch_stores_a_ready_job(
         "k": "1",
         "t": claimed.token,
         "w": "worker-a",
+        "v": str(FORMAT_VERSION),
     }
     assert await queue_entries(raw_redis, keys) == []
 
@@ -333,8 +334,8 @@ async def test_all_keys_of_a_queue_share_its_hash_tag(
     assert await clocked_engine.ack(held[second])
 
     found = await keys_under(raw_redis, prefix)
-    assert f"{prefix}queues" in found
-    queue_keys = [k for k in found if k != f"{prefix}queues"]
+    assert f"{prefix}queues" in found and f"{prefix}format" in found
+    queue_keys = [k for k in found if k not in (f"{prefix}queues", f"{prefix}format")]
     tag = f"{{{QUEUE}}}"
     for key in queue_keys:
         # Cluster hashes the first {...} of a key: it must be the queue's tag.
@@ -1016,32 +1017,6 @@ async def test_a_queue_key_of_the_wrong_type_is_moved_aside(
     assert await raw_redis.pttl(keys.bad_queue) > 0
     job_id = await Mail({}).dispatch()
     assert [j.id for j in (await claim(clocked_engine)).jobs] == [job_id]
-
-
-@pytest.mark.anyio
-async def test_promote_drains_the_ready_set_of_earlier_versions(
-    clocked_engine: RedisEngine, raw_redis: Redis, clock: Clock
-) -> None:
-    """Jobs queued before the queue became a list still run, oldest first."""
-    keys = clocked_engine.keys(QUEUE)
-    now = clock.now_ms
-    for job_id, at in (("old-2", now - 1), ("old-1", now - 2), ("old-3", now)):
-        await raw_redis.hset(
-            keys.job(job_id),
-            mapping={"n": Mail.name, "q": QUEUE, "p": "{}", "m": 1, "s": "ready", "c": at, "d": at},
-        )
-        await raw_redis.zadd(keys.legacy_ready, {job_id: at})
-    later = await Mail({}).dispatch(delay=1)
-
-    assert await clocked_engine.promote([QUEUE], limit=2) == (2, 0)  # 0: more to move now
-    assert await queued(raw_redis, keys) == ["old-1", "old-2"]
-    clock.advance(1)
-    assert await clocked_engine.promote([QUEUE], limit=2) == (2, -1)
-    assert await queued(raw_redis, keys) == ["old-1", "old-2", "old-3", later]
-    assert await raw_redis.exists(keys.legacy_ready) == 0
-    assert (await job_hash(raw_redis, keys.job(later)))["s"] == "ready"
-    got = await claim(clocked_engine)
-    assert [j.id for j in got.jobs] == ["old-1", "old-2", "old-3", later]
 
 
 @pytest.mark.anyio

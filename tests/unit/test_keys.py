@@ -10,6 +10,7 @@ from engine_calls import dispatch_marker
 from aiojobs_redis.errors import ConfigurationError, InvalidJobId, InvalidQueueName
 from aiojobs_redis.keys import (
     QueueKeys,
+    format_key,
     queues_key,
     validate_job_id,
     validate_prefix,
@@ -107,8 +108,7 @@ def test_queue_keys_layout() -> None:
     keys = QueueKeys.of("jobs:", "payments")
     assert keys.queue == "payments"
     assert keys.base == "jobs:{payments}"
-    assert keys.ready == "jobs:{payments}:queue"  # a list: a new name, never the old sorted set's
-    assert keys.legacy_ready == "jobs:{payments}:ready"
+    assert keys.ready == "jobs:{payments}:queue"
     assert keys.delayed == "jobs:{payments}:delayed"
     assert keys.running == "jobs:{payments}:running"
     assert keys.failed == "jobs:{payments}:failed"
@@ -118,6 +118,7 @@ def test_queue_keys_layout() -> None:
     assert keys.claim_receipt("w1") == "jobs:{payments}:claim:w1"
     assert dispatch_marker(keys, "abc") == "jobs:{payments}:dd:abc"
     assert queues_key("jobs:") == "jobs:queues"
+    assert format_key("jobs:") == "jobs:format"
 
 
 @pytest.mark.parametrize(("prefix", "queue"), [("jobs:", "payments"), ("", "a.b-c_d"), ("x:", "q")])
@@ -135,7 +136,7 @@ def test_every_queue_key_shares_one_hash_tag(prefix: str, queue: str) -> None:
     }, "a key attribute was added or removed: check it keeps the hash tag"
     all_keys = [getattr(keys, name) for name in names]
     all_keys += [keys.job("0lq3z1y7a0000abcde"), keys.claim_receipt("worker-1")]
-    all_keys += [dispatch_marker(keys, "0lq3z1y7a0000abcde"), keys.legacy_ready, keys.events, keys.throughput]
+    all_keys += [dispatch_marker(keys, "0lq3z1y7a0000abcde"), keys.events, keys.throughput, keys.bad_queue]
     for key in all_keys:
         assert key.startswith(f"{prefix}{{{queue}}}"), key
         assert cluster_hash_tag(key) == queue, key
