@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from worker_procs import Workers
+from support.worker_procs import Workers
 
 from aiojobs_redis import RedisEngine, Settings, use_engine
 from aiojobs_redis.embedded import embedded_server

@@ -26,7 +26,8 @@ for _name in ("integration", "e2e", "faults"):  # the tests and helpers reused h
     if str(HERE.parent / _name) not in sys.path:
         sys.path.insert(0, str(HERE.parent / _name))
 
-from cluster.deployments import ClusterDeployment, SentinelDeployment  # noqa: E402
+from support.deployments import ClusterDeployment, SentinelDeployment  # noqa: E402
+
 from cluster.reuse import delete_everywhere  # noqa: E402
 
 

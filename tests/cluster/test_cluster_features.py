@@ -17,11 +17,11 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from support.deployments import ClusterDeployment, Node, SentinelDeployment
 
 from aiojobs_redis import Job, NotReplicated, RedisEngine, Settings, Worker, connect, use_engine
 from aiojobs_redis.records import parse_inline
 from aiojobs_redis.sharding import ShardedQueue
-from cluster.deployments import ClusterDeployment, Node, SentinelDeployment
 from cluster.reuse import delete_everywhere
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.crc import key_slot
+from support.deployments import ClusterDeployment, SentinelDeployment
 
 from aiojobs_redis import Job, NotReplicated, RedisEngine, Settings, use_engine
 from aiojobs_redis.records import parse_inline
-from cluster.deployments import ClusterDeployment, SentinelDeployment
 from cluster.reuse import delete_everywhere
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]

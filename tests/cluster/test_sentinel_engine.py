@@ -13,8 +13,8 @@ import test_dispatch_batching as batching
 import test_engine_transitions as transitions
 import test_worker_runs as worker_runs
 import test_workers as worker_processes
+from support.deployments import SentinelDeployment
 
-from cluster.deployments import SentinelDeployment
 from cluster.reuse import ONE_SERVER_ONLY, delete_keys, reuse
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]

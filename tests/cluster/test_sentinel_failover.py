@@ -16,12 +16,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from faultapp import Record
-from worker_procs import Workers
+from support.deployments import SentinelDeployment, poll
+from support.failover import FULL, Producers, describe, figures, settle
+from support.faultapp import Record
+from support.worker_procs import Workers
 
 from aiojobs_redis import EngineError, NotReplicated, RedisEngine, Settings
-from cluster.deployments import SentinelDeployment, poll
-from cluster.failover_run import FULL, Producers, describe, figures, settle
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.timeout(300 if FULL else 120)]
 

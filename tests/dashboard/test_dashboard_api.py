@@ -16,8 +16,8 @@ import anyio
 import httpx
 import pytest
 import uvicorn
-from dashkit import dashboard, eventually, quick_telemetry, running_worker
-from redis_server import free_port
+from support.dashkit import dashboard, eventually, quick_telemetry, running_worker
+from support.redis_server import free_port
 
 from aiojobs_redis import Job, RedisEngine
 from aiojobs_redis.cli import main

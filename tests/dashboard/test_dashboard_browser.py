@@ -13,8 +13,8 @@ from typing import ClassVar
 import anyio
 import httpx
 import pytest
-from dashkit import dashboard, eventually, running_worker
 from playwright.async_api import async_playwright, expect
+from support.dashkit import dashboard, eventually, running_worker
 
 from aiojobs_redis import Job, RedisEngine
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import anyio
 import pytest
-from dashkit import eventually, quick_telemetry, running_worker
 from redis.asyncio import Redis
+from support.dashkit import eventually, quick_telemetry, running_worker
 
 from aiojobs_redis import Job, RedisEngine, Settings
 from aiojobs_redis.errors import EngineError
@@ -206,7 +206,7 @@ async def test_the_hot_path_only_buffers_and_a_flush_is_one_round_trip(
 
 
 async def test_events_wait_while_redis_is_away_and_stay_bounded(redis_url: str, prefix: str) -> None:
-    from redis_server import free_port
+    from support.redis_server import free_port
 
     away = RedisEngine(Settings(url=f"redis://127.0.0.1:{free_port()}", prefix=prefix, socket_timeout=0.5))
     telemetry = RedisTelemetry(buffer_max=50)

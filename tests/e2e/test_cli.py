@@ -28,7 +28,7 @@ from aiojobs_redis import Job, RedisEngine, Settings, use_engine
 TESTS_DIR = Path(__file__).resolve().parents[1]
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
-from redis_server import RedisServer  # noqa: E402
+from support.redis_server import RedisServer  # noqa: E402
 
 E2E_DIR = Path(__file__).resolve().parent
 if str(E2E_DIR) not in sys.path:  # pytest's rootdir-relative import usually did this already

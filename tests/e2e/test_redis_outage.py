@@ -8,10 +8,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from faultapp import Record
-from ledger import ends, read_ledger
-from redis_server import RedisServer
-from worker_procs import Workers
+from support.faultapp import Record
+from support.ledger import ends, read_ledger
+from support.redis_server import RedisServer
+from support.worker_procs import Workers
 
 from aiojobs_redis import EngineUnavailable, RedisEngine, Settings, use_engine
 

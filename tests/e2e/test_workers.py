@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from faultapp import AlwaysFails, Chain, HangsFirstTime, Record
-from ledger import ends, read_ledger, starts
 from redis.asyncio import Redis
-from worker_procs import Workers, wait_until
+from support.faultapp import AlwaysFails, Chain, HangsFirstTime, Record
+from support.ledger import ends, read_ledger, starts
+from support.worker_procs import Workers, wait_until
 
 from aiojobs_redis import RedisEngine
 

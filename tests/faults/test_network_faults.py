@@ -1,7 +1,7 @@
 """Network faults between the engine and Redis: rows N1 and N8 of RELIABILITY.md.
 
 Every test runs its own redis-server on loopback with the fault proxy (proxy.py) in front;
-workers are `python -m aiojobs_redis work --import faultapp` processes (N1, N8) or
+workers are `python -m aiojobs_redis work --import support.faultapp` processes (N1, N8) or
 in-process `Worker`s where a process adds nothing. Runs are recorded in per-process ledger
 files that no fault touches. Each test prints the figures it measured (see them with -s).
 
@@ -39,7 +39,10 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import TaskStatus
-from proxy import (
+from redis.asyncio import Redis
+from support.faultapp import FailsSlowly, Record
+from support.ledger import Run, check, ends, read_ledger, starts
+from support.proxy import (
     Command,
     FaultProxy,
     ReplyFramer,
@@ -51,19 +54,12 @@ from proxy import (
     parse_reply,
     parse_request,
 )
-from redis.asyncio import Redis
-from redis_server import RedisServer
+from support.redis_server import RedisServer
+from support.worker_procs import TESTS
 
 from aiojobs_redis import EngineUnavailable, RedisEngine, Settings, Worker, use_engine
 from aiojobs_redis.records import ClaimedJob, parse_inline
 from aiojobs_redis.scripts import SCRIPT_NAMES, source
-
-E2E = Path(__file__).parent.parent / "e2e"
-if str(E2E) not in sys.path:
-    sys.path.insert(0, str(E2E))  # faultapp (the jobs) and ledger live there
-
-from faultapp import FailsSlowly, Record  # noqa: E402  # isort: skip
-from ledger import Run, check, ends, read_ledger, starts  # noqa: E402  # isort: skip
 
 pytestmark = pytest.mark.anyio
 slow = pytest.mark.slow
@@ -98,12 +94,12 @@ class WorkerProcess:
                     "aiojobs_redis",
                     "work",
                     "--import",
-                    "faultapp",
+                    "support.faultapp",
                     "--queue",
                     QUEUE,
                     *args,
                 ],
-                cwd=E2E,
+                cwd=TESTS,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

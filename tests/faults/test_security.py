@@ -22,10 +22,10 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from certs import Certs, ConfiguredServer, TLSUnsupported, make_certs, openssl_available
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, ResponseError
-from redis_server import free_port
+from support.certs import Certs, ConfiguredServer, TLSUnsupported, make_certs, openssl_available
+from support.redis_server import free_port
 
 from aiojobs_redis import (
     ConfigurationError,

@@ -19,14 +19,13 @@ from typing import ClassVar
 
 import anyio
 import pytest
-from redis_server import RedisServer
-from worker_procs import Workers, rss_kib, wait_until
+from support.faultapp import BlocksTheLoop, FailsSlowly, KillsItsWorker, Record
+from support.ledger import check, ends, read_ledger, starts
+from support.redis_server import RedisServer
+from support.worker_procs import Workers, rss_kib, wait_until
 
 from aiojobs_redis import EngineError, EngineUnavailable, Job, RedisEngine, Settings, Worker, use_engine
 from aiojobs_redis.records import parse_inline
-
-from faultapp import BlocksTheLoop, FailsSlowly, KillsItsWorker, Record  # isort: skip
-from ledger import check, ends, read_ledger, starts  # isort: skip
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from redis_server import RedisServer
+from support.redis_server import RedisServer
 
 from aiojobs_redis import Job, PayloadNotSerializable, RedisEngine, Settings, use_engine
 

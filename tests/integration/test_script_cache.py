@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
+from support.redis_server import RedisServer
 
 from aiojobs_redis import Job, RedisEngine, Settings, use_engine
 

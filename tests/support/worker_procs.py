@@ -9,13 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-E2E = Path(__file__).parent / "e2e"
-if str(E2E) not in sys.path:
-    sys.path.insert(0, str(E2E))  # faultapp and ledger live there
+# Worker processes run from here, so that `--import support.faultapp` finds the jobs.
+TESTS = Path(__file__).resolve().parents[1]
 
 
 class Workers:
-    """`python -m aiojobs_redis work --import faultapp` processes on one server and prefix."""
+    """`python -m aiojobs_redis work --import support.faultapp` processes on one server and prefix."""
 
     def __init__(self, url: str, prefix: str, log_dir: Path) -> None:
         self.url, self.prefix, self.log_dir = url, prefix, log_dir
@@ -34,12 +33,12 @@ class Workers:
                 "aiojobs_redis",
                 "work",
                 "--import",
-                "faultapp",
+                "support.faultapp",
                 "--queue",
                 "faults",
                 *args,
             ],
-            cwd=E2E,
+            cwd=TESTS,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from redis_server import free_port, server_binary  # isort: skip
+from support.redis_server import free_port, server_binary  # isort: skip
 
 
 def redis_cli() -> str | None:
