@@ -7,7 +7,7 @@ each round and mode dispatches N no-op jobs under a fresh prefix, then drains th
 worker in its own process (concurrency 100, burst mode, uvloop as the CLI uses), which
 reports its own jobs/s from start to exit (the final flush of events included). Modes:
 
-    off      telemetry=False, tracing=False, no metrics (the worker as it was)
+    off      telemetry=False, tracing=False, no metrics (the baseline)
     metrics  Prometheus metrics (served on a free port) and the OpenTelemetry span per run
     events   the Redis event stream, throughput buckets and heartbeat
     all      everything above

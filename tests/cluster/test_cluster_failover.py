@@ -18,8 +18,9 @@ import anyio
 import pytest
 from redis.crc import key_slot
 from support.clusterapp import HOPS, Hop
-from support.deployments import ClusterDeployment, Node, poll
+from support.deployments import SERVER_ERRORS, ClusterDeployment, Node
 from support.failover import FULL, Producers, describe, figures, settle
+from support.wait import wait_until
 from support.worker_procs import Workers
 
 from aiojobs_redis import EngineError, Job, NotReplicated, RedisEngine, Settings
@@ -48,7 +49,7 @@ def wait_for_new_owner(cluster: ClusterDeployment, slot: int, old: Node) -> floa
         except LookupError:  # the old primary is flagged failed; no one owns the slot yet
             return False
 
-    return poll(taken_over, 30, "a replica to take over")
+    return wait_until(taken_over, 30, "a replica to take over", ignore=SERVER_ERRORS)
 
 
 async def test_a_primary_killed_mid_run_fails_over_and_the_run_completes(tmp_path: Path, prefix: str) -> None:

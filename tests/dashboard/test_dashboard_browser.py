@@ -14,7 +14,8 @@ import anyio
 import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
-from support.dashkit import dashboard, eventually, running_worker
+from support.dashkit import dashboard, running_worker
+from support.wait import eventually
 
 from aiojobs_redis import Job, RedisEngine
 

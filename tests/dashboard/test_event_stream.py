@@ -7,7 +7,8 @@ from typing import Any
 import anyio
 import pytest
 from redis.asyncio import Redis
-from support.dashkit import eventually, quick_telemetry, running_worker
+from support.dashkit import quick_telemetry, running_worker
+from support.wait import eventually
 
 from aiojobs_redis import Job, RedisEngine, Settings
 from aiojobs_redis.errors import EngineError

@@ -14,8 +14,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from support.dashjobs import Tick
-from support.dashkit import eventually, running_worker
+from support.dashkit import running_worker
 from support.redis_server import free_port
+from support.wait import eventually
 from support.worker_procs import TESTS
 
 from aiojobs_redis import Job, RedisEngine

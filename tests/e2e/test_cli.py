@@ -21,20 +21,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from redis.asyncio import Redis
-
-from aiojobs_redis import Job, RedisEngine, Settings, use_engine
-
-TESTS_DIR = Path(__file__).resolve().parents[1]
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-from support.redis_server import RedisServer  # noqa: E402
-
-E2E_DIR = Path(__file__).resolve().parent
-if str(E2E_DIR) not in sys.path:  # pytest's rootdir-relative import usually did this already
-    sys.path.insert(0, str(E2E_DIR))
-
-from jobapp import (  # noqa: E402
+from jobapp import (
     FAIL_MESSAGE,
     OTHER_QUEUE,
     PERMANENT_MESSAGE,
@@ -45,6 +32,12 @@ from jobapp import (  # noqa: E402
     count_key,
     runs_key,
 )
+from redis.asyncio import Redis
+from support.redis_server import RedisServer
+
+from aiojobs_redis import Job, RedisEngine, Settings, use_engine
+
+E2E_DIR = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.slow
 

@@ -10,11 +10,13 @@ import pytest
 from redis.asyncio import Redis
 from support.faultapp import AlwaysFails, Chain, HangsFirstTime, Record
 from support.ledger import ends, read_ledger, starts
-from support.worker_procs import Workers, wait_until
+from support.wait import wait_until
+from support.worker_procs import Workers
 
 from aiojobs_redis import RedisEngine
 
-pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+# Also on a Cluster and behind Sentinel: see conftest.py.
+pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.deployments]
 
 HERE = Path(__file__).parent
 QUEUE = "faults"

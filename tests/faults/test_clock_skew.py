@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,8 @@ import anyio
 import pytest
 from anyio import to_thread
 from redis.asyncio import Redis
+from support.wait import wait_until
+from support.worker_procs import TESTS
 
 from aiojobs_redis import Job, RedisEngine, Settings, current_engine
 
@@ -157,21 +159,14 @@ def libfaketime() -> str:
     )
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 class SkewedWorkers:
     """`aiojobs-redis work --import test_clock_skew` processes, each under its own faketime."""
 
     def __init__(self, url: str, prefix: str, log_dir: Path) -> None:
         self.library = libfaketime()
-        self.env = dict(os.environ, REDIS_URL=url, REDIS_JOB_PREFIX=prefix)
+        # This module is the workers' job module; it imports support.wait from the tests directory.
+        path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = dict(os.environ, REDIS_URL=url, REDIS_JOB_PREFIX=prefix, PYTHONPATH=path)
         self.env.pop("JOB_ENGINE", None)
         self.log_dir = log_dir
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []

@@ -11,7 +11,8 @@ from support.redis_server import RedisServer
 
 from aiojobs_redis import Job, PayloadNotSerializable, RedisEngine, Settings, use_engine
 
-pytestmark = pytest.mark.anyio
+# Also on a Cluster and behind Sentinel: see conftest.py.
+pytestmark = [pytest.mark.anyio, pytest.mark.deployments]
 
 
 class Ping(Job):

@@ -23,7 +23,8 @@ from aiojobs_redis import (
     registry,
 )
 
-pytestmark = pytest.mark.anyio
+# Also on a Cluster and behind Sentinel: see conftest.py.
+pytestmark = [pytest.mark.anyio, pytest.mark.deployments]
 
 QUEUE = "runs"
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 # Worker processes run from here, so that `--import support.faultapp` finds the jobs.
@@ -64,16 +62,6 @@ class Workers:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20, what: str = "a condition") -> float:
-    """Poll state that other processes change; return the seconds it took."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def rss_kib(pid: int) -> int:
