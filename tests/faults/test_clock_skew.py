@@ -1,7 +1,7 @@
 """N7: workers whose clocks are 120 s fast or slow neither start jobs early nor reclaim live leases.
 
-Worker processes run under libfaketime (LD_PRELOAD with FAKETIME="+120s" / "-120s", from the
-Debian package `faketime`); the tests fail, naming the package, when it is missing. Every time
+Worker processes run under libfaketime (LD_PRELOAD with FAKETIME="+120s" / "-120s"), the build
+that the `libfaketime` distribution of the dev extra bundles, so no system package is needed. Every time
 that matters is judged by Redis TIME: the jobs below read it when they start (through the
 worker's own engine) along with their record's due time, and write both, and the skewed
 local time, to a ledger file per process.
@@ -19,10 +19,8 @@ This module is also the job module the workers import (`--import test_clock_skew
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -136,27 +134,18 @@ def read_events(ledger: Path) -> list[Event]:
     return sorted(events, key=lambda e: e.redis_ms)
 
 
-LIBFAKETIME_DIRS = (
-    "/usr/lib/*/faketime",
-    "/usr/lib/faketime",
-    "/usr/lib64/faketime",
-    "/usr/local/lib/faketime",
-)
-
-
 def libfaketime() -> str:
-    """The libfaketime library (thread-safe variant first), or a failed test saying what to install."""
-    for name in ("libfaketimeMT.so.1", "libfaketime.so.1"):
-        for directory in LIBFAKETIME_DIRS:
-            found = sorted(glob.glob(f"{directory}/{name}"))
-            if found:
-                return found[0]
-    pytest.fail(
-        "N7 skews worker clocks with libfaketime, which was not found (no faketime command: "
-        f"{shutil.which('faketime') is None}): install the Debian/Ubuntu package `faketime` "
-        "(apt-get install -y faketime)",
-        pytrace=False,
-    )
+    """The libfaketime library bundled by the `libfaketime` distribution, or a failed test saying so."""
+    try:
+        from libfaketime import get_reload_information
+    except ImportError:
+        pytest.fail(
+            "N7 skews worker clocks with libfaketime: install the dev extra (pip install -e '.[dev]'), "
+            "which brings the `libfaketime` distribution and the library it bundles",
+            pytrace=False,
+        )
+    _, additions = get_reload_information()  # the environment its own re-exec would set
+    return os.path.join(additions["LD_LIBRARY_PATH"], "libfaketime.so.1")
 
 
 class SkewedWorkers:
