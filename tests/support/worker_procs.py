@@ -49,7 +49,11 @@ class Workers:
     def finish(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, str]:
         """Wait for `proc` to exit; its exit code and everything it logged."""
         code = proc.wait(timeout=timeout)
-        return code, self._logs[proc.pid].read_text(errors="replace")
+        return code, self.log_of(proc)
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        """What `proc` has logged so far."""
+        return self._logs[proc.pid].read_text(errors="replace")
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.procs if p.poll() is None]
