@@ -59,11 +59,12 @@ bench-quick:
 	$(PYTHON) benchmarks/run.py --quick $(BENCH_ARGS)
 
 # Redis Cluster and Sentinel on real local deployments (redis-server and redis-cli from PATH):
-# tests/cluster at full scale: longer failover runs, two primary kills, more worker
+# the tests that run on them (tests/cluster, and the engine and worker suites' Cluster and
+# Sentinel runs) at full scale: longer failover runs, two primary kills, more worker
 # processes, and the worker fault rows on the Cluster. `make test` runs the CI-sized version.
 .PHONY: cluster-test
 cluster-test: $(STAMP)
-	AIOJOBS_CLUSTER_SCALE=full $(VPY) -m pytest tests/cluster -s $(PYTEST_ARGS)
+	AIOJOBS_CLUSTER_SCALE=full $(VPY) -m pytest tests -k "cluster or sentinel" -s $(PYTEST_ARGS)
 
 # The 1,000,000-job soak (S1 at full size): worker memory and Redis keys stay bounded.
 .PHONY: soak

@@ -3,6 +3,12 @@
 The server: $REDIS_URL when set; else the Redis at 127.0.0.1:6379 when one answers; else
 (or with AIOJOBS_TEST_EMBEDDED=1) an embedded Valkey server started for the session. The
 choice is exported as REDIS_URL so worker subprocesses use the same server.
+
+A test module marked `deployments` runs each of its tests that use the server once on it
+and once more on each deployment (a 3-primary, 3-replica Redis Cluster and a primary found
+through Sentinel, started on loopback for the session when first needed; those runs are
+slow): `redis_url` and every fixture built on it point at the deployment. A module can pin
+its own deployment by overriding the `deployment` fixture.
 """
 
 from __future__ import annotations
@@ -16,7 +22,11 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from worker_procs import Workers
+from support.clock import FakeClock
+from support.deployments import ClusterDeployment, SentinelDeployment
+from support.failover import FULL
+from support.keyspace import delete_prefix
+from support.worker_procs import Workers
 
 from aiojobs_redis import RedisEngine, Settings, use_engine
 from aiojobs_redis.embedded import embedded_server
@@ -51,17 +61,21 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"job server: {REDIS_URL}"
 
 
-class FakeClock:
-    """Milliseconds that move only when a test says so. Passed to the engine as `clock`."""
+DEPLOYMENTS = ("cluster", "sentinel")
 
-    def __init__(self, start_ms: int = 1_800_000_000_000) -> None:
-        self.now_ms = start_ms
 
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, seconds: float) -> None:
-        self.now_ms += round(seconds * 1000)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `deployments` that use the server run once per deployment (see above)."""
+    marker = metafunc.definition.get_closest_marker("deployments")
+    if marker is None or "deployment" not in metafunc.fixturenames:
+        return
+    if marker.kwargs.get("full_scale") and not FULL:
+        return  # rows that only `make cluster-test` runs on a deployment
+    kinds = ["single"]
+    if metafunc.definition.get_closest_marker("single_server") is None:
+        kinds += marker.args or DEPLOYMENTS
+    params = [pytest.param(k, id=k, marks=() if k == "single" else pytest.mark.slow) for k in kinds]
+    metafunc.parametrize("deployment", params, indirect=True)
 
 
 @pytest.fixture
@@ -69,8 +83,32 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDeployment]:
+    """3 primaries, 3 replicas, shared by the tests that do not kill nodes."""
+    with ClusterDeployment(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def sentinel_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelDeployment]:
+    """A primary, a replica and three sentinels, shared by the tests that do not kill nodes."""
+    with SentinelDeployment(tmp_path_factory.mktemp("sentinel")) as deployment:
+        yield deployment
+
+
 @pytest.fixture
-def redis_url() -> str:
+def deployment(request: pytest.FixtureRequest) -> str:
+    """Where the test's server is: "single" (the session's server), "cluster" or "sentinel"."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, deployment: str) -> str:
+    if deployment == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    if deployment == "sentinel":
+        return str(request.getfixturevalue("sentinel_deployment").url)
     return REDIS_URL
 
 
@@ -82,15 +120,6 @@ def prefix() -> str:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-async def delete_prefix(url: str, prefix: str, db: int | None = None) -> None:
-    client = Redis.from_url(url) if db is None else Redis.from_url(url, db=db)
-    try:
-        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            await client.delete(key)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
@@ -117,7 +146,12 @@ async def clocked_engine(settings: Settings, clock: FakeClock) -> AsyncIterator[
 
 
 @pytest.fixture
-async def raw_redis(redis_url: str) -> AsyncIterator[Redis]:
+async def raw_redis(redis_url: str, deployment: str) -> AsyncIterator[Redis]:
+    """A client of the server (a RedisCluster on a Cluster; the primary behind Sentinel)."""
+    if deployment != "single":
+        async with RedisEngine(Settings(url=redis_url)) as admin:
+            yield admin.redis
+        return
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()

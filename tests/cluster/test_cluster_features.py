@@ -17,19 +17,19 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from support.deployments import ClusterDeployment, Node, SentinelDeployment
+from support.keyspace import delete_prefix
 
 from aiojobs_redis import Job, NotReplicated, RedisEngine, Settings, Worker, connect, use_engine
 from aiojobs_redis.records import parse_inline
 from aiojobs_redis.sharding import ShardedQueue
-from cluster.deployments import ClusterDeployment, Node, SentinelDeployment
-from cluster.reuse import delete_everywhere
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 
 @pytest.fixture
-def deployment_url(redis_cluster: ClusterDeployment) -> str:
-    return redis_cluster.url
+def deployment() -> str:
+    return "cluster"
 
 
 class Seen:
@@ -251,7 +251,7 @@ async def test_a_durable_dispatch_is_on_the_replica_when_it_returns(
             )
             assert missing == []
         finally:
-            await delete_everywhere(settings.url, settings.prefix)
+            await delete_prefix(settings.url, settings.prefix)
 
 
 async def _concurrently(engine: RedisEngine, classes: list[type[Job]], count: int) -> list[tuple[str, str]]:
@@ -287,7 +287,7 @@ async def test_a_durable_dispatch_that_too_few_replicas_acknowledge_raises(
                 assert many.value.job_ids
                 assert await HotJob({}).dispatch(), "not durable unless asked"
             finally:
-                await delete_everywhere(settings.url, settings.prefix)
+                await delete_prefix(settings.url, settings.prefix)
 
 
 async def test_a_durable_dispatch_behind_sentinel_is_on_the_replica(
@@ -303,7 +303,7 @@ async def test_a_durable_dispatch_behind_sentinel_is_on_the_replica(
                 present = queued_in(client, engine.keys("counted").ready)
             assert present == set(ids) and len(ids) == 220
         finally:
-            await delete_everywhere(settings.url, settings.prefix)
+            await delete_prefix(settings.url, settings.prefix)
 
 
 # -- connecting ---------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ async def test_connect_takes_a_cluster_url_or_the_cluster_setting(
         assert isinstance(engine.redis, RedisCluster)
         assert (await engine.get_job("counted", job_id)) is not None
         assert len(redis_cluster.primaries()) == 3
-    await delete_everywhere(redis_cluster.url, prefix)
+    await delete_prefix(redis_cluster.url, prefix)
 
 
 async def test_connect_takes_sentinel_settings(sentinel_deployment: SentinelDeployment, prefix: str) -> None:
@@ -330,4 +330,4 @@ async def test_connect_takes_sentinel_settings(sentinel_deployment: SentinelDepl
     primary = sentinel_deployment.primary
     with redis.Redis(port=primary.port) as client:
         assert queued_in(client, f"{prefix}{{counted}}:queue") == {job_id}
-    await delete_everywhere(sentinel_deployment.url, prefix)
+    await delete_prefix(sentinel_deployment.url, prefix)

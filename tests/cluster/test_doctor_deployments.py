@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from functools import partial
 
 import pytest
+from support.deployments import ClusterDeployment, Node, SentinelDeployment
 
 from aiojobs_redis import RedisEngine, Settings, doctor
 from aiojobs_redis.doctor import Finding, diagnose
-from cluster.deployments import ClusterDeployment, Node, SentinelDeployment
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

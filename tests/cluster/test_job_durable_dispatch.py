@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.crc import key_slot
+from support.deployments import ClusterDeployment, SentinelDeployment
+from support.keyspace import delete_prefix
 
 from aiojobs_redis import Job, NotReplicated, RedisEngine, Settings, use_engine
 from aiojobs_redis.records import parse_inline
-from cluster.deployments import ClusterDeployment, SentinelDeployment
-from cluster.reuse import delete_everywhere
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -32,21 +32,23 @@ class Parcel(Job):
 
 
 @pytest.fixture(params=["cluster", "sentinel"])
-def deployment(request: pytest.FixtureRequest) -> Deployment:
-    fixture = "redis_cluster" if request.param == "cluster" else "sentinel_deployment"
-    found: Deployment = request.getfixturevalue(fixture)
-    return found
+def deployment(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def deployment_url(deployment: Deployment) -> str:
-    return deployment.url
+def nodes(request: pytest.FixtureRequest, deployment: str) -> Deployment:
+    """The processes of the deployment the test runs on."""
+    found: Deployment = request.getfixturevalue(
+        "redis_cluster" if deployment == "cluster" else "sentinel_deployment"
+    )
+    return found
 
 
 @pytest.fixture
 async def cleanup(settings: Settings) -> AsyncIterator[None]:
     yield
-    await delete_everywhere(settings.url, settings.prefix)
+    await delete_prefix(settings.url, settings.prefix)
 
 
 def queued_on_replica(deployment: Deployment, queue_list: str) -> set[str]:
@@ -101,11 +103,11 @@ async def test_the_durable_setting_is_the_default_and_false_overrides_it(setting
 
 @pytest.mark.usefixtures("cleanup")
 async def test_a_durable_job_dispatch_is_on_the_replica_when_it_returns(
-    settings: Settings, deployment: Deployment
+    settings: Settings, nodes: Deployment
 ) -> None:
     async with RedisEngine(settings) as engine:
         with use_engine(engine):
             ids = [await Parcel({"n": n}).dispatch(durable=True) for n in range(10)]
             ids += await Parcel.dispatch_many([{"n": n} for n in range(50)], durable=True)
-        on_replica = queued_on_replica(deployment, engine.keys("parcels").ready)
+        on_replica = queued_on_replica(nodes, engine.keys("parcels").ready)
     assert set(ids) - on_replica == set()

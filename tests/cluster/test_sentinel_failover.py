@@ -16,12 +16,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from faultapp import Record
-from worker_procs import Workers
+from support.deployments import SERVER_ERRORS, SentinelDeployment
+from support.failover import FULL, Producers, describe, figures, settle
+from support.faultapp import Record
+from support.wait import wait_until
+from support.worker_procs import Workers
 
 from aiojobs_redis import EngineError, NotReplicated, RedisEngine, Settings
-from cluster.deployments import SentinelDeployment, poll
-from cluster.failover_run import FULL, Producers, describe, figures, settle
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.timeout(300 if FULL else 120)]
 
@@ -62,8 +63,11 @@ async def _run(deployment: SentinelDeployment, workers: Workers, ledger_dir: Pat
             killed_at = time.time()
             old.kill()
             promoted = await anyio.to_thread.run_sync(
-                lambda: poll(
-                    lambda: deployment.current_primary_port() != old.port, 30, "the sentinels to promote"
+                lambda: wait_until(
+                    lambda: deployment.current_primary_port() != old.port,
+                    30,
+                    "the sentinels to promote",
+                    ignore=SERVER_ERRORS,
                 )
             )
             await anyio.sleep(max(0.0, started + RUN_SECONDS - time.time()))
@@ -124,7 +128,12 @@ async def test_writes_the_replica_never_received_are_lost_unless_the_dispatch_wa
             finally:
                 replica.proc.send_signal(signal.SIGCONT)
             promoted = await anyio.to_thread.run_sync(
-                lambda: poll(lambda: deployment.current_primary_port() == replica.port, 30, "the promotion")
+                lambda: wait_until(
+                    lambda: deployment.current_primary_port() == replica.port,
+                    30,
+                    "the promotion",
+                    ignore=SERVER_ERRORS,
+                )
             )
             with anyio.fail_after(20):
                 while True:

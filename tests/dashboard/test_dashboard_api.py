@@ -16,9 +16,10 @@ import anyio
 import httpx
 import pytest
 import uvicorn
-from dashkit import dashboard, eventually, quick_telemetry, running_worker
-from engine_calls import claim_from
-from redis_server import free_port
+from support.dashkit import dashboard, quick_telemetry, running_worker
+from support.engine_calls import claim_from
+from support.redis_server import free_port
+from support.wait import eventually
 
 from aiojobs_redis import Job, RedisEngine
 from aiojobs_redis.cli import main
@@ -308,8 +309,8 @@ async def served(app: Any) -> AsyncIterator[str]:
 
 
 async def test_mounted_in_a_fastapi_app_using_its_engine(redis_url: str, prefix: str) -> None:
-    from conftest import delete_prefix
     from fastapi import FastAPI
+    from support.keyspace import delete_prefix
 
     from aiojobs_redis.integrations.asgi import lifespan
 

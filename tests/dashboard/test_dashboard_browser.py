@@ -13,8 +13,9 @@ from typing import ClassVar
 import anyio
 import httpx
 import pytest
-from dashkit import dashboard, eventually, running_worker
 from playwright.async_api import async_playwright, expect
+from support.dashkit import dashboard, running_worker
+from support.wait import eventually
 
 from aiojobs_redis import Job, RedisEngine
 

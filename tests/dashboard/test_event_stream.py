@@ -6,8 +6,9 @@ from typing import Any
 
 import anyio
 import pytest
-from dashkit import eventually, quick_telemetry, running_worker
 from redis.asyncio import Redis
+from support.dashkit import quick_telemetry, running_worker
+from support.wait import eventually
 
 from aiojobs_redis import Job, RedisEngine, Settings
 from aiojobs_redis.errors import EngineError
@@ -128,7 +129,9 @@ async def test_heartbeat_lists_the_worker_and_its_running_jobs(engine: RedisEngi
             await gate.wait()
 
     job_id = await Waits().dispatch({})
-    async with running_worker(engine, [QUEUE], concurrency=7) as worker:
+    # A heartbeat every second lives 6 s: a busy machine's stalls do not let it lapse.
+    telemetry = quick_telemetry(heartbeat_interval=1.0)
+    async with running_worker(engine, [QUEUE], concurrency=7, telemetry=telemetry) as worker:
 
         async def listed() -> bool:
             now = await engine.redis_time_ms(max_age_ms=0)
@@ -139,7 +142,9 @@ async def test_heartbeat_lists_the_worker_and_its_running_jobs(engine: RedisEngi
         now = await engine.redis_time_ms(max_age_ms=0)
         [info] = await engine.alive_workers(now)
         assert info.id == worker.worker_id and info.queues == [QUEUE] and info.concurrency == 7
-        assert 0 <= now - info.running[0].started_ms < 10_000
+        # started_ms is the worker's clock moved by the offset it measured to Redis's, which
+        # is good to half a TIME round trip: long on a busy machine.
+        assert -2_000 <= now - info.running[0].started_ms < 10_000
         assert 0 <= now - info.seen_ms < 5_000
         gate.set()
     now = await engine.redis_time_ms(max_age_ms=0)
@@ -196,7 +201,7 @@ async def test_the_hot_path_only_buffers_and_a_flush_is_one_round_trip(
 
 
 async def test_events_wait_while_redis_is_away_and_stay_bounded(redis_url: str, prefix: str) -> None:
-    from redis_server import free_port
+    from support.redis_server import free_port
 
     away = RedisEngine(Settings(url=f"redis://127.0.0.1:{free_port()}", prefix=prefix, socket_timeout=0.5))
     telemetry = RedisTelemetry(buffer_max=50)

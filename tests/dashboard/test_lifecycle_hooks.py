@@ -10,7 +10,8 @@ from typing import Any, ClassVar, cast
 
 import anyio
 import pytest
-from dashkit import eventually, running_worker
+from support.dashkit import running_worker
+from support.wait import eventually
 
 from aiojobs_redis import Job, PermanentFailure, RedisEngine
 from aiojobs_redis.hooks import Hooks, JobContext, Observer

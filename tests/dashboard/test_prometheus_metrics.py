@@ -7,17 +7,18 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-from dashjobs import Tick
-from dashkit import eventually, running_worker
-from engine_calls import claim_from
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from redis_server import free_port
+from support.dashjobs import Tick
+from support.dashkit import running_worker
+from support.engine_calls import claim_from
+from support.redis_server import free_port
+from support.wait import eventually
+from support.worker_procs import TESTS
 
 from aiojobs_redis import Job, RedisEngine
 from aiojobs_redis.cli import main
@@ -178,10 +179,11 @@ async def test_the_cli_worker_serves_metrics(engine: RedisEngine, redis_url: str
     env.pop("JOB_ENGINE", None)
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "aiojobs_redis", "work", "--import", "dashjobs", "--queue", QUEUE),
+            *(sys.executable, "-m", "aiojobs_redis", "work", "--import", "support.dashjobs"),
+            *("--queue", QUEUE),
             *("--metrics-port", str(port), "--log-level", "WARNING"),
         ],
-        cwd=Path(__file__).parent,
+        cwd=TESTS,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

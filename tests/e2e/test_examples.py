@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +22,18 @@ import anyio
 import httpx
 import pytest
 from redis.asyncio import Redis
+from support.wait import eventually
 
 from aiojobs_redis import RedisEngine
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `python -m pytest` from the root has it already; `pytest` may not
-    sys.path.insert(0, str(ROOT))
-
-from examples.jobs import (  # noqa: E402
+from examples.jobs import (
     IssueRefund,
     NotifyWarehouse,
     ProcessPayment,
     SendReceipt,
     ledger_key,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.timeout(40)]
 
@@ -119,13 +117,6 @@ async def wait_until_serving(base_url: str, path: str, app: Process) -> None:
                 await anyio.sleep(0.05)
 
 
-async def wait_for(check: Callable[[], Awaitable[object]], timeout: float = 15) -> None:
-    """Poll an async `check` until it returns something truthy."""
-    with anyio.fail_after(timeout):
-        while not await check():
-            await anyio.sleep(0.05)
-
-
 @pytest.fixture
 async def ledger(redis_url: str, prefix: str) -> AsyncIterator[Ledger]:
     client = Redis.from_url(redis_url, decode_responses=True)
@@ -204,8 +195,8 @@ async def test_aiohttp_example_runs_the_jobs_in_process_and_drains_on_sigterm(
             assert all(JOB_ID.fullmatch(response.json()[k]) for k in ("receipt_job", "shipping_job"))
             assert (await client.post("/orders", json={"email": "x"})).status_code == 400
 
-            await wait_for(ledger.receipts)
-            await wait_for(lambda: ledger.hash("warehouse"))
+            await eventually(ledger.receipts)
+            await eventually(lambda: ledger.hash("warehouse"))
             stats = {row["queue"]: row for row in (await client.get("/stats")).json()}
         assert await ledger.hash("sent") == {"o-7": "grace@example.com"}
         assert await ledger.hash("warehouse") == {"o-7": "1"}
@@ -234,8 +225,8 @@ async def test_worker_example_runs_every_kind_of_job_and_exits_0_on_sigterm(
             {"payment_id": "p-1", "amount_cents": 1000, "charged_cents": 900}
         )
 
-        await wait_for(lambda: ledger.hash("warehouse"))  # after two retries, a second apart
-        await wait_for(ledger.receipts)
+        await eventually(lambda: ledger.hash("warehouse"))  # after two retries, a second apart
+        await eventually(ledger.receipts)
         assert await ledger.hash("warehouse") == {"o-1": "3"}, "succeeded on the third attempt"
         assert await ledger.hash("payments") == {"p-1": "900"}
         assert await ledger.hash("refunds") == {"p-1": "300"}

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from types import TracebackType
@@ -23,8 +23,9 @@ import httpx
 import pytest
 import uvicorn
 from aiohttp import web
-from conftest import delete_prefix
 from fastapi import FastAPI, Request
+from support.keyspace import delete_prefix
+from support.wait import eventually
 
 from aiojobs_redis import EngineNotConnected, Job, RedisEngine, Settings, SyncEngine, current_engine
 from aiojobs_redis.integrations.aiohttp import ENGINE_KEY, WORKER_KEY, setup
@@ -79,12 +80,6 @@ async def inspector(settings: Settings) -> AsyncIterator[RedisEngine]:
     async with RedisEngine(settings) as opened:
         yield opened
     await delete_prefix(settings.url, settings.prefix)
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not await check():
-            await anyio.sleep(0.02)
 
 
 async def tags(engine: RedisEngine, what: str) -> list[str]:
@@ -206,9 +201,9 @@ async def test_fastapi_in_process_worker_runs_jobs_and_drains_on_shutdown(
         worker = jobs.worker
         assert worker is not None and worker.queues == [QUEUE] and worker.concurrency == 4
         assert (await client.post("/steps/quick")).status_code == 200
-        await wait_for(lambda: _has(inspector, "done", "quick"), "the quick job to run")
+        await eventually(lambda: _has(inspector, "done", "quick"), what="the quick job to run")
         assert (await client.post("/steps/slow", params={"seconds": 1.0})).status_code == 200
-        await wait_for(lambda: _has(inspector, "started", "slow"), "the slow job to start")
+        await eventually(lambda: _has(inspector, "started", "slow"), what="the slow job to start")
         shutdown_took = await server.stop()
 
     assert await tags(inspector, "done") == ["quick", "slow"], "the running job finished on shutdown"
@@ -295,9 +290,9 @@ async def test_aiohttp_setup_runs_a_worker_and_drains_it_on_cleanup(
         response = await client.post("/steps/quick")
         assert response.status_code == 200 and response.json()["same_engine"] is True
         assert len(response.json()["job"]) == ID_LENGTH
-        await wait_for(lambda: _has(inspector, "done", "quick"), "the quick job to run")
+        await eventually(lambda: _has(inspector, "done", "quick"), what="the quick job to run")
         assert (await client.post("/steps/slow", params={"seconds": "1"})).status_code == 200
-        await wait_for(lambda: _has(inspector, "started", "slow"), "the slow job to start")
+        await eventually(lambda: _has(inspector, "started", "slow"), what="the slow job to start")
         started = time.monotonic()
         await runner.cleanup()  # what web.run_app does on SIGTERM
         took = time.monotonic() - started

@@ -8,22 +8,17 @@ from pathlib import Path
 
 import anyio
 import pytest
-from faultapp import Record
-from ledger import ends, read_ledger
-from redis_server import RedisServer
-from worker_procs import Workers
+from support.faultapp import Record
+from support.ledger import ends, read_ledger
+from support.redis_server import RedisServer
+from support.wait import eventually
+from support.worker_procs import Workers
 
 from aiojobs_redis import EngineUnavailable, RedisEngine, Settings, use_engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 HERE = Path(__file__).parent
-
-
-async def wait_for_ends(ledger_dir: Path, expected: set[str], timeout: float) -> None:
-    with anyio.fail_after(timeout):
-        while not expected <= set(ends(read_ledger(ledger_dir))):
-            await anyio.sleep(0.05)
 
 
 async def test_worker_survives_redis_restart_and_dispatch_fails_fast_meanwhile(tmp_path: Path) -> None:
@@ -38,7 +33,7 @@ async def test_worker_survives_redis_restart_and_dispatch_fails_fast_meanwhile(t
         async with RedisEngine(settings) as engine:
             with use_engine(engine):
                 before = {await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(20)}
-                await wait_for_ends(ledger_dir, before, 15)
+                await eventually(lambda: before <= set(ends(read_ledger(ledger_dir))), 15, "the jobs to end")
 
                 server.kill()
                 started = time.monotonic()
@@ -54,7 +49,7 @@ async def test_worker_survives_redis_restart_and_dispatch_fails_fast_meanwhile(t
                 server.start()
                 back = time.monotonic()
                 after = {await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(20)}
-                await wait_for_ends(ledger_dir, after, 15)
+                await eventually(lambda: after <= set(ends(read_ledger(ledger_dir))), 15, "the jobs to end")
                 print(
                     f"worker resumed: 20 new jobs done {time.monotonic() - back:.2f} s after Redis came back"
                 )

@@ -1,7 +1,7 @@
 """N7: workers whose clocks are 120 s fast or slow neither start jobs early nor reclaim live leases.
 
-Worker processes run under libfaketime (LD_PRELOAD with FAKETIME="+120s" / "-120s", from the
-Debian package `faketime`); the tests fail, naming the package, when it is missing. Every time
+Worker processes run under libfaketime (LD_PRELOAD with FAKETIME="+120s" / "-120s"), the build
+that the `libfaketime` distribution of the dev extra bundles, so no system package is needed. Every time
 that matters is judged by Redis TIME: the jobs below read it when they start (through the
 worker's own engine) along with their record's due time, and write both, and the skewed
 local time, to a ledger file per process.
@@ -19,15 +19,13 @@ This module is also the job module the workers import (`--import test_clock_skew
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,8 @@ import anyio
 import pytest
 from anyio import to_thread
 from redis.asyncio import Redis
+from support.wait import wait_until
+from support.worker_procs import TESTS
 
 from aiojobs_redis import Job, RedisEngine, Settings, current_engine
 
@@ -134,36 +134,18 @@ def read_events(ledger: Path) -> list[Event]:
     return sorted(events, key=lambda e: e.redis_ms)
 
 
-LIBFAKETIME_DIRS = (
-    "/usr/lib/*/faketime",
-    "/usr/lib/faketime",
-    "/usr/lib64/faketime",
-    "/usr/local/lib/faketime",
-)
-
-
 def libfaketime() -> str:
-    """The libfaketime library (thread-safe variant first), or a failed test saying what to install."""
-    for name in ("libfaketimeMT.so.1", "libfaketime.so.1"):
-        for directory in LIBFAKETIME_DIRS:
-            found = sorted(glob.glob(f"{directory}/{name}"))
-            if found:
-                return found[0]
-    pytest.fail(
-        "N7 skews worker clocks with libfaketime, which was not found (no faketime command: "
-        f"{shutil.which('faketime') is None}): install the Debian/Ubuntu package `faketime` "
-        "(apt-get install -y faketime)",
-        pytrace=False,
-    )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
+    """The libfaketime library bundled by the `libfaketime` distribution, or a failed test saying so."""
+    try:
+        from libfaketime import get_reload_information
+    except ImportError:
+        pytest.fail(
+            "N7 skews worker clocks with libfaketime: install the dev extra (pip install -e '.[dev]'), "
+            "which brings the `libfaketime` distribution and the library it bundles",
+            pytrace=False,
+        )
+    _, additions = get_reload_information()  # the environment its own re-exec would set
+    return os.path.join(additions["LD_LIBRARY_PATH"], "libfaketime.so.1")
 
 
 class SkewedWorkers:
@@ -171,7 +153,9 @@ class SkewedWorkers:
 
     def __init__(self, url: str, prefix: str, log_dir: Path) -> None:
         self.library = libfaketime()
-        self.env = dict(os.environ, REDIS_URL=url, REDIS_JOB_PREFIX=prefix)
+        # This module is the workers' job module; it imports support.wait from the tests directory.
+        path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = dict(os.environ, REDIS_URL=url, REDIS_JOB_PREFIX=prefix, PYTHONPATH=path)
         self.env.pop("JOB_ENGINE", None)
         self.log_dir = log_dir
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []

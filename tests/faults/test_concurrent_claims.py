@@ -12,7 +12,7 @@ With lapsing leases: the same race on short leases where one claim in 50 stalls 
 lease before acking, so the reaper hands its jobs to other claimers: no (job, run) is
 claimed twice, a lapse uses no attempt, and each job has exactly one accepted ack.
 
-With processes: 4 x `python -m aiojobs_redis work --import faultapp --queue faults --burst
+With processes: 4 x `python -m aiojobs_redis work --import support.faultapp --queue faults --burst
 --concurrency 50` race over 4,000 jobs; the ledger shows every job ran exactly once.
 """
 
@@ -28,15 +28,14 @@ from pathlib import Path
 
 import anyio
 import pytest
-from engine_calls import claim_from
 from redis.asyncio import Redis
-from worker_procs import Workers
+from support.engine_calls import claim_from
+from support.faultapp import Record
+from support.ledger import check, ends, read_ledger, starts
+from support.worker_procs import Workers
 
 from aiojobs_redis import Job, RedisEngine, Settings
 from aiojobs_redis.records import ClaimedJob
-
-from faultapp import Record  # isort: skip
-from ledger import check, ends, read_ledger, starts  # isort: skip
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from certs import ConfiguredServer
 from redis.asyncio import Redis
-from redis_server import free_port
+from support.certs import ConfiguredServer
+from support.redis_server import free_port
 
 from aiojobs_redis import RedisEngine, Settings, doctor, topology
 from aiojobs_redis.doctor import (

@@ -1,7 +1,7 @@
-"""Network faults between the engine and Redis: rows N1 and N8 of RELIABILITY.md.
+"""Network faults between the engine and Redis: rows N1 and N8 of the README's fault table.
 
-Every test runs its own redis-server on loopback with the fault proxy (proxy.py) in front;
-workers are `python -m aiojobs_redis work --import faultapp` processes (N1, N8) or
+Every test runs its own redis-server on loopback with the fault proxy (support/proxy.py) in front;
+workers are `python -m aiojobs_redis work --import support.faultapp` processes (N1, N8) or
 in-process `Worker`s where a process adds nothing. Runs are recorded in per-process ledger
 files that no fault touches. Each test prints the figures it measured (see them with -s).
 
@@ -39,8 +39,11 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import TaskStatus
-from engine_calls import claim_from
-from proxy import (
+from redis.asyncio import Redis
+from support.engine_calls import claim_from
+from support.faultapp import FailsSlowly, Record
+from support.ledger import Run, check, ends, read_ledger, starts
+from support.proxy import (
     Command,
     FaultProxy,
     ReplyFramer,
@@ -52,19 +55,13 @@ from proxy import (
     parse_reply,
     parse_request,
 )
-from redis.asyncio import Redis
-from redis_server import RedisServer
+from support.redis_server import RedisServer
+from support.wait import eventually
+from support.worker_procs import TESTS
 
 from aiojobs_redis import EngineUnavailable, RedisEngine, Settings, Worker, use_engine
 from aiojobs_redis.records import ClaimedJob, parse_inline
 from aiojobs_redis.scripts import SCRIPT_NAMES, source
-
-E2E = Path(__file__).parent.parent / "e2e"
-if str(E2E) not in sys.path:
-    sys.path.insert(0, str(E2E))  # faultapp (the jobs) and ledger live there
-
-from faultapp import FailsSlowly, Record  # noqa: E402  # isort: skip
-from ledger import Run, check, ends, read_ledger, starts  # noqa: E402  # isort: skip
 
 pytestmark = pytest.mark.anyio
 slow = pytest.mark.slow
@@ -99,12 +96,12 @@ class WorkerProcess:
                     "aiojobs_redis",
                     "work",
                     "--import",
-                    "faultapp",
+                    "support.faultapp",
                     "--queue",
                     QUEUE,
                     *args,
                 ],
-                cwd=E2E,
+                cwd=TESTS,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -186,22 +183,17 @@ async def engines(proxied: Settings, server: RedisServer) -> AsyncIterator[tuple
             yield engine, direct
 
 
-async def poll(
-    predicate: Callable[[], bool], timeout: float, what: str, workers: Sequence[WorkerProcess] = ()
-) -> float:
-    """Wait for state other processes change; fail at once if one of `workers` has exited."""
-    started = time.monotonic()
-    while not predicate():
+def any_exited(workers: Sequence[WorkerProcess]) -> Callable[[], str | None]:
+    """For `eventually(give_up=...)`: stop waiting, with its log, once one of `workers` has exited."""
+
+    def exited() -> str | None:
         for worker in workers:
             if not worker.alive():
-                raise AssertionError(
-                    f"waiting for {what}: worker {worker.pid} exited with code {worker.proc.returncode}; "
-                    f"its log ends:\n{worker.log()[-4000:]}"
-                )
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await anyio.sleep(0.05)
-    return time.monotonic() - started
+                code, log = worker.proc.returncode, worker.log()[-4000:]
+                return f"worker {worker.pid} exited with code {code}; its log ends:\n{log}"
+        return None
+
+    return exited
 
 
 async def settled(direct: RedisEngine, timeout: float) -> None:
@@ -330,9 +322,19 @@ async def run_outage(
     worker = spawn(proxy.url, *WORKER_ARGS)
     async with engines(settings, server) as (_, direct):
         warm = {await Record().dispatch({"ledger": str(ledger_dir)}) for _ in range(20)}
-        await poll(lambda: warm <= set(ends(read_ledger(ledger_dir))), 20, "the warm-up jobs", [worker])
+        await eventually(
+            lambda: warm <= set(ends(read_ledger(ledger_dir))),
+            20,
+            "the warm-up jobs",
+            give_up=any_exited([worker]),
+        )
         in_flight = {await Record().dispatch({"ledger": str(ledger_dir), "sleep": 1.5}) for _ in range(10)}
-        await poll(lambda: in_flight <= set(starts(read_ledger(ledger_dir))), 10, "jobs in flight", [worker])
+        await eventually(
+            lambda: in_flight <= set(starts(read_ledger(ledger_dir))),
+            10,
+            "jobs in flight",
+            give_up=any_exited([worker]),
+        )
 
         attempts: list[DispatchAttempt] = []
         cpu_before, started = worker.cpu_seconds(), time.monotonic()
@@ -350,18 +352,21 @@ async def run_outage(
             alive_during = worker.alive()
 
         probes = {await dispatch_when_back(ledger_dir) for _ in range(10)}
-        await poll(
+        await eventually(
             lambda: probes <= set(ends(read_ledger(ledger_dir))),
             20,
             "jobs dispatched after the fault",
-            [worker],
+            give_up=any_exited([worker]),
         )
         resumed = max(r.at for r in read_ledger(ledger_dir) if r.job_id in probes and r.event == "end")
         resume_seconds = resumed - fault_ended
 
         acknowledged = warm | in_flight | probes | {a.job_id for a in attempts if a.job_id}
-        await poll(
-            lambda: acknowledged <= set(ends(read_ledger(ledger_dir))), 20, "every acknowledged job", [worker]
+        await eventually(
+            lambda: acknowledged <= set(ends(read_ledger(ledger_dir))),
+            20,
+            "every acknowledged job",
+            give_up=any_exited([worker]),
         )
         await settled(direct, 20)
         stats = (await direct.stats(QUEUE))[0]
@@ -530,8 +535,11 @@ async def test_n8_dropped_replies_cut_requests_and_sliced_replies_break_no_invar
         workers = [spawn(proxy.url, *WORKER_ARGS) for _ in range(2)]
         await dispatch_round(30, {"ledger": str(ledger_dir), "sleep": 1.5})
         await dispatch_round(30, plain)
-        await poll(
-            lambda: acknowledged <= set(ends(read_ledger(ledger_dir))), 90, "every acknowledged job", workers
+        await eventually(
+            lambda: acknowledged <= set(ends(read_ledger(ledger_dir))),
+            90,
+            "every acknowledged job",
+            give_up=any_exited(workers),
         )
         await settled(direct, 30)
         stats = (await direct.stats(QUEUE))[0]
@@ -591,7 +599,7 @@ async def test_n8_replayed_dispatch_stores_once_and_never_again_after_the_job_ra
         async with anyio.create_task_group() as group:
             await group.start(worker.run)
             second = await engine.dispatch(Record({"ledger": str(ledger_dir)}))
-            await poll(lambda: ends(read_ledger(ledger_dir))[second] == 1, 5, "the job to run")
+            await eventually(lambda: ends(read_ledger(ledger_dir))[second] == 1, 5, "the job to run")
             await anyio.sleep(1.5)  # a job stored again by the replay would run meanwhile
             worker.stop()
         replayed_at = [e.at for e in proxy.events("replay")][-1]
@@ -644,9 +652,9 @@ async def test_n8_a_claim_whose_every_reply_is_lost_does_not_strand_its_jobs(
         worker = Worker(engine, [QUEUE], lease=2, reap_interval=0.5, idle_wait=1)
         async with anyio.create_task_group() as group:
             await group.start(worker.run)
-            await poll(lambda: starts(read_ledger(ledger_dir))[job_id] == 1, 10, "the job to start")
+            await eventually(lambda: starts(read_ledger(ledger_dir))[job_id] == 1, 10, "the job to start")
             info = await direct.get_job(QUEUE, job_id)
-            await poll(lambda: ends(read_ledger(ledger_dir))[job_id] == 1, 5, "the job to end")
+            await eventually(lambda: ends(read_ledger(ledger_dir))[job_id] == 1, 5, "the job to end")
             worker.stop()
     started_at = next(r.at for r in read_ledger(ledger_dir) if r.event == "start")
     print(

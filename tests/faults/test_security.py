@@ -22,11 +22,11 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from certs import Certs, ConfiguredServer, TLSUnsupported, make_certs, openssl_available
-from engine_calls import claim_from
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, ResponseError
-from redis_server import free_port
+from support.certs import Certs, ConfiguredServer, TLSUnsupported, make_certs, openssl_available
+from support.engine_calls import claim_from
+from support.redis_server import free_port
 
 from aiojobs_redis import (
     ConfigurationError,
@@ -186,16 +186,16 @@ async def full_flow(engine: RedisEngine, admin: Redis) -> None:
         ids = await SecJob.dispatch_many([{"i": i} for i in range(6)])
         await SecJob().dispatch({"delayed": True}, delay=0.05)
 
-    claim = await claim_from(engine, Q, 6, worker_id="w1", request_id="r1", lease_ms=300)
+    claim = await claim_from(engine, Q, 6, worker_id="w1", request_id="r1", lease_ms=1_000)
     jobs = claim.jobs
     assert [j.id for j in jobs] == ids
-    assert await engine.renew(Q, [(j.id, j.token) for j in jobs[:5]], 300) == []
+    assert await engine.renew(Q, [(j.id, j.token) for j in jobs[:5]], 1_000) == []
     assert await engine.ack(jobs[0])
     assert await engine.retry(jobs[1], 0, {"reason": "error"})
     assert await engine.fail(jobs[2], {"reason": "error"})
     assert await engine.release(jobs[3])
     assert await engine.fail(jobs[4], {"reason": "error"})
-    await anyio.sleep(0.35)  # jobs[5] was not renewed: its lease lapses
+    await anyio.sleep(1.05)  # jobs[5] was not renewed: its lease lapses
     assert (await engine.reap(Q, max_stalls=3)).requeued == [jobs[5].id]
     assert (await engine.promote([Q]))[0] == 1
     assert await engine.wait_for_work([Q], 0.1)

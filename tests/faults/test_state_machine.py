@@ -24,14 +24,14 @@ state of the queue is read back and compared with the model:
   the tail (promoted ones in (due, id) order), released and reaped ones go back to the head.
 
 The claim reply's "ms until the next delayed job" is checked here only for empty claims; a
-partial claim gets its own test below (it exposes a bug in claim.lua).
+partial claim gets its own test below.
 
 Hypothesis is synchronous and the engine is not: each machine owns an asyncio event loop
 for its lifetime, opens its engine (with its own key prefix) on it, runs each rule with
 run_until_complete, and closes the engine on that loop in teardown.
 
-Size: AIOJOBS_HYPOTHESIS_EXAMPLES (default 2,000, the figure in RELIABILITY.md) examples of
-up to AIOJOBS_HYPOTHESIS_STEPS (default 25) steps each.
+Size: AIOJOBS_HYPOTHESIS_EXAMPLES (default 2,000, as in the README's fault table, row W2b)
+examples of up to AIOJOBS_HYPOTHESIS_STEPS (default 25) steps each.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ from typing import Any, ClassVar, TypeVar
 
 import orjson
 import pytest
-from conftest import FakeClock, delete_prefix
-from engine_calls import claim_from, dispatch_marker
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -59,6 +57,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from support.clock import FakeClock
+from support.engine_calls import claim_from, dispatch_marker
+from support.keyspace import delete_prefix
 
 from aiojobs_redis import Job, RedisEngine, Settings
 from aiojobs_redis.keys import FORMAT_VERSION
@@ -696,8 +697,8 @@ def test_w2b_engine_matches_the_model_under_random_interleavings(redis_url: str,
 @pytest.mark.anyio
 async def test_claim_reports_the_next_due_time_after_a_partial_claim(clocked_engine: RedisEngine) -> None:
     """claim.lua's contract: when it claims fewer jobs than asked, it says when the next
-    delayed job is due. It compares `#jobs` (7 flat fields per job) with the limit, so any
-    claim that got a job answers -1 unless the limit exceeds 7 x the jobs claimed."""
+    delayed job is due (it once compared the flat reply's length with the limit, and so
+    answered -1 whenever it had claimed a job)."""
     await Once().set_delay(5).dispatch({"n": 1})
     await Once().dispatch({"n": 2})
     claim = await claim_from(clocked_engine, QUEUE, 4, worker_id="w1", request_id="1", lease_ms=LEASE_MS)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from proxy import FaultProxy
 from redis import exceptions as rex
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, NoBackoff
-from redis_server import RedisServer
+from support.proxy import FaultProxy
+from support.redis_server import RedisServer
 
 from aiojobs_redis import RedisEngine, Settings
 from aiojobs_redis.wire import Wire

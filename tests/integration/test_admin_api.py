@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
-from engine_calls import claim_from
 from redis.asyncio import Redis
+from support.engine_calls import claim_from
 
 from aiojobs_redis import Job, RedisEngine
 from aiojobs_redis.admin import Refused

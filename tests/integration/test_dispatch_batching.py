@@ -7,12 +7,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from engine_calls import claim_from
-from redis_server import RedisServer
+from support.engine_calls import claim_from
+from support.redis_server import RedisServer
 
 from aiojobs_redis import Job, PayloadNotSerializable, RedisEngine, Settings, use_engine
 
-pytestmark = pytest.mark.anyio
+# Also on a Cluster and behind Sentinel: see conftest.py.
+pytestmark = [pytest.mark.anyio, pytest.mark.deployments]
 
 
 class Ping(Job):

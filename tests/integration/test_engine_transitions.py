@@ -18,9 +18,10 @@ from typing import Any, Protocol
 import anyio
 import orjson
 import pytest
-from engine_calls import claim_from, dispatch_marker
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from support.engine_calls import claim_from, dispatch_marker
+from support.keyspace import delete_prefix
 
 from aiojobs_redis import (
     EngineError,
@@ -36,6 +37,8 @@ from aiojobs_redis import (
 )
 from aiojobs_redis.keys import FORMAT_VERSION, QueueKeys
 from aiojobs_redis.records import Claim, ClaimedJob, parse_inline
+
+pytestmark = pytest.mark.deployments  # also on a Cluster and behind Sentinel: see conftest.py
 
 QUEUE = "engine-it"
 OTHER_QUEUE = "engine-it-other"
@@ -93,16 +96,6 @@ def text(value: bytes | str) -> str:
 
 async def keys_under(raw: Redis, prefix: str) -> list[str]:
     return sorted([text(k) async for k in raw.scan_iter(match=f"{prefix}*", count=1000)])
-
-
-async def delete_keys(url: str, prefix: str, db: int | None = None) -> None:
-    """Delete this test's own keys (never a flush: the Redis is shared)."""
-    client = Redis.from_url(url) if db is None else Redis.from_url(url, db=db)
-    try:
-        for key in await keys_under(client, prefix):
-            await client.delete(key)
-    finally:
-        await client.aclose()
 
 
 async def job_hash(raw: Redis, key: str) -> dict[str, str]:
@@ -193,7 +186,7 @@ async def engine_with(
             with use_engine(opened):
                 yield opened
     finally:
-        await delete_keys(custom.url, custom.prefix, custom.db)
+        await delete_prefix(custom.url, custom.prefix, custom.db)
 
 
 async def dispatch_script(
@@ -347,6 +340,7 @@ async def test_all_keys_of_a_queue_share_its_hash_tag(
 
 
 @pytest.mark.anyio
+@pytest.mark.single_server("a Cluster has only database 0; the test opens plain clients")
 async def test_db_setting_selects_the_database(redis_url: str, prefix: str) -> None:
     db5: Redis = Redis.from_url(redis_url, db=5)
     db0: Redis = Redis.from_url(redis_url, db=0)
@@ -367,7 +361,7 @@ async def test_db_setting_selects_the_database(redis_url: str, prefix: str) -> N
         assert f"{prefix}queues" in in_db5
         assert await keys_under(db0, prefix) == []
     finally:
-        await delete_keys(redis_url, prefix, db=5)
+        await delete_prefix(redis_url, prefix, db=5)
         await db5.aclose()
         await db0.aclose()
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import FakeClock, delete_prefix
-from engine_calls import claim_from
-from keystate import key_state
 from redis.asyncio import Redis
+from support.clock import FakeClock
+from support.engine_calls import claim_from
+from support.keyspace import delete_prefix
+from support.keystate import key_state
 
 from aiojobs_redis import Job, RedisEngine, Settings, Worker
 from aiojobs_redis.doctor import check_format

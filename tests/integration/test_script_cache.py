@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from engine_calls import claim_from
-from redis_server import RedisServer
+from support.engine_calls import claim_from
+from support.redis_server import RedisServer
 
 from aiojobs_redis import Job, RedisEngine, Settings, use_engine
 

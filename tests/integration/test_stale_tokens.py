@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import FakeClock
-from engine_calls import claim_from
-from keystate import key_state
 from redis.asyncio import Redis
+from support.clock import FakeClock
+from support.engine_calls import claim_from
+from support.keystate import key_state
 
 from aiojobs_redis import Job, RedisEngine
 from aiojobs_redis.records import ClaimedJob

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from engine_calls import dispatch_marker
+from support.engine_calls import dispatch_marker
 
 from aiojobs_redis.errors import ConfigurationError, InvalidJobId, InvalidQueueName
 from aiojobs_redis.keys import (

@@ -19,8 +19,8 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from conftest import FakeClock
 from redis.asyncio import Redis
+from support.clock import FakeClock
 
 from aiojobs_redis import Job, RedisEngine, Worker
 from aiojobs_redis.keys import FORMAT_VERSION, QueueKeys

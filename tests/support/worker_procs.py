@@ -5,17 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-E2E = Path(__file__).parent / "e2e"
-if str(E2E) not in sys.path:
-    sys.path.insert(0, str(E2E))  # faultapp and ledger live there
+# Worker processes run from here, so that `--import support.faultapp` finds the jobs.
+TESTS = Path(__file__).resolve().parents[1]
 
 
 class Workers:
-    """`python -m aiojobs_redis work --import faultapp` processes on one server and prefix."""
+    """`python -m aiojobs_redis work --import support.faultapp` processes on one server and prefix."""
 
     def __init__(self, url: str, prefix: str, log_dir: Path) -> None:
         self.url, self.prefix, self.log_dir = url, prefix, log_dir
@@ -34,12 +31,12 @@ class Workers:
                 "aiojobs_redis",
                 "work",
                 "--import",
-                "faultapp",
+                "support.faultapp",
                 "--queue",
                 "faults",
                 *args,
             ],
-            cwd=E2E,
+            cwd=TESTS,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -52,7 +49,11 @@ class Workers:
     def finish(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, str]:
         """Wait for `proc` to exit; its exit code and everything it logged."""
         code = proc.wait(timeout=timeout)
-        return code, self._logs[proc.pid].read_text(errors="replace")
+        return code, self.log_of(proc)
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        """What `proc` has logged so far."""
+        return self._logs[proc.pid].read_text(errors="replace")
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.procs if p.poll() is None]
@@ -65,16 +66,6 @@ class Workers:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20, what: str = "a condition") -> float:
-    """Poll state that other processes change; return the seconds it took."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def rss_kib(pid: int) -> int:

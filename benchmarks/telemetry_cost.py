@@ -1,13 +1,13 @@
 """What metrics and events cost a worker on its hot path: drain N no-op jobs, with them and without.
 
-    .venv/bin/python tests/dashboard/telemetry_cost.py [--jobs 20000] [--rounds 3]
+    .venv/bin/python benchmarks/telemetry_cost.py [--jobs 20000] [--rounds 3]
 
 Starts a private redis-server on a free loopback port (--save "" --appendonly no), and for
 each round and mode dispatches N no-op jobs under a fresh prefix, then drains them with one
 worker in its own process (concurrency 100, burst mode, uvloop as the CLI uses), which
 reports its own jobs/s from start to exit (the final flush of events included). Modes:
 
-    off      telemetry=False, tracing=False, no metrics (the worker as it was)
+    off      telemetry=False, tracing=False, no metrics (the baseline)
     metrics  Prometheus metrics (served on a free port) and the OpenTelemetry span per run
     events   the Redis event stream, throughput buckets and heartbeat
     all      everything above
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+sys.path[:0] = [str(HERE.parent)]  # the repository: tests.support's private server
 
 MODES = ("off", "metrics", "events", "all")
 
@@ -67,7 +67,7 @@ def child(url: str, prefix: str, mode: str, jobs: int) -> None:
                 "redis_cpu_us": redis_cpu / jobs * 1e6,
             }
 
-    import dashjobs  # noqa: F401 - registers the Noop job
+    import tests.support.dashjobs  # noqa: F401 - registers the Noop job
 
     result = anyio.run(drain, backend_options={"use_uvloop": True})
     print(json.dumps(result))
@@ -81,9 +81,9 @@ async def _redis_cpu(engine: Any) -> float:
 
 def dispatch(url: str, prefix: str, jobs: int) -> None:
     import anyio
-    from dashjobs import Noop
 
     from aiojobs_redis import RedisEngine, Settings
+    from tests.support.dashjobs import Noop
 
     async def send() -> None:
         async with RedisEngine(Settings(url=url, prefix=prefix)) as engine:
@@ -159,7 +159,7 @@ def main() -> None:
 
     import tempfile
 
-    from redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as scratch, RedisServer(Path(scratch), aof=False) as server:
@@ -170,7 +170,7 @@ def main() -> None:
                 dispatch(server.url, prefix, args.jobs)
                 out = subprocess.run(
                     [sys.executable, __file__, "--jobs", str(args.jobs), "--child", server.url, prefix, mode],
-                    env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path[:2])),
+                    env=dict(os.environ, PYTHONPATH=sys.path[0]),
                     capture_output=True,
                     text=True,
                     check=True,

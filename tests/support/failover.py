@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-from ledger import LedgerReport, Run, check, read_ledger
 
 from aiojobs_redis import EngineError, Job, NotReplicated, RedisEngine
+from support.ledger import LedgerReport, Run, check, read_ledger
 
 FULL = os.environ.get("AIOJOBS_CLUSTER_SCALE") == "full"
 

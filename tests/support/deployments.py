@@ -11,31 +11,20 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from redis.crc import key_slot
 
-from redis_server import free_port, server_binary  # isort: skip
+from support.redis_server import free_port, server_binary
+from support.wait import wait_until
+
+# What a node that is starting, stopping or failing over answers meanwhile.
+SERVER_ERRORS = (redis.RedisError, OSError)
 
 
 def redis_cli() -> str | None:
     return shutil.which("redis-cli")
-
-
-def poll(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Wait until `predicate()` holds; return the seconds it took."""
-    started = time.monotonic()
-    while True:
-        try:
-            if predicate():
-                return time.monotonic() - started
-        except (redis.RedisError, OSError):
-            pass
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Node:
@@ -62,7 +51,7 @@ class Node:
             str(self.directory / "redis.log"),
         ]
         self.proc = subprocess.Popen(args)
-        poll(self.answers, 10, f"redis-server on port {self.port}")
+        wait_until(self.answers, 10, f"redis-server on port {self.port}", ignore=SERVER_ERRORS)
 
     def answers(self) -> bool:
         try:
@@ -176,11 +165,16 @@ class ClusterDeployment:
         def everyone_met() -> bool:
             return all(len(self._cluster_nodes_of(n)) == len(self.nodes) for n in self.nodes)
 
-        poll(everyone_met, 30, "the nodes to meet")
+        wait_until(everyone_met, 30, "the nodes to meet", ignore=SERVER_ERRORS)
         for i, node in enumerate(self.nodes[len(primaries) :]):
             with primaries[i % len(primaries)].client() as client:
                 primary_id: str = client.execute_command("CLUSTER", "MYID")
-            poll(functools.partial(_replicate, node, primary_id), 30, "a replica to follow its primary")
+            wait_until(
+                functools.partial(_replicate, node, primary_id),
+                30,
+                "a replica to follow its primary",
+                ignore=SERVER_ERRORS,
+            )
 
     def alive_nodes(self) -> list[Node]:
         return [n for n in self.nodes if n.alive]
@@ -200,7 +194,7 @@ class ClusterDeployment:
                     return False
             return len(self.primaries()) == self.primaries_wanted
 
-        return poll(healthy, timeout, "the cluster to be healthy")
+        return wait_until(healthy, timeout, "the cluster to be healthy", ignore=SERVER_ERRORS)
 
     def _cluster_nodes(self) -> list[list[str]]:
         for node in self.alive_nodes():
@@ -338,7 +332,7 @@ class SentinelDeployment:
                 r.info("replication").get("master_link_status") == "up" for r in self.replicas if r.alive
             )
 
-        return poll(watching, timeout, "the sentinels to watch the primary")
+        return wait_until(watching, timeout, "the sentinels to watch the primary", ignore=SERVER_ERRORS)
 
     def current_primary_port(self) -> int:
         for sentinel in self.sentinels:

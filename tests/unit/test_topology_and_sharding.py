@@ -20,8 +20,6 @@ from aiojobs_redis.sharding import (
 )
 from aiojobs_redis.topology import Topology, parse
 
-pytestmark = pytest.mark.slow  # with the rest of tests/cluster, though these need no server
-
 # -- URLs and settings ------------------------------------------------------------------------
 
 

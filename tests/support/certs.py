@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis_server import free_port, server_binary
+from support.redis_server import free_port, server_binary
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Jobs for worker processes the observability tests start (`--import dashjobs`)."""
+"""Jobs for worker processes the observability tests start (`--import support.dashjobs`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiojobs_redis import Job
 class Tick(Job):
     """Sleeps `sleep` seconds (default none); `queue` is the class's unless dispatched elsewhere."""
 
+    name = "dashjobs.Tick"  # stable whatever path imports it
     queue = "metered"
 
     async def handle(self) -> None:
@@ -19,6 +20,7 @@ class Tick(Job):
 class Noop(Job):
     """Does nothing: for measuring what the worker itself costs."""
 
+    name = "dashjobs.Noop"
     queue = "bench"
 
     async def handle(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -43,14 +43,3 @@ async def dashboard(engine: RedisEngine, **options: Any) -> AsyncIterator[str]:
             yield url
         finally:
             server.stop()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10, what: str = "a condition"
-) -> None:
-    """Poll state a worker changes in the background (its flushes run on their own clock)."""
-    with anyio.move_on_after(timeout):
-        while not await check():
-            await anyio.sleep(0.02)
-        return
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -1,16 +1,16 @@
 """Jobs for the worker processes of the failover tests: a sharded queue, each run in the ledger.
 
-Worker processes import this module (`--import clusterapp`), so they learn that `hops` has
+Worker processes import this module (`--import support.clusterapp`), so they learn that `hops` has
 six shards from the same declaration the test's dispatchers use.
 """
 
 from __future__ import annotations
 
 import anyio
-from faultapp import record
 
 from aiojobs_redis import Job
 from aiojobs_redis.sharding import ShardedQueue
+from support.faultapp import record
 
 HOPS = ShardedQueue("hops", shards=6)
 
