@@ -17,8 +17,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from . import sharding
-from .boundary import redis_errors, text
-from .errors import EngineError
+from .boundary import is_wrong_type, map_reply, redis_errors, text
 from .keys import JOB_FIELD, QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
 from .records import JobInfo, LeasedJob, QueueStats, inline_prefix
 from .versioning import stored_version
@@ -160,8 +159,10 @@ class Admin:
             fields: list[Any] = await pipe.execute(raise_on_error=False)
         found: list[LeasedJob] = []
         for (queue, raw_id, deadline), values in zip(listed, fields, strict=True):
-            if isinstance(values, Exception):  # not a hash: listed with what the set says
-                values = [None] * len(_LEASED_FIELDS)
+            if isinstance(values, Exception):
+                if not is_wrong_type(values):
+                    raise map_reply(values, "list running jobs") from values
+                values = [None] * len(_LEASED_FIELDS)  # not a hash: listed with what the set says
             name, worker, attempts, max_attempts, runs = (None if v is None else text(v) for v in values)
             found.append(
                 LeasedJob(
@@ -194,7 +195,10 @@ class Admin:
                         pipe.hgetall(keys.job_prefix.encode() + raw_id)
                     hashes = await pipe.execute(raise_on_error=False)
             for raw_id, raw in zip(raw_ids, hashes, strict=True):
-                if isinstance(raw, Exception):  # the key is not a hash: show it as malformed
+                if isinstance(raw, Exception):
+                    if not is_wrong_type(raw):
+                        raise map_reply(raw, "list failed jobs") from raw
+                    # The key is not a hash: show it as malformed.
                     error = orjson.dumps({"reason": "wrong_type", "message": str(raw)})
                     raw = {JOB_FIELD["error"].encode(): error}
                 found.append(JobInfo.from_hash(q, text(raw_id), raw, with_payload))
@@ -318,8 +322,8 @@ def _config(replies: list[Any]) -> dict[str, str]:
     for reply in replies:
         if isinstance(reply, rex.ResponseError):
             raise _refused(reply)
-        if isinstance(reply, Exception):
-            raise EngineError(f"doctor: CONFIG GET failed: {reply}") from reply
+        if isinstance(reply, Exception):  # a dropped connection is EngineUnavailable
+            raise map_reply(reply, "doctor: CONFIG GET") from reply
         config.update({text(k): text(v) for k, v in reply.items()})
     return config
 

@@ -3,14 +3,14 @@ and waiting for work. It never starts tasks, and sleeps only to idle under a pre
 data format is too new for it (versioning.py): the worker does the rest.
 
 Inspection and the failed set are in admin.py, telemetry's reads and writes in
-telemetry_store.py (both mixed into RedisEngine); the mapping of redis-py's errors to ours
-in boundary.py. Together they are all the Redis I/O of the Redis engine.
+telemetry_store.py, Redis's clock in redis_clock.py and the building of dispatch calls in
+dispatch_args.py (all mixed into RedisEngine); the mapping of redis-py's errors to ours in
+boundary.py. Together they are all the Redis I/O of the Redis engine.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +23,12 @@ from . import sharding, topology
 from .admin import BATCH, Admin
 from .batching import GroupCommit, PendingAck, PendingDispatch
 from .boundary import is_wrong_type, map_reply, redis_errors
-from .codec import encode_payload
 from .config import Settings, redact_url
+from .dispatch_args import DispatchArgs, group
 from .errors import EngineError, EngineUnavailable
-from .ids import new_job_id
 from .keys import QueueKeys, format_key, queues_key, validate_queue
 from .records import Claim, ClaimedJob, Reaped, parse_claim
+from .redis_clock import RedisClock
 from .scripts import ScriptCall, Scripts, run_pipelined
 from .telemetry_store import TelemetryStore
 from .versioning import FormatGuard
@@ -42,15 +42,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Redis TIME
 
 
-def _group(items: list[PendingDispatch]) -> dict[tuple[str, tuple[str, int, int]], list[PendingDispatch]]:
-    """Dispatches by queue and kind, in order: each group is one script call."""
-    groups: dict[tuple[str, tuple[str, int, int]], list[PendingDispatch]] = {}
-    for pending in items:
-        groups.setdefault((pending.queue, pending.kind), []).append(pending)
-    return groups
-
-
-class RedisEngine(Admin, TelemetryStore):
+class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
     """The Redis engine; open it with `aiojobs_redis.connect()` or `async with RedisEngine()`."""
 
     def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
@@ -71,10 +63,6 @@ class RedisEngine(Admin, TelemetryStore):
         self._registered: set[str] = set()
         self._format = FormatGuard(self.settings.prefix)
         self._format_recorded = False
-        self._redis_offset_ms: float | None = None  # Redis's clock minus the monotonic clock
-        self._offset_read_ms = 0.0
-        # Redis's clock minus this host's wall clock, at the last reading (redis_time_ms).
-        self.clock_offset_ms = 0
         # When, after it is sent, a dispatch is given up by its caller; + a margin for the offset.
         self._dispatch_timeout_ms = round(self.settings.dispatch_timeout * 1000) + 1000
         self._dispatches = GroupCommit[PendingDispatch](self._send_dispatches)
@@ -155,7 +143,7 @@ class RedisEngine(Admin, TelemetryStore):
         """
         prepared = [self._prepare(job) for job in jobs]
         batches = [
-            items[i : i + chunk] for items in _group(prepared).values() for i in range(0, len(items), chunk)
+            items[i : i + chunk] for items in group(prepared).values() for i in range(0, len(items), chunk)
         ]
         durable = self.settings.durable if durable is None else durable
         for start in range(0, len(batches), 16):  # a few chunks per round trip
@@ -168,66 +156,11 @@ class RedisEngine(Admin, TelemetryStore):
             job.id = pending.job_id
         return [p.job_id for p in prepared]
 
-    def _prepare(self, job: Job) -> PendingDispatch:
-        """Validate and encode before any I/O: bad input costs nothing."""
-        # Validates the name (it may be set on the instance); a sharded queue's next shard.
-        queue = self.keys(self._router.route(job)).queue
-        payload = encode_payload(job.payload, self.settings.max_payload_bytes)
-        return PendingDispatch(
-            queue=queue,
-            kind=(job.name, job.attempts, job.effective_delay_ms),
-            job_id=new_job_id(),
-            payload=payload,
-        )
-
     async def _send_dispatches(self, batch: list[PendingDispatch]) -> None:
-        await self._store(list(_group(batch).values()))
+        await self._store(list(group(batch).values()))
 
     async def _send_durable_dispatches(self, batch: list[PendingDispatch]) -> None:
-        await self._store(list(_group(batch).values()), durable=True)
-
-    def _dispatch_calls(self, batches: list[list[PendingDispatch]], deadline_ms: int) -> list[ScriptCall]:
-        calls: list[ScriptCall] = []
-        for batch in batches:
-            keys = self.keys(batch[0].queue)
-            name, attempts, delay_ms = batch[0].kind
-            args: list[Any] = [
-                keys.base,
-                keys.queue,
-                self.settings.max_payload_bytes,
-                self._now_arg(),
-                name,
-                attempts,
-                delay_ms,
-                deadline_ms,
-                self.settings.replay_guard_ms,
-            ]
-            for pending in batch:
-                args += (pending.job_id, pending.payload)
-            calls.append((self.scripts.dispatch, [keys.ready, keys.delayed, keys.wake], args))
-        return calls
-
-    async def redis_time_ms(self, *, max_age_ms: int = 60_000, action: str = "read the time") -> int:
-        """Redis's clock now, in ms: the one clock leases, delays and telemetry go by.
-
-        TIME is read (one round trip) when the last reading is older than `max_age_ms`, and
-        followed in between on the monotonic clock, so a wall clock stepped back by NTP does
-        not matter. Each reading also updates `clock_offset_ms`. `action` names the caller
-        in an error. Always Redis's TIME, also for an engine given a test `clock`.
-        """
-        local_ms = time.monotonic() * 1000
-        if self._redis_offset_ms is None or local_ms - self._offset_read_ms >= max_age_ms:
-            wall_before = time.time_ns() // 1_000_000
-            async with redis_errors(action):
-                seconds, micros = await self.redis.time()
-            wall_after = time.time_ns() // 1_000_000
-            after_ms = time.monotonic() * 1000
-            now_ms = int(seconds) * 1000 + int(micros) // 1000
-            self._redis_offset_ms = now_ms - (local_ms + after_ms) / 2
-            self._offset_read_ms = after_ms
-            self.clock_offset_ms = now_ms - (wall_before + wall_after) // 2
-            return now_ms
-        return round(local_ms + self._redis_offset_ms)
+        await self._store(list(group(batch).values()), durable=True)
 
     async def _store(self, batches: list[list[PendingDispatch]], *, durable: bool = False) -> None:
         """One dispatch script call per batch (each of one queue), all in one round trip.

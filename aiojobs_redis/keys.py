@@ -27,7 +27,8 @@ Telemetry (written by workers, read by the dashboard; see events.py and telemetr
     jobs:{payments}:tp         hash    "<minute>:s" / "<minute>:f" -> runs that succeeded / failed
                                        in that minute (minutes since the epoch, Redis's clock);
                                        fields older than 24 h are trimmed, and the key expires
-                                       25 h after its last write
+                                       25 h after its last write; built and read only by
+                                       throughput_field and parse_throughput_field
     jobs:workers               zset    worker id -> when its heartbeat lapses (ms)
     jobs:worker:<id>           string  the worker's heartbeat (JSON: host, pid, queues, counters,
                                        the jobs it runs and since when); expires with it
@@ -184,3 +185,20 @@ def worker_key(prefix: str, worker_id: str) -> str:
 
 def format_key(prefix: str) -> str:
     return f"{prefix}format"
+
+
+def throughput_field(minute: int, succeeded: bool) -> str:
+    """A field of a queue's throughput hash: "<minute>:s" (succeeded) or "<minute>:f" (failed)."""
+    return f"{minute}:s" if succeeded else f"{minute}:f"
+
+
+def parse_throughput_field(field: bytes) -> tuple[int, bool] | None:
+    """(minute, succeeded) of a throughput hash field; None if it names no minute (not ours).
+
+    Any suffix other than "s" counts as failed, as it always has.
+    """
+    minute, _, kind = field.decode("ascii", "replace").partition(":")
+    try:
+        return int(minute), kind == "s"
+    except ValueError:
+        return None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .boundary import redis_errors, text
-from .keys import QueueKeys, worker_key, workers_key
+from .keys import QueueKeys, parse_throughput_field, worker_key, workers_key
 from .records import Event, RunningJob, Throughput, WorkerInfo
 from .scripts import ScriptCall, run_pipelined
 
@@ -131,13 +131,15 @@ class TelemetryStore:
         for queue, buckets in zip(queues, hashes, strict=True):
             series = Throughput(start, [0] * minutes, [0] * minutes)
             for name, value in buckets.items():
-                minute, _, kind = name.decode("ascii", "replace").partition(":")
+                parsed = parse_throughput_field(name)
+                if parsed is None:
+                    continue
                 try:
-                    index, count = int(minute) - start, int(value)
+                    index, count = parsed[0] - start, int(value)
                 except ValueError:
                     continue
                 if 0 <= index < minutes:
-                    (series.succeeded if kind == "s" else series.failed)[index] += count
+                    (series.succeeded if parsed[1] else series.failed)[index] += count
             result[queue] = series
         return result
 
@@ -164,10 +166,8 @@ class TelemetryStore:
 
 
 def _minute_of(bucket_field: bytes) -> int:
-    try:
-        return int(bucket_field.split(b":", 1)[0])
-    except ValueError:
-        return -1  # not ours: trimmed too
+    parsed = parse_throughput_field(bucket_field)
+    return -1 if parsed is None else parsed[0]  # -1: not ours, trimmed too
 
 
 def _entry_order(entry_id: str) -> tuple[int, int]:

@@ -11,7 +11,9 @@ from aiojobs_redis.errors import ConfigurationError, InvalidJobId, InvalidQueueN
 from aiojobs_redis.keys import (
     QueueKeys,
     format_key,
+    parse_throughput_field,
     queues_key,
+    throughput_field,
     validate_job_id,
     validate_prefix,
     validate_queue,
@@ -161,3 +163,17 @@ def test_queue_keys_are_frozen() -> None:
     keys = QueueKeys.of("jobs:", "payments")
     with pytest.raises(dataclasses.FrozenInstanceError):
         keys.ready = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("minute", "succeeded"), [(0, True), (29_000_000, False), (123, True)])
+def test_throughput_fields_read_back_as_written(minute: int, succeeded: bool) -> None:
+    field = throughput_field(minute, succeeded)
+    assert field == f"{minute}:{'s' if succeeded else 'f'}"  # the layout keys.py describes
+    assert parse_throughput_field(field.encode()) == (minute, succeeded)
+
+
+@pytest.mark.parametrize(
+    ("field", "parsed"), [(b"12:x", (12, False)), (b"12", (12, False)), (b"x:s", None), (b"\xff:s", None)]
+)
+def test_throughput_fields_not_written_by_us(field: bytes, parsed: tuple[int, bool] | None) -> None:
+    assert parse_throughput_field(field) == parsed
