@@ -25,6 +25,10 @@ MODULE_NAMES = [
     ("aiojobs_redis.records", "Throughput"),
     ("aiojobs_redis.keys", "workers_key"),
     ("aiojobs_redis.keys", "worker_key"),
+    ("aiojobs_redis.keys", "throughput_field"),
+    ("aiojobs_redis.keys", "parse_throughput_field"),
+    ("aiojobs_redis.redis_clock", "RedisClock"),
+    ("aiojobs_redis.dispatch_args", "DispatchArgs"),
     ("aiojobs_redis.scripts", "SCRIPT_NAMES"),
     ("aiojobs_redis.topology", "is_loopback"),
 ]
