@@ -185,10 +185,6 @@ class Lifecycle:
         if ran and self.hooks is not None:
             await self.hooks.run_after(ctx)
 
-    def unreported(self, claimed: ClaimedJob) -> bool:
-        """Whether the run's handle() started and its end was never reported (then: lost)."""
-        return (claimed.id, claimed.token) in self.running
-
     def forget(self, claimed: ClaimedJob) -> None:
         """The run's task ended before its result was reported: tell the observers it was lost.
 

@@ -23,7 +23,7 @@ from .job import Job
 from .lifecycle import Lifecycle, WorkerCounters
 from .records import ClaimedJob
 from .retry import Backoff, Fail, Succeeded, decide
-from .runner import Outcome, call_on_exhausted
+from .runner import Outcome
 
 log = logging.getLogger("aiojobs_redis.worker")
 
@@ -68,15 +68,19 @@ class Settler:
             await self.lifecycle.ended(claimed, "released")
             log.info("job %s handed back to queue %s", claimed.id, claimed.queue)
 
-    async def settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> None:
-        """handle() ended: record its outcome as retry.decide() says."""
+    async def settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> BaseException | None:
+        """handle() ended: record its outcome as retry.decide() says.
+
+        Returns the error when the job was recorded as failed for good: the caller then runs
+        `job.on_exhausted(error)` (runner.call_on_exhausted), in a scope a drain can cancel.
+        """
         error = outcome.error
         if error is None:  # decide() says Succeeded: skipped on the hot path, saving a call
             if await self._record(claimed, lambda: self.engine.ack(claimed)):
                 self.counters.succeeded += 1
                 await self.lifecycle.ended(claimed, "succeeded", job)
                 log.debug("job %s %s done (attempt %d)", claimed.id, job.name, claimed.attempt)
-            return
+            return None
         decision = decide(job, outcome, claimed.attempt, claimed.max_attempts)
         assert not isinstance(decision, Succeeded)
         if isinstance(decision, Fail):
@@ -92,9 +96,9 @@ class Settler:
                     decision.reason,
                     outcome.summary,
                 )
-                await call_on_exhausted(job, error)
                 await self.lifecycle.ended(claimed, "failed", job, error)
-            return
+                return error
+            return None
         record = outcome.error_record()
         if await self._record(claimed, lambda: self.engine.retry(claimed, decision.delay_ms, record)):
             self.counters.retried += 1
@@ -108,6 +112,7 @@ class Settler:
                 decision.delay_ms / 1000,
                 outcome.summary,
             )
+        return None
 
     # -- recording a run's end: done, lost, or gave up ---------------------------------------
 
