@@ -226,5 +226,23 @@ class Lifecycle:
             log.exception("observer %r stopped", observer)
 
 
+def observers_for(
+    engine: WorkerEngine, metrics: Observer | None, telemetry: bool | Observer
+) -> list[Observer]:
+    """A worker's observers: `telemetry` (True: the engine's default observers, if it offers
+    any through a `default_observers()` method; a Redis engine's is its event stream), then
+    `metrics`. The worker never names an engine's telemetry class."""
+    observers: list[Observer] = []
+    if isinstance(telemetry, Observer):
+        observers.append(telemetry)
+    elif telemetry:
+        offered: Callable[[], Sequence[Observer]] | None = getattr(engine, "default_observers", None)
+        if offered is not None:
+            observers.extend(offered())
+    if metrics is not None:
+        observers.append(metrics)
+    return observers
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000

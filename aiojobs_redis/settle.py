@@ -44,6 +44,7 @@ class Settler:
     ) -> None:
         self.engine, self.lifecycle, self.counters = engine, lifecycle, counters
         self.lease_ms, self.clock = lease_ms, clock
+        self._cut: list[str] = []  # runs cut before their outcome was recorded, not yet said
 
     async def unrunnable(self, claimed: ClaimedJob, exc: Exception) -> None:
         reason = (
@@ -144,6 +145,26 @@ class Settler:
     def count_lost(self, claimed: ClaimedJob, why: str) -> None:
         self.counters.lost += 1
         log.warning("job %s %s: %s", claimed.id, claimed.name.decode(errors="replace"), why)
+
+    def cut(self, claimed: ClaimedJob) -> None:
+        """The run's task ended before its outcome was recorded (the worker was cancelled):
+        lost. Counted here whatever listens; said for all at once by report_cut()."""
+        self.counters.lost += 1
+        self._cut.append(claimed.id)
+        self.lifecycle.forget(claimed)
+
+    def report_cut(self, worker_id: str) -> None:
+        """One line for the runs cut at once: a hard stop may cut hundreds."""
+        if self._cut:
+            shown = ", ".join(self._cut[:10]) + (", ..." if len(self._cut) > 10 else "")
+            log.warning(
+                "worker %s: %d job(s) stopped before their outcome was recorded, counted lost "
+                "(their leases lapse and a reaper returns them): %s",
+                worker_id,
+                len(self._cut),
+                shown,
+            )
+            self._cut.clear()
 
 
 async def retrying(

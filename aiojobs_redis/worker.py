@@ -40,7 +40,7 @@ from .errors import EngineError
 from .hooks import Hooks
 from .job import Job
 from .keys import validate_queue
-from .lifecycle import Lifecycle, Observer, WorkerCounters, WorkerView
+from .lifecycle import Lifecycle, Observer, WorkerCounters, WorkerView, observers_for
 from .metrics import JobTracer, PrometheusMetrics
 from .records import ClaimedJob
 from .retry import Backoff
@@ -127,13 +127,12 @@ class Worker:
         self._request_seq = 0
         self._unanswered_claim: list[tuple[str, int, str]] | None = None
         self._ended = 0  # jobs whose task has finished, for burst mode's last look
-        self._cut: list[str] = []  # jobs whose task ended before their outcome was recorded
         # Claimed jobs go to an idle slot, else a new one (up to `concurrency`), else wait.
         self._slots = SlotPool[_Running](concurrency, self._run_job, name="aiojobs-slot")
         self.lifecycle = Lifecycle(
             self.worker_id,
             hooks=hooks,
-            observers=_observers(engine, metrics, telemetry),
+            observers=observers_for(engine, metrics, telemetry),
             tracer=JobTracer.if_available() if tracing else None,
         )
         self._settler = Settler(engine, self.lifecycle, self.counters, lease_ms=self.lease_ms, clock=clock)
@@ -199,7 +198,7 @@ class Worker:
                     await self._drain()
                     self._slots.close()
             finally:
-                self._report_cut()
+                self._settler.report_cut(self.worker_id)
             side.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.worker_id, self.counters)
 
@@ -357,9 +356,7 @@ class Worker:
             if self._running.get(claimed.id) is running:
                 del self._running[claimed.id]
             if not running.reported:  # cut short (the worker was cancelled): lost, said once in _run
-                self.counters.lost += 1
-                self._cut.append(claimed.id)
-                self.lifecycle.forget(claimed)
+                self._settler.cut(claimed)
             self._ended += 1
             self._slot_freed.set()
 
@@ -373,18 +370,6 @@ class Worker:
             await call_on_exhausted(job, error)
         if scope.cancelled_caught:
             log.warning("job %s %s: on_exhausted() cut short, the worker is stopping", job.id, job.name)
-
-    def _report_cut(self) -> None:
-        if self._cut:
-            shown = ", ".join(self._cut[:10]) + (", ..." if len(self._cut) > 10 else "")
-            log.warning(
-                "worker %s: %d job(s) stopped before their outcome was recorded, counted lost "
-                "(their leases lapse and a reaper returns them): %s",
-                self.worker_id,
-                len(self._cut),
-                shown,
-            )
-            self._cut.clear()
 
     def _materialise(self, claimed: ClaimedJob) -> Job:
         """The Job instance for a claimed record; the name is looked up, never imported."""
@@ -458,20 +443,3 @@ class Worker:
                 for job_id in reaped.failed:
                     log.error("job %s in %s: stalled too often, moved to failed", job_id, queue)
             await self.clock.sleep(self.reap_interval)
-
-
-def _observers(
-    engine: WorkerEngine, metrics: PrometheusMetrics | None, telemetry: bool | Observer
-) -> list[Observer]:
-    """The worker's observers: `telemetry` (True: the engine's default observers, if it
-    offers any through a `default_observers()` method), then metrics."""
-    observers: list[Observer] = []
-    if isinstance(telemetry, Observer):
-        observers.append(telemetry)
-    elif telemetry:
-        offered: Callable[[], Sequence[Observer]] | None = getattr(engine, "default_observers", None)
-        if offered is not None:
-            observers.extend(offered())
-    if metrics is not None:
-        observers.append(metrics)
-    return observers
