@@ -312,7 +312,7 @@ class FakeEngine:
                 for j in self.jobs.values()
                 if j.state == "delayed" and j.queue in queues and j.due_ms <= self.clock.now_ms
             ),
-            key=lambda j: j.due_ms,
+            key=lambda j: (j.due_ms, j.id),  # the delayed zset's order
         )
         for job in due:
             self._enqueue(job, 0)
