@@ -36,6 +36,7 @@ from .wire import Wire
 
 if TYPE_CHECKING:
     from .job import Job
+    from .lifecycle import Observer
 
 log = logging.getLogger(__name__)
 
@@ -405,3 +406,10 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         wake_keys = [self.keys(q).wake for q in queues]
         async with redis_errors("wait for work"):
             return await topology.blpop_any(self._blocking, wake_keys, block_seconds)
+
+    def default_observers(self) -> list[Observer]:
+        """The observers a Worker on this engine has unless told otherwise (`telemetry=True`):
+        the event stream and heartbeats the dashboard reads."""
+        from .events import RedisTelemetry  # events.py imports this module
+
+        return [RedisTelemetry()]

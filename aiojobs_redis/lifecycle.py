@@ -185,10 +185,6 @@ class Lifecycle:
         if ran and self.hooks is not None:
             await self.hooks.run_after(ctx)
 
-    def unreported(self, claimed: ClaimedJob) -> bool:
-        """Whether the run's handle() started and its end was never reported (then: lost)."""
-        return (claimed.id, claimed.token) in self.running
-
     def forget(self, claimed: ClaimedJob) -> None:
         """The run's task ended before its result was reported: tell the observers it was lost.
 
@@ -228,6 +224,24 @@ class Lifecycle:
             await observer.serve(view)
         except Exception:
             log.exception("observer %r stopped", observer)
+
+
+def observers_for(
+    engine: WorkerEngine, metrics: Observer | None, telemetry: bool | Observer
+) -> list[Observer]:
+    """A worker's observers: `telemetry` (True: the engine's default observers, if it offers
+    any through a `default_observers()` method; a Redis engine's is its event stream), then
+    `metrics`. The worker never names an engine's telemetry class."""
+    observers: list[Observer] = []
+    if isinstance(telemetry, Observer):
+        observers.append(telemetry)
+    elif telemetry:
+        offered: Callable[[], Sequence[Observer]] | None = getattr(engine, "default_observers", None)
+        if offered is not None:
+            observers.extend(offered())
+    if metrics is not None:
+        observers.append(metrics)
+    return observers
 
 
 def now_ms() -> int:

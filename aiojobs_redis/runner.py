@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import PermanentFailure, RetryLater
+from .errors import PermanentFailure
 
 if TYPE_CHECKING:
     from .job import Job
@@ -25,7 +26,6 @@ class Outcome:
     error: BaseException | None = None
     permanent: bool = False
     timed_out: bool = False
-    retry_delay: Any = None  # from RetryLater, else None
 
     @property
     def summary(self) -> str:
@@ -68,18 +68,30 @@ async def run_handler(job: Job) -> Outcome:
                 return Outcome(exc, timed_out=True)
     except PermanentFailure as exc:
         return Outcome(exc, permanent=True)
-    except RetryLater as exc:
-        return Outcome(exc, retry_delay=exc.delay)
     except Exception as exc:
         return Outcome(exc)
     return SUCCEEDED
 
 
 async def call_on_exhausted(job: Job, error: BaseException) -> None:
-    """Run `job.on_exhausted(error)`; what it raises is logged and changes nothing."""
+    """Run `job.on_exhausted(error)` within the job's `timeout` (no limit when it has none).
+
+    What it raises, and running past the timeout, are logged and change nothing: the job
+    has already been recorded as failed. A stopping worker cancels it like a handle().
+    """
+    timeout_ms = job.timeout_ms
     try:
-        returned = job.on_exhausted(error)
-        if inspect.isawaitable(returned):
-            await returned
+        with anyio.move_on_after(math.inf if timeout_ms is None else timeout_ms / 1000) as scope:
+            returned = job.on_exhausted(error)
+            if inspect.isawaitable(returned):
+                await returned
     except Exception:
         log.exception("job %s %s: on_exhausted() raised; the job stays failed", job.id, job.name)
+        return
+    if scope.cancelled_caught:
+        log.error(
+            "job %s %s: on_exhausted() ran past the job's timeout of %g s and was cancelled",
+            job.id,
+            job.name,
+            (timeout_ms or 0) / 1000,
+        )

@@ -23,7 +23,7 @@ from .job import Job
 from .lifecycle import Lifecycle, WorkerCounters
 from .records import ClaimedJob
 from .retry import Backoff, Fail, Succeeded, decide
-from .runner import Outcome, call_on_exhausted
+from .runner import Outcome
 
 log = logging.getLogger("aiojobs_redis.worker")
 
@@ -44,6 +44,7 @@ class Settler:
     ) -> None:
         self.engine, self.lifecycle, self.counters = engine, lifecycle, counters
         self.lease_ms, self.clock = lease_ms, clock
+        self._cut: list[str] = []  # runs cut before their outcome was recorded, not yet said
 
     async def unrunnable(self, claimed: ClaimedJob, exc: Exception) -> None:
         reason = (
@@ -68,15 +69,19 @@ class Settler:
             await self.lifecycle.ended(claimed, "released")
             log.info("job %s handed back to queue %s", claimed.id, claimed.queue)
 
-    async def settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> None:
-        """handle() ended: record its outcome as retry.decide() says."""
+    async def settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> BaseException | None:
+        """handle() ended: record its outcome as retry.decide() says.
+
+        Returns the error when the job was recorded as failed for good: the caller then runs
+        `job.on_exhausted(error)` (runner.call_on_exhausted), in a scope a drain can cancel.
+        """
         error = outcome.error
         if error is None:  # decide() says Succeeded: skipped on the hot path, saving a call
             if await self._record(claimed, lambda: self.engine.ack(claimed)):
                 self.counters.succeeded += 1
                 await self.lifecycle.ended(claimed, "succeeded", job)
                 log.debug("job %s %s done (attempt %d)", claimed.id, job.name, claimed.attempt)
-            return
+            return None
         decision = decide(job, outcome, claimed.attempt, claimed.max_attempts)
         assert not isinstance(decision, Succeeded)
         if isinstance(decision, Fail):
@@ -92,9 +97,9 @@ class Settler:
                     decision.reason,
                     outcome.summary,
                 )
-                await call_on_exhausted(job, error)
                 await self.lifecycle.ended(claimed, "failed", job, error)
-            return
+                return error
+            return None
         record = outcome.error_record()
         if await self._record(claimed, lambda: self.engine.retry(claimed, decision.delay_ms, record)):
             self.counters.retried += 1
@@ -108,6 +113,7 @@ class Settler:
                 decision.delay_ms / 1000,
                 outcome.summary,
             )
+        return None
 
     # -- recording a run's end: done, lost, or gave up ---------------------------------------
 
@@ -139,6 +145,26 @@ class Settler:
     def count_lost(self, claimed: ClaimedJob, why: str) -> None:
         self.counters.lost += 1
         log.warning("job %s %s: %s", claimed.id, claimed.name.decode(errors="replace"), why)
+
+    def cut(self, claimed: ClaimedJob) -> None:
+        """The run's task ended before its outcome was recorded (the worker was cancelled):
+        lost. Counted here whatever listens; said for all at once by report_cut()."""
+        self.counters.lost += 1
+        self._cut.append(claimed.id)
+        self.lifecycle.forget(claimed)
+
+    def report_cut(self, worker_id: str) -> None:
+        """One line for the runs cut at once: a hard stop may cut hundreds."""
+        if self._cut:
+            shown = ", ".join(self._cut[:10]) + (", ..." if len(self._cut) > 10 else "")
+            log.warning(
+                "worker %s: %d job(s) stopped before their outcome was recorded, counted lost "
+                "(their leases lapse and a reaper returns them): %s",
+                worker_id,
+                len(self._cut),
+                shown,
+            )
+            self._cut.clear()
 
 
 async def retrying(

@@ -18,22 +18,17 @@ in your conftest.py; `fake_engine` is installed as the engine `Job.dispatch()` u
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import itertools
-import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.lowlevel
-
-from . import context
+from . import context, sharding
+from .clock import Changes, FakeClock
 from .codec import decode_payload, encode_payload
 from .config import Settings
-from .errors import EngineUnavailable, InvalidJobId
+from .errors import EngineUnavailable
 from .ids import new_job_id
 from .job import Job
 from .keys import validate_queue
@@ -41,105 +36,6 @@ from .records import Claim, ClaimedJob, Reaped
 from .worker import Worker
 
 __all__ = ["Dispatched", "FakeClock", "FakeEngine", "FakeJob", "fake_clock", "fake_engine"]
-
-
-class _Changes:
-    """Wake whoever waits for the next change (an anyio.Event made only when awaited)."""
-
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None
-
-    def notify(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait(self) -> None:
-        if self._event is None:
-            self._event = anyio.Event()
-        await self._event.wait()
-
-
-class FakeClock:
-    """Milliseconds that move only when `advance()` says so.
-
-    A worker's clock (pass `clock=`), a FakeEngine's, and a RedisEngine's (it is callable:
-    the current time in ms). Sleepers and deadlines due by the new time wake on `advance()`.
-    """
-
-    def __init__(self, start_ms: int = 1_800_000_000_000) -> None:
-        self.now_ms = start_ms
-        self._timers: list[tuple[int, int, Callable[[], None]]] = []  # (due ms, seq, fire)
-        self._seq = itertools.count()
-        self._changed = _Changes()
-
-    def __repr__(self) -> str:
-        return f"<FakeClock {self.now_ms} ms, {len(self._timers)} timer(s)>"
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def monotonic(self) -> float:
-        return self.now_ms / 1000
-
-    def advance(self, seconds: float) -> None:
-        """Move time on and wake every sleeper and deadline due by then, earliest first."""
-        self.now_ms += round(seconds * 1000)
-        while self._timers and self._timers[0][0] <= self.now_ms:
-            heapq.heappop(self._timers)[2]()
-
-    def pending(self) -> list[float]:
-        """Seconds from now until each pending sleep or deadline, soonest first."""
-        return sorted((due - self.now_ms) / 1000 for due, _, _ in self._timers)
-
-    async def wait_for_timer(self, seconds: float) -> None:
-        """Return once something sleeps, or has a deadline, exactly `seconds` from now."""
-        await self.until(lambda: round(seconds * 1000) / 1000 in self.pending())
-
-    async def until(self, predicate: Callable[[], bool]) -> None:
-        """Return once `predicate()` holds, re-checked each time a sleep or deadline is set."""
-        while not predicate():
-            await self._changed.wait()
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await anyio.lowlevel.checkpoint()
-            return
-        if math.isinf(seconds):
-            await anyio.sleep_forever()
-        woken = anyio.Event()
-        timer = self._add(seconds, woken.set)
-        try:
-            await woken.wait()
-        finally:
-            self._remove(timer)
-
-    @contextlib.contextmanager
-    def move_on_after(self, seconds: float) -> Iterator[anyio.CancelScope]:
-        with anyio.CancelScope() as scope:
-            if seconds <= 0:
-                scope.cancel()
-                yield scope
-                return
-            if math.isinf(seconds):
-                yield scope
-                return
-            timer = self._add(seconds, scope.cancel)
-            try:
-                yield scope
-            finally:
-                self._remove(timer)
-
-    def _add(self, seconds: float, fire: Callable[[], None]) -> tuple[int, int, Callable[[], None]]:
-        timer = (self.now_ms + max(1, round(seconds * 1000)), next(self._seq), fire)
-        heapq.heappush(self._timers, timer)
-        self._changed.notify()
-        return timer
-
-    def _remove(self, timer: tuple[int, int, Callable[[], None]]) -> None:
-        with contextlib.suppress(ValueError):
-            self._timers.remove(timer)
-            heapq.heapify(self._timers)
 
 
 @dataclass(frozen=True)
@@ -171,6 +67,7 @@ class FakeJob:
     due_ms: int = 0
     worker: str = ""
     error: dict[str, Any] | None = None
+    settled_by: str = ""  # the last ack/retry/fail/release and its token: a replay succeeds
 
 
 class FakeEngine:
@@ -179,6 +76,11 @@ class FakeEngine:
     Set `unavailable = True` to make every worker call raise EngineUnavailable (an outage);
     `take_lease(job_id)` makes a running job's lease another worker's. `calls` counts the
     calls by name; `until(predicate)` waits, without polling, until a call makes it true.
+
+    It answers as RedisEngine and the Lua scripts do (ids, attempts used, shards, the order
+    of claims, requeues and promotions, claim replays, token fences and settle replays), but
+    keeps finished jobs in state "done" and failed ones for ever, and has no wake tokens,
+    telemetry, retention trimming or data-format version checks.
     """
 
     def __init__(self, clock: FakeClock | None = None, settings: Settings | None = None) -> None:
@@ -190,9 +92,11 @@ class FakeEngine:
         self.calls: Counter[str] = Counter()
         self.unavailable = False
         self._ready: dict[str, deque[FakeJob]] = {}
-        self._receipts: dict[tuple[str, str, str], list[ClaimedJob]] = {}
+        # Each worker's last claim per queue, as claim.lua keeps it: (request id, jobs, until ms).
+        self._receipts: dict[tuple[str, str], tuple[str, list[ClaimedJob], int]] = {}
+        self._router = sharding.Router()
         self._tokens = itertools.count(1)
-        self._changed = _Changes()
+        self._changed = Changes()
 
     def __repr__(self) -> str:
         return f"<FakeEngine jobs={len(self.jobs)} dispatched={len(self.dispatched)}>"
@@ -229,10 +133,16 @@ class FakeEngine:
         await runner.run()
         return runner.counters.claimed
 
-    def _held(self, job: ClaimedJob) -> FakeJob | None:
+    def _held(self, job: ClaimedJob, op: str) -> FakeJob | bool:
+        """The job if this lease still holds it; else True when `op` already settled it with
+        this token (a replayed call, as the Lua scripts answer), False when the lease is lost."""
         self._call("settle")
         held = self.jobs.get(job.id)
-        return held if held is not None and held.state == "running" and held.token == job.token else None
+        if held is not None and held.state == "running" and held.token == job.token:
+            held.token, held.worker, held.settled_by = "", "", f"{op} {job.token}"
+            return held
+        self._notify()
+        return held is not None and held.settled_by == f"{op} {job.token}"
 
     def _call(self, name: str) -> None:
         if self.unavailable:
@@ -261,19 +171,28 @@ class FakeEngine:
     async def dispatch(self, job: Job, *, durable: bool | None = None) -> str:
         return (await self.dispatch_many([job]))[0]
 
-    async def dispatch_many(self, jobs: Sequence[Job], *, durable: bool | None = None) -> list[str]:
-        encoded = [encode_payload(job.payload, self.settings.max_payload_bytes) for job in jobs]
-        ids = []
-        for job, data in zip(jobs, encoded, strict=True):
-            job_id = job.id or new_job_id()
-            if job_id in self.jobs:
-                raise InvalidJobId(f"job {job_id} already exists")
-            job.id = job_id
-            stored = self.jobs[job_id] = FakeJob(
-                job_id, job.name, validate_queue(job.queue), data, job.attempts
+    async def dispatch_many(
+        self, jobs: Sequence[Job], *, chunk: int = 500, durable: bool | None = None
+    ) -> list[str]:
+        """As RedisEngine's: every dispatch stores a new job (a new id, even for a Job instance
+        dispatched before), and a sharded queue's jobs go to its shards in turn. `chunk` and
+        `durable` are accepted and change nothing here: the fake stores all at once."""
+        if chunk < 1:
+            raise ValueError("chunk must be >= 1")
+        # Validated and encoded before anything is stored, as RedisEngine does.
+        prepared = [
+            (
+                validate_queue(self._router.route(job)),
+                encode_payload(job.payload, self.settings.max_payload_bytes),
             )
+            for job in jobs
+        ]
+        ids = []
+        for job, (queue, data) in zip(jobs, prepared, strict=True):
+            job_id = job.id = new_job_id()
+            stored = self.jobs[job_id] = FakeJob(job_id, job.name, queue, data, job.attempts)
             delay_ms = job.effective_delay_ms
-            self.dispatched.append(Dispatched(job_id, type(job), job.queue, decode_payload(data), delay_ms))
+            self.dispatched.append(Dispatched(job_id, type(job), queue, decode_payload(data), delay_ms))
             self.queues.add(stored.queue)
             self._enqueue(stored, delay_ms)
             ids.append(job_id)
@@ -294,9 +213,10 @@ class FakeEngine:
         self._call("claim")
         claims = []
         for queue, limit, request_id in requests:
-            receipt = (worker_id, queue, request_id)
-            if receipt in self._receipts:  # the same claim again: what it took, still held
-                again = [c for c in self._receipts[receipt] if self._held_quietly(c)]
+            last = self._receipts.get((worker_id, queue))
+            if last is not None and last[0] == request_id and last[2] > self.clock.now_ms:
+                # The same claim again: what it took, still held (only the last one is kept).
+                again = [c for c in last[1] if self._held_quietly(c)]
                 claims.append(Claim(again, [], self._next_due(queue), False))
                 continue
             ready, taken = self._queue(queue), list[ClaimedJob]()
@@ -317,7 +237,8 @@ class FakeEngine:
                         job.runs,
                     )
                 )
-            self._receipts[receipt] = taken
+            if taken:  # as claim.lua: an empty claim leaves the last receipt, which lasts a lease
+                self._receipts[worker_id, queue] = (request_id, taken, self.clock.now_ms + lease_ms)
             due = self._next_due(queue) if len(taken) < limit else -1
             claims.append(Claim(taken, [], due, bool(ready)))
         self._notify()
@@ -348,13 +269,14 @@ class FakeEngine:
         return lost
 
     async def ack(self, job: ClaimedJob) -> bool:
-        return self._settle(job, "done")
+        """Leaves `attempts` (attempts used) as it was, as ack.lua does; the job stays in
+        state "done" (Redis deletes it unless `keep_done_ms` is set)."""
+        return self._settle(job, "done", attempts=0)
 
     async def retry(self, job: ClaimedJob, delay_ms: int, error: dict[str, Any]) -> bool:
-        held = self._held(job)
-        if held is None:
-            self._notify()
-            return False
+        held = self._held(job, "retry")
+        if isinstance(held, bool):
+            return held
         held.attempts += 1
         held.error = error
         self._enqueue(held, delay_ms)
@@ -364,23 +286,23 @@ class FakeEngine:
         return self._settle(job, "failed", error, attempts=1 if count_attempt else 0)
 
     async def release(self, job: ClaimedJob) -> bool:
-        held = self._held(job)
-        if held is None:
-            self._notify()
-            return False
+        held = self._held(job, "release")
+        if isinstance(held, bool):
+            return held
         self._enqueue(held, 0, head=True)
         return True
 
     def _settle(
         self, job: ClaimedJob, state: str, error: dict[str, Any] | None = None, attempts: int = 1
     ) -> bool:
-        held = self._held(job)
-        if held is not None:
-            held.state, held.attempts = state, held.attempts + attempts
-            if error is not None:
-                held.error = error
+        held = self._held(job, "ack" if state == "done" else "fail")
+        if isinstance(held, bool):
+            return held
+        held.state, held.attempts = state, held.attempts + attempts
+        if error is not None:
+            held.error = error
         self._notify()
-        return held is not None
+        return True
 
     async def promote(self, queues: Sequence[str]) -> tuple[int, int]:
         self._call("promote")
@@ -390,7 +312,7 @@ class FakeEngine:
                 for j in self.jobs.values()
                 if j.state == "delayed" and j.queue in queues and j.due_ms <= self.clock.now_ms
             ),
-            key=lambda j: j.due_ms,
+            key=lambda j: (j.due_ms, j.id),  # the delayed zset's order
         )
         for job in due:
             self._enqueue(job, 0)
@@ -399,19 +321,29 @@ class FakeEngine:
 
     async def reap(self, queue: str, *, max_stalls: int) -> Reaped:
         self._call("reap")
-        requeued, failed = [], []
-        for job in list(self.jobs.values()):
-            if job.queue == queue and job.state == "running" and job.lease_until_ms <= self.clock.now_ms:
-                job.stalls += 1
-                if job.stalls > max_stalls:
-                    job.state, job.error = "failed", {"reason": "stalled"}
-                    failed.append(job.id)
-                else:
-                    job.token = ""
-                    self._enqueue(job, 0, head=True)
-                    requeued.append(job.id)
+        requeued: list[FakeJob] = []
+        failed = []
+        lapsed = sorted(
+            (
+                j
+                for j in self.jobs.values()
+                if j.queue == queue and j.state == "running" and j.lease_until_ms <= self.clock.now_ms
+            ),
+            key=lambda j: (j.lease_until_ms, j.id),  # the running zset's order
+        )
+        for job in lapsed:
+            job.stalls += 1
+            job.token, job.worker = "", ""
+            if job.stalls > max_stalls:
+                job.state, job.error = "failed", {"reason": "stalled"}
+                failed.append(job.id)
+            else:
+                job.state = "ready"
+                requeued.append(job)
+        # At the head of the queue, in the order their leases lapsed (as reap.lua pushes them).
+        self._queue(queue).extendleft(reversed(requeued))
         self._notify()
-        return Reaped(requeued, failed, 0)
+        return Reaped([j.id for j in requeued], failed, 0)
 
     async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
         self._call("wait_for_work")

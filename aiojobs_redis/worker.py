@@ -35,19 +35,17 @@ from ._slots import SlotPool
 from .clock import ANYIO_CLOCK, WorkerClock
 from .codec import decode_payload
 from .context import use_engine
-from .engine import RedisEngine
 from .engine_base import WorkerEngine
 from .errors import EngineError
-from .events import RedisTelemetry
 from .hooks import Hooks
 from .job import Job
 from .keys import validate_queue
-from .lifecycle import Lifecycle, Observer, WorkerCounters, WorkerView
+from .lifecycle import Lifecycle, Observer, WorkerCounters, WorkerView, observers_for
 from .metrics import JobTracer, PrometheusMetrics
 from .records import ClaimedJob
 from .retry import Backoff
-from .runner import run_handler
-from .settle import GAVE_UP, Settler, retrying
+from .runner import call_on_exhausted, run_handler
+from .settle import Settler, retrying
 from .signals import drain_on_signal
 from .timeparse import to_ms
 
@@ -65,9 +63,10 @@ class _Running:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lease_lost: bool = False
     handled: bool = False  # handle() has ended: only recording its outcome is left
+    reported: bool = False  # its outcome is recorded (or it was found lost): nothing is left
 
 
-__all__ = ["GAVE_UP", "Backoff", "Worker", "WorkerCounters", "default_worker_id", "drain_on_signal"]
+__all__ = ["Backoff", "Worker", "WorkerCounters", "default_worker_id", "drain_on_signal"]
 
 
 class Worker:
@@ -92,7 +91,7 @@ class Worker:
         lookup: Callable[[str], type[Job]] = registry.lookup,
         hooks: Hooks | None = None,
         metrics: PrometheusMetrics | None = None,
-        telemetry: bool | RedisTelemetry = True,
+        telemetry: bool | Observer = True,
         tracing: bool = True,
         clock: WorkerClock = ANYIO_CLOCK,
     ) -> None:
@@ -133,7 +132,7 @@ class Worker:
         self.lifecycle = Lifecycle(
             self.worker_id,
             hooks=hooks,
-            observers=_observers(engine, metrics, telemetry),
+            observers=observers_for(engine, metrics, telemetry),
             tracer=JobTracer.if_available() if tracing else None,
         )
         self._settler = Settler(engine, self.lifecycle, self.counters, lease_ms=self.lease_ms, clock=clock)
@@ -191,12 +190,15 @@ class Worker:
             side.start_soon(self.lifecycle.serve, self.view(), name="aiojobs-telemetry")
             if self.max_time is not None:
                 side.start_soon(self._stop_after, self.max_time, name="aiojobs-max-time")
-            async with anyio.create_task_group() as jobs:
-                self._slots.open(jobs)
-                task_status.started()
-                await self._fetch()
-                await self._drain()
-                self._slots.close()
+            try:
+                async with anyio.create_task_group() as jobs:
+                    self._slots.open(jobs)
+                    task_status.started()
+                    await self._fetch()
+                    await self._drain()
+                    self._slots.close()
+            finally:
+                self._settler.report_cut(self.worker_id)
             side.cancel_scope.cancel()
         log.info("worker %s stopped: %s", self.worker_id, self.counters)
 
@@ -336,23 +338,38 @@ class Worker:
                 job = self._materialise(claimed)
             except Exception as exc:  # never let one record take the worker down
                 await self._settler.unrunnable(claimed, exc)
+                running.reported = True
                 return
             with running.scope:
                 outcome = await self.lifecycle.run(claimed, job, run_handler)
             running.handled = True
             if running.scope.cancelled_caught:
                 await self._settler.cancelled(claimed, lease_lost=running.lease_lost)
+                running.reported = True
                 return
-            await self._settler.settle(claimed, job, outcome)
+            exhausted = await self._settler.settle(claimed, job, outcome)
+            running.reported = True
+            if exhausted is not None:
+                await self._exhausted(running, job, exhausted)
         finally:
             # The job may already be claimed again (a retry with no delay): leave that run's entry.
             if self._running.get(claimed.id) is running:
                 del self._running[claimed.id]
-            if self.lifecycle.unreported(claimed):
-                self._settler.count_lost(claimed, "its task ended before its outcome was recorded")
-                self.lifecycle.forget(claimed)
+            if not running.reported:  # cut short (the worker was cancelled): lost, said once in _run
+                self._settler.cut(claimed)
             self._ended += 1
             self._slot_freed.set()
+
+    async def _exhausted(self, running: _Running, job: Job, error: BaseException) -> None:
+        """Run on_exhausted() after the failure is recorded, in a scope the drain cancels."""
+        scope = anyio.CancelScope()
+        if running.scope.cancel_called:  # the drain came by while the failure was recorded
+            scope.cancel()
+        running.scope = scope
+        with scope:
+            await call_on_exhausted(job, error)
+        if scope.cancelled_caught:
+            log.warning("job %s %s: on_exhausted() cut short, the worker is stopping", job.id, job.name)
 
     def _materialise(self, claimed: ClaimedJob) -> Job:
         """The Job instance for a claimed record; the name is looked up, never imported."""
@@ -426,17 +443,3 @@ class Worker:
                 for job_id in reaped.failed:
                     log.error("job %s in %s: stalled too often, moved to failed", job_id, queue)
             await self.clock.sleep(self.reap_interval)
-
-
-def _observers(
-    engine: WorkerEngine, metrics: PrometheusMetrics | None, telemetry: bool | RedisTelemetry
-) -> list[Observer]:
-    """The worker's observers: `telemetry` (True: the default, on a Redis engine), then metrics."""
-    observers: list[Observer] = []
-    if isinstance(telemetry, RedisTelemetry):
-        observers.append(telemetry)
-    elif telemetry and isinstance(engine, RedisEngine):
-        observers.append(RedisTelemetry())
-    if metrics is not None:
-        observers.append(metrics)
-    return observers

@@ -22,7 +22,7 @@ from aiojobs_redis import (
     Worker,
     registry,
 )
-from aiojobs_redis.worker import GAVE_UP
+from aiojobs_redis.settle import GAVE_UP
 
 # Also on a Cluster and behind Sentinel: see conftest.py.
 pytestmark = [pytest.mark.anyio, pytest.mark.deployments]

@@ -45,11 +45,11 @@ async def test_a_run_started_and_never_reported_is_told_as_lost_once() -> None:
     spy = Spy()
     lifecycle = Lifecycle("w1", observers=[spy])
     await lifecycle.run(CLAIMED, Noop(), handler)
-    assert lifecycle.unreported(CLAIMED)
+    assert (CLAIMED.id, CLAIMED.token) in lifecycle.running
     lifecycle.forget(CLAIMED)
     lifecycle.forget(CLAIMED)
     assert spy.seen == [("started", None), ("ended", "lost")]
-    assert not lifecycle.unreported(CLAIMED)
+    assert not lifecycle.running
 
 
 async def test_a_reported_end_reaches_observers_with_its_result() -> None:
@@ -58,7 +58,7 @@ async def test_a_reported_end_reaches_observers_with_its_result() -> None:
     await lifecycle.run(CLAIMED, Noop(), handler)
     await lifecycle.ended(CLAIMED, "abandoned")
     assert spy.seen == [("started", None), ("ended", "abandoned")]
-    assert not lifecycle.unreported(CLAIMED)
+    assert not lifecycle.running
 
 
 async def test_observers_serve_with_a_view_not_the_worker() -> None:

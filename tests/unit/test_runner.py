@@ -75,7 +75,6 @@ async def test_success() -> None:
     assert outcome.error is None
     assert not outcome.permanent
     assert not outcome.timed_out
-    assert outcome.retry_delay is None
     assert outcome.summary == "ok"
     assert job.payload == {"ran": True}
 
@@ -94,7 +93,6 @@ async def test_exception() -> None:
     assert str(outcome.error) == "boom"
     assert not outcome.permanent
     assert not outcome.timed_out
-    assert outcome.retry_delay is None
     assert outcome.summary == "ValueError: boom"
     record = outcome.error_record()
     assert set(record) == {"reason", "type", "message", "traceback"}
@@ -154,7 +152,7 @@ async def test_timeout() -> None:
 async def test_retry_later_carries_its_delay() -> None:
     outcome = await run_handler(AsksToRetry({"delay": "+5 seconds"}))
     assert isinstance(outcome.error, RetryLater)
-    assert outcome.retry_delay == "+5 seconds"
+    assert outcome.error.delay == "+5 seconds"
     assert not outcome.permanent
     assert not outcome.timed_out
     assert outcome.error_record()["reason"] == "error"
@@ -163,7 +161,7 @@ async def test_retry_later_carries_its_delay() -> None:
 async def test_retry_later_without_a_delay() -> None:
     outcome = await run_handler(AsksToRetry())
     assert isinstance(outcome.error, RetryLater)
-    assert outcome.retry_delay is None
+    assert outcome.error.delay is None
     assert str(outcome.error) == "retry requested"
 
 

@@ -1,0 +1,98 @@
+"""The FakeEngine answers as RedisEngine and the Lua scripts do, where a user's test would see it."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from aiojobs_redis import Job, RedisEngine
+from aiojobs_redis.records import ClaimedJob
+from aiojobs_redis.sharding import SEPARATOR
+from aiojobs_redis.testing import FakeClock, FakeEngine
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "parity"
+
+
+class Noop(Job):
+    queue = QUEUE
+
+    async def handle(self) -> None:
+        return None
+
+
+class Spread(Noop):
+    shards = 4
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine(FakeClock())
+
+
+async def claim(engine: FakeEngine, request: str, limit: int = 1, worker: str = "w") -> list[ClaimedJob]:
+    (got,) = await engine.claim_many([(QUEUE, limit, request)], worker_id=worker, lease_ms=1000)
+    return got.jobs
+
+
+async def test_dispatching_one_job_instance_twice_stores_two_jobs(engine: FakeEngine) -> None:
+    job = Noop({"n": 1})
+    first = await engine.dispatch(job)
+    second = await engine.dispatch(job)
+    assert first != second and job.id == second
+    assert [j.id for j in engine.in_state("ready")] == [first, second]
+
+
+async def test_a_job_that_succeeds_first_time_has_used_no_attempt(engine: FakeEngine) -> None:
+    (job_id,) = await engine.dispatch_many([Noop({})])
+    assert await engine.run_due() == 1
+    assert (engine.jobs[job_id].state, engine.jobs[job_id].attempts) == ("done", 0)
+
+
+async def test_a_sharded_queue_s_jobs_go_to_its_shards_in_turn(engine: FakeEngine) -> None:
+    await engine.dispatch_many([Spread({"n": n}) for n in range(4)])
+    queues = [d.queue for d in engine.dispatched]
+    assert sorted(queues) == [f"{QUEUE}{SEPARATOR}{n}" for n in range(4)]
+    assert [j.queue for j in engine.jobs.values()] == queues
+
+
+async def test_dispatch_many_takes_redis_engine_s_keywords(engine: FakeEngine) -> None:
+    fake, redis = (inspect.signature(e.dispatch_many).parameters for e in (FakeEngine, RedisEngine))
+    assert list(fake) == list(redis)
+    ids = await engine.dispatch_many([Noop({"n": n}) for n in range(3)], chunk=2, durable=True)
+    assert len(set(ids)) == 3
+    with pytest.raises(ValueError):
+        await engine.dispatch_many([Noop({})], chunk=0)
+
+
+async def test_reaped_jobs_go_to_the_head_in_the_order_their_leases_lapsed(engine: FakeEngine) -> None:
+    first, second, third, waiting = await engine.dispatch_many([Noop({"n": n}) for n in range(4)])
+    for request in "123":  # one at a time: their leases lapse in this order
+        await claim(engine, request)
+        engine.clock.advance(0.1)
+    engine.clock.advance(1)
+    reaped = await engine.reap(QUEUE, max_stalls=3)
+    assert reaped.requeued == [first, second, third]
+    assert [j.id for j in await claim(engine, "4", limit=4)] == [first, second, third, waiting]
+
+
+async def test_only_a_worker_s_last_claim_replays_and_only_for_a_lease(engine: FakeEngine) -> None:
+    a, b = await engine.dispatch_many([Noop({"n": 1}), Noop({"n": 2})])
+    assert [j.id for j in await claim(engine, "1")] == [a]
+    assert [j.id for j in await claim(engine, "2")] == [b]
+    assert await claim(engine, "1") == [], "an older request is a new claim: nothing is ready"
+    assert await claim(engine, "3") == []
+    assert [j.id for j in await claim(engine, "2")] == [b], "an empty claim leaves the last receipt"
+    assert [j.id for j in await claim(engine, "2", worker="other")] == []
+    engine.clock.advance(1)
+    assert await claim(engine, "2") == [], "the receipt lasts one lease"
+
+
+async def test_a_settle_replayed_with_the_same_token_succeeds_again(engine: FakeEngine) -> None:
+    await engine.dispatch_many([Noop({}), Noop({})])
+    done, released = await claim(engine, "1", limit=2)
+    assert await engine.ack(done) and await engine.ack(done)
+    assert await engine.release(released) and await engine.release(released)
+    assert not await engine.ack(released), "another kind of settle with that token is refused"
