@@ -31,7 +31,7 @@ from .keys import QueueKeys, format_key, queues_key, validate_queue
 from .records import Claim, ClaimedJob, Reaped, parse_claim
 from .scripts import ScriptCall, Scripts, run_pipelined
 from .telemetry_store import TelemetryStore
-from .versioning import FormatGuard
+from .versioning import FORMAT_RECHECK_MS, FormatGuard
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class RedisEngine(Admin, TelemetryStore):
         self._registered: set[str] = set()
         self._format = FormatGuard(self.settings.prefix)
         self._format_recorded = False
+        self._format_read_ms = 0.0  # when the format key was last read (monotonic clock)
         self._redis_offset_ms: float | None = None  # Redis's clock minus the monotonic clock
         self._offset_read_ms = 0.0
         # Redis's clock minus this host's wall clock, at the last reading (redis_time_ms).
@@ -93,6 +94,10 @@ class RedisEngine(Admin, TelemetryStore):
 
     def _now_arg(self) -> int | str:
         return self._clock() if self._clock is not None else ""
+
+    def _monotonic_ms(self) -> float:
+        """When to read the format key again: the test clock if given, else the monotonic one."""
+        return self._clock() if self._clock is not None else time.monotonic() * 1000
 
     async def __aenter__(self) -> RedisEngine:
         await self.ping()
@@ -126,8 +131,9 @@ class RedisEngine(Admin, TelemetryStore):
                 await self.redis.sadd(queues_key(self.settings.prefix), *new)
                 if not self._format_recorded:
                     stored = await self.scripts.format(keys=[format_key(self.settings.prefix)])
-                    self._format.met(int(stored), format_key(self.settings.prefix))
+                    self._format.met_key(int(stored))
                     self._format_recorded = True
+                    self._format_read_ms = self._monotonic_ms()
             self._registered.update(new)
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -276,10 +282,18 @@ class RedisEngine(Admin, TelemetryStore):
     ) -> list[Claim]:
         """Claim from several queues in one round trip: (queue, limit, request id) each.
 
-        Under a prefix whose data format is too new (versioning.py), nothing is claimed.
+        Under a prefix whose data format is too new (versioning.py), nothing is claimed; in a
+        queue where a too-new record was met, neither.
         """
         if self._format.refused:
             return [Claim([], [], -1, False) for _ in requests]
+        if self._format.queues:
+            return await self._claim_open_queues(requests, worker_id=worker_id, lease_ms=lease_ms)
+        return await self._claim(requests, worker_id=worker_id, lease_ms=lease_ms)
+
+    async def _claim(
+        self, requests: Sequence[tuple[str, int, str]], *, worker_id: str, lease_ms: int
+    ) -> list[Claim]:
         calls: list[ScriptCall] = []
         for queue, limit, request_id in requests:
             keys = self.keys(queue)
@@ -310,11 +324,23 @@ class RedisEngine(Admin, TelemetryStore):
             replies = await run_pipelined(self.redis, calls)
         for (queue, _, _), reply in zip(requests, replies, strict=True):
             if reply[4]:  # a record too new for this release: see claim.lua
-                self._format.met(int(reply[4]), f"queue {queue}")
+                self._format.met(int(reply[4]), queue, f"queue {queue}")
         return [
             parse_claim(self.keys(queue), reply)
             for (queue, _, _), reply in zip(requests, replies, strict=True)
         ]
+
+    async def _claim_open_queues(
+        self, requests: Sequence[tuple[str, int, str]], *, worker_id: str, lease_ms: int
+    ) -> list[Claim]:
+        """claim_many, with nothing claimed in the queues a too-new record refused."""
+        refused = self._format.queues
+        open_requests = [request for request in requests if request[0] not in refused]
+        claimed = (
+            await self._claim(open_requests, worker_id=worker_id, lease_ms=lease_ms) if open_requests else []
+        )
+        claims = iter(claimed)
+        return [Claim([], [], -1, False) if queue in refused else next(claims) for queue, _, _ in requests]
 
     async def ready_counts(self, queues: Sequence[str]) -> list[int]:
         """How many jobs wait in each queue's list (a hint: others may claim them first).
@@ -415,6 +441,8 @@ class RedisEngine(Admin, TelemetryStore):
         """Move due delayed jobs to ready. Returns (moved, ms until the next is due or -1)."""
         if self._format.refused:
             return 0, -1
+        if self._format.queues:
+            queues = [queue for queue in queues if queue not in self._format.queues]
         calls: list[ScriptCall] = []
         for queue in queues:
             keys = self.keys(queue)
@@ -425,16 +453,27 @@ class RedisEngine(Admin, TelemetryStore):
                     [keys.base, limit, self._now_arg()],
                 )
             )
+        # The format key, read again now and then in the same round trip: a newer worker may
+        # have raised it since (versioning.py).
+        now_ms = self._monotonic_ms()
+        recheck = self._format_recorded and now_ms - self._format_read_ms >= FORMAT_RECHECK_MS
+        if recheck:
+            self._format_read_ms = now_ms
+            calls.append((self.scripts.format, [format_key(self.settings.prefix)], []))
+        if not calls:
+            return 0, -1
         async with redis_errors("promote delayed jobs"):
             replies = await run_pipelined(self.redis, calls)
+        if recheck:
+            self._format.met_key(int(replies.pop()))
         for queue, reply in zip(queues, replies, strict=True):
-            self._format.met(int(reply[2]), f"delayed jobs of {queue}")
+            self._format.met(int(reply[2]), queue, f"delayed jobs of {queue}")
         moved = sum(int(r[0]) for r in replies)
         dues = [int(r[1]) for r in replies if int(r[1]) >= 0]
         return moved, min(dues) if dues else -1
 
     async def reap(self, queue: str, *, max_stalls: int, limit: int = BATCH) -> Reaped:
-        if self._format.refused:
+        if self._format.refused or queue in self._format.queues:
             return Reaped([], [], 0)
         keys = self.keys(queue)
         async with redis_errors(f"reap {queue}"):
@@ -449,7 +488,7 @@ class RedisEngine(Admin, TelemetryStore):
                     self._now_arg(),
                 ],
             )
-        self._format.met(int(newer), f"running jobs of {queue}")
+        self._format.met(int(newer), queue, f"running jobs of {queue}")
         return Reaped([x.decode() for x in requeued], [x.decode() for x in failed], int(trimmed))
 
     async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
@@ -459,7 +498,9 @@ class RedisEngine(Admin, TelemetryStore):
         one per slot: see topology.blpop_any). Under a prefix whose data format is too new,
         it only waits: the wake tokens are for the workers that can read it.
         """
-        if self._format.refused:
+        if self._format.queues:
+            queues = [queue for queue in queues if queue not in self._format.queues]
+        if self._format.refused or not queues:
             await anyio.sleep(block_seconds)
             return False
         socket_timeout = block_seconds + self.settings.socket_timeout
