@@ -47,9 +47,9 @@ An id never starts with ``INLINE_TAG``, so the first byte tells them apart.
 The data format has a version, FORMAT_VERSION: every record written (an inline record, and
 the field ``v`` of a job hash) carries it, and the ``format`` key holds the newest version
 any engine has written under the prefix (it is never lowered). A record without one was
-written by 0.1: version 1. The scripts leave a record of a newer version untouched, and an
-engine that meets one, or a newer ``format`` key, stops claiming, promoting and reaping under
-the prefix (see versioning.py).
+written by 0.1: version 1. The scripts leave a record of a newer version untouched; an
+engine that meets one stops claiming, promoting and reaping in that queue, and one that finds
+a newer ``format`` key does so under the whole prefix (see versioning.py).
 """
 
 from __future__ import annotations
