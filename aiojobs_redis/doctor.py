@@ -94,7 +94,36 @@ async def diagnose(engine: RedisEngine, *, local_clock: Callable[[], float] = ti
 
 
 async def check_format(engine: RedisEngine) -> list[Finding]:
-    """The data format version recorded under the engine's prefix (versioning.py)."""
+    """The data format version recorded under the engine's prefix (versioning.py), and live
+    workers that write an older one.
+    """
+    return await _stored_format(engine) + await _older_workers(engine)
+
+
+async def _older_workers(engine: RedisEngine) -> list[Finding]:
+    """Live workers whose heartbeat gives an older data format, or none (0.1's)."""
+    try:
+        workers = await engine.alive_workers(await engine.redis_time_ms(max_age_ms=0))
+    except EngineError:
+        return []  # the worker checks say why
+    older = [w for w in workers if w.format_version is None or w.format_version < FORMAT_VERSION]
+    if not older:
+        return []
+    named = ", ".join(
+        f"{w.id} ({'0.1' if w.format_version is None else f'version {w.format_version}'})" for w in older
+    )
+    return [
+        Finding(
+            "warning",
+            "format-workers",
+            f"{len(older)} live worker(s) write an older data format than this release's "
+            f"{FORMAT_VERSION}: {named}. Stop them before any process of this release dispatches "
+            "under this prefix: a 0.1 worker sets its records aside as bad records",
+        )
+    ]
+
+
+async def _stored_format(engine: RedisEngine) -> list[Finding]:
     prefix, key = engine.settings.prefix, format_key(engine.settings.prefix)
     try:
         version = await engine.format_version()

@@ -11,6 +11,7 @@ boundary.py. Together they are all the Redis I/O of the Redis engine.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,6 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
         self._format = FormatGuard(self.settings.prefix)
-        self._format_recorded = False
         # When, after it is sent, a dispatch is given up by its caller; + a margin for the offset.
         self._dispatch_timeout_ms = round(self.settings.dispatch_timeout * 1000) + 1000
         self._dispatches = GroupCommit[PendingDispatch](self._send_dispatches)
@@ -82,6 +82,10 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
 
     def _now_arg(self) -> int | str:
         return self._clock() if self._clock is not None else ""
+
+    def _monotonic_ms(self) -> float:
+        """When to read the format key again: the test clock if given, else the monotonic one."""
+        return self._clock() if self._clock is not None else time.monotonic() * 1000
 
     async def __aenter__(self) -> RedisEngine:
         await self.ping()
@@ -113,10 +117,10 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         if new:
             async with redis_errors("register queues"):
                 await self.redis.sadd(queues_key(self.settings.prefix), *new)
-                if not self._format_recorded:
+                if self._format.read_ms is None:
                     stored = await self.scripts.format(keys=[format_key(self.settings.prefix)])
-                    self._format.met(int(stored), format_key(self.settings.prefix))
-                    self._format_recorded = True
+                    self._format.met_key(int(stored))
+                    self._format.read_ms = self._monotonic_ms()
             self._registered.update(new)
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -210,10 +214,16 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
     ) -> list[Claim]:
         """Claim from several queues in one round trip: (queue, limit, request id) each.
 
-        Under a prefix whose data format is too new (versioning.py), nothing is claimed.
+        Under a prefix whose data format is too new (versioning.py), nothing is claimed; in a
+        queue where a too-new record was met, neither.
         """
-        if self._format.refused:
-            return [Claim([], [], -1, False) for _ in requests]
+        if self._format.refused or self._format.queues:
+            return await self._claim_open_queues(requests, worker_id=worker_id, lease_ms=lease_ms)
+        return await self._claim(requests, worker_id=worker_id, lease_ms=lease_ms)
+
+    async def _claim(
+        self, requests: Sequence[tuple[str, int, str]], *, worker_id: str, lease_ms: int
+    ) -> list[Claim]:
         calls: list[ScriptCall] = []
         for queue, limit, request_id in requests:
             keys = self.keys(queue)
@@ -244,11 +254,23 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
             replies = await run_pipelined(self.redis, calls)
         for (queue, _, _), reply in zip(requests, replies, strict=True):
             if reply[4]:  # a record too new for this release: see claim.lua
-                self._format.met(int(reply[4]), f"queue {queue}")
+                self._format.met(int(reply[4]), queue, f"queue {queue}")
         return [
             parse_claim(self.keys(queue), reply)
             for (queue, _, _), reply in zip(requests, replies, strict=True)
         ]
+
+    async def _claim_open_queues(
+        self, requests: Sequence[tuple[str, int, str]], *, worker_id: str, lease_ms: int
+    ) -> list[Claim]:
+        """claim_many, with nothing claimed in the queues a too-new record refused (or any)."""
+        shut = {queue for queue, _, _ in requests if self._format.refused or queue in self._format.queues}
+        open_requests = [request for request in requests if request[0] not in shut]
+        claimed = (
+            await self._claim(open_requests, worker_id=worker_id, lease_ms=lease_ms) if open_requests else []
+        )
+        claims = iter(claimed)
+        return [Claim([], [], -1, False) if queue in shut else next(claims) for queue, _, _ in requests]
 
     async def ready_counts(self, queues: Sequence[str]) -> list[int]:
         """How many jobs wait in each queue's list (a hint: others may claim them first).
@@ -349,6 +371,8 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         """Move due delayed jobs to ready. Returns (moved, ms until the next is due or -1)."""
         if self._format.refused:
             return 0, -1
+        if self._format.queues:
+            queues = [queue for queue in queues if queue not in self._format.queues]
         calls: list[ScriptCall] = []
         for queue in queues:
             keys = self.keys(queue)
@@ -359,16 +383,25 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
                     [keys.base, limit, self._now_arg()],
                 )
             )
+        # The format key, read again now and then in the same round trip: a newer worker may
+        # have raised it since (versioning.py).
+        recheck = self._format.recheck_due(self._monotonic_ms())
+        if recheck:
+            calls.append((self.scripts.format, [format_key(self.settings.prefix)], []))
+        if not calls:
+            return 0, -1
         async with redis_errors("promote delayed jobs"):
             replies = await run_pipelined(self.redis, calls)
+        if recheck:
+            self._format.met_key(int(replies.pop()))
         for queue, reply in zip(queues, replies, strict=True):
-            self._format.met(int(reply[2]), f"delayed jobs of {queue}")
+            self._format.met(int(reply[2]), queue, f"delayed jobs of {queue}")
         moved = sum(int(r[0]) for r in replies)
         dues = [int(r[1]) for r in replies if int(r[1]) >= 0]
         return moved, min(dues) if dues else -1
 
     async def reap(self, queue: str, *, max_stalls: int, limit: int = BATCH) -> Reaped:
-        if self._format.refused:
+        if self._format.refused or queue in self._format.queues:
             return Reaped([], [], 0)
         keys = self.keys(queue)
         async with redis_errors(f"reap {queue}"):
@@ -383,7 +416,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
                     self._now_arg(),
                 ],
             )
-        self._format.met(int(newer), f"running jobs of {queue}")
+        self._format.met(int(newer), queue, f"running jobs of {queue}")
         return Reaped([x.decode() for x in requeued], [x.decode() for x in failed], int(trimmed))
 
     async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
@@ -393,7 +426,9 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         one per slot: see topology.blpop_any). Under a prefix whose data format is too new,
         it only waits: the wake tokens are for the workers that can read it.
         """
-        if self._format.refused:
+        if self._format.queues:
+            queues = [queue for queue in queues if queue not in self._format.queues]
+        if self._format.refused or not queues:
             await anyio.sleep(block_seconds)
             return False
         socket_timeout = block_seconds + self.settings.socket_timeout

@@ -32,7 +32,7 @@ import orjson
 
 from .engine import RedisEngine
 from .errors import EngineError
-from .keys import throughput_field
+from .keys import FORMAT_VERSION, throughput_field
 from .lifecycle import JobContext, Observer, WorkerView
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,9 @@ class RedisTelemetry(Observer):
             "seen_ms": now_ms,
             "counters": asdict(worker.counters),
             "running": running,
+            # The data format this worker writes: `doctor` warns of live workers of an older one
+            # (0.1's heartbeats have no such field). A field added: older readers ignore it.
+            "format": FORMAT_VERSION,
         }
 
     async def heartbeat(self) -> None:

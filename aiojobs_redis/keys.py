@@ -48,9 +48,9 @@ An id never starts with ``INLINE_TAG``, so the first byte tells them apart.
 The data format has a version, FORMAT_VERSION: every record written (an inline record, and
 the field ``v`` of a job hash) carries it, and the ``format`` key holds the newest version
 any engine has written under the prefix (it is never lowered). A record without one was
-written by 0.1: version 1. The scripts leave a record of a newer version untouched, and an
-engine that meets one, or a newer ``format`` key, stops claiming, promoting and reaping under
-the prefix (see versioning.py).
+written by 0.1: version 1. The scripts leave a record of a newer version untouched; an
+engine that meets one stops claiming, promoting and reaping in that queue, and one that finds
+a newer ``format`` key does so under the whole prefix (see versioning.py).
 """
 
 from __future__ import annotations
@@ -68,6 +68,11 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")
 # The data format these scripts read and write. 1: 0.1, whose records carry no version.
 # 2: records carry their version (inline "!2:<id> ...", hash field v). Raise it whenever a
 # record or key changes in a way an older version would misread.
+# The rule every later format keeps, so that this release sees its data as too new (and
+# leaves it alone) rather than as malformed (and fails it): a job key stays a hash whose
+# field v starts with the version's decimal digits, and an entry of a queue list (or of the
+# running set) stays either a job id or a record tagged "!N:", N the version in decimal
+# digits, whatever follows the tag. The format key stays a string of decimal digits.
 FORMAT_VERSION = 2
 
 # Job hash fields. Single letters keep a queued job's record small (see benchmarks, W4).

@@ -28,9 +28,9 @@ def inline_version(entry: bytes) -> tuple[int, int]:
     records, with no version written).
     """
     start = len(INLINE_TAG)
-    end = entry.find(_VERSION_END, start, start + 4)
-    if end > start and entry[start:end].isdigit():
-        return int(entry[start:end]), end + 1
+    end = entry.find(_VERSION_END, start, start + 10)
+    if end > start and entry[start:end].isdigit():  # bytes: ASCII digits only
+        return min(int(entry[start:end]), 999), end + 1  # as the scripts read it (keys.py)
     return 1, start
 
 
@@ -284,6 +284,7 @@ class WorkerInfo:
     seen_ms: int
     counters: dict[str, int]
     running: list[RunningJob] = field(default_factory=list)
+    format_version: int | None = None  # the data format it writes; None: 0.1's (none said)
 
 
 @dataclass(frozen=True, slots=True)

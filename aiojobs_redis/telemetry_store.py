@@ -217,4 +217,5 @@ def _worker_of(data: dict[str, Any]) -> WorkerInfo:
         seen_ms=int(data["seen_ms"]),
         counters={str(k): int(v) for k, v in data["counters"].items()},
         running=[RunningJob(str(q), str(i), str(n), int(s)) for q, i, n, s in data["running"]],
+        format_version=int(data["format"]) if "format" in data else None,  # 0.1 wrote none
     )

@@ -4,11 +4,13 @@
 records carry none and read as version 1). The prefix's ``format`` key holds the newest
 version any engine has written there and is never lowered.
 
-An engine that finds a newer version, in the format key when it first registers its queues
-or in a record a script met, leaves that data to a newer worker: the scripts put the record
-back untouched, and from then on the engine claims, promotes and reaps nothing under the
-prefix (its dispatches are still stored: a newer version reads older records). It says so
-once per process and version, not once per job.
+An engine that finds a newer version in the format key (read when it first registers its
+queues, and again at most every FORMAT_RECHECK_MS from promote) leaves the whole prefix to a
+newer worker: from then on it claims, promotes and reaps nothing there. A record of a newer
+version met in one queue refuses that queue only: the scripts put the record back untouched,
+and the engine claims, promotes and reaps nothing more in that queue. Its dispatches are still
+stored (a newer version reads older records). It says so once per process, queue and version,
+not once per job.
 """
 
 from __future__ import annotations
@@ -24,32 +26,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNREADABLE = -1  # the format key holds something else than a version number
+FORMAT_RECHECK_MS = 10_000  # how often a running engine reads the format key again
 
-_said: set[tuple[str, int]] = set()  # (prefix, version) already reported by this process
+_said: set[tuple[str, str, int]] = set()  # (prefix, queue or "", version) reported by this process
 
 
 class FormatGuard:
-    """Whether an engine may still claim, promote and reap under its prefix."""
+    """Whether an engine may still claim, promote and reap under its prefix, and in which queues."""
 
-    __slots__ = ("newest", "prefix")
+    __slots__ = ("newest", "prefix", "queues", "read_ms", "refused")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.newest: int | None = None  # the newest version met that is too new, or UNREADABLE
+        # The whole prefix: its format key is newer than this release, or unreadable. A plain
+        # attribute, not a property: it is read on every claim round.
+        self.refused = False
+        self.newest: int | None = None  # the format key's version when refused, or UNREADABLE
+        self.queues: dict[str, int] = {}  # queue -> the newest too-new version met in it
+        self.read_ms: float | None = None  # when this engine last wrote or read the format key
 
-    @property
-    def refused(self) -> bool:
-        return self.newest is not None
+    def recheck_due(self, now_ms: float) -> bool:
+        """Whether to read the format key again: a newer worker may have raised it since."""
+        if self.read_ms is None or now_ms - self.read_ms < FORMAT_RECHECK_MS:
+            return False
+        self.read_ms = now_ms
+        return True
 
-    def met(self, version: int, where: str) -> None:
-        """Note the version of data met `where`; a newer one than ours refuses the prefix."""
+    def met_key(self, version: int) -> None:
+        """Note the version read from the prefix's format key; a newer one refuses the prefix."""
         if 0 <= version <= FORMAT_VERSION:
             return
+        self.refused = True
         if self.newest is None or version > self.newest:
             self.newest = version
-        if (self.prefix, version) in _said:
+        if not _first_time(self.prefix, "", version):
             return
-        _said.add((self.prefix, version))
         if version == UNREADABLE:
             log.error(
                 "%s holds no format version this version of aiojobs-redis can read: it claims, "
@@ -59,14 +70,38 @@ class FormatGuard:
             )
         else:
             log.warning(
-                "%s: data of format version %d, newer than the %d this version of aiojobs-redis "
-                "reads: left untouched for a newer worker; nothing more is claimed, promoted or "
-                "reaped under prefix %r by this process",
-                where,
+                "%s holds format version %d, newer than the %d this version of aiojobs-redis "
+                "reads: nothing more is claimed, promoted or reaped under prefix %r by this process",
+                format_key(self.prefix),
                 version,
                 FORMAT_VERSION,
                 self.prefix,
             )
+
+    def met(self, version: int, queue: str, where: str) -> None:
+        """Note the version of a record met in `queue` (0: none); a newer one refuses the queue."""
+        if version <= FORMAT_VERSION:
+            return
+        if version > self.queues.get(queue, 0):
+            self.queues[queue] = version
+        if _first_time(self.prefix, queue, version):
+            log.warning(
+                "%s: data of format version %d, newer than the %d this version of aiojobs-redis "
+                "reads: left untouched for a newer worker; nothing more is claimed, promoted or "
+                "reaped in queue %r under prefix %r by this process",
+                where,
+                version,
+                FORMAT_VERSION,
+                queue,
+                self.prefix,
+            )
+
+
+def _first_time(prefix: str, queue: str, version: int) -> bool:
+    if (prefix, queue, version) in _said:
+        return False
+    _said.add((prefix, queue, version))
+    return True
 
 
 async def stored_version(redis: Redis, prefix: str) -> int | None:
@@ -81,7 +116,8 @@ async def stored_version(redis: Redis, prefix: str) -> int | None:
         return UNREADABLE
     value = await redis.get(key)
     text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return int(text) if text.isdigit() and len(text) <= 3 else UNREADABLE
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    return int(text) if 1 <= len(text) <= 3 and text.isascii() and text.isdigit() else UNREADABLE
 
 
 def describe_format(version: int | None) -> str:

@@ -78,15 +78,20 @@ local function inline_record(id, name, max_attempts, created, payload)
 end
 
 -- The format version of an inline record, and where its fields begin.
+-- Any '!<digits>:' tag counts, however the rest reads (the rule in keys.py): a record tagged
+-- with a newer version is too new, never malformed. Versions past 999 read as 999.
 local function inline_version(entry)
-  local version = string.match(entry, '^!(%d%d?%d?):')
-  if version then return tonumber(version), string.len(version) + 3 end
+  local version = string.match(entry, '^!(%d+):')
+  if version then return math.min(tonumber(version), 999), string.len(version) + 3 end
   return 1, 2
 end
 
--- The format version of a job hash (HGET 'v' of it); 0.1 wrote none: version 1.
+-- The format version of a job hash (HGET 'v' of it, its leading digits); 0.1 wrote none:
+-- version 1.
 local function record_version(v)
-  return tonumber(v) or 1
+  local digits = v and string.match(v, '^%d+')
+  if digits then return math.min(tonumber(digits), 999) end
+  return 1
 end
 
 -- id, name, max attempts, created ms, payload of an inline record of a version these

@@ -12,6 +12,7 @@
 -- Replaying the same request id returns the jobs that request claimed and still holds.
 -- A record of a newer format version than FORMAT_VERSION stops the claim: it and the entries
 -- after it go back to the head of the list untouched, for a worker that knows that version.
+-- An entry tagged '!N:' with N newer is such a record even if the rest does not parse.
 local ready_key, running_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local failed_key, receipt_key = KEYS[5], KEYS[6]
 local base, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -72,8 +73,9 @@ local function claim_inline(entry)
   if version > FORMAT_VERSION then return version end
   local id, name, max_attempts, created, payload = parse_inline(entry, from)
   if not id then
-    -- Kept whole in the quarantine record, under its id if it has a usable one.
-    local aside = string.match(entry, '^!([%w_%-]+) ')
+    -- Kept whole in the quarantine record, under its id if it has a usable one (after the
+    -- version tag, if any).
+    local aside = string.match(entry, '^([%w_%-]+) ', from)
     if not aside or string.len(aside) > 64 or key_type(job_key(base, aside)) ~= 'none' then
       aside = 'bad-' .. redis.sha1hex(entry)
     end

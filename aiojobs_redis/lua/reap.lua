@@ -6,7 +6,8 @@
 -- Returns { {requeued id...}, {failed (stalled) id...}, number of failed records trimmed,
 --           the format version of a record too new to handle (0: none) }
 -- Requeued jobs go back to the head of the queue list, in the order their leases lapsed.
--- A record of a newer format version stops the reap before it: it is left as it is.
+-- A record of a newer format version stops the reap before it: it is left as it is (a job
+-- hash whose v is newer, or a member tagged '!N:' with N newer, whatever follows the tag).
 local running_key, ready_key, failed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local base, limit, max_stalls = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local failed_ttl, failed_max = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -18,12 +19,15 @@ local lapsed = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0,
 for _, id in ipairs(lapsed) do
   local key = job_key(base, id)
   local kind = key_type(key)
-  if kind == 'hash' then
-    local version = record_version(redis.call('HGET', key, 'v'))
-    if version > FORMAT_VERSION then
-      newer = version
-      break
-    end
+  local version = 1
+  if string.sub(id, 1, 1) == INLINE_TAG then
+    version = inline_version(id)  -- a tagged record, not an id: a newer release's
+  elseif kind == 'hash' then
+    version = record_version(redis.call('HGET', key, 'v'))
+  end
+  if version > FORMAT_VERSION then
+    newer = version
+    break
   end
   redis.call('ZREM', running_key, id)
   if kind ~= 'hash' then

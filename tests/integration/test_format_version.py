@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 from redis.asyncio import Redis
 from support.clock import FakeClock
@@ -20,8 +21,10 @@ from support.keystate import key_state
 
 from aiojobs_redis import Job, RedisEngine, Settings, Worker
 from aiojobs_redis.doctor import check_format
+from aiojobs_redis.events import RedisTelemetry
 from aiojobs_redis.keys import FORMAT_VERSION, QueueKeys, format_key
-from aiojobs_redis.versioning import UNREADABLE
+from aiojobs_redis.lifecycle import WorkerCounters, WorkerView
+from aiojobs_redis.versioning import FORMAT_RECHECK_MS, UNREADABLE
 
 QUEUE = "format-it"
 NEWER = FORMAT_VERSION + 1
@@ -33,6 +36,10 @@ class Note(Job):
 
     async def handle(self) -> None:
         runs.append(self.id or "")
+
+
+class OtherNote(Note):
+    queue = f"{QUEUE}-other"
 
 
 def newer_inline(job_id: str, ms: int) -> bytes:
@@ -249,3 +256,118 @@ async def test_doctor_reports_the_format_version(
     [finding] = await check_format(engine)
     assert (finding.severity, finding.code) == (severity, "format")
     assert words in finding.message
+
+
+@pytest.mark.anyio
+async def test_doctor_warns_of_live_workers_of_an_older_format(engine: RedisEngine) -> None:
+    """A 0.1 worker would set this release's records aside: its heartbeat, with no format, says so."""
+    telemetry = RedisTelemetry()
+    telemetry._worker = WorkerView("w-new", [QUEUE], 1, WorkerCounters(), {}, engine)  # as serve() sets it
+    await telemetry.heartbeat()
+    now_ms = await engine.redis_time_ms(max_age_ms=0)
+    [current] = await engine.alive_workers(now_ms)
+    assert current.format_version == FORMAT_VERSION
+    assert [f.code for f in await check_format(engine)] == ["format"]
+
+    record = telemetry.heartbeat_record(now_ms)
+    del record["format"]  # as 0.1 writes it
+    record["id"] = "old-worker"
+    await engine.write_heartbeat("old-worker", orjson.dumps(record), now_ms=now_ms, ttl_ms=60_000)
+    findings = await check_format(engine)
+    assert [(f.severity, f.code) for f in findings] == [("info", "format"), ("warning", "format-workers")]
+    assert "old-worker (0.1)" in findings[1].message and current.id not in findings[1].message
+    assert "before any process of this release dispatches" in findings[1].message
+
+
+@pytest.mark.anyio
+async def test_a_newer_record_stops_its_own_queue_only(
+    clocked_engine: RedisEngine,
+    raw_redis: Redis,
+    prefix: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = f"{QUEUE}-other"
+    keys = clocked_engine.keys(QUEUE)
+    await clocked_engine.register_queues([QUEUE, other])
+    await raw_redis.rpush(keys.ready, newer_inline("newer-1", clock.now_ms))
+    first = await OtherNote({}).dispatch()
+    claims = await clocked_engine.claim_many(
+        [(QUEUE, 10, "r1"), (other, 10, "r1")], worker_id="w", lease_ms=30_000
+    )
+    assert [[job.id for job in claim.jobs] for claim in claims] == [[], [first]]
+
+    # The refused queue is left alone from now on; the other goes on, claimed, promoted, reaped.
+    second = await OtherNote({}).dispatch()
+    later = await OtherNote({}).dispatch(delay=1)
+    await Note({}).dispatch(delay=1)  # due in the refused queue too: it stays delayed
+    clock.advance(2)
+    assert await clocked_engine.promote([QUEUE, other]) == (1, -1)
+    assert await raw_redis.zcard(keys.delayed) == 1
+    claims = await clocked_engine.claim_many(
+        [(QUEUE, 10, "r2"), (other, 10, "r2")], worker_id="w", lease_ms=1
+    )
+    assert [[job.id for job in claim.jobs] for claim in claims] == [[], [second, later]]
+    clock.advance(1)
+    assert (await clocked_engine.reap(other, max_stalls=5)).requeued == [second, later]
+    assert (await clocked_engine.reap(QUEUE, max_stalls=5)).requeued == []
+    assert await raw_redis.lindex(keys.ready, 0) == newer_inline("newer-1", clock.now_ms - 3000)
+    [line] = said(caplog)
+    assert f"in queue {QUEUE!r}" in line and other not in line
+
+
+@pytest.mark.anyio
+async def test_a_running_engine_reads_the_format_key_again(
+    clocked_engine: RedisEngine, raw_redis: Redis, prefix: str, clock: FakeClock
+) -> None:
+    """A newer release raised the key after this engine started: it stops within the recheck."""
+    await clocked_engine.register_queues([QUEUE])
+    await raw_redis.set(format_key(prefix), str(NEWER))
+    await Note({}).dispatch(delay=1)
+    clock.advance(2)
+    assert await clocked_engine.promote([QUEUE]) == (1, -1), "read again only now and then"
+    ready = await Note({}).dispatch(delay=1)
+    clock.advance(FORMAT_RECHECK_MS / 1000)
+    assert await clocked_engine.promote([QUEUE]) == (1, -1), "the round that reads it still promotes"
+    await Note({}).dispatch(delay=1)
+    clock.advance(2)
+    assert await clocked_engine.promote([QUEUE]) == (0, -1)
+    claim = await claim_from(clocked_engine, QUEUE, 10, worker_id="w", request_id="r", lease_ms=1)
+    assert claim.jobs == [] and ready.encode() in await raw_redis.lrange(
+        clocked_engine.keys(QUEUE).ready, 0, -1
+    )
+    assert await raw_redis.get(format_key(prefix)) == str(NEWER).encode(), "never lowered"
+
+
+@pytest.mark.anyio
+async def test_a_malformed_record_of_this_version_is_set_aside_under_its_id(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    keys = clocked_engine.keys(QUEUE)
+    await clocked_engine.register_queues([QUEUE])
+    entry = f"!{FORMAT_VERSION}:broken-1 {Note.name} x 1 {{}}".encode()
+    await raw_redis.rpush(keys.ready, entry)
+    claim = await claim_from(clocked_engine, QUEUE, 10, worker_id="w", request_id="r", lease_ms=1_000)
+    assert [(q.job_id, q.reason) for q in claim.quarantined] == [("broken-1", "bad_record")]
+    assert await raw_redis.hget(keys.job("broken-1"), "r") == entry
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "entry", [f"!{NEWER}:a record of a layout this release does not know", "!1234:x", f"!{NEWER}:"]
+)
+async def test_a_tagged_newer_entry_is_too_new_whatever_follows(
+    entry: str, clocked_engine: RedisEngine, raw_redis: Redis, prefix: str, clock: FakeClock
+) -> None:
+    keys = clocked_engine.keys(QUEUE)
+    await clocked_engine.register_queues([QUEUE])
+    await raw_redis.rpush(keys.ready, entry)
+    await raw_redis.zadd(keys.running, {entry: clock.now_ms - 1})
+    before = await state(raw_redis, prefix)
+    claim = await claim_from(clocked_engine, QUEUE, 10, worker_id="w", request_id="r", lease_ms=1_000)
+    assert (claim.jobs, claim.quarantined) == ([], [])
+    assert clocked_engine._format.queues == {QUEUE: min(int(entry[1:].split(":")[0]), 999)}
+    clocked_engine._format.queues.clear()  # the reap, as a fresh engine meets it
+    reaped = await clocked_engine.reap(QUEUE, max_stalls=0)
+    assert (reaped.requeued, reaped.failed) == ([], [])
+    assert await state(raw_redis, prefix) == before
