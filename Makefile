@@ -4,7 +4,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: $(VENV) demo test test-valkey lint type clean distclean
+.PHONY: $(VENV) demo test test-unit test-valkey lint type clean distclean
 
 $(VENV): $(STAMP)
 
@@ -30,6 +30,10 @@ demo: $(VENV)/.installed-demo
 
 test: $(STAMP)
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# The tests that need no server (pure logic, and the worker's rules on the FakeEngine): seconds.
+test-unit: $(STAMP)
+	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The same suite against an embedded Valkey server, whatever else is running.
 test-valkey: $(STAMP)
