@@ -442,6 +442,25 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         async with redis_errors("wait for work"):
             return await topology.blpop_any(self._blocking, wake_keys, block_seconds)
 
+    async def delayed_summary(self, queues: Sequence[str]) -> list[tuple[int, int]]:
+        """For each queue: (delayed jobs, ms until the earliest is due, or -1 when none).
+
+        A read for what a burst worker leaves behind: ZCARD and the first member's score.
+        """
+        async with redis_errors("read the delayed jobs"):
+            now = self._clock() if self._clock is not None else await self.redis_time_ms()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    delayed = self.keys(queue).delayed
+                    pipe.zcard(delayed)
+                    pipe.zrange(delayed, 0, 0, withscores=True)
+                replies = await pipe.execute()
+        summary = []
+        for count, first in zip(replies[::2], replies[1::2], strict=True):
+            due = max(0, int(first[0][1]) - now) if first else -1
+            summary.append((int(count), due))
+        return summary
+
     def default_observers(self) -> list[Observer]:
         """The observers a Worker on this engine has unless told otherwise (`telemetry=True`):
         the event stream and heartbeats the dashboard reads."""

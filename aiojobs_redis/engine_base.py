@@ -84,6 +84,10 @@ class WorkerEngine(Engine, Protocol):
         """Make due delayed jobs ready: (how many, ms until the next is due or -1 for none)."""
         ...
 
+    async def delayed_summary(self, queues: Sequence[str]) -> list[tuple[int, int]]:
+        """For each queue: (delayed jobs, ms until the earliest is due, or -1 when none)."""
+        ...
+
     async def reap(self, queue: str, *, max_stalls: int) -> Reaped:
         """Take back jobs whose lease lapsed: requeue them, or fail those that stalled too often."""
         ...

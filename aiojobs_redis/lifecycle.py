@@ -66,6 +66,24 @@ class WorkerCounters:
     abandoned: int = 0  # outcome not recorded: the engine stayed unreachable past the lease
     quarantined: int = 0
 
+    def describe(self) -> str:
+        """In words, e.g. "5 claimed, 4 succeeded, 1 failed for good, 0 retried, 0 handed back";
+        the rarer endings only when they happened."""
+        words = [
+            f"{self.claimed} claimed",
+            f"{self.succeeded} succeeded",
+            f"{self.failed} failed for good",
+            f"{self.retried} retried",
+            f"{self.released} handed back",
+        ]
+        rare = {
+            "lost (lease lost, outcome discarded)": self.lost,
+            "abandoned (outcome not recorded)": self.abandoned,
+            "bad records set aside": self.quarantined,
+        }
+        words += [f"{count} {what}" for what, count in rare.items() if count]
+        return ", ".join(words)
+
 
 @dataclass(frozen=True, eq=False)
 class WorkerView:

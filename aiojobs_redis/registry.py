@@ -36,3 +36,11 @@ def lookup(name: str) -> type[Job]:
 
 def registered() -> dict[str, type[Job]]:
     return dict(_jobs)
+
+
+def job_queues() -> list[str]:
+    """The queues the registered Job classes use, sorted: what a worker serves when told none.
+
+    A sharded queue is named once; the worker adds its shards (sharding.members).
+    """
+    return sorted({cls.queue for cls in _jobs.values()})

@@ -26,6 +26,7 @@ from .retry import Backoff, Fail, Succeeded, decide
 from .runner import Outcome
 
 log = logging.getLogger("aiojobs_redis.worker")
+job_log = logging.getLogger("aiojobs_redis.worker.jobs")  # a job done: see Worker(log_jobs=)
 
 GAVE_UP: Final = object()  # retrying()'s answer when the engine stayed away past the deadline
 
@@ -69,18 +70,30 @@ class Settler:
             await self.lifecycle.ended(claimed, "released")
             log.info("job %s handed back to queue %s", claimed.id, claimed.queue)
 
-    async def settle(self, claimed: ClaimedJob, job: Job, outcome: Outcome) -> BaseException | None:
+    async def settle(
+        self, claimed: ClaimedJob, job: Job, outcome: Outcome, started: float | None = None
+    ) -> BaseException | None:
         """handle() ended: record its outcome as retry.decide() says.
 
         Returns the error when the job was recorded as failed for good: the caller then runs
         `job.on_exhausted(error)` (runner.call_on_exhausted), in a scope a drain can cancel.
+        `started` (the clock's monotonic time when handle() started) asks for the INFO line
+        of a job done, with its duration; None logs nothing.
         """
         error = outcome.error
         if error is None:  # decide() says Succeeded: skipped on the hot path, saving a call
             if await self._record(claimed, lambda: self.engine.ack(claimed)):
                 self.counters.succeeded += 1
                 await self.lifecycle.ended(claimed, "succeeded", job)
-                log.debug("job %s %s done (attempt %d)", claimed.id, job.name, claimed.attempt)
+                if started is not None:
+                    job_log.info(
+                        "job %s %s done in %.1f ms (attempt %d/%d)",
+                        claimed.id,
+                        job.name,
+                        (self.clock.monotonic() - started) * 1000,
+                        claimed.attempt,
+                        claimed.max_attempts,
+                    )
             return None
         decision = decide(job, outcome, claimed.attempt, claimed.max_attempts)
         assert not isinstance(decision, Succeeded)

@@ -319,6 +319,11 @@ class FakeEngine:
         dues = [self._next_due(q) for q in queues]
         return len(due), min([d for d in dues if d >= 0], default=-1)
 
+    async def delayed_summary(self, queues: Sequence[str]) -> list[tuple[int, int]]:
+        self._call("delayed_summary")
+        delayed = Counter(j.queue for j in self.jobs.values() if j.state == "delayed")
+        return [(delayed[queue], self._next_due(queue)) for queue in queues]
+
     async def reap(self, queue: str, *, max_stalls: int) -> Reaped:
         self._call("reap")
         requeued: list[FakeJob] = []

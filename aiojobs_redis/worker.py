@@ -45,7 +45,7 @@ from .metrics import JobTracer, PrometheusMetrics
 from .records import ClaimedJob
 from .retry import Backoff
 from .runner import call_on_exhausted, run_handler
-from .settle import Settler, retrying
+from .settle import Settler, job_log, retrying
 from .signals import drain_on_signal
 from .timeparse import to_ms
 
@@ -57,6 +57,22 @@ def default_worker_id() -> str:
     return f"{host}-{os.getpid()}-{random.randrange(36**4):04x}"
 
 
+def default_queues() -> list[str]:
+    """What a worker told no queues serves: the registered Job classes' queues, sorted.
+
+    With no class registered, `default`, and a warning: the modules defining the jobs were
+    probably not imported.
+    """
+    queues = registry.job_queues()
+    if not queues:
+        log.warning(
+            "no Job classes are registered: serving the queue 'default'; import the modules "
+            "that define your jobs before the worker starts"
+        )
+        return ["default"]
+    return queues
+
+
 @dataclass(slots=True, eq=False)
 class _Running:
     job: ClaimedJob
@@ -66,14 +82,21 @@ class _Running:
     reported: bool = False  # its outcome is recorded (or it was found lost): nothing is left
 
 
-__all__ = ["Backoff", "Worker", "WorkerCounters", "default_worker_id", "drain_on_signal"]
+__all__ = ["Backoff", "Worker", "WorkerCounters", "default_queues", "default_worker_id", "drain_on_signal"]
 
 
 class Worker:
+    """Runs the jobs of `queues`, in priority order (side by side with `fair=True`).
+
+    `queues=None` serves default_queues(): every queue a registered Job class uses, side by
+    side. `log_jobs=False` drops the INFO line each finished job logs (logger
+    ``aiojobs_redis.worker.jobs``); retries and failures are still logged.
+    """
+
     def __init__(
         self,
         engine: WorkerEngine,
-        queues: Sequence[str] = ("default",),
+        queues: Sequence[str] | None = None,
         *,
         concurrency: int = 100,
         lease: float = 30.0,
@@ -94,7 +117,11 @@ class Worker:
         telemetry: bool | Observer = True,
         tracing: bool = True,
         clock: WorkerClock = ANYIO_CLOCK,
+        log_jobs: bool = True,
     ) -> None:
+        if queues is None:
+            # No queues given: the registered Job classes' queues, none preferred.
+            queues, fair = default_queues(), True
         if not queues:
             raise ValueError("a worker needs at least one queue")
         self.engine = engine
@@ -117,6 +144,7 @@ class Worker:
         self.batch_size = batch_size
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
+        self.log_jobs = log_jobs
         self._lookup = lookup
         self.counters = WorkerCounters()
         self._running: dict[str, _Running] = {}
@@ -175,6 +203,7 @@ class Worker:
             await self._run(task_status)
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
+        started = self.clock.monotonic()
         await self._retrying("register queues", lambda: self.engine.register_queues(self.queues))
         log.info(
             "worker %s serving %s, concurrency %d, lease %.1f s",
@@ -200,7 +229,12 @@ class Worker:
             finally:
                 self._settler.report_cut(self.worker_id)
             side.cancel_scope.cancel()
-        log.info("worker %s stopped: %s", self.worker_id, self.counters)
+        log.info(
+            "worker %s stopped after %.1f s: %s",
+            self.worker_id,
+            self.clock.monotonic() - started,
+            self.counters.describe(),
+        )
 
     async def _stop_after(self, seconds: float) -> None:
         await self.clock.sleep(seconds)
@@ -226,7 +260,11 @@ class Worker:
                     if not self.burst:
                         await self._interruptible(self.engine.wait_for_work(self.queues, self.idle_wait))
                     elif await self._burst_done(ended_before):
-                        log.info("worker %s: no ready jobs left (burst)", self.worker_id)
+                        log.info(
+                            "worker %s: no ready jobs left (burst)%s",
+                            self.worker_id,
+                            await self._left_delayed(),
+                        )
                         return
                 backoff.reset()
             except EngineError as exc:
@@ -296,6 +334,27 @@ class Worker:
         moved, next_due = await self.engine.promote(self.queues)
         return moved == 0 and next_due != 0
 
+    async def _left_delayed(self) -> str:
+        """What a burst leaves behind, e.g. "; 1 delayed job remains in payments, next due in 1.8 s"."""
+        try:
+            summary = await self.engine.delayed_summary(self.queues)
+        except EngineError as exc:
+            return f"; delayed jobs could not be counted ({exc})"
+        by_queue: dict[str, int] = {}
+        for queue, (count, _) in zip(self.queues, summary, strict=True):
+            if count:
+                name = queue.partition(sharding.SEPARATOR)[0]  # a shard counts for its queue
+                by_queue[name] = by_queue.get(name, 0) + count
+        if not by_queue:
+            return ""
+        total = sum(by_queue.values())
+        where = ", ".join(f"{queue} ({count})" for queue, count in by_queue.items())
+        if len(by_queue) == 1:
+            where = next(iter(by_queue))
+        due = min(due for _, due in summary if due >= 0) / 1000
+        jobs = "1 delayed job remains" if total == 1 else f"{total} delayed jobs remain"
+        return f"; {jobs} in {where}, next due in {due:.1f} s"
+
     async def _wait_for_slot(self) -> None:
         self._slot_freed = anyio.Event()
         if self._stopping or len(self._running) < self.concurrency:
@@ -340,6 +399,8 @@ class Worker:
                 await self._settler.unrunnable(claimed, exc)
                 running.reported = True
                 return
+            # Timed only when the line is wanted: a check of the logger's level costs nothing.
+            started = self.clock.monotonic() if self.log_jobs and job_log.isEnabledFor(logging.INFO) else None
             with running.scope:
                 outcome = await self.lifecycle.run(claimed, job, run_handler)
             running.handled = True
@@ -347,7 +408,7 @@ class Worker:
                 await self._settler.cancelled(claimed, lease_lost=running.lease_lost)
                 running.reported = True
                 return
-            exhausted = await self._settler.settle(claimed, job, outcome)
+            exhausted = await self._settler.settle(claimed, job, outcome, started)
             running.reported = True
             if exhausted is not None:
                 await self._exhausted(running, job, exhausted)
