@@ -179,7 +179,17 @@ def client_options(settings: Settings) -> dict[str, Any]:
     }
     if settings.db is not None:
         options["db"] = settings.db
-    return options
+    return options | _no_maintenance_notifications()
+
+
+def _no_maintenance_notifications() -> dict[str, Any]:
+    """redis-py 7+ asks each new connection for maintenance notifications (a Redis Enterprise
+    feature) and logs the refusal at DEBUG: the engine does not use them, so never ask."""
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # an older redis-py: nothing to turn off
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def open_client(settings: Settings, options: dict[str, Any], *, blocking: bool = False) -> Redis:
@@ -212,6 +222,7 @@ def open_client(settings: Settings, options: dict[str, Any], *, blocking: bool =
             health_check_interval=options.get("health_check_interval", 0),
             retry=options["retry"],
             **auth,
+            **_no_maintenance_notifications(),
         )
         return cast(Redis, client)
     timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
@@ -222,6 +233,7 @@ def open_client(settings: Settings, options: dict[str, Any], *, blocking: bool =
             "username": topo.sentinel_username,
             "password": topo.sentinel_password,
             "ssl": topo.tls,
+            **_no_maintenance_notifications(),
         },
     )
     node_options = dict(options, **auth, ssl=topo.tls)
