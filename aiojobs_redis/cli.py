@@ -12,22 +12,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import orjson
 
-from . import doctor
+from . import doctor, registry
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
+from .keys import FORMAT_VERSION
 from .metrics import PrometheusMetrics
 from .records import JobInfo
 from .retry import Backoff
@@ -37,73 +39,167 @@ from .worker import Worker, drain_on_signal
 log = logging.getLogger("aiojobs_redis.cli")
 
 
+DESCRIPTION = "Run workers for aiojobs-redis jobs, and inspect the queues and failed jobs in Redis."
+EPILOG = """\
+examples:
+  aiojobs-redis work --import app.jobs                  serve the queues of app.jobs's Job classes
+  aiojobs-redis work --import app.jobs --queue payments --queue default
+  aiojobs-redis work --import app.jobs --burst          run what is ready, then exit
+  aiojobs-redis stats                                   jobs per queue and state
+  aiojobs-redis failed list --queue payments
+  aiojobs-redis failed retry --all
+  aiojobs-redis doctor                                  check the Redis deployment
+  aiojobs-redis dashboard --port 8080
+
+Redis is found through $REDIS_URL (or --url), keys under $REDIS_JOB_PREFIX (or --prefix).
+Run `aiojobs-redis COMMAND --help` for a command's options.
+"""
+WORK_EPILOG = """\
+Without --queue, the worker serves every queue the imported Job classes use, side by side
+(as with --fair); with no Job class imported it serves `default` and warns.
+
+exit status: 0 once stopped (burst end, --max-jobs, --max-time, or a drain after the first
+SIGINT/SIGTERM); 130 or 143 when a second SIGINT or SIGTERM stopped it at once, abandoning
+its running jobs (they run again once their lease lapses); 1 on an error.
+"""
+DOCTOR_EPILOG = """\
+exit status:
+  0  no ERROR found (WARNINGs allowed unless --strict)
+  1  an ERROR was found (with --strict: an ERROR or a WARNING), or Redis could not be reached
+  2  bad command line
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiojobs-redis", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="aiojobs-redis",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=_version_text(),
+        help="print the version and the data format version it writes, then exit",
+    )
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379)")
     connection.add_argument("--prefix", help="key prefix (default: $REDIS_JOB_PREFIX or jobs:)")
     connection.add_argument("--db", type=int, help="database number (default: $REDIS_JOB_DB or 0)")
-    connection.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    commands = parser.add_subparsers(dest="command", required=True)
+    connection.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what to log on stderr (default: INFO)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    work = commands.add_parser("work", parents=[connection], help="run a worker")
+    work = commands.add_parser(
+        "work",
+        parents=[connection],
+        help="run a worker",
+        description="Run a worker: claim jobs from the queues and run them, until stopped.",
+        epilog=WORK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     work.add_argument(
         "--import",
         dest="imports",
         action="append",
         default=[],
         metavar="MODULE",
-        help="module defining Job classes, resolved from the current directory (repeatable)",
+        help="module defining Job classes, resolved from the current directory, e.g. app.jobs "
+        "(repeatable; default: none)",
     )
     work.add_argument(
         "--queue",
         dest="queues",
         action="append",
         metavar="QUEUE",
-        help="queue to serve, in priority order (repeatable; default: default)",
+        help="queue to serve, in priority order (repeatable; default: the queues of the imported "
+        "Job classes, side by side)",
     )
     work.add_argument(
         "--fair",
         action="store_true",
         help="serve the queues side by side, sharing claims equally, instead of in priority order",
     )
-    work.add_argument("--concurrency", type=_positive_int, default=100)
+    work.add_argument(
+        "--concurrency",
+        type=whole_number_at_least_1,
+        default=100,
+        metavar="N",
+        help="jobs run at the same time (default: 100)",
+    )
     work.add_argument(
         "--lease",
-        type=_positive_float,
+        type=seconds_above_0,
         default=30.0,
-        help="seconds a running job's lease lasts; renewed while it runs",
+        metavar="SECONDS",
+        help="how long a running job's lease lasts; renewed while it runs; a job whose worker "
+        "died runs again once it lapses (default: 30)",
     )
     work.add_argument("--burst", action="store_true", help="exit once no job is ready")
-    work.add_argument("--max-jobs", type=_positive_int, help="exit after claiming this many jobs")
-    work.add_argument("--max-time", type=_positive_float, help="exit after this many seconds")
+    work.add_argument(
+        "--max-jobs",
+        type=whole_number_at_least_1,
+        metavar="N",
+        help="exit after claiming this many jobs (default: no limit)",
+    )
+    work.add_argument(
+        "--max-time",
+        type=seconds_above_0,
+        metavar="SECONDS",
+        help="exit after this many seconds (default: no limit)",
+    )
     work.add_argument(
         "--grace",
-        type=_non_negative_float,
+        type=seconds_at_least_0,
         default=30.0,
-        help="seconds running jobs may take to finish on shutdown",
+        metavar="SECONDS",
+        help="on shutdown, how long running jobs may take to finish before they are handed back "
+        "to their queue (default: 30)",
     )
-    work.add_argument("--reap-interval", type=_positive_float, default=5.0)
+    work.add_argument(
+        "--reap-interval",
+        type=seconds_above_0,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often to look for jobs whose lease lapsed and return them to their queue (default: 5)",
+    )
     work.add_argument(
         "--wait-for-redis",
-        type=_non_negative_float,
+        type=seconds_at_least_0,
         default=60.0,
         metavar="SECONDS",
-        help="how long a starting worker waits for an unreachable Redis before exiting (default 60)",
+        help="how long a starting worker waits for an unreachable Redis before exiting (default: 60)",
     )
     work.add_argument(
         "--max-stalls",
-        type=_non_negative_int,
+        type=whole_number_at_least_0,
         default=3,
-        help="lapsed leases a job may cause before it is failed",
+        metavar="N",
+        help="lapsed leases a job may cause before it is failed (default: 3)",
+    )
+    work.add_argument(
+        "--quiet-jobs",
+        dest="log_jobs",
+        action="store_false",
+        help="do not log each finished job at INFO (retries and failures are still logged)",
     )
     work.add_argument(
         "--metrics-port",
-        type=_positive_int,
+        type=whole_number_at_least_1,
         metavar="PORT",
-        help="serve Prometheus metrics over HTTP on this port (needs the 'metrics' extra)",
+        help="serve Prometheus metrics over HTTP on this port (needs the 'metrics' extra; default: off)",
     )
-    work.add_argument("--metrics-addr", default="127.0.0.1", help="address for --metrics-port")
+    work.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address for --metrics-port (default: 127.0.0.1)",
+    )
     work.add_argument(
         "--no-telemetry",
         dest="telemetry",
@@ -112,31 +208,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     failed = commands.add_parser("failed", help="inspect and act on failed jobs")
-    failed_cmds = failed.add_subparsers(dest="failed_command", required=True)
+    failed_cmds = failed.add_subparsers(dest="failed_command", required=True, metavar="ACTION")
     listing = failed_cmds.add_parser("list", parents=[connection], help="list failed jobs")
-    listing.add_argument("--queue")
-    listing.add_argument("--limit", type=_positive_int, default=100)
+    listing.add_argument("--queue", help="only this queue's failed jobs (default: every queue)")
+    listing.add_argument(
+        "--limit",
+        type=whole_number_at_least_1,
+        default=100,
+        help="show at most this many, newest first (default: 100)",
+    )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     retry = failed_cmds.add_parser("retry", parents=[connection], help="run failed jobs again")
-    retry.add_argument("ids", nargs="*", metavar="JOB_ID")
-    retry.add_argument("--all", action="store_true")
-    retry.add_argument("--queue")
+    retry.add_argument("ids", nargs="*", metavar="JOB_ID", help="the failed jobs to run again")
+    retry.add_argument("--all", action="store_true", help="run every failed job again (of --queue, if given)")
+    retry.add_argument("--queue", help="the queue the jobs failed in (default: look in every queue)")
     forget = failed_cmds.add_parser("forget", parents=[connection], help="delete failed jobs")
-    forget.add_argument("ids", nargs="+", metavar="JOB_ID")
-    forget.add_argument("--queue")
+    forget.add_argument("ids", nargs="+", metavar="JOB_ID", help="the failed jobs to delete")
+    forget.add_argument("--queue", help="the queue the jobs failed in (default: look in every queue)")
     flush = failed_cmds.add_parser("flush", parents=[connection], help="delete all failed jobs")
-    flush.add_argument("--queue")
+    flush.add_argument("--queue", help="only this queue's failed jobs (default: every queue)")
 
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
-    stats.add_argument("--queue")
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--queue", help="only this queue, with its shards (default: every queue)")
+    stats.add_argument("--json", action="store_true", help="one JSON object per queue and line")
 
-    checks = commands.add_parser("doctor", parents=[connection], help="check the Redis deployment")
-    checks.add_argument("--strict", action="store_true", help="exit 1 on any warning or error")
+    checks = commands.add_parser(
+        "doctor",
+        parents=[connection],
+        help="check the Redis deployment",
+        description="Check the Redis deployment against what the job guarantees need: "
+        "persistence, eviction policy, version, replica role, clock, transport, data format.",
+        epilog=DOCTOR_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    checks.add_argument("--strict", action="store_true", help="exit 1 on a warning too, not only on an error")
 
     board = commands.add_parser("dashboard", parents=[connection], help="serve the web dashboard")
-    board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    board.add_argument("--port", type=_positive_int, default=8080)
+    board.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    board.add_argument(
+        "--port", type=whole_number_at_least_1, default=8080, help="port to bind (default: 8080)"
+    )
     board.add_argument(
         "--token",
         default=os.environ.get("AIOJOBS_DASHBOARD_TOKEN"),
@@ -151,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--show-payloads", action="store_true", help="show failed jobs' payloads")
     board.add_argument("--read-only", action="store_true", help="no retry or forget actions")
     return parser
+
+
+def _version_text() -> str:
+    try:
+        version = importlib.metadata.version("aiojobs-redis")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        version = "unknown"
+    return f"aiojobs-redis {version} (data format version {FORMAT_VERSION})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,7 +310,15 @@ def _import_job_modules(modules: Sequence[str]) -> None:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise AiojobsRedisError(f"cannot import {module!r}: {exc}") from exc
+            raise AiojobsRedisError(f"cannot import {module!r}: {exc}{_module_hint(module)}") from exc
+
+
+def _module_hint(given: str) -> str:
+    """For a file path given to --import: the module name to give instead."""
+    if not given.endswith(".py") and "/" not in given and os.sep not in given:
+        return ""
+    name = given.removesuffix(".py").replace(os.sep, "/").strip("/").replace("/", ".")
+    return f"; --import takes a module name, not a file: give a module name, e.g. --import {name}"
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,9 +361,10 @@ async def _wait_for_redis(engine: RedisEngine, patience: float) -> None:
 async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
     await doctor.check_on_start(engine)  # logs what threatens the guarantees; never stops the worker
     metrics = PrometheusMetrics(port=args.metrics_port, addr=args.metrics_addr) if args.metrics_port else None
+    queues, fair = _queues_to_serve(args.queues, fair=args.fair)
     worker = Worker(
         engine,
-        args.queues or ["default"],
+        queues,
         concurrency=args.concurrency,
         lease=args.lease,
         burst=args.burst,
@@ -245,12 +373,30 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         grace=args.grace,
         reap_interval=args.reap_interval,
         max_stalls=args.max_stalls,
-        fair=args.fair,
+        fair=fair,
         metrics=metrics,
         telemetry=args.telemetry,
+        log_jobs=args.log_jobs,
     )
-    await drain_on_signal(worker)
-    return 0
+    return await drain_on_signal(worker)
+
+
+def _queues_to_serve(given: Sequence[str] | None, *, fair: bool) -> tuple[list[str], bool]:
+    """The queues a `work` command serves, and whether side by side; logs the job classes.
+
+    Without --queue: every queue of the imported Job classes, side by side (none is
+    preferred), or `default` when no class was imported.
+    """
+    classes = registry.registered()
+    if not classes:
+        log.warning("no Job classes imported; pass --import MODULE (the module that defines them)")
+    for name, cls in sorted(classes.items()):
+        path = f"{cls.__module__}.{cls.__qualname__}"
+        named = "" if name == path else f" as {name!r}"
+        log.info("job class %s%s, queue %s", path, named, cls.queue)
+    if given:
+        return list(given), fair
+    return registry.job_queues() or ["default"], True
 
 
 async def _dashboard(engine: RedisEngine, args: argparse.Namespace) -> int:
@@ -337,31 +483,35 @@ def _print_failed(jobs: Sequence[JobInfo]) -> None:
         )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {text}")
-    return value
+# Argument types: argparse shows an ArgumentTypeError's message as it is.
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-    return value
+def whole_number_at_least_1(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a whole number >= 1")
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return value
+def whole_number_at_least_0(text: str) -> int:
+    return _number(text, int, lambda v: v >= 0, "a whole number >= 0")
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+def seconds_above_0(text: str) -> float:
+    return _number(text, float, lambda v: v > 0, "a number of seconds > 0")
+
+
+def seconds_at_least_0(text: str) -> float:
+    return _number(text, float, lambda v: v >= 0, "a number of seconds >= 0")
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _number(text: str, kind: Callable[[str], _N], valid: Callable[[_N], bool], what: str) -> _N:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}")
     return value
 
 

@@ -208,7 +208,7 @@ async def test_work_burst_runs_every_job_exactly_once(
     assert total == 200, result
     assert set(per_job) == ids
     assert set(per_job.values()) == {1}, {k: v for k, v in per_job.items() if v != 1}
-    assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 0)}
+    assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 0), OTHER_QUEUE: (0, 0, 0, 0)}
 
 
 @pytest.mark.anyio
@@ -226,7 +226,7 @@ async def test_work_max_jobs_stops_after_that_many_and_leaves_the_rest(
     total, per_job = await runs_of(raw_redis, prefix)
     assert total == 10, result
     assert len(per_job) == 10
-    assert await stats(prefix, redis_url) == {"default": (15, 0, 0, 0)}
+    assert await stats(prefix, redis_url) == {"default": (15, 0, 0, 0), OTHER_QUEUE: (0, 0, 0, 0)}
 
 
 @pytest.mark.anyio
@@ -243,7 +243,7 @@ async def test_work_max_time_exits_on_time_while_idle(
     # machine takes seconds of its own.
     assert 1.0 <= logged_between(result.stderr, "serving", "stopped") < 3.0, result
     assert (await runs_of(raw_redis, prefix))[0] == 1, result
-    assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 0)}
+    assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 0), OTHER_QUEUE: (0, 0, 0, 0)}
 
 
 @pytest.mark.anyio
@@ -491,7 +491,7 @@ async def test_permanent_failure_fails_at_once(
 
     assert result.returncode == 0, result
     assert await runs_of(raw_redis, prefix) == (1, {job_id: 1}), result
-    assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 1)}
+    assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 1), OTHER_QUEUE: (0, 0, 0, 0)}
     result = await inspect(prefix, redis_url, "failed", "list", "--json")
     assert result.returncode == 0, result
     [record] = json_lines(result.stdout)
@@ -515,7 +515,7 @@ async def test_unknown_job_name_is_failed_without_retries(
     assert result.returncode == 0, result
     assert await runs_of(raw_redis, prefix) == (6, dict.fromkeys(before | after, 1)), result
     assert ghost in result.stderr, result  # the worker logs what it could not run
-    assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 1)}
+    assert await stats(prefix, redis_url) == {"default": (0, 0, 0, 1), OTHER_QUEUE: (0, 0, 0, 0)}
     result = await inspect(prefix, redis_url, "failed", "list", "--json")
     assert result.returncode == 0, result
     [record] = json_lines(result.stdout)
