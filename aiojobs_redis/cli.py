@@ -307,18 +307,24 @@ def _import_job_modules(modules: Sequence[str]) -> None:
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     for module in modules:
+        as_module = _module_name_of_path(module)
+        if as_module is not None:
+            raise AiojobsRedisError(
+                f"cannot import {module!r}: --import takes a module name, not a file; "
+                f"give a module name, e.g. --import {as_module}"
+            )
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise AiojobsRedisError(f"cannot import {module!r}: {exc}{_module_hint(module)}") from exc
+            raise AiojobsRedisError(f"cannot import {module!r}: {exc}") from exc
 
 
-def _module_hint(given: str) -> str:
-    """For a file path given to --import: the module name to give instead."""
-    if not given.endswith(".py") and "/" not in given and os.sep not in given:
-        return ""
-    name = given.removesuffix(".py").replace(os.sep, "/").strip("/").replace("/", ".")
-    return f"; --import takes a module name, not a file: give a module name, e.g. --import {name}"
+def _module_name_of_path(given: str) -> str | None:
+    """The module name for a file path given to --import (payjobs.py, app/jobs.py); else None."""
+    if not given.endswith(".py") and "/" not in given and os.sep not in given and not given.startswith("."):
+        return None
+    parts = given.removesuffix(".py").replace(os.sep, "/").split("/")
+    return ".".join(part for part in parts if part not in ("", ".")) or None
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
