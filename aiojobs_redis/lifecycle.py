@@ -77,8 +77,8 @@ class WorkerCounters:
             f"{self.released} handed back",
         ]
         rare = {
-            "lost (lease lost, outcome discarded)": self.lost,
-            "abandoned (outcome not recorded)": self.abandoned,
+            "lost (outcome not recorded: lease lost, or stopped at once)": self.lost,
+            "abandoned (outcome not recorded: Redis unreachable)": self.abandoned,
             "bad records set aside": self.quarantined,
         }
         words += [f"{count} {what}" for what, count in rare.items() if count]

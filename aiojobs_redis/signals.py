@@ -55,13 +55,11 @@ async def drain_on_signal(worker: Worker) -> int:
 def abandoned_line(worker: Worker, running: int, signum: signal.Signals) -> str:
     """The last word of a worker stopped at once: what became of the jobs it was running."""
     stopped = f"worker {worker.worker_id} stopped at once by a second {signum.name}"
-    counts = f"{worker.counters.describe()}"
     if not running:
-        return f"{stopped} with no job running ({counts})"
+        return f"{stopped}, with no job running"
     lease = worker.lease_ms / 1000
     return (
-        f"{stopped}: {running} running job(s) abandoned ({counts}). They run again once their "
-        f"lease lapses, within {lease:g} s, when a worker serving their queue (another one, or "
-        "the next started) reaps them; no attempt is used, but each counts as a stall "
-        "(--max-stalls)"
+        f"{stopped}: {running} running job(s) abandoned. They run again once their lease "
+        f"lapses, within {lease:g} s, when a worker serving their queue (another one, or the "
+        "next started) reaps them; no attempt is used, but each counts as a stall (--max-stalls)"
     )

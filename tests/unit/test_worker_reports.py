@@ -105,7 +105,7 @@ def test_counters_in_words_name_the_rare_endings_only_when_they_happened() -> No
         "5 claimed, 4 succeeded, 1 failed for good, 0 retried, 0 handed back"
     )
     words = WorkerCounters(claimed=3, released=1, lost=2).describe()
-    assert words.endswith("1 handed back, 2 lost (lease lost, outcome discarded)")
+    assert words.endswith("1 handed back, 2 lost (outcome not recorded: lease lost, or stopped at once)")
     assert "abandoned" not in words and "bad records" not in words
 
 
