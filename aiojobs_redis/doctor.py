@@ -22,6 +22,9 @@ that only some have names them ("eviction on 127.0.0.1:7001: ..."). Behind Senti
 run on the primary Sentinel names now, and name it. The transport is judged per host: every
 host in the URL and every node discovered (the Cluster's nodes, Sentinel's primary).
 
+A check that passes says so ("ok"), so the output shows what was checked. `doctor` exits 1
+when it finds an error (with --strict, a warning too).
+
 CONFIG and INFO may be refused (a least-privilege ACL user, managed Redis): the checks that
 need them are then reported as skipped, never as a crash.
 """
@@ -49,13 +52,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Severity = Literal["info", "warning", "error"]
+Severity = Literal["ok", "info", "warning", "error"]  # ok: a check passed
 
 CLOCK_TOLERANCE_S = 1.0
 CLOCK_SAMPLES = 3
 START_CHECK_TIMEOUT_S = 5.0
-_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-_CONFIG_NAMES = ("maxmemory-policy", "appendonly", "appendfsync")
+_SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2, "ok": 3}
+_CONFIG_NAMES = ("maxmemory-policy", "appendonly", "appendfsync", "save")
+_LOG_LEVEL = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "ok": logging.INFO}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +72,19 @@ class Finding:
     @property
     def is_problem(self) -> bool:
         """A warning or an error (what `doctor --strict` fails on)."""
-        return self.severity != "info"
+        return self.severity in ("warning", "error")
 
     def __str__(self) -> str:
+        return f"{self.severity.upper():<7} {self.describe()}"
+
+    def describe(self) -> str:
+        """The finding without its severity, for a log line whose level says it."""
         where = f" on {self.node}" if self.node else ""
-        return f"{self.severity.upper():<7} {self.code}{where}: {self.message}"
+        return f"{self.code}{where}: {self.message}"
 
 
 async def diagnose(engine: RedisEngine, *, local_clock: Callable[[], float] = time.time) -> list[Finding]:
-    """Check the deployment `engine` is connected to; errors first, then warnings, then notes.
+    """Check the deployment `engine` is connected to; errors first, then warnings, notes and passes.
 
     `local_clock` is this host's wall clock in seconds (tests pass a fake one). Raises
     EngineUnavailable when Redis (a Cluster primary, or Sentinel) cannot be reached at all.
@@ -261,12 +269,13 @@ def format_findings(findings: Iterable[Finding]) -> str:
 
 
 def exit_code(findings: Iterable[Finding], *, strict: bool) -> int:
-    """0, or 1 in strict mode when any finding is a warning or an error."""
-    return 1 if strict and any(f.is_problem for f in findings) else 0
+    """1 when an error was found, or in strict mode a warning too; else 0."""
+    failing = ("error", "warning") if strict else ("error",)
+    return 1 if any(f.severity in failing for f in findings) else 0
 
 
 async def check_on_start(engine: RedisEngine) -> None:
-    """Log the findings for a starting worker: problems at WARNING, notes at INFO.
+    """Log the findings for a starting worker, each once at its own level (ok and notes at INFO).
 
     Never raises (except cancellation): a check that cannot run is logged and skipped.
     """
@@ -277,7 +286,7 @@ async def check_on_start(engine: RedisEngine) -> None:
         log.warning("deployment checks skipped: %s", exc)
         return
     for finding in findings:
-        log.log(logging.WARNING if finding.is_problem else logging.INFO, "%s", finding)
+        log.log(_LOG_LEVEL[finding.severity], "%s", finding.describe())
 
 
 # -- checks on data already read (no I/O) ----------------------------------------------------
@@ -417,7 +426,7 @@ def check_eviction(config: Mapping[str, str] | None, info: Mapping[str, Any] | N
     policy = str(policy)
     fix = "set maxmemory-policy noeviction (CONFIG SET and redis.conf)"
     if policy == "noeviction":
-        return []
+        return [Finding("ok", "eviction", "maxmemory-policy noeviction")]
     if policy.startswith("volatile-"):
         return [
             Finding(
@@ -448,12 +457,16 @@ def check_persistence(config: Mapping[str, str] | None, info: Mapping[str, Any] 
             Finding("info", "persistence", "appendonly could not be read; it should be yes (AOF)")
         )
     elif appendonly != "yes":
+        lost = (
+            "AOF is off (appendonly no) and so are RDB snapshots (save ''): a Redis restart loses every job"
+            if config.get("save") == ""
+            else "AOF is off (appendonly no): a Redis restart loses every job written since the last snapshot"
+        )
         findings.append(
             Finding(
                 "error",
                 "persistence",
-                "AOF is off (appendonly no): a Redis restart loses every job written since the last "
-                "snapshot, acknowledged ones included; set appendonly yes and appendfsync everysec "
+                f"{lost}, acknowledged ones included; set appendonly yes and appendfsync everysec "
                 "(or always)",
             )
         )
@@ -484,6 +497,8 @@ def check_persistence(config: Mapping[str, str] | None, info: Mapping[str, Any] 
                 f"{info['aof_last_write_status']}): writes are not persisted; check the disk",
             )
         )
+    elif appendonly == "yes" and config.get("appendfsync") in ("everysec", "always"):
+        findings.append(Finding("ok", "persistence", f"AOF is on, appendfsync {config['appendfsync']}"))
     return findings
 
 
@@ -491,7 +506,7 @@ def check_clock(redis_s: float, local_s: float, uncertainty_s: float) -> list[Fi
     """Compare Redis's TIME with this host's clock at the same moment, give or take `uncertainty_s`."""
     skew = local_s - redis_s
     if abs(skew) - uncertainty_s <= CLOCK_TOLERANCE_S:
-        return []
+        return [Finding("ok", "clock", f"this host's clock and Redis's agree within {CLOCK_TOLERANCE_S:g} s")]
     direction = "ahead of" if skew > 0 else "behind"
     return [
         Finding(

@@ -111,8 +111,9 @@ async def test_problems_are_reported_on_the_primaries_that_have_them(
         ("error", "eviction", both),
         ("error", "persistence", name(third)),
     }, doctor.format_findings(findings)
-    warnings = sorted(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert warnings == sorted(str(f) for f in findings if f.is_problem)
+    # Each problem logged once, at its own level, without a second level in the message.
+    logged = sorted((r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING)
+    assert logged == sorted((f.severity.upper(), f.describe()) for f in findings if f.is_problem)
 
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()

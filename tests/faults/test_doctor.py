@@ -104,6 +104,18 @@ async def test_configuration_problems_are_found_and_only_those(
     assert ("info", "transport") in codes(findings)  # plain TCP, but to this machine
 
 
+async def test_without_snapshots_either_a_restart_loses_every_job(start_server: StartServer) -> None:
+    server = start_server("--appendonly", "no")  # and --save '' (no RDB snapshots)
+    async with open_engine(server.url) as engine:
+        [finding] = [f for f in await diagnose(engine) if f.code == "persistence"]
+        assert "RDB snapshots (save '')" in finding.message, finding
+        assert "a Redis restart loses every job," in finding.message
+        assert "snapshot," not in finding.message and "since" not in finding.message
+        await engine.redis.config_set("save", "3600 1")
+        [finding] = [f for f in await diagnose(engine) if f.code == "persistence"]
+        assert "loses every job written since the last snapshot" in finding.message, finding
+
+
 async def test_a_problem_disappears_once_fixed(start_server: StartServer) -> None:
     server = start_server("--appendonly", "no", "--maxmemory-policy", "allkeys-lru")
     async with open_engine(server.url) as engine:
@@ -173,7 +185,7 @@ async def test_clock_skew_beyond_a_second_is_a_warning(start_server: StartServer
             findings = await diagnose(engine, local_clock=partial(skewed_clock, offset))
             clock = [f for f in findings if f.code == "clock"]
             if expected is None:
-                assert clock == [], offset
+                assert [f.severity for f in clock] == ["ok"], offset
             else:
                 assert len(clock) == 1 and clock[0].severity == "warning"
                 assert f"5.0 s {expected} Redis's" in clock[0].message
@@ -194,11 +206,12 @@ async def test_clock_check_allows_for_the_round_trip(
 
         monkeypatch.setattr(engine.redis, "time", slow_time)
         findings = await diagnose(engine)
-    assert [f for f in findings if f.code == "clock"] == []
+    assert [f.severity for f in findings if f.code == "clock"] == ["ok"]
 
 
 def test_clock_comparison() -> None:
-    assert check_clock(100.0, 101.5, 0.6) == []  # 1.5 s apart, but could be 0.9
+    (finding,) = check_clock(100.0, 101.5, 0.6)  # 1.5 s apart, but could be 0.9
+    assert finding == Finding("ok", "clock", "this host's clock and Redis's agree within 1 s")
     (finding,) = check_clock(100.0, 101.5, 0.4)
     assert finding.severity == "warning" and "1.5 s ahead of" in finding.message
     (finding,) = check_clock(100.0, 98.0, 0.0)
@@ -300,24 +313,38 @@ def test_format_and_exit_code() -> None:
         "INFO    version: Redis 7.0.15",
     ]
     assert doctor.format_findings([]) == "no findings"
-    assert doctor.exit_code(findings, strict=False) == 0
+    assert doctor.exit_code(findings, strict=False) == 1  # an error fails
     assert doctor.exit_code(findings, strict=True) == 1
     assert doctor.exit_code(findings[1:], strict=True) == 0
+    warned = [Finding("warning", "clock", "..."), Finding("ok", "eviction", "maxmemory-policy noeviction")]
+    assert doctor.exit_code(warned, strict=False) == 0  # a warning fails only with --strict
+    assert doctor.exit_code(warned, strict=True) == 1
+    assert str(warned[1]) == "OK      eviction: maxmemory-policy noeviction"
+    assert [f.is_problem for f in warned] == [True, False]
 
 
 # -- the worker's start-up check ---------------------------------------------------------------
 
 
-async def test_check_on_start_logs_problems_at_warning(
+async def test_check_on_start_logs_each_finding_once_at_its_own_level(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = start_server("--appendonly", "no")
+    server = start_server("--appendonly", "no", "--maxmemory-policy", "volatile-lru")
     caplog.set_level(logging.INFO, logger="aiojobs_redis.doctor")
     async with open_engine(server.url) as engine:
         await doctor.check_on_start(engine)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "persistence: AOF is off" in warnings[0]
-    assert any("version: " in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+    by_level = {
+        level: [r.getMessage() for r in caplog.records if r.levelno == level]
+        for level in (logging.ERROR, logging.WARNING, logging.INFO)
+    }
+    [error] = by_level[logging.ERROR]
+    assert error.startswith("persistence: AOF is off"), error
+    [warning] = by_level[logging.WARNING]
+    assert warning.startswith("eviction: maxmemory-policy is volatile-lru"), warning
+    assert any(m.startswith("version: ") for m in by_level[logging.INFO])
+    assert any(m.startswith("clock: ") for m in by_level[logging.INFO])  # a check that passed
+    logged = [r.getMessage() for r in caplog.records]
+    assert not any(word in m for m in logged for word in ("ERROR", "WARNING", "INFO ")), logged
 
 
 async def test_check_on_start_never_raises(caplog: pytest.LogCaptureFixture) -> None:
@@ -351,9 +378,15 @@ def test_cli_exit_codes(start_server: StartServer) -> None:
     result = run_doctor(good.url, "--strict")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "INFO    version:" in result.stdout and "ERROR" not in result.stdout
+    for passed in (
+        "OK      eviction: maxmemory-policy noeviction",
+        "OK      persistence: AOF is on, appendfsync everysec",
+        "OK      clock: ",
+    ):
+        assert passed in result.stdout, result.stdout
 
     result = run_doctor(bad.url)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # an ERROR fails without --strict
     lines = result.stdout.splitlines()
     assert lines[0].startswith("ERROR   ") and lines[1].startswith("ERROR   ")
     assert {line.split(":")[0].split()[-1] for line in lines[:2]} == {"eviction", "persistence"}
