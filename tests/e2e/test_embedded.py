@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.server_process import answers, is_gone, server_pid
 from support.wait import wait_until
 
 from aiojobs_redis.cli import main
@@ -33,37 +34,6 @@ HOLDS_A_SERVER = textwrap.dedent(
         time.sleep(600)
     """
 )
-
-
-def server_pid(url: str) -> int:
-    """The server's process id, from its own INFO reply."""
-    host, port = url.removeprefix("redis://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
-        reply = b""
-        while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
-            reply += sock.recv(65536)
-    line = next(line for line in reply.decode().splitlines() if line.startswith("process_id:"))
-    return int(line.split(":", 1)[1])
-
-
-def is_gone(pid: int) -> bool:
-    """True once `pid` no longer runs (exited and reaped, or a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-def answers(url: str) -> bool:
-    host, port = url.removeprefix("redis://").rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.fixture
