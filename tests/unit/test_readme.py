@@ -60,3 +60,11 @@ def test_the_install_section_installs_from_a_path_not_an_index() -> None:
 def test_the_test_command_ci_runs_is_the_readmes() -> None:
     assert "\n```\nmake test\n```\n" in section("Tests")
     assert "\nmake test\n" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_link_to_a_section_finds_its_heading() -> None:
+    headings = re.findall(r"^#{2,3} (.+)$", README, re.M)
+    anchors = {re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-") for heading in headings}
+    links = set(re.findall(r"\]\(#([a-z0-9-]+)\)", README))
+    assert links
+    assert links <= anchors
