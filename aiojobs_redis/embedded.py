@@ -55,7 +55,7 @@ def embedded_server(*, aof: bool = False, port: int | None = None, **config: Any
     try:
         first_line = watcher.stdout.readline().strip()
         if not first_line.startswith("redis://"):
-            reason = first_line.removeprefix("error: ") or "no reason given"
+            reason = first_line.removeprefix("error: ") or "its watcher process exited (see its errors above)"
             raise EmbeddedServerError(f"the embedded server did not start: {reason}")
         yield first_line
     finally:
