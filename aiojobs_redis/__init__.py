@@ -8,6 +8,7 @@ from .engine_base import WorkerEngine
 from .errors import (
     AiojobsRedisError,
     ConfigurationError,
+    EmbeddedServerError,
     EngineError,
     EngineNotConnected,
     EngineUnavailable,
@@ -35,6 +36,7 @@ from .worker import Worker
 __all__ = [
     "AiojobsRedisError",
     "ConfigurationError",
+    "EmbeddedServerError",
     "EngineError",
     "EngineNotConnected",
     "EngineUnavailable",

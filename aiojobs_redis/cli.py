@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.add_argument("--show-payloads", action="store_true", help="show failed jobs' payloads")
     board.add_argument("--read-only", action="store_true", help="no retry or forget actions")
+
+    server = commands.add_parser(
+        "server", help="run a Valkey server for development, in the foreground (the 'embedded' extra)"
+    )
+    server.add_argument("--port", type=_positive_int, help="port (default: 16379 or the next free)")
+    server.add_argument("--aof", action="store_true", help="keep an append-only file while it runs")
     return parser
 
 
@@ -275,6 +281,8 @@ def _version_text() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "server":
+        return _server(args)
     if args.command == "failed" and args.failed_command == "retry" and bool(args.ids) == args.all:
         parser.error("failed retry needs job ids or --all (not both)")
     logging.basicConfig(
@@ -429,6 +437,26 @@ async def _dashboard(engine: RedisEngine, args: argparse.Namespace) -> int:
         tg.start_soon(stop_on_signal)
         await server.run()
         tg.cancel_scope.cancel()
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    """Run the embedded server on loopback until Ctrl-C, SIGTERM or SIGHUP; its data goes with it."""
+    from .embedded import embedded_server
+
+    stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    try:
+        with embedded_server(port=args.port, aof=args.aof) as url:
+            # Blocked only now: the server's watcher process must not inherit the mask.
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            print(f"Valkey server for development at {url}; in another terminal:", flush=True)
+            print(f"    export REDIS_URL={url}", flush=True)
+            print("Ctrl-C stops it, and its data is gone then.", flush=True)
+            received = signal.sigwait(stop_signals)
+            print(f"received {signal.Signals(received).name}: stopping the server", flush=True)
+    except AiojobsRedisError as exc:
+        print(f"aiojobs-redis: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

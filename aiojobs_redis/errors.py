@@ -20,6 +20,10 @@ class ConfigurationError(AiojobsRedisError, ValueError):
     """A setting is invalid; fix it in the environment or the connect() arguments."""
 
 
+class EmbeddedServerError(AiojobsRedisError, RuntimeError):
+    """The embedded development server could not start."""
+
+
 class InvalidDelay(AiojobsRedisError, ValueError):
     """A delay must be "now", "+N unit" (second/minute/hour/day/week), seconds or a timedelta."""
 

@@ -16,6 +16,7 @@ SIGTERM drains it: running jobs get up to 10 s to finish before the engine close
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -31,7 +32,10 @@ routes = web.RouteTableDef()
 @routes.post("/orders")
 async def create_order(request: web.Request) -> web.Response:
     """Take the order: one job sends the receipt, another tells the warehouse to ship it."""
-    order = await request.json()
+    try:
+        order = await request.json()
+    except ValueError:  # not JSON: the client's mistake, not a server error
+        raise web.HTTPBadRequest(text="expected a JSON object with order_id and email") from None
     if not isinstance(order, dict) or not {"order_id", "email"} <= order.keys():
         raise web.HTTPBadRequest(text="expected a JSON object with order_id and email")
     receipt = await SendReceipt().dispatch({"order_id": order["order_id"], "email": order["email"]})
@@ -43,14 +47,12 @@ async def create_order(request: web.Request) -> web.Response:
 
 @routes.get("/stats")
 async def stats(request: web.Request) -> web.Response:
-    """Jobs per queue and state, from the engine `setup()` stored on the app."""
+    """Jobs per queue and state (failed: in the failed set), from the engine `setup()` stored on the app."""
     engine = request.app[ENGINE_KEY]
     if not isinstance(engine, RedisEngine):  # JOB_ENGINE=sync keeps no queues
         return web.json_response([])
     rows = await engine.stats()
-    return web.json_response(
-        [{"queue": r.queue, "ready": r.ready, "delayed": r.delayed, "running": r.running} for r in rows]
-    )
+    return web.json_response([dataclasses.asdict(row) for row in rows])
 
 
 def create_app(argv: Sequence[str] = ()) -> web.Application:

@@ -44,7 +44,7 @@ async def shop_redis() -> AsyncIterator[Redis]:
 
 
 class ProcessPayment(Job):
-    """Charge a card, five minutes after the order (time to cancel it). A stolen card fails for good.
+    """Charge a card five minutes after the order. A stolen card fails for good.
 
     Payload: {"payment": {"id": str, "amount_cents": int, "card": str}}
     """

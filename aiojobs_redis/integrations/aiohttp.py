@@ -21,13 +21,19 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from aiohttp import web
-
 from ..connection import connect
 from ..engine import RedisEngine
+from ..errors import ConfigurationError
 from ..sync import SyncEngine
 from ..worker import Worker
 from .asgi import worker_for
+
+try:
+    from aiohttp import web
+except ImportError:
+    raise ConfigurationError(
+        "the aiohttp integration needs the 'aiohttp' extra: pip install 'aiojobs-redis[aiohttp]'"
+    ) from None
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import anyio
 import httpx
 import pytest
 from redis.asyncio import Redis
+from support.redis_server import RedisServer
 from support.wait import eventually
 
 from aiojobs_redis import RedisEngine
@@ -178,6 +179,27 @@ async def test_fastapi_example_dispatches_and_a_cli_worker_sends_the_receipt(
         assert "Application shutdown complete" in app.output()
 
 
+async def test_fastapi_example_answers_503_with_retry_after_when_redis_is_down(
+    env: dict[str, str], start: Callable[..., Process], tmp_path: Path
+) -> None:
+    with RedisServer(tmp_path / "redis", aof=False) as server:
+        env["REDIS_URL"] = server.url
+        port = free_port()
+        app = start("-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1", "--port", str(port))
+        base_url = f"http://127.0.0.1:{port}"
+        order = {"order_id": "o-1", "email": "ada@example.com"}
+        with app.explained():
+            await wait_until_serving(base_url, "/openapi.json", app)
+            async with httpx.AsyncClient(base_url=base_url, timeout=30, trust_env=False) as client:
+                assert (await client.post("/orders", json=order)).status_code == 202
+                server.kill()
+                response = await client.post("/orders", json=order)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "5"
+            assert response.json() == {"detail": "job queue unavailable, try again"}
+            assert "Traceback" not in app.output()
+
+
 async def test_aiohttp_example_runs_the_jobs_in_process_and_drains_on_sigterm(
     engine: RedisEngine,
     ledger: Ledger,
@@ -194,13 +216,18 @@ async def test_aiohttp_example_runs_the_jobs_in_process_and_drains_on_sigterm(
             assert response.status_code == 202, response.text
             assert all(JOB_ID.fullmatch(response.json()[k]) for k in ("receipt_job", "shipping_job"))
             assert (await client.post("/orders", json={"email": "x"})).status_code == 400
+            not_json = await client.post("/orders", content=b"garbage")
+            assert not_json.status_code == 400, not_json.text
+            assert "Traceback" not in app.output(), "a bad request is no server error"
+            await SendReceipt().dispatch({"order_id": "o-8"})  # no email: fails for good
 
             await eventually(ledger.receipts)
             await eventually(lambda: ledger.hash("warehouse"))
+            await eventually(lambda: engine.failed_list("default"))
             stats = {row["queue"]: row for row in (await client.get("/stats")).json()}
         assert await ledger.hash("sent") == {"o-7": "grace@example.com"}
         assert await ledger.hash("warehouse") == {"o-7": "1"}
-        assert (stats["default"]["ready"], stats["default"]["running"]) == (0, 0)
+        assert stats["default"] == {"queue": "default", "ready": 0, "delayed": 0, "running": 0, "failed": 1}
         assert await app.terminate() == 0
         assert re.search(r"worker \S+ stopped after [0-9.]+ s: .*\b2 succeeded", app.output()), "it drained"
 
