@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser(
         "server", help="run a Valkey server for development, in the foreground (the 'embedded' extra)"
     )
-    server.add_argument("--port", type=_positive_int, help="port (default: 16379 or the next free)")
+    server.add_argument("--port", type=whole_number_at_least_1, help="port (default: 16379 or the next free)")
     server.add_argument("--aof", action="store_true", help="keep an append-only file while it runs")
     return parser
 
