@@ -47,6 +47,7 @@ class RetriedOnce(Job):
 
 
 class Broken(Job):
+    name = "prometheus_metrics.Broken"  # another test module has a job Broken
     queue = QUEUE
 
     async def handle(self) -> None:

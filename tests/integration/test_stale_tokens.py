@@ -27,6 +27,7 @@ ERROR: dict[str, Any] = {"reason": "error", "type": "ValueError", "message": "la
 
 
 class Mail(Job):
+    name = "stale_tokens.Mail"  # another test module has a job Mail
     queue = QUEUE
     attempts = 3
 

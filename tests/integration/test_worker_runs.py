@@ -233,6 +233,8 @@ async def test_lease_is_renewed_while_a_job_runs(engine: RedisEngine, probe: Pro
 
 
 class Blocks(ProbedJob):
+    name = "worker_runs.Blocks"  # another test module has a job Blocks
+
     async def handle(self) -> None:
         self.probe.add("start", self.id)
         await anyio.sleep(30)

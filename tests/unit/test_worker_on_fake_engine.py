@@ -87,6 +87,7 @@ class Gated(Job):
 
 
 class Quick(Gated):
+    name = "worker_on_fake_engine.Quick"  # another test module has a job Quick
     queue = QUEUE
 
     async def handle(self) -> None:
@@ -95,6 +96,7 @@ class Quick(Gated):
 
 
 class Picky(Quick):
+    name = "worker_on_fake_engine.Picky"  # another test module has a job Picky
     retry_on = (ConnectionError,)
     fail_on = (PermissionError,)
 
@@ -110,6 +112,8 @@ class Later(Quick):
 
 
 class Doomed(Quick):
+    name = "worker_on_fake_engine.Doomed"  # another test module has a job Doomed
+
     async def handle(self) -> None:
         await super().handle()
         raise PermanentFailure("no")
