@@ -102,7 +102,7 @@ async def test_a_workers_metrics_over_http(engine: RedisEngine, metrics: Prometh
         response = await http.get(url)
     assert response.status_code == 200
     samples = scrape(response.text)
-    quick, retried, broken = (f"test_prometheus_metrics.{n}" for n in ("Quick", "RetriedOnce", "Broken"))
+    quick, retried, broken = (cls.name for cls in (Quick, RetriedOnce, Broken))
     assert value(samples, "aiojobs_redis_jobs_started_total", queue=QUEUE, job=quick) == 5
     assert value(samples, "aiojobs_redis_jobs_started_total", queue=QUEUE, job=retried) == 2
     assert value(samples, "aiojobs_redis_jobs_succeeded_total", queue=QUEUE, job=quick) == 5
