@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a starting worker waits for an unreachable Redis before exiting (default 60)",
     )
     work.add_argument(
+        "--unknown-job-grace",
+        type=_non_negative_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="a job whose name no imported class has is put back (no attempt used) until it has "
+        "been due this long, then failed as unknown_job; 0 fails it at once (default 3600)",
+    )
+    work.add_argument(
         "--max-stalls",
         type=_non_negative_int,
         default=3,
@@ -246,6 +254,7 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         reap_interval=args.reap_interval,
         max_stalls=args.max_stalls,
         fair=args.fair,
+        unknown_job_grace=args.unknown_job_grace,
         metrics=metrics,
         telemetry=args.telemetry,
     )

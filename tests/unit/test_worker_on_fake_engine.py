@@ -376,7 +376,8 @@ async def test_a_record_that_cannot_become_a_job_fails_without_using_an_attempt(
     def lookup(name: str) -> type[Job]:
         raise UnknownJob(f"no job {name}")
 
-    worker = make_worker(engine, burst=True, lookup=lookup)
+    # With no grace, an unknown name fails at once (test_unknown_jobs.py: deferred before that).
+    worker = make_worker(engine, burst=True, lookup=lookup, unknown_job_grace=0)
     with anyio.fail_after(LIMIT):
         await worker.run()
     job = engine.jobs[job_id]
