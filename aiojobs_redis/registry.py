@@ -66,12 +66,18 @@ def lookup(name: str) -> type[Job]:
 
 
 def registered() -> dict[str, type[Job]]:
+    """Every name this process knows (names, aliases and 0.1's names) and its class."""
     return dict(_jobs)
+
+
+def classes() -> list[type[Job]]:
+    """Each class once, sorted by name: those that answer to their own name here."""
+    return sorted((cls for name, cls in _jobs.items() if name == cls.name), key=lambda cls: cls.name)
 
 
 def known_names(limit: int = KNOWN_SHOWN) -> str:
     """The names this process knows, for an unknown_job message, with a hint at the fix."""
-    names = sorted({cls.name for cls in _jobs.values()})  # each class once, by its own name
+    names = [cls.name for cls in classes()]
     if not names:
         return "this process knows no job names (import the modules that define them)"
     shown = ", ".join(names[:limit])

@@ -75,6 +75,8 @@ def test_the_default_name_does_not_depend_on_the_import_path(tmp_path: Path) -> 
     # 0.1 stored "module.QualName": jobs stored under either import path still run.
     assert registry.lookup("payjobs_n.ProcessPaymentN") is first.ProcessPaymentN
     assert registry.lookup("app_n.payjobs_n.ProcessPaymentN") is second.ProcessPaymentN
+    # Listed once, as the class that answers to its name.
+    assert [cls for cls in registry.classes() if cls.name == "ProcessPaymentN"] == [second.ProcessPaymentN]
 
 
 def test_a_class_defined_in_a_script_gets_its_plain_name_and_no_main_alias(tmp_path: Path) -> None:
