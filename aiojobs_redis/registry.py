@@ -83,8 +83,8 @@ def known_names(limit: int = KNOWN_SHOWN) -> str:
     shown = ", ".join(names[:limit])
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return (
-        f"known: {shown}{more} (import the module that defines it, or set `name = ...` "
-        "on the class so that the name does not depend on how it is imported)"
+        f"known: {shown}{more} (import the module that defines it; a class renamed since keeps "
+        "its old name with `aliases = (...)`, and `name = ...` sets the name a class is stored under)"
     )
 
 
