@@ -176,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a starting worker waits for an unreachable Redis before exiting (default: 60)",
     )
     work.add_argument(
+        "--unknown-job-grace",
+        type=seconds_at_least_0,
+        default=3600.0,
+        metavar="SECONDS",
+        help="a job whose name no imported class has is put back (no attempt used) until it has "
+        "been due this long, then failed as unknown_job; 0 fails it at once (default: 3600)",
+    )
+    work.add_argument(
         "--max-stalls",
         type=whole_number_at_least_0,
         default=3,
@@ -388,6 +396,7 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         reap_interval=args.reap_interval,
         max_stalls=args.max_stalls,
         fair=fair,
+        unknown_job_grace=args.unknown_job_grace,
         metrics=metrics,
         telemetry=args.telemetry,
         log_jobs=args.log_jobs,
@@ -401,13 +410,11 @@ def _queues_to_serve(given: Sequence[str] | None, *, fair: bool) -> tuple[list[s
     Without --queue: every queue of the imported Job classes, side by side (none is
     preferred), or `default` when no class was imported.
     """
-    classes = registry.registered()
+    classes = registry.runnable()
     if not classes:
         log.warning("no Job classes imported; pass --import MODULE (the module that defines them)")
-    for name, cls in sorted(classes.items()):
-        path = f"{cls.__module__}.{cls.__qualname__}"
-        named = "" if name == path else f" as {name!r}"
-        log.info("job class %s%s, queue %s", path, named, cls.queue)
+    for cls in classes:
+        log.info("job %s (%s.%s), queue %s", cls.name, cls.__module__, cls.__qualname__, cls.queue)
     if given:
         return list(given), fair
     return registry.job_queues() or ["default"], True

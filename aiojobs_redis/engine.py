@@ -367,6 +367,17 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
             )
         return bool(done)
 
+    async def defer(
+        self, job: ClaimedJob, delay_ms: int, error: dict[str, Any], *, give_up_after_ms: int
+    ) -> int:
+        keys = self.keys(job.queue)
+        async with redis_errors(f"defer {job.id}"):
+            answer = await self.scripts.defer(
+                keys=[keys.running, keys.delayed, keys.wake, keys.job(job.id)],
+                args=[job.id, job.token, delay_ms, orjson.dumps(error), give_up_after_ms, self._now_arg()],
+            )
+        return int(answer)
+
     async def promote(self, queues: Sequence[str], limit: int = BATCH) -> tuple[int, int]:
         """Move due delayed jobs to ready. Returns (moved, ms until the next is due or -1)."""
         if self._format.refused:

@@ -80,6 +80,16 @@ class WorkerEngine(Engine, Protocol):
         """Hand the job back to the head of its queue, unrun, using no attempt; False when not held."""
         ...
 
+    async def defer(
+        self, job: ClaimedJob, delay_ms: int, error: dict[str, Any], *, give_up_after_ms: int
+    ) -> int:
+        """Put the job back, unrun, to run again after `delay_ms`, using no attempt (no class is
+        registered under its name here). 1 when deferred, 0 when not held, -1 (nothing changes)
+        when it has been due for `give_up_after_ms` or longer: its scheduled time (the
+        dispatch time of a job to run at once) is kept while it is deferred, to measure that.
+        """
+        ...
+
     async def promote(self, queues: Sequence[str]) -> tuple[int, int]:
         """Make due delayed jobs ready: (how many, ms until the next is due or -1 for none)."""
         ...

@@ -80,6 +80,14 @@ class UnknownJob(AiojobsRedisError, LookupError):
     """No Job class is registered under this name; import the module that defines it."""
 
 
+class DuplicateJobName(AiojobsRedisError, ValueError):
+    """Two Job classes claim one job name; give one of them its own `name = "..."`."""
+
+
+class InvalidJobClass(AiojobsRedisError, TypeError):
+    """A Job subclass is not usable as written (its handle() must be `async def`)."""
+
+
 class PermanentFailure(Exception):
     """Raise inside handle() to fail the job now, without using its remaining attempts."""
 

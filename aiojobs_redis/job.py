@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
-from collections.abc import Awaitable, Iterable
-from typing import Any, ClassVar, Self
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from types import MethodType
+from typing import Any, ClassVar, Protocol, Self, cast
 
 from . import registry
 from .context import current_engine
-from .errors import AiojobsRedisError, RetryLater
+from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:<>\-]{0,199}")
 _UNSET: Any = object()
+
+
+class _DispatchCall(Protocol):
+    def __call__(
+        self, payload: Any = ..., *, delay: Delay | None = None, durable: bool | None = None
+    ) -> Coroutine[Any, Any, str]: ...
+
+
+class _Dispatch:
+    """`Job.dispatch`: read from a job, that job's method; read from a class, a function that
+    dispatches a new job of the class (made when called, so reading it has no side effect)."""
+
+    def __init__(self, method: Callable[..., Coroutine[Any, Any, str]]) -> None:
+        self._method = method
+        self.__doc__ = method.__doc__
+
+    def __get__(self, job: Job | None, cls: type[Job]) -> _DispatchCall:
+        if job is not None:
+            return cast(_DispatchCall, MethodType(self._method, job))
+        method = self._method
+
+        @functools.wraps(method)
+        def dispatch_new(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, str]:
+            return method(cls(), *args, **kwargs)
+
+        return cast(_DispatchCall, dispatch_new)
 
 
 class Job:
@@ -33,7 +62,17 @@ class Job:
                    any other exception fails the job for good at once
       fail_on      exception types that fail the job for good at once, attempts or not
       shards       split the queue into this many sub-queues (see sharding.py), default 1
-      name         the name stored in Redis, default "module.QualName"
+      name         the name stored in Redis, by which a worker finds the class; default the
+                   class's __qualname__ ("SendEmail"), whatever module it is imported as
+      aliases      more names the class answers to, e.g. ("OldName",) after a rename, so
+                   that jobs stored under the old name still run; not inherited
+
+    Two different classes may not claim one name (or alias): defining the second raises
+    DuplicateJobName; give one of them its own `name`. A class also answers to 0.1's default
+    name, "module.QualName" (unless its module is __main__), so jobs stored by 0.1 still run.
+
+    `dispatch` works on the class too: `await SendEmail.dispatch(payload)` is
+    `await SendEmail().dispatch(payload)`.
 
     Methods you may override: `retry_delay(exc, attempt)` (the wait before the next try)
     and `on_exhausted(exc)` (called once when the job fails for good).
@@ -50,7 +89,8 @@ class Job:
     retry_on: ClassVar[tuple[type[BaseException], ...] | None] = None
     fail_on: ClassVar[tuple[type[BaseException], ...]] = ()
     shards: ClassVar[int] = 1
-    name: ClassVar[str] = "aiojobs_redis.job.Job"
+    name: ClassVar[str] = "Job"
+    aliases: ClassVar[tuple[str, ...]] = ()
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -60,9 +100,10 @@ class Job:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
-            cls.name = f"{cls.__module__}.{cls.__qualname__}"
-        if not isinstance(cls.name, str) or _NAME_RE.fullmatch(cls.name) is None:
-            raise AiojobsRedisError(f"invalid job name {cls.name!r}")
+            cls.name = cls.__qualname__
+        _check_name(cls.name)
+        cls.aliases = _aliases(cls)
+        _check_handle(cls)
         validate_queue(cls.queue)
         if not isinstance(cls.attempts, int) or isinstance(cls.attempts, bool) or cls.attempts < 1:
             raise ValueError(f"{cls.__qualname__}.attempts must be an int >= 1, not {cls.attempts!r}")
@@ -86,7 +127,7 @@ class Job:
                 isinstance(t, type) and issubclass(t, BaseException) for t in types
             ):
                 raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
-        registry.register(cls)
+        _register(cls)
 
     def __init__(self, payload: Any = None) -> None:
         self.payload: Any = {} if payload is None else payload
@@ -107,14 +148,16 @@ class Job:
     def effective_delay_ms(self) -> int:
         return self.delay_ms if self._delay_ms is None else self._delay_ms
 
+    @_Dispatch
     async def dispatch(
         self, payload: Any = _UNSET, *, delay: Delay | None = None, durable: bool | None = None
     ) -> str:
         """Store the job and return its id once Redis has acknowledged it.
 
-        `durable=True` returns only once `durable_replicas` replicas hold it too (else raises
-        NotReplicated; the job is stored all the same); `durable=False` does not wait; None
-        (the default) does as the `durable` setting says. The sync engine ignores it.
+        On the class, `await SendEmail.dispatch(payload)`, it dispatches a new job of that
+        class. `durable=True` returns only once `durable_replicas` replicas hold it too (else
+        raises NotReplicated; the job is stored all the same); `durable=False` does not wait;
+        None (the default) does as the `durable` setting says. The sync engine ignores it.
         """
         if payload is not _UNSET:
             self.payload = payload
@@ -172,3 +215,54 @@ class Job:
     def __repr__(self) -> str:
         # Never the payload: it may hold secrets.
         return f"<{type(self).__qualname__} id={self.id} queue={self.queue} attempt={self.attempt}>"
+
+
+def _check_name(name: object, what: str = "job name") -> str:
+    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
+        raise AiojobsRedisError(
+            f"invalid {what} {name!r}: 1-200 letters, digits and '_.:<>-', not starting with a digit"
+        )
+    return name
+
+
+def _aliases(cls: type[Job]) -> tuple[str, ...]:
+    """The class's own aliases (an alias is not inherited: a subclass is another job)."""
+    aliases = cls.__dict__.get("aliases", ())
+    if isinstance(aliases, str) or not isinstance(aliases, tuple | list | frozenset | set):
+        raise AiojobsRedisError(
+            f'{cls.__qualname__}.aliases must be a tuple of job names, e.g. ("OldName",), not {aliases!r}'
+        )
+    return tuple(dict.fromkeys(_check_name(a, "job alias") for a in aliases if a != cls.name))
+
+
+def _check_handle(cls: type[Job]) -> None:
+    """handle() must be a coroutine function; a plain def would run and only then fail."""
+    handle = cls.__dict__.get("handle")
+    if handle is None:
+        return
+    inner = inspect.unwrap(handle) if callable(handle) else handle
+    if inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner):
+        raise InvalidJobClass(
+            f"{cls.__qualname__}.handle is a generator: write `async def handle(self)` with no yield "
+            "(a job returns no results)"
+        )
+    if not (inspect.iscoroutinefunction(handle) or inspect.iscoroutinefunction(inner)):
+        raise InvalidJobClass(
+            f"{cls.__qualname__}.handle must be a coroutine function: write `async def handle(self)`, "
+            "not `def handle(self)`"
+        )
+
+
+def _register(cls: type[Job]) -> None:
+    """Register the class under its name and aliases, and 0.1's default name as a weak alias.
+
+    A class with no handle() of its own (an abstract base) claims its names weakly: it
+    cannot run a job, so another class may take them.
+    """
+    names = (cls.name, *cls.aliases)
+    legacy = f"{cls.__module__}.{cls.__qualname__}"
+    weak = () if cls.__module__ == "__main__" or legacy in names else (legacy,)
+    if cls.handle is Job.handle:
+        registry.register(cls, (), weak=names + weak)
+    else:
+        registry.register(cls, names, weak=weak)

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 Result = Literal["succeeded", "retried", "failed", "released", "lost", "abandoned"]
 """How one run of a job ended: done; failed with attempts left; failed for good; handed back
-to its queue unfinished (the worker stopped); the lease was lost and the outcome discarded;
+to its queue unfinished (the worker stopped, or no class is registered under its name here:
+then it is deferred, see settle.py); the lease was lost and the outcome discarded;
 or the engine stayed unreachable until the lease ran out, so the outcome was not recorded
 ("abandoned": the job's lease lapses and a reaper returns it to its queue)."""
 
@@ -62,6 +63,7 @@ class WorkerCounters:
     retried: int = 0
     failed: int = 0
     released: int = 0
+    deferred: int = 0  # put back unrun, no class being registered under its name here
     lost: int = 0  # lease lost while running: the result was discarded
     abandoned: int = 0  # outcome not recorded: the engine stayed unreachable past the lease
     quarantined: int = 0

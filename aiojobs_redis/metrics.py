@@ -13,7 +13,8 @@ OpenTelemetry SDK is configured. Exposed (all but the last two labelled queue an
     aiojobs_redis_jobs_succeeded_total    runs that succeeded
     aiojobs_redis_jobs_retried_total      runs that failed with attempts left
     aiojobs_redis_jobs_failed_total       jobs failed for good (no attempts left, or unrunnable)
-    aiojobs_redis_jobs_released_total     runs handed back to their queue when the worker stopped
+    aiojobs_redis_jobs_released_total     runs handed back to their queue unfinished: the worker
+                                          stopped, or no class here has the job's name (deferred)
     aiojobs_redis_jobs_lost_total         runs whose lease was lost (outcome discarded)
     aiojobs_redis_jobs_abandoned_total    runs whose outcome was not recorded: the engine was
                                           unreachable until the lease ran out (a reaper
@@ -118,7 +119,9 @@ class PrometheusMetrics(Observer):
         self.succeeded = counter("jobs_succeeded", "runs that succeeded")
         self.retried = counter("jobs_retried", "runs that failed with attempts left (retried)")
         self.failed = counter("jobs_failed", "jobs failed for good")
-        self.released = counter("jobs_released", "runs handed back unfinished when the worker stopped")
+        self.released = counter(
+            "jobs_released", "runs handed back unfinished (the worker stopped, or the job name is unknown)"
+        )
         self.lost = counter("jobs_lost", "runs whose lease was lost; the outcome was discarded")
         self.abandoned = counter(
             "jobs_abandoned", "runs whose outcome was not recorded: the engine was unreachable"

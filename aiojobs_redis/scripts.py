@@ -65,6 +65,7 @@ class Scripts:
     retry: Script
     fail: Script
     release: Script
+    defer: Script
     renew: Script
     promote: Script
     reap: Script

@@ -7,6 +7,11 @@ Each is a token-fenced engine call with three outcomes, told apart here and only
   gave up    the engine stayed unreachable for a whole lease; counted as `abandoned` and
              reported as "abandoned": the lease lapses and a reaper returns the job
 An outage shorter than that is ridden out with backoff (`retrying`).
+
+A job whose name no class here is registered under is not failed at once: another worker,
+or the next deploy, may know it. It is deferred (put back, delayed, using no attempt), 5 s
+after its first claim, then twice as long each time up to a minute, until it has been due
+for longer than the worker's `unknown_job_grace`; then it fails as unknown_job.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ job_log = logging.getLogger("aiojobs_redis.worker.jobs")  # a job done: see Work
 
 GAVE_UP: Final = object()  # retrying()'s answer when the engine stayed away past the deadline
 
+UNKNOWN_RETRY_FIRST_MS: Final = 5_000  # a job of an unknown name runs again after this,
+UNKNOWN_RETRY_MAX_MS: Final = 60_000  # twice as long after each claim, up to this
+UNKNOWN_SAID_EVERY: Final = 60.0  # seconds between warnings about one unknown name
+
+
+def unknown_retry_delay_ms(runs: int) -> int:
+    """How long to defer a job of an unknown name, claimed `runs` times (1 the first time)."""
+    return min(UNKNOWN_RETRY_MAX_MS, UNKNOWN_RETRY_FIRST_MS << min(max(runs - 1, 0), 8))
+
 
 class Settler:
     """Records the end of each run a worker claimed, and counts it."""
@@ -42,12 +56,73 @@ class Settler:
         *,
         lease_ms: int,
         clock: WorkerClock,
+        unknown_job_grace_ms: int = 3_600_000,
     ) -> None:
         self.engine, self.lifecycle, self.counters = engine, lifecycle, counters
         self.lease_ms, self.clock = lease_ms, clock
+        self.unknown_job_grace_ms = unknown_job_grace_ms
         self._cut: list[str] = []  # runs cut before their outcome was recorded, not yet said
+        self._unknown_said: dict[str, float] = {}  # unknown name -> when last warned about
 
     async def unrunnable(self, claimed: ClaimedJob, exc: Exception) -> None:
+        """The record could not become a Job: defer it (an unknown name) or fail it."""
+        if isinstance(exc, UnknownJob) and self.unknown_job_grace_ms > 0:
+            await self._defer_unknown(claimed, exc)
+        else:
+            await self._fail_unrunnable(claimed, exc)
+
+    async def _defer_unknown(self, claimed: ClaimedJob, exc: UnknownJob) -> None:
+        delay_ms = unknown_retry_delay_ms(claimed.runs)
+        record = Outcome(exc).error_record("unknown_job")
+        expired = False
+
+        async def defer() -> bool:
+            nonlocal expired
+            answer = await self.engine.defer(
+                claimed, delay_ms, record, give_up_after_ms=self.unknown_job_grace_ms
+            )
+            expired = answer < 0
+            return answer != 0
+
+        if not await self._record(claimed, defer):
+            return
+        if expired:
+            grace = self.unknown_job_grace_ms / 1000
+            await self._fail_unrunnable(claimed, exc, f", and has been due for over {grace:g} s")
+            return
+        self.counters.deferred += 1
+        await self.lifecycle.ended(claimed, "released")
+        self._say_unknown(claimed, exc, delay_ms)
+
+    def _say_unknown(self, claimed: ClaimedJob, exc: UnknownJob, delay_ms: int) -> None:
+        """A warning once a minute per name, not per job: a deploy may leave thousands."""
+        name = claimed.name.decode(errors="replace")
+        now = self.clock.monotonic()
+        last = self._unknown_said.get(name)
+        if last is not None and now - last < UNKNOWN_SAID_EVERY:
+            log.debug(
+                "job %s in queue %s (%s) deferred for %.0f s",
+                claimed.id,
+                claimed.queue,
+                name,
+                delay_ms / 1000,
+            )
+            return
+        if len(self._unknown_said) > 1000:  # names of jobs long gone: forget them
+            self._unknown_said = {n: t for n, t in self._unknown_said.items() if now - t < UNKNOWN_SAID_EVERY}
+        self._unknown_said[name] = now
+        log.warning(
+            "job %s in queue %s cannot run here: %s. Put back to run again in %.0f s, using no "
+            "attempt (another worker may know it); jobs of this name fail as unknown_job once due "
+            "for over %g s (unknown_job_grace). Said at most once a minute per name.",
+            claimed.id,
+            claimed.queue,
+            exc,
+            delay_ms / 1000,
+            self.unknown_job_grace_ms / 1000,
+        )
+
+    async def _fail_unrunnable(self, claimed: ClaimedJob, exc: Exception, why: str = "") -> None:
         reason = (
             "unknown_job"
             if isinstance(exc, UnknownJob)
@@ -55,7 +130,7 @@ class Settler:
             if isinstance(exc, UnicodeDecodeError | MalformedJob)
             else "init_error"
         )
-        log.error("job %s in queue %s cannot run (%s): %s", claimed.id, claimed.queue, reason, exc)
+        log.error("job %s in queue %s cannot run (%s%s): %s", claimed.id, claimed.queue, reason, why, exc)
         record = Outcome(exc).error_record(reason)
         if await self._record(claimed, lambda: self.engine.fail(claimed, record, count_attempt=False)):
             self.counters.failed += 1

@@ -65,6 +65,7 @@ class FakeJob:
     token: str = ""
     lease_until_ms: int = 0
     due_ms: int = 0
+    scheduled_ms: int = 0  # when it was due: kept while deferred (as field d in Redis)
     worker: str = ""
     error: dict[str, Any] | None = None
     settled_by: str = ""  # the last ack/retry/fail/release and its token: a replay succeeds
@@ -192,6 +193,7 @@ class FakeEngine:
             job_id = job.id = new_job_id()
             stored = self.jobs[job_id] = FakeJob(job_id, job.name, queue, data, job.attempts)
             delay_ms = job.effective_delay_ms
+            stored.scheduled_ms = self.clock.now_ms + delay_ms
             self.dispatched.append(Dispatched(job_id, type(job), queue, decode_payload(data), delay_ms))
             self.queues.add(stored.queue)
             self._enqueue(stored, delay_ms)
@@ -279,8 +281,25 @@ class FakeEngine:
             return held
         held.attempts += 1
         held.error = error
+        held.scheduled_ms = self.clock.now_ms + delay_ms
         self._enqueue(held, delay_ms)
         return True
+
+    async def defer(
+        self, job: ClaimedJob, delay_ms: int, error: dict[str, Any], *, give_up_after_ms: int
+    ) -> int:
+        self._call("settle")
+        held = self.jobs.get(job.id)
+        if held is None or held.state != "running" or held.token != job.token:
+            self._notify()
+            return int(held is not None and held.settled_by == f"defer {job.token}")
+        if self.clock.now_ms - held.scheduled_ms >= give_up_after_ms:
+            return -1  # nothing changes, as defer.lua
+        held.token, held.worker, held.settled_by = "", "", f"defer {job.token}"
+        held.error = error
+        held.state, held.due_ms = "delayed", self.clock.now_ms + delay_ms
+        self._notify()
+        return 1
 
     async def fail(self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True) -> bool:
         return self._settle(job, "failed", error, attempts=1 if count_attempt else 0)

@@ -110,6 +110,7 @@ class Worker:
         promote_interval: float = 5.0,
         batch_size: int = 100,
         fair: bool = False,
+        unknown_job_grace: float = 3600.0,
         worker_id: str | None = None,
         lookup: Callable[[str], type[Job]] = registry.lookup,
         hooks: Hooks | None = None,
@@ -163,7 +164,15 @@ class Worker:
             observers=observers_for(engine, metrics, telemetry),
             tracer=JobTracer.if_available() if tracing else None,
         )
-        self._settler = Settler(engine, self.lifecycle, self.counters, lease_ms=self.lease_ms, clock=clock)
+        # A job of a name unknown here is deferred until due this long, then failed (settle.py).
+        self._settler = Settler(
+            engine,
+            self.lifecycle,
+            self.counters,
+            lease_ms=self.lease_ms,
+            clock=clock,
+            unknown_job_grace_ms=to_ms(unknown_job_grace, what="unknown_job_grace"),
+        )
 
     def __repr__(self) -> str:
         state = "stopping" if self._stopping else "running"

@@ -14,8 +14,8 @@ The handlers stand in for real work and record what they did in Redis, next to t
     <prefix>example:warehouse   hash    order id -> the attempt that reached the warehouse
     <prefix>example:refunds     hash    payment id -> amount refunded (cents)
 
-Each class sets `name`: the name stored with a queued job, so moving the class to another
-module does not orphan jobs already queued.
+Each class sets `name`: the name stored with a queued job, so renaming the class does not
+orphan jobs already queued (the default name is the class's own; `aliases` keeps old names).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ UNMET = {"durable_replicas": 2, "durable_timeout": 0.2}  # more replicas than th
 
 
 class Parcel(Job):
+    name = "job_durable_dispatch.Parcel"  # another test module has a job Parcel
     queue = "parcels"
 
     async def handle(self) -> None:  # pragma: no cover - only dispatched here

@@ -105,7 +105,7 @@ async def test_the_state_shows_queues_failed_running_workers_and_events(engine: 
     board = next(q for q in state["queues"] if q["queue"] == QUEUE)
     assert len(board["throughput"]["failed"]) == 120 and sum(board["throughput"]["failed"]) == 1
     [failed] = state["failed"]
-    assert failed["id"] == failed_id and failed["name"] == "test_dashboard_api.Broken"
+    assert failed["id"] == failed_id and failed["name"] == "Broken"
     assert (failed["attempts"], failed["max_attempts"]) == (1, 1)
     assert failed["error"]["type"] == "builtins.ValueError"
     assert "raise ValueError" in failed["error"]["traceback"]

@@ -56,7 +56,7 @@ async def test_events_in_order_without_payloads(engine: RedisEngine) -> None:
     failed = next(e for e in events if e.kind == "failed")
     assert failed.error == "ValueError: secret-free message"
     assert failed.worker == worker.worker_id and failed.attempt == 1 and failed.queue == QUEUE
-    assert failed.name == "test_event_stream.Fails" and failed.duration_ms is not None
+    assert failed.name == "Fails" and failed.duration_ms is not None
     raw: Any = await engine.redis.xrange(engine.keys(QUEUE).events)
     assert b"SECRET" not in repr(raw).encode(), "payloads never reach the stream"
     assert all(list(fields) == [b"event"] for _, fields in raw), "one JSON field per entry"

@@ -189,7 +189,7 @@ async def test_an_unrunnable_record_reaches_observers_but_not_hooks(engine: Redi
     await engine.redis.rpush(keys.ready, "ghost")
     hooks = Hooks(before=[lambda ctx: Log.add("before", ctx)], after=[lambda ctx: Log.add("after", ctx)])
     spy = Spy()
-    async with running_worker(engine, [QUEUE], hooks=hooks) as worker:
+    async with running_worker(engine, [QUEUE], hooks=hooks, unknown_job_grace=0) as worker:
         worker.lifecycle.observers.append(spy)
         await Fine().dispatch({})
 

@@ -47,6 +47,7 @@ class RetriedOnce(Job):
 
 
 class Broken(Job):
+    name = "prometheus_metrics.Broken"  # another test module has a job Broken
     queue = QUEUE
 
     async def handle(self) -> None:
@@ -101,7 +102,7 @@ async def test_a_workers_metrics_over_http(engine: RedisEngine, metrics: Prometh
         response = await http.get(url)
     assert response.status_code == 200
     samples = scrape(response.text)
-    quick, retried, broken = (f"test_prometheus_metrics.{n}" for n in ("Quick", "RetriedOnce", "Broken"))
+    quick, retried, broken = (cls.name for cls in (Quick, RetriedOnce, Broken))
     assert value(samples, "aiojobs_redis_jobs_started_total", queue=QUEUE, job=quick) == 5
     assert value(samples, "aiojobs_redis_jobs_started_total", queue=QUEUE, job=retried) == 2
     assert value(samples, "aiojobs_redis_jobs_succeeded_total", queue=QUEUE, job=quick) == 5

@@ -503,14 +503,15 @@ async def test_permanent_failure_fails_at_once(
 
 
 @pytest.mark.anyio
-async def test_unknown_job_name_is_failed_without_retries(
+async def test_unknown_job_name_is_failed_without_retries_when_there_is_no_grace(
     engine: RedisEngine, raw_redis: Redis, prefix: str, redis_url: str
 ) -> None:
     before = {await Count().dispatch() for _ in range(3)}
     ghost = await Ghost().dispatch()
     after = {await Count().dispatch() for _ in range(3)}
 
-    result = await work(prefix, redis_url, "--burst", "--concurrency", "1")
+    # (With a grace period, the default, it is put back instead: test_job_names_cli.py.)
+    result = await work(prefix, redis_url, "--burst", "--concurrency", "1", "--unknown-job-grace", "0")
 
     assert result.returncode == 0, result
     assert await runs_of(raw_redis, prefix) == (6, dict.fromkeys(before | after, 1)), result

@@ -1,7 +1,7 @@
 """Token fencing: a worker whose lease lapsed cannot end or extend a job another worker now holds.
 
 Worker A claims a job, its lease lapses, the reaper hands the job back and worker B claims
-it. A's late ack, retry, fail, release, renew and replayed claim are each refused and change
+it. A's late ack, retry, fail, release, defer, renew and replayed claim are each refused and change
 no key; B's lease still works afterwards. Each of these tests fails when the token check
 is taken out of the one script it is about.
 """
@@ -27,6 +27,7 @@ ERROR: dict[str, Any] = {"reason": "error", "type": "ValueError", "message": "la
 
 
 class Mail(Job):
+    name = "stale_tokens.Mail"  # another test module has a job Mail
     queue = QUEUE
     attempts = 3
 
@@ -66,6 +67,7 @@ LATE_STEPS: dict[str, tuple[Step, Callable[[Handover], Any]]] = {
     "fail": (lambda e, h: e.fail(h.stale, ERROR), lambda h: False),
     "fail-uncounted": (lambda e, h: e.fail(h.stale, ERROR, count_attempt=False), lambda h: False),
     "release": (lambda e, h: e.release(h.stale), lambda h: False),
+    "defer": (lambda e, h: e.defer(h.stale, 5_000, ERROR, give_up_after_ms=3_600_000), lambda h: 0),
     "renew": (
         lambda e, h: e.renew(QUEUE, [(h.stale.id, h.stale.token)], LEASE_MS),
         lambda h: [h.stale.id],  # the ids whose lease is lost

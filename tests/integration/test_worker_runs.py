@@ -233,6 +233,8 @@ async def test_lease_is_renewed_while_a_job_runs(engine: RedisEngine, probe: Pro
 
 
 class Blocks(ProbedJob):
+    name = "worker_runs.Blocks"  # another test module has a job Blocks
+
     async def handle(self) -> None:
         self.probe.add("start", self.id)
         await anyio.sleep(30)
@@ -265,7 +267,8 @@ async def test_unknown_job_name_fails_without_retry_and_imports_nothing(engine: 
         return registry.lookup(name)
 
     job_id = await Named().dispatch({"x": 1})
-    worker = Worker(engine, [QUEUE], burst=True, lookup=lookup)
+    # No grace: failed at once (deferred first otherwise: test_unknown_job_deferral.py).
+    worker = Worker(engine, [QUEUE], burst=True, lookup=lookup, unknown_job_grace=0)
     await worker.run()
     info = await engine.get_job(QUEUE, job_id)
     assert info is not None and info.error is not None

@@ -18,6 +18,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("env_clean")]
 
 
 class Note(Job):
+    name = "engine_context.Note"  # another test module has a job Note
+
     async def handle(self) -> None:
         return None
 

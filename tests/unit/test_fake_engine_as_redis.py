@@ -96,3 +96,21 @@ async def test_a_settle_replayed_with_the_same_token_succeeds_again(engine: Fake
     assert await engine.ack(done) and await engine.ack(done)
     assert await engine.release(released) and await engine.release(released)
     assert not await engine.ack(released), "another kind of settle with that token is refused"
+
+
+async def test_defer_keeps_the_due_time_replays_and_gives_up_as_defer_lua_does(engine: FakeEngine) -> None:
+    (job_id,) = await engine.dispatch_many([Noop({})])
+    error = {"reason": "unknown_job"}
+    [held] = await claim(engine, "1")
+    engine.clock.advance(1)
+    assert await engine.defer(held, 5_000, error, give_up_after_ms=60_000) == 1
+    assert await engine.defer(held, 5_000, error, give_up_after_ms=60_000) == 1, "a replay"
+    job = engine.jobs[job_id]
+    assert (job.state, job.attempts, job.due_ms - engine.clock.now_ms) == ("delayed", 0, 5_000)
+    engine.clock.advance(5)
+    assert (await engine.promote([QUEUE]))[0] == 1
+    [again] = await claim(engine, "2")
+    assert await engine.defer(again, 5_000, error, give_up_after_ms=0) == -1, "given up: no grace"
+    engine.clock.advance(54)  # due for 60 s: given up, nothing changes
+    assert await engine.defer(again, 5_000, error, give_up_after_ms=60_000) == -1
+    assert (job.state, job.token) == ("running", again.token)

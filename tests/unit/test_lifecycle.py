@@ -33,6 +33,8 @@ class Spy(Observer):
 
 
 class Noop(Job):
+    name = "lifecycle.Noop"  # another test module has a job Noop
+
     async def handle(self) -> None:
         return None
 

@@ -23,6 +23,8 @@ class Raises(Job):
 
 
 class Permanent(Job):
+    name = "runner.Permanent"  # another test module has a job Permanent
+
     async def handle(self) -> None:
         raise PermanentFailure("card declined")
 

@@ -26,6 +26,7 @@ class Recorder(Job):
 
 
 class Picky(Recorder):
+    name = "sync_engine_rules.Picky"  # another test module has a job Picky
     retry_on = (ConnectionError,)
     fail_on = (PermissionError,)
 

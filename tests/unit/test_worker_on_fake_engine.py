@@ -87,6 +87,7 @@ class Gated(Job):
 
 
 class Quick(Gated):
+    name = "worker_on_fake_engine.Quick"  # another test module has a job Quick
     queue = QUEUE
 
     async def handle(self) -> None:
@@ -95,6 +96,7 @@ class Quick(Gated):
 
 
 class Picky(Quick):
+    name = "worker_on_fake_engine.Picky"  # another test module has a job Picky
     retry_on = (ConnectionError,)
     fail_on = (PermissionError,)
 
@@ -110,6 +112,8 @@ class Later(Quick):
 
 
 class Doomed(Quick):
+    name = "worker_on_fake_engine.Doomed"  # another test module has a job Doomed
+
     async def handle(self) -> None:
         await super().handle()
         raise PermanentFailure("no")
@@ -372,7 +376,8 @@ async def test_a_record_that_cannot_become_a_job_fails_without_using_an_attempt(
     def lookup(name: str) -> type[Job]:
         raise UnknownJob(f"no job {name}")
 
-    worker = make_worker(engine, burst=True, lookup=lookup)
+    # With no grace, an unknown name fails at once (test_unknown_jobs.py: deferred before that).
+    worker = make_worker(engine, burst=True, lookup=lookup, unknown_job_grace=0)
     with anyio.fail_after(LIMIT):
         await worker.run()
     job = engine.jobs[job_id]
