@@ -341,7 +341,11 @@ class Worker:
         if self._ended != ended_before:
             return False
         moved, next_due = await self.engine.promote(self.queues)
-        return moved == 0 and next_due != 0
+        if moved or next_due == 0:
+            return False
+        # The promoter or the reaper may have made jobs ready after the claim looked: this
+        # promote then finds nothing to move, but the jobs are there.
+        return not any(await self.engine.ready_counts(self.queues))
 
     async def _left_delayed(self) -> str:
         """What a burst leaves behind, e.g. "; 1 delayed job remains in payments, next due in 1.8 s"."""

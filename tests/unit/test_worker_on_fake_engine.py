@@ -195,6 +195,29 @@ async def test_burst_ends_once_nothing_is_ready_or_due_and_leaves_later_jobs(
     assert engine.jobs[later].state == "delayed"
 
 
+async def test_burst_runs_a_job_made_ready_by_another_task_after_the_claim_looked(
+    engine: FakeEngine, probe: Probe
+) -> None:
+    """The promoter (or reaper) may move a job to ready between an empty claim and the
+    burst's own promote, which then moves nothing: the job must still run."""
+
+    class LateArrival(FakeEngine):
+        arrived = False
+
+        async def claim_many(self, requests: Any, *, worker_id: str, lease_ms: int) -> Any:
+            claims = await super().claim_many(requests, worker_id=worker_id, lease_ms=lease_ms)
+            if not self.arrived and not any(claim.jobs for claim in claims):
+                self.arrived = True
+                await dispatch(self, Quick, {"n": 7})  # as if promoted by the promoter task
+            return claims
+
+    late = LateArrival(engine.clock)
+    worker = make_worker(late, burst=True)
+    with anyio.fail_after(LIMIT):
+        await worker.run()
+    assert late.arrived and probe.ended == [7] and worker.counters.succeeded == 1
+
+
 async def test_burst_waits_for_a_job_retried_without_delay(engine: FakeEngine, probe: Probe) -> None:
     class AtOnce(Quick):
         retry_after = "now"
