@@ -275,8 +275,11 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
     async def ready_counts(self, queues: Sequence[str]) -> list[int]:
         """How many jobs wait in each queue's list (a hint: others may claim them first).
 
-        A queue key of another type counts as 1, so that a claim comes and moves it aside.
+        A queue key of another type counts as 1, so that a claim comes and moves it aside. A
+        queue this process may not claim from (a too-new data format) counts as 0.
         """
+        if self._format.refused:
+            return [0] * len(queues)
         async with redis_errors("count ready jobs"), self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.llen(self.keys(queue).ready)
@@ -284,7 +287,10 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
             for count in counts:
                 if isinstance(count, Exception) and not is_wrong_type(count):
                     raise count
-            return [1 if isinstance(n, Exception) else int(n) for n in counts]
+            return [
+                0 if queue in self._format.queues else 1 if isinstance(n, Exception) else int(n)
+                for queue, n in zip(queues, counts, strict=True)
+            ]
 
     async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
         """Extend the leases in `held` ((id, token) pairs); return the ids no longer held."""
