@@ -23,7 +23,7 @@ from .job import Job
 from .lifecycle import Lifecycle, WorkerCounters
 from .records import ClaimedJob
 from .retry import Backoff, Fail, Succeeded, decide
-from .runner import Outcome
+from .runner import Outcome, log_failed_for_good
 
 log = logging.getLogger("aiojobs_redis.worker")
 
@@ -88,14 +88,14 @@ class Settler:
             record = outcome.error_record(decision.reason)
             if await self._record(claimed, lambda: self.engine.fail(claimed, record)):
                 self.counters.failed += 1
-                log.error(
-                    "job %s %s failed for good after attempt %d/%d (%s): %s",
-                    claimed.id,
-                    job.name,
-                    claimed.attempt,
-                    claimed.max_attempts,
-                    decision.reason,
-                    outcome.summary,
+                log_failed_for_good(
+                    log,
+                    job,
+                    error,
+                    queue=claimed.queue,
+                    attempt=claimed.attempt,
+                    max_attempts=claimed.max_attempts,
+                    reason=decision.reason,
                 )
                 await self.lifecycle.ended(claimed, "failed", job, error)
                 return error

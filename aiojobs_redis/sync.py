@@ -2,7 +2,14 @@
 
 For tests and development. Jobs keep their semantics (payloads go through JSON, attempts,
 PermanentFailure, retry_on/fail_on, on_exhausted, timeouts) and the retry-or-fail decision is
-the worker's (retry.decide), but delays and retry waits are skipped.
+the worker's (retry.decide), but delays and retry waits are skipped: a job dispatched with
+"+5 minutes" runs at once, and its retries run back to back.
+
+A job that fails for good raises in the caller of dispatch(): the exception its last try
+raised, re-raised once it is in `engine.failed` and on_exhausted() has run (a TimeoutError
+for a timeout). dispatch_many() stops at the first such job. To only log and record it,
+pass `SyncEngine(raise_on_failure=False)`, or set `sync_raise_on_failure=False`
+(environment: JOB_SYNC_RAISE_ON_FAILURE=0).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from .codec import decode_payload, encode_payload
 from .config import Settings
 from .ids import new_job_id
 from .retry import SUCCEEDED, Fail, decide
-from .runner import call_on_exhausted, run_handler
+from .runner import call_on_exhausted, log_failed_for_good, run_handler
 
 if TYPE_CHECKING:
     from .job import Job
@@ -33,8 +40,11 @@ class SyncFailure:
 
 
 class SyncEngine:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, raise_on_failure: bool | None = None) -> None:
         self.settings = settings or Settings(engine="sync")
+        self.raise_on_failure = (
+            self.settings.sync_raise_on_failure if raise_on_failure is None else raise_on_failure
+        )
         self.failed: list[SyncFailure] = []
         self.completed: list[str] = []
 
@@ -62,16 +72,20 @@ class SyncEngine:
                 return job_id
             assert outcome.error is not None
             if isinstance(decision, Fail):
-                log.error(
-                    "job %s %s failed after %d attempt(s) (%s): %s",
-                    job_id,
-                    job.name,
-                    attempt,
-                    decision.reason,
-                    outcome.summary,
+                error = outcome.error
+                log_failed_for_good(
+                    log,
+                    run,
+                    error,
+                    queue=job.queue,
+                    attempt=attempt,
+                    max_attempts=job.attempts,
+                    reason=decision.reason,
                 )
-                self.failed.append(SyncFailure(job_id, job.name, attempt, outcome.error))
-                await call_on_exhausted(run, outcome.error)
+                self.failed.append(SyncFailure(job_id, job.name, attempt, error))
+                await call_on_exhausted(run, error)
+                if self.raise_on_failure:
+                    raise error
                 return job_id
             log.info(
                 "job %s %s attempt %d failed, retrying: %s",
@@ -83,6 +97,7 @@ class SyncEngine:
         return job_id
 
     async def dispatch_many(self, jobs: Sequence[Job], *, durable: bool | None = None) -> list[str]:
+        """Run each job in turn; with raise_on_failure, the first that fails for good raises."""
         for job in jobs:  # validate every payload before running any
             encode_payload(job.payload, self.settings.max_payload_bytes)
         return [await self.dispatch(job) for job in jobs]
