@@ -93,3 +93,7 @@ class RetryLater(Exception):
         self.delay_ms = None if delay is None else to_ms(delay, what="RetryLater delay")
         super().__init__(message or "retry requested")
         self.delay = delay
+
+
+class InvalidPayload(PayloadError, ValueError):
+    """The payload does not validate as its job class's payload_type."""

@@ -12,6 +12,7 @@ from .errors import AiojobsRedisError, RetryLater
 from .keys import validate_queue
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
+from .typed_payloads import check_payload_type
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:<>\-]{0,199}")
 _UNSET: Any = object()
@@ -33,6 +34,8 @@ class Job:
                    any other exception fails the job for good at once
       fail_on      exception types that fail the job for good at once, attempts or not
       shards       split the queue into this many sub-queues (see sharding.py), default 1
+      payload_type a pydantic model or a dataclass: the payload is validated at dispatch and
+                   handle() gets an instance of it (needs pydantic; see typed_payloads.py)
       name         the name stored in Redis, default "module.QualName"
 
     Methods you may override: `retry_delay(exc, attempt)` (the wait before the next try)
@@ -50,6 +53,7 @@ class Job:
     retry_on: ClassVar[tuple[type[BaseException], ...] | None] = None
     fail_on: ClassVar[tuple[type[BaseException], ...]] = ()
     shards: ClassVar[int] = 1
+    payload_type: ClassVar[type[Any] | None] = None
     name: ClassVar[str] = "aiojobs_redis.job.Job"
 
     # Parsed once per class by __init_subclass__.
@@ -86,6 +90,7 @@ class Job:
                 isinstance(t, type) and issubclass(t, BaseException) for t in types
             ):
                 raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
+        check_payload_type(cls.__qualname__, cls.payload_type)
         registry.register(cls)
 
     def __init__(self, payload: Any = None) -> None:

@@ -18,7 +18,7 @@ from typing import Final
 
 from .clock import WorkerClock
 from .engine_base import WorkerEngine
-from .errors import EngineError, MalformedJob, UnknownJob
+from .errors import EngineError, InvalidPayload, MalformedJob, UnknownJob
 from .job import Job
 from .lifecycle import Lifecycle, WorkerCounters
 from .records import ClaimedJob
@@ -52,6 +52,8 @@ class Settler:
             if isinstance(exc, UnknownJob)
             else "malformed"
             if isinstance(exc, UnicodeDecodeError | MalformedJob)
+            else "invalid_payload"
+            if isinstance(exc, InvalidPayload)
             else "init_error"
         )
         log.error("job %s in queue %s cannot run (%s): %s", claimed.id, claimed.queue, reason, exc)

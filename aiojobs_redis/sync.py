@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .codec import decode_payload, encode_payload
 from .config import Settings
 from .ids import new_job_id
 from .retry import SUCCEEDED, Fail, decide
 from .runner import call_on_exhausted, log_failed_for_good, run_handler
+from .typed_payloads import decode_job_payload, encode_job_payload
 
 if TYPE_CHECKING:
     from .job import Job
@@ -59,11 +59,11 @@ class SyncEngine:
 
     async def dispatch(self, job: Job, *, durable: bool | None = None) -> str:
         """Run `job` now. `durable` is accepted and ignored: nothing is stored, nothing replicated."""
-        data = encode_payload(job.payload, self.settings.max_payload_bytes)
+        data = encode_job_payload(job, self.settings.max_payload_bytes)
         job_id = new_job_id()
         job.id = job_id
         for attempt in range(1, job.attempts + 1):
-            run = type(job)(decode_payload(data))
+            run = type(job)(decode_job_payload(type(job), data))
             run.id, run.attempt = job_id, attempt
             outcome = await run_handler(run)
             decision = decide(run, outcome, attempt, job.attempts)
@@ -99,7 +99,7 @@ class SyncEngine:
     async def dispatch_many(self, jobs: Sequence[Job], *, durable: bool | None = None) -> list[str]:
         """Run each job in turn; with raise_on_failure, the first that fails for good raises."""
         for job in jobs:  # validate every payload before running any
-            encode_payload(job.payload, self.settings.max_payload_bytes)
+            encode_job_payload(job, self.settings.max_payload_bytes)
         return [await self.dispatch(job) for job in jobs]
 
     def __repr__(self) -> str:

@@ -33,7 +33,6 @@ from anyio.abc import TaskStatus
 from . import registry, sharding
 from ._slots import SlotPool
 from .clock import ANYIO_CLOCK, WorkerClock
-from .codec import decode_payload
 from .context import use_engine
 from .engine_base import WorkerEngine
 from .errors import EngineError
@@ -48,6 +47,7 @@ from .runner import call_on_exhausted, run_handler
 from .settle import Settler, retrying
 from .signals import drain_on_signal
 from .timeparse import to_ms
+from .typed_payloads import decode_job_payload
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class Worker:
     def _materialise(self, claimed: ClaimedJob) -> Job:
         """The Job instance for a claimed record; the name is looked up, never imported."""
         cls = self._lookup(claimed.name.decode("utf-8"))
-        job = cls(decode_payload(claimed.payload))
+        job = cls(decode_job_payload(cls, claimed.payload))
         job.id, job.attempt = claimed.id, claimed.attempt
         return job
 
