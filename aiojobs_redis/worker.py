@@ -442,4 +442,10 @@ class Worker:
                     log.warning("job %s in %s: lease lapsed, returned to the queue", job_id, queue)
                 for job_id in reaped.failed:
                     log.error("job %s in %s: stalled too often, moved to failed", job_id, queue)
+                if reaped.trimmed:
+                    log.warning(
+                        "queue %s: %d failed job(s) dropped by retention (failed_ttl_ms, failed_max)",
+                        queue,
+                        reaped.trimmed,
+                    )
             await self.clock.sleep(self.reap_interval)
