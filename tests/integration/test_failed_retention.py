@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import pytest
 from redis.asyncio import Redis
 from support.clock import FakeClock
-from support.engine_calls import claim_from
-from support.keyspace import delete_prefix
+from support.engine_calls import claim_from, engine_with
 from support.wait import eventually
 
-from aiojobs_redis import Job, PermanentFailure, RedisEngine, Settings, Worker, use_engine
+from aiojobs_redis import Job, PermanentFailure, RedisEngine, Settings, Worker
 from aiojobs_redis.cli import _stats as cli_stats
 from aiojobs_redis.cli import build_parser
 
@@ -33,19 +29,6 @@ class Doomed(Job):
 
     async def handle(self) -> None:
         raise PermanentFailure("no")
-
-
-@asynccontextmanager
-async def engine_with(
-    settings: Settings, clock: FakeClock | None = None, **changes: Any
-) -> AsyncIterator[RedisEngine]:
-    custom = settings.with_(**changes)
-    try:
-        async with RedisEngine(custom, clock=clock) as opened:
-            with use_engine(opened):
-                yield opened
-    finally:
-        await delete_prefix(custom.url, custom.prefix, custom.db)
 
 
 async def fail_jobs(engine: RedisEngine, clock: FakeClock, count: int) -> list[str]:
