@@ -149,6 +149,7 @@ def test_unencodable_top_level_value_is_named() -> None:
         ({1: "x"}, "builtins.int", "(dict key 1)"),
         ({"a": {1: "x"}}, "builtins.int", "['a'] (dict key 1)"),
         ([{"ok": 1}, {None: 2}], "builtins.NoneType", "[1] (dict key None)"),
+        ({"a": {Tag("k"): 1}}, f"{__name__}.Tag", "['a'] (dict key 'k')"),
     ],
     ids=repr,
 )
