@@ -37,7 +37,7 @@ class PayloadError(AiojobsRedisError):
 
 
 class PayloadNotSerializable(PayloadError, TypeError):
-    """The payload contains a value that JSON cannot represent."""
+    """The payload holds a value JSON cannot represent, or one it would turn into another type."""
 
 
 class PayloadTooLarge(PayloadError):
