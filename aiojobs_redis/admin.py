@@ -85,8 +85,13 @@ class Admin:
                 pipe.llen(keys.ready)
                 for key in (keys.delayed, keys.running, keys.failed):
                     pipe.zcard(key)
+                pipe.get(keys.dropped)
             counts = await pipe.execute()
-        return [QueueStats(q, *counts[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)]
+        rows = [counts[i * 5 : i * 5 + 5] for i in range(len(queues))]
+        return [
+            QueueStats(q, ready, delayed, running, failed, int(dropped or 0))
+            for q, (ready, delayed, running, failed, dropped) in zip(queues, rows, strict=True)
+        ]
 
     # -- one job ----------------------------------------------------------------------------
 

@@ -477,6 +477,9 @@ async def _stats(engine: RedisEngine, args: argparse.Namespace) -> int:
     print(f"{'queue':<24} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9}")
     for row in rows:
         print(f"{row.queue:<24} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9}")
+    dropped = ", ".join(f"{row.queue} {row.failed_dropped}" for row in rows if row.failed_dropped)
+    if dropped:
+        print(f"\nfailed jobs dropped by retention: {dropped}")
     print(f"\n{describe_format(version)}")
     return 0
 

@@ -48,6 +48,8 @@ class Settings:
     # On one server (redis://, rediss://, unix://), the engine's script calls share one
     # pipelined connection (wire.py); False sends them through redis-py's pool too.
     multiplex: bool = True
+    # JOB_ENGINE=sync: a job that fails for good raises its exception in dispatch()'s caller.
+    sync_raise_on_failure: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ("redis", "sync"):
@@ -93,6 +95,8 @@ class Settings:
                 raise ConfigurationError(
                     f"REDIS_JOB_DB must be an integer, not {env['REDIS_JOB_DB']!r}"
                 ) from None
+        if "JOB_SYNC_RAISE_ON_FAILURE" in env:
+            values["sync_raise_on_failure"] = _env_flag("JOB_SYNC_RAISE_ON_FAILURE", env)
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -111,6 +115,15 @@ class Settings:
             f"Settings(engine={self.engine!r}, url={redact_url(self.url)!r}, "
             f"prefix={self.prefix!r}, db={self.db!r})"
         )
+
+
+def _env_flag(name: str, env: Mapping[str, str]) -> bool:
+    value = env[name].strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be 1/true/yes/on or 0/false/no/off, not {env[name]!r}")
 
 
 # redis-py also takes a password as a query parameter (?password=..., ?ssl_password=...);

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .batching import PendingDispatch
-from .codec import encode_payload
 from .ids import new_job_id
+from .typed_payloads import encode_job_payload
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -46,7 +46,7 @@ class DispatchArgs:
         """Validate and encode before any I/O: bad input costs nothing."""
         # Validates the name (it may be set on the instance); a sharded queue's next shard.
         queue = self.keys(self._router.route(job)).queue
-        payload = encode_payload(job.payload, self.settings.max_payload_bytes)
+        payload = encode_job_payload(job, self.settings.max_payload_bytes)
         return PendingDispatch(
             queue=queue,
             kind=(job.name, job.attempts, job.effective_delay_ms),

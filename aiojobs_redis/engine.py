@@ -423,7 +423,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         keys = self.keys(queue)
         async with redis_errors(f"reap {queue}"):
             requeued, failed, trimmed, newer = await self.scripts.reap(
-                keys=[keys.running, keys.ready, keys.failed, keys.wake],
+                keys=[keys.running, keys.ready, keys.failed, keys.wake, keys.dropped],
                 args=[
                     keys.base,
                     limit,

@@ -41,7 +41,7 @@ class PayloadError(AiojobsRedisError):
 
 
 class PayloadNotSerializable(PayloadError, TypeError):
-    """The payload contains a value that JSON cannot represent."""
+    """The payload holds a value JSON cannot represent, or one it would turn into another type."""
 
 
 class PayloadTooLarge(PayloadError):
@@ -105,3 +105,7 @@ class RetryLater(Exception):
         self.delay_ms = None if delay is None else to_ms(delay, what="RetryLater delay")
         super().__init__(message or "retry requested")
         self.delay = delay
+
+
+class InvalidPayload(PayloadError, ValueError):
+    """The payload does not validate as its job class's payload_type."""

@@ -15,6 +15,7 @@ from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
+from .typed_payloads import check_payload_type
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:<>\-]{0,199}")
 _UNSET: Any = object()
@@ -62,6 +63,8 @@ class Job:
                    any other exception fails the job for good at once
       fail_on      exception types that fail the job for good at once, attempts or not
       shards       split the queue into this many sub-queues (see sharding.py), default 1
+      payload_type a pydantic model or a dataclass: the payload is validated at dispatch and
+                   handle() gets an instance of it (needs pydantic; see typed_payloads.py)
       name         the name stored in Redis, by which a worker finds the class; default the
                    class's __qualname__ ("SendEmail"), whatever module it is imported as
       aliases      more names the class answers to, e.g. ("OldName",) after a rename, so
@@ -89,6 +92,7 @@ class Job:
     retry_on: ClassVar[tuple[type[BaseException], ...] | None] = None
     fail_on: ClassVar[tuple[type[BaseException], ...]] = ()
     shards: ClassVar[int] = 1
+    payload_type: ClassVar[type[Any] | None] = None
     name: ClassVar[str] = "Job"
     aliases: ClassVar[tuple[str, ...]] = ()
 
@@ -127,6 +131,7 @@ class Job:
                 isinstance(t, type) and issubclass(t, BaseException) for t in types
             ):
                 raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
+        check_payload_type(cls.__qualname__, cls.payload_type)
         _register(cls)
 
     def __init__(self, payload: Any = None) -> None:

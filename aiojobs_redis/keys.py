@@ -8,6 +8,8 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
     jobs:{payments}:delayed    zset  id -> due time (ms); moved to queue by promote
     jobs:{payments}:running    zset  id -> lease deadline (ms)
     jobs:{payments}:failed     zset  id -> time of failure (ms)
+    jobs:{payments}:dropped    str   failed jobs the retention (failed_ttl_ms, failed_max) has
+                                     dropped from the failed set so far, in all (reap.lua)
     jobs:{payments}:wake       list  a token that wakes one idle worker
     jobs:{payments}:j:<id>     hash  the job record (fields in JOB_FIELDS)
     jobs:{payments}:bad:<id>   any   a malformed record moved aside
@@ -135,6 +137,7 @@ class QueueKeys:
     delayed: str
     running: str
     failed: str
+    dropped: str
     wake: str
     job_prefix: str
 
@@ -148,6 +151,7 @@ class QueueKeys:
             delayed=f"{base}:delayed",
             running=f"{base}:running",
             failed=f"{base}:failed",
+            dropped=f"{base}:dropped",
             wake=f"{base}:wake",
             job_prefix=f"{base}:j:",
         )

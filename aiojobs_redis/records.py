@@ -132,6 +132,7 @@ class QueueStats:
     delayed: int
     running: int
     failed: int
+    failed_dropped: int = 0  # failed jobs dropped by retention (failed_ttl_ms, failed_max), in all
 
 
 @dataclass(frozen=True, slots=True)

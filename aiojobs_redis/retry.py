@@ -73,7 +73,8 @@ def decide(job: Job, outcome: Outcome, attempt: int, max_attempts: int) -> Decis
 
     PermanentFailure, an exception in `job.fail_on`, or one outside `job.retry_on` (when
     set) fails at once; otherwise the job is retried while attempts are left, after the
-    RetryLater delay if one was given, else `job.retry_delay(exc, attempt)`.
+    RetryLater delay if one was given, else `job.retry_delay(exc, attempt)`. A RetryLater
+    with no attempts left gets a note saying so (the one change made to `outcome`).
     """
     error = outcome.error
     if error is None:
@@ -81,6 +82,8 @@ def decide(job: Job, outcome: Outcome, attempt: int, max_attempts: int) -> Decis
     if outcome.permanent or not job.retries(error):
         return Fail("timeout" if outcome.timed_out else "permanent")
     if attempt >= max_attempts:
+        if isinstance(error, RetryLater):
+            _note(error, _no_retry_left(max_attempts))
         return Fail("timeout" if outcome.timed_out else "error")
     if isinstance(error, RetryLater) and error.delay_ms is not None:
         return Retry(error.delay_ms)
@@ -89,6 +92,21 @@ def decide(job: Job, outcome: Outcome, attempt: int, max_attempts: int) -> Decis
     except Exception:
         log.exception("job %s %s: retry_delay() failed; using the retry policy", job.id, job.name)
         return Retry(job.retry_policy.delay_ms(attempt))
+
+
+def _no_retry_left(max_attempts: int) -> str:
+    if max_attempts == 1:
+        return (
+            "RetryLater was raised but no attempts are left (attempts = 1, the default); "
+            "set attempts on the job class to allow retries"
+        )
+    return f"RetryLater was raised on the last of {max_attempts} attempts: no attempts are left"
+
+
+def _note(error: BaseException, note: str) -> None:
+    """Say why in the exception itself: its traceback, the stored error and a re-raise show it."""
+    if note not in getattr(error, "__notes__", ()):
+        error.add_note(note)
 
 
 class Backoff:

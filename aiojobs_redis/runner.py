@@ -43,10 +43,12 @@ class Outcome:
         text = "".join(traceback.format_exception(err))
         if len(text) > TRACEBACK_LIMIT:
             text = "...\n" + text[-TRACEBACK_LIMIT:]
+        notes = getattr(err, "__notes__", None)  # e.g. why a RetryLater could not retry
+        message = "\n".join([str(err), *notes]) if isinstance(notes, list) else str(err)
         return {
             "reason": reason,
             "type": f"{type(err).__module__}.{type(err).__qualname__}",
-            "message": str(err)[:2000],
+            "message": message[:2000],
             "traceback": text,
         }
 
@@ -71,6 +73,40 @@ async def run_handler(job: Job) -> Outcome:
     except Exception as exc:
         return Outcome(exc)
     return SUCCEEDED
+
+
+FAILED_FOR_GOOD = "job %s failed for good"
+
+
+def log_failed_for_good(
+    logger: logging.Logger,
+    job: Job,
+    error: BaseException,
+    *,
+    queue: str,
+    attempt: int,
+    max_attempts: int,
+    reason: str,
+) -> None:
+    """The one ERROR line a job that failed for good gets.
+
+    The message is the same for every failure of a job class (the name is its only argument)
+    and the exception is attached, so error trackers (Sentry's logging integration, ...)
+    group the events and show the stack. The rest is in the record's attributes.
+    """
+    logger.error(
+        FAILED_FOR_GOOD,
+        job.name,
+        exc_info=error,
+        extra={
+            "job_id": job.id,
+            "job_name": job.name,
+            "job_queue": queue,
+            "job_attempt": attempt,
+            "job_max_attempts": max_attempts,
+            "job_failure_reason": reason,
+        },
+    )
 
 
 async def call_on_exhausted(job: Job, error: BaseException) -> None:

@@ -23,12 +23,12 @@ from typing import Final
 
 from .clock import WorkerClock
 from .engine_base import WorkerEngine
-from .errors import EngineError, MalformedJob, UnknownJob
+from .errors import EngineError, InvalidPayload, MalformedJob, UnknownJob
 from .job import Job
 from .lifecycle import Lifecycle, WorkerCounters
 from .records import ClaimedJob
 from .retry import Backoff, Fail, Succeeded, decide
-from .runner import Outcome
+from .runner import Outcome, log_failed_for_good
 
 log = logging.getLogger("aiojobs_redis.worker")
 job_log = logging.getLogger("aiojobs_redis.worker.jobs")  # a job done: see Worker(log_jobs=)
@@ -128,6 +128,8 @@ class Settler:
             if isinstance(exc, UnknownJob)
             else "malformed"
             if isinstance(exc, UnicodeDecodeError | MalformedJob)
+            else "invalid_payload"
+            if isinstance(exc, InvalidPayload)
             else "init_error"
         )
         log.error("job %s in queue %s cannot run (%s%s): %s", claimed.id, claimed.queue, reason, why, exc)
@@ -176,14 +178,14 @@ class Settler:
             record = outcome.error_record(decision.reason)
             if await self._record(claimed, lambda: self.engine.fail(claimed, record)):
                 self.counters.failed += 1
-                log.error(
-                    "job %s %s failed for good after attempt %d/%d (%s): %s",
-                    claimed.id,
-                    job.name,
-                    claimed.attempt,
-                    claimed.max_attempts,
-                    decision.reason,
-                    outcome.summary,
+                log_failed_for_good(
+                    log,
+                    job,
+                    error,
+                    queue=claimed.queue,
+                    attempt=claimed.attempt,
+                    max_attempts=claimed.max_attempts,
+                    reason=decision.reason,
                 )
                 await self.lifecycle.ended(claimed, "failed", job, error)
                 return error

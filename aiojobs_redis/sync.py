@@ -2,7 +2,14 @@
 
 For tests and development. Jobs keep their semantics (payloads go through JSON, attempts,
 PermanentFailure, retry_on/fail_on, on_exhausted, timeouts) and the retry-or-fail decision is
-the worker's (retry.decide), but delays and retry waits are skipped.
+the worker's (retry.decide), but delays and retry waits are skipped: a job dispatched with
+"+5 minutes" runs at once, and its retries run back to back.
+
+A job that fails for good raises in the caller of dispatch(): the exception its last try
+raised, re-raised once it is in `engine.failed` and on_exhausted() has run (a TimeoutError
+for a timeout). dispatch_many() stops at the first such job. To only log and record it,
+pass `SyncEngine(raise_on_failure=False)`, or set `sync_raise_on_failure=False`
+(environment: JOB_SYNC_RAISE_ON_FAILURE=0).
 """
 
 from __future__ import annotations
@@ -12,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .codec import decode_payload, encode_payload
 from .config import Settings
 from .ids import new_job_id
 from .retry import SUCCEEDED, Fail, decide
-from .runner import call_on_exhausted, run_handler
+from .runner import call_on_exhausted, log_failed_for_good, run_handler
+from .typed_payloads import decode_job_payload, encode_job_payload
 
 if TYPE_CHECKING:
     from .job import Job
@@ -33,8 +40,11 @@ class SyncFailure:
 
 
 class SyncEngine:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, raise_on_failure: bool | None = None) -> None:
         self.settings = settings or Settings(engine="sync")
+        self.raise_on_failure = (
+            self.settings.sync_raise_on_failure if raise_on_failure is None else raise_on_failure
+        )
         self.failed: list[SyncFailure] = []
         self.completed: list[str] = []
 
@@ -49,11 +59,11 @@ class SyncEngine:
 
     async def dispatch(self, job: Job, *, durable: bool | None = None) -> str:
         """Run `job` now. `durable` is accepted and ignored: nothing is stored, nothing replicated."""
-        data = encode_payload(job.payload, self.settings.max_payload_bytes)
+        data = encode_job_payload(job, self.settings.max_payload_bytes)
         job_id = new_job_id()
         job.id = job_id
         for attempt in range(1, job.attempts + 1):
-            run = type(job)(decode_payload(data))
+            run = type(job)(decode_job_payload(type(job), data))
             run.id, run.attempt = job_id, attempt
             outcome = await run_handler(run)
             decision = decide(run, outcome, attempt, job.attempts)
@@ -62,16 +72,20 @@ class SyncEngine:
                 return job_id
             assert outcome.error is not None
             if isinstance(decision, Fail):
-                log.error(
-                    "job %s %s failed after %d attempt(s) (%s): %s",
-                    job_id,
-                    job.name,
-                    attempt,
-                    decision.reason,
-                    outcome.summary,
+                error = outcome.error
+                log_failed_for_good(
+                    log,
+                    run,
+                    error,
+                    queue=job.queue,
+                    attempt=attempt,
+                    max_attempts=job.attempts,
+                    reason=decision.reason,
                 )
-                self.failed.append(SyncFailure(job_id, job.name, attempt, outcome.error))
-                await call_on_exhausted(run, outcome.error)
+                self.failed.append(SyncFailure(job_id, job.name, attempt, error))
+                await call_on_exhausted(run, error)
+                if self.raise_on_failure:
+                    raise error
                 return job_id
             log.info(
                 "job %s %s attempt %d failed, retrying: %s",
@@ -83,8 +97,9 @@ class SyncEngine:
         return job_id
 
     async def dispatch_many(self, jobs: Sequence[Job], *, durable: bool | None = None) -> list[str]:
+        """Run each job in turn; with raise_on_failure, the first that fails for good raises."""
         for job in jobs:  # validate every payload before running any
-            encode_payload(job.payload, self.settings.max_payload_bytes)
+            encode_job_payload(job, self.settings.max_payload_bytes)
         return [await self.dispatch(job) for job in jobs]
 
     def __repr__(self) -> str:

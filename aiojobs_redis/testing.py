@@ -26,13 +26,13 @@ from typing import Any
 
 from . import context, sharding
 from .clock import Changes, FakeClock
-from .codec import decode_payload, encode_payload
 from .config import Settings
 from .errors import EngineUnavailable
 from .ids import new_job_id
 from .job import Job
 from .keys import validate_queue
 from .records import Claim, ClaimedJob, Reaped
+from .typed_payloads import decode_job_payload, encode_job_payload
 from .worker import Worker
 
 __all__ = ["Dispatched", "FakeClock", "FakeEngine", "FakeJob", "fake_clock", "fake_engine"]
@@ -184,7 +184,7 @@ class FakeEngine:
         prepared = [
             (
                 validate_queue(self._router.route(job)),
-                encode_payload(job.payload, self.settings.max_payload_bytes),
+                encode_job_payload(job, self.settings.max_payload_bytes),
             )
             for job in jobs
         ]
@@ -194,7 +194,8 @@ class FakeEngine:
             stored = self.jobs[job_id] = FakeJob(job_id, job.name, queue, data, job.attempts)
             delay_ms = job.effective_delay_ms
             stored.scheduled_ms = self.clock.now_ms + delay_ms
-            self.dispatched.append(Dispatched(job_id, type(job), queue, decode_payload(data), delay_ms))
+            payload = decode_job_payload(type(job), data)
+            self.dispatched.append(Dispatched(job_id, type(job), queue, payload, delay_ms))
             self.queues.add(stored.queue)
             self._enqueue(stored, delay_ms)
             ids.append(job_id)

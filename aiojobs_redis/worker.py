@@ -33,7 +33,6 @@ from anyio.abc import TaskStatus
 from . import registry, sharding
 from ._slots import SlotPool
 from .clock import ANYIO_CLOCK, WorkerClock
-from .codec import decode_payload
 from .context import use_engine
 from .engine_base import WorkerEngine
 from .errors import EngineError
@@ -48,6 +47,7 @@ from .runner import call_on_exhausted, run_handler
 from .settle import Settler, job_log, retrying
 from .signals import drain_on_signal
 from .timeparse import to_ms
+from .typed_payloads import decode_job_payload
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +448,7 @@ class Worker:
     def _materialise(self, claimed: ClaimedJob) -> Job:
         """The Job instance for a claimed record; the name is looked up, never imported."""
         cls = self._lookup(claimed.name.decode("utf-8"))
-        job = cls(decode_payload(claimed.payload))
+        job = cls(decode_job_payload(cls, claimed.payload))
         job.id, job.attempt = claimed.id, claimed.attempt
         return job
 
@@ -516,4 +516,10 @@ class Worker:
                     log.warning("job %s in %s: lease lapsed, returned to the queue", job_id, queue)
                 for job_id in reaped.failed:
                     log.error("job %s in %s: stalled too often, moved to failed", job_id, queue)
+                if reaped.trimmed:
+                    log.warning(
+                        "queue %s: %d failed job(s) dropped by retention (failed_ttl_ms, failed_max)",
+                        queue,
+                        reaped.trimmed,
+                    )
             await self.clock.sleep(self.reap_interval)

@@ -1,14 +1,19 @@
 -- reap: return jobs whose lease lapsed to the queue, fail those that stalled too often,
 -- and trim the failed set to its retention limits.
 -- KEYS[1] running zset  KEYS[2] queue list  KEYS[3] failed zset  KEYS[4] wake list
+-- KEYS[5] dropped counter (string): failed jobs trimmed by retention, in all
 -- ARGV[1] queue key base  ARGV[2] max jobs  ARGV[3] max stalls  ARGV[4] failed TTL ms
 -- ARGV[5] failed max count  ARGV[6] now ms ('' = TIME)
 -- Returns { {requeued id...}, {failed (stalled) id...}, number of failed records trimmed,
 --           the format version of a record too new to handle (0: none) }
+-- The trimmed count is also added to KEYS[5]. A replayed call counts only what it removes
+-- itself (an id already removed is not there to count), so the total is exact even when a
+-- reply is lost; only the returned count of that lost reply is not seen.
 -- Requeued jobs go back to the head of the queue list, in the order their leases lapsed.
 -- A record of a newer format version stops the reap before it: it is left as it is (a job
 -- hash whose v is newer, or a member tagged '!N:' with N newer, whatever follows the tag).
 local running_key, ready_key, failed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local dropped_key = KEYS[5]
 local base, limit, max_stalls = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local failed_ttl, failed_max = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms(ARGV[6])
@@ -67,4 +72,5 @@ for _, id in ipairs(expired) do
   redis.call('DEL', job_key(base, id), bad_key(base, id))
   trimmed = trimmed + 1
 end
+if trimmed > 0 then redis.call('INCRBY', dropped_key, trimmed) end
 return {requeued, stalled, trimmed, 0}

@@ -394,8 +394,24 @@ async def test_failed_jobs_list_retry_forget_flush_and_stats(
     result = await inspect(prefix, redis_url, "stats", "--json")
     assert result.returncode == 0, result
     assert sorted(json_lines(result.stdout), key=lambda row: str(row["queue"])) == [
-        {"queue": "default", "ready": 0, "delayed": 0, "running": 0, "failed": 1, "format_version": 2},
-        {"queue": OTHER_QUEUE, "ready": 0, "delayed": 0, "running": 0, "failed": 2, "format_version": 2},
+        {
+            "queue": "default",
+            "ready": 0,
+            "delayed": 0,
+            "running": 0,
+            "failed": 1,
+            "failed_dropped": 0,
+            "format_version": 2,
+        },
+        {
+            "queue": OTHER_QUEUE,
+            "ready": 0,
+            "delayed": 0,
+            "running": 0,
+            "failed": 2,
+            "failed_dropped": 0,
+            "format_version": 2,
+        },
     ]
 
     # failed list: the table, then JSON lines.
@@ -560,7 +576,15 @@ async def test_stats_reads_the_database_from_redis_job_db(
         )
         assert flagged.returncode == 0, flagged
         assert json_lines(flagged.stdout) == [
-            {"queue": "default", "ready": 1, "delayed": 1, "running": 0, "failed": 0, "format_version": 2}
+            {
+                "queue": "default",
+                "ready": 1,
+                "delayed": 1,
+                "running": 0,
+                "failed": 0,
+                "failed_dropped": 0,
+                "format_version": 2,
+            }
         ]
     finally:
         await delete_keys(redis_url, prefix, db=7)

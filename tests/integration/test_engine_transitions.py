@@ -11,8 +11,7 @@ import hashlib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import anyio
@@ -20,7 +19,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from support.engine_calls import claim_from, dispatch_marker
+from support.engine_calls import claim_from, dispatch_marker, engine_with
 from support.keyspace import delete_prefix
 
 from aiojobs_redis import (
@@ -173,20 +172,6 @@ async def claim_one(engine: RedisEngine, **options: Any) -> ClaimedJob:
     got = await claim(engine, limit=1, **options)
     assert len(got.jobs) == 1, got
     return got.jobs[0]
-
-
-@asynccontextmanager
-async def engine_with(
-    settings: Settings, clock: Clock | None = None, **changes: Any
-) -> AsyncIterator[RedisEngine]:
-    """An engine with some settings changed, installed for dispatch, its keys deleted after."""
-    custom = settings.with_(**changes)
-    try:
-        async with RedisEngine(custom, clock=clock) as opened:
-            with use_engine(opened):
-                yield opened
-    finally:
-        await delete_prefix(custom.url, custom.prefix, custom.db)
 
 
 async def dispatch_script(

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-from aiojobs_redis import RedisEngine
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiojobs_redis import RedisEngine, Settings, use_engine
 from aiojobs_redis.keys import QueueKeys
 from aiojobs_redis.records import Claim
+from support.keyspace import delete_prefix
+
+
+@asynccontextmanager
+async def engine_with(
+    settings: Settings, clock: Callable[[], int] | None = None, **changes: Any
+) -> AsyncIterator[RedisEngine]:
+    """An engine with some settings changed, installed for dispatch, its keys deleted after."""
+    custom = settings.with_(**changes)
+    try:
+        async with RedisEngine(custom, clock=clock) as opened:
+            with use_engine(opened):
+                yield opened
+    finally:
+        await delete_prefix(custom.url, custom.prefix, custom.db)
 
 
 async def claim_from(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import datetime
+import enum
 import math
+import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import pytest
 
 from aiojobs_redis.codec import DEFAULT_MAX_PAYLOAD_BYTES, decode_payload, encode_payload
@@ -42,8 +48,72 @@ def test_round_trip(payload: Any) -> None:
     assert decode_payload(data) == payload
 
 
-def test_tuple_becomes_list() -> None:
-    assert decode_payload(encode_payload({"t": (1, (2, 3))})) == {"t": [1, [2, 3]]}
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Priority(enum.IntEnum):
+    HIGH = 2
+
+
+class Size(enum.StrEnum):
+    SMALL = "s"
+
+
+class Tag(str):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+class Pair(NamedTuple):
+    a: int
+    b: int
+
+
+_MOMENT = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [
+        (_MOMENT, "datetime.datetime"),
+        (_MOMENT.replace(tzinfo=None), "datetime.datetime"),
+        (_MOMENT.date(), "datetime.date"),
+        (_MOMENT.time(), "datetime.time"),
+        (uuid.UUID(int=1), "uuid.UUID"),
+        ((1, 2), "builtins.tuple"),
+        (Pair(1, 2), f"{__name__}.Pair"),
+        (Point(1), f"{__name__}.Point"),
+        (Colour.RED, f"{__name__}.Colour"),
+        (Priority.HIGH, f"{__name__}.Priority"),
+        (Size.SMALL, f"{__name__}.Size"),
+        (Tag("x"), f"{__name__}.Tag"),
+        (Ratio(0.5), f"{__name__}.Ratio"),
+        (collections.OrderedDict(a=1), "collections.OrderedDict"),
+        (collections.defaultdict(list), "collections.defaultdict"),
+        (collections.UserList([1]), "collections.UserList"),
+        (orjson.Fragment(b"[1]"), "orjson.Fragment"),
+    ],
+    ids=repr,
+)
+def test_value_json_would_change_is_refused_with_its_path(value: Any, type_name: str) -> None:
+    # Each would otherwise reach handle() as something else (a string, a list, a plain dict).
+    with pytest.raises(PayloadNotSerializable) as info:
+        encode_payload({"ok": [1, "a", None], "deep": [{"v": value}]})
+    assert f"{type_name} at ['deep'][0]['v']" in str(info.value)
+
+
+def test_refused_at_the_top_level() -> None:
+    with pytest.raises(PayloadNotSerializable, match=r"builtins\.tuple at the top level"):
+        encode_payload((1, 2))
 
 
 @pytest.mark.parametrize(
@@ -79,6 +149,7 @@ def test_unencodable_top_level_value_is_named() -> None:
         ({1: "x"}, "builtins.int", "(dict key 1)"),
         ({"a": {1: "x"}}, "builtins.int", "['a'] (dict key 1)"),
         ([{"ok": 1}, {None: 2}], "builtins.NoneType", "[1] (dict key None)"),
+        ({"a": {Tag("k"): 1}}, f"{__name__}.Tag", "['a'] (dict key 'k')"),
     ],
     ids=repr,
 )

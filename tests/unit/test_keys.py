@@ -133,6 +133,7 @@ def test_every_queue_key_shares_one_hash_tag(prefix: str, queue: str) -> None:
         "delayed",
         "running",
         "failed",
+        "dropped",
         "wake",
         "job_prefix",
     }, "a key attribute was added or removed: check it keeps the hash tag"

@@ -48,7 +48,7 @@ def reset() -> None:
 async def test_retries_follow_retry_on_and_fail_on(
     cls: type[Recorder], raised: str, tries: list[int]
 ) -> None:
-    engine = SyncEngine()
+    engine = SyncEngine(raise_on_failure=False)
     job_id = await engine.dispatch(cls({"raise": raised}))
     assert Recorder.tries == tries
     assert [f.id for f in engine.failed] == [job_id] and engine.failed[0].attempts == len(tries)
@@ -66,7 +66,8 @@ async def test_an_error_in_on_exhausted_is_logged_and_changes_nothing(
             raise PermanentFailure("no")
 
     engine = SyncEngine()
-    await engine.dispatch(Broken())
+    with pytest.raises(PermanentFailure, match="no"):  # the job's own error, not the callback's
+        await engine.dispatch(Broken())
     assert len(engine.failed) == 1 and isinstance(engine.failed[0].error, PermanentFailure)
     assert "on_exhausted() raised" in caplog.text
 
