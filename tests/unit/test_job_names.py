@@ -94,12 +94,12 @@ def test_a_class_defined_in_a_script_gets_its_plain_name_and_no_main_alias(tmp_p
 
 
 def test_an_implicit_alias_gives_way_to_an_explicit_name_without_error() -> None:
-    old = type("Charge", (Job,), {"__module__": "billing_n", "handle": _async_handle})
-    assert registry.lookup("billing_n.Charge") is old
-    new = type("ChargeV2", (Job,), {"name": "billing_n.Charge", "handle": _async_handle})
-    assert registry.lookup("billing_n.Charge") is new
-    type("Charge", (Job,), {"__module__": "billing_n", "handle": _async_handle})  # again: still new
-    assert registry.lookup("billing_n.Charge") is new
+    old = type("ChargeAliasN", (Job,), {"__module__": "billing_n", "handle": _async_handle})
+    assert registry.lookup("billing_n.ChargeAliasN") is old
+    new = type("ChargeAliasNV2", (Job,), {"name": "billing_n.ChargeAliasN", "handle": _async_handle})
+    assert registry.lookup("billing_n.ChargeAliasN") is new
+    type("ChargeAliasN", (Job,), {"__module__": "billing_n", "handle": _async_handle})  # again: still new
+    assert registry.lookup("billing_n.ChargeAliasN") is new
 
 
 # -- duplicates -----------------------------------------------------------------------------
