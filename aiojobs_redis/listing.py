@@ -17,7 +17,7 @@ import orjson
 
 from .boundary import is_wrong_type, map_reply, redis_errors, text
 from .keys import JOB_FIELD, QueueKeys, validate_job_id, validate_queue
-from .records import JobInfo, parse_inline
+from .records import Event, JobInfo, parse_inline
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 MAX_PAGE = 1000  # jobs per page, at most
 FILTER_SCAN_MAX = 10_000  # failed ids a filtered listing reads per call, at most
+EVENTS_SCAN = 2_000  # stream entries job_events reads, at most
 _CHUNK = 500  # ids per round trip while filtering
 _WHEN_READY_FIELDS = [JOB_FIELD["scheduled_ms"], JOB_FIELD["created_ms"]]
 _QUEUED_FIELDS = [JOB_FIELD[n] for n in ("name", "max_attempts", "attempts", "created_ms", "scheduled_ms")]
@@ -127,6 +128,8 @@ class Listing:
 
         async def _read_hash(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None: ...
 
+        async def recent_events(self, queues: Sequence[str], count: int = 50) -> list[Event]: ...
+
     # -- failed jobs ----------------------------------------------------------------------------
 
     async def failed_page(
@@ -209,6 +212,12 @@ class Listing:
             found.append(JobInfo.from_hash(q, text(raw_id), raw, with_payload))
         return found
 
+    async def missing_failed(self, ids: Sequence[str], queue: str | None = None) -> list[str]:
+        """Those of `ids` that no failed set (of `queue`, or of any queue) holds."""
+        located = await self._locate_failed(ids, queue)
+        found = {job_id for held in located.values() for job_id in held}
+        return [job_id for job_id in ids if job_id not in found]
+
     # -- one job --------------------------------------------------------------------------------
 
     async def find_job(
@@ -242,6 +251,17 @@ class Listing:
             if exists and (found := await self._read_hash(q, job_id, with_payload)) is not None:
                 return found
         return None
+
+    async def job_events(self, queue: str, job_id: str, *, scan: int = EVENTS_SCAN) -> list[Event]:
+        """The events of one job still in its queue's event stream, oldest first.
+
+        Reads the newest `scan` entries of the stream (one XREVRANGE) and keeps this job's: each
+        run's end, with a one-line error for a failed run. Older entries (the stream is capped)
+        and runs of workers without telemetry are not there.
+        """
+        validate_job_id(job_id)
+        found = [e for e in await self.recent_events([validate_queue(queue)], scan) if e.job_id == job_id]
+        return found[::-1]
 
     # -- waiting jobs ---------------------------------------------------------------------------
 
