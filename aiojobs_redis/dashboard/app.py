@@ -380,7 +380,8 @@ def create_app(
     installed (for example by the `integrations.asgi.lifespan` of the app you mount it in),
     looked up on each request. `token` and/or `basic_auth` ((user, password) or
     "user:password") protect it; without them anyone who can reach it may use it.
-    `show_payloads` shows failed jobs' payloads; `read_only` removes the buttons and refuses
+    `show_payloads` shows payloads (of failed jobs, on a job's page and a queue's page; never
+    otherwise); `read_only` removes the buttons and refuses
     the actions. `allowed_hosts` (names or addresses, without port) refuses requests whose
     Host header names anything else (`aiojobs-redis dashboard` on loopback allows only the
     loopback names, so a DNS-rebinding page cannot reach it).

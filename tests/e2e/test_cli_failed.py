@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from support.engine_calls import claim_from
+from support.engine_calls import fail_new_jobs
 from test_cli import PYTHON_M, cli_env, inspect, json_lines, run_sync
 
 from aiojobs_redis import Job, RedisEngine
@@ -41,17 +41,16 @@ class Ship(Job):
 
 
 async def fail_jobs(engine: RedisEngine, job: type[Job], count: int, message: str) -> list[str]:
-    ids = await job.dispatch_many([{"card": f"4111-{i}", "html": "<script>x</script>"} for i in range(count)])
-    claim = await claim_from(engine, job.queue, count, worker_id="w1", request_id=message, lease_ms=30_000)
-    for claimed in claim.jobs:
-        error = {
+    def error(job_id: str) -> dict[str, Any]:
+        return {
             "reason": "error",
             "type": "builtins.RuntimeError",
-            "message": f"{message} for {claimed.id}",
+            "message": f"{message} for {job_id}",
             "traceback": f'Traceback (most recent call last):\n  File "app.py", line 9\n{message}',
         }
-        assert await engine.fail(claimed, error)
-    return ids
+
+    payloads = [{"card": f"4111-{i}", "html": "<script>x</script>"} for i in range(count)]
+    return await fail_new_jobs(engine, job, payloads, error)
 
 
 def rows(out: str) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from redis.asyncio import Redis
-from support.engine_calls import claim_from
+from support.engine_calls import fail_new_jobs
 
 from aiojobs_redis import Job, RedisEngine, listing
 from aiojobs_redis.keys import INLINE_TAG
@@ -42,14 +42,15 @@ def error(message: str, kind: str = "builtins.RuntimeError") -> dict[str, Any]:
 
 
 async def fail_jobs(engine: RedisEngine, clock: Any, job: Job, count: int, message: str) -> list[str]:
-    """Dispatch `count` jobs, claim them and fail each, one ms apart (the last is the newest)."""
-    ids = await job.dispatch_many([{"n": i} for i in range(count)])
-    claim = await claim_from(engine, job.queue, count, worker_id="w", request_id=message, lease_ms=LEASE_MS)
-    assert [c.id for c in claim.jobs] == ids
-    for claimed in claim.jobs:
-        clock.advance(1)
-        assert await engine.fail(claimed, error(f"{message} {claimed.id}"))
-    return ids
+    """`count` failed jobs, one ms apart (the last is the newest)."""
+    payloads = [{"n": i} for i in range(count)]
+    return await fail_new_jobs(
+        engine,
+        type(job),
+        payloads,
+        lambda job_id: error(f"{message} {job_id}"),
+        between=lambda: clock.advance(1),
+    )
 
 
 async def test_a_failed_page_gives_the_total_and_pages_through_every_queue(
