@@ -148,7 +148,8 @@ class Listing:
         error (reason, type and message). Filtering reads the newest FILTER_SCAN_MAX failed
         ids of the queues asked about, in chunks of 500 (ids, then name and error fields),
         and no further: older failures are not searched, and the page says so (`complete`).
-        Unfiltered, a page reads offset + limit ids of each queue and the page's records.
+        Unfiltered, a page of one queue reads its page of ids; of several queues together,
+        offset + limit ids of each (then merged by failure time); then the page's records.
         """
         offset, limit = _page_bounds(offset, limit)
         queues = await self._queues(queue)
@@ -158,12 +159,13 @@ class Listing:
                 pipe.zcard(self.keys(q).failed)
             sizes: list[int] = await pipe.execute()
         total = sum(sizes)
-        # The newest `want` ids over all queues (each set newest first, then merged).
-        want = FILTER_SCAN_MAX if filtered else min(offset + limit, total)
-        newest = await self._newest_failed(queues, want)
         if not filtered:
-            chosen = newest[offset : offset + limit]
+            if len(queues) == 1:  # the page itself, by rank
+                chosen = await self._newest_failed(queues, limit, start=offset)
+            else:  # the newest offset + limit of each queue, merged
+                chosen = (await self._newest_failed(queues, min(offset + limit, total)))[offset:]
             return FailedPage(await self._failed_records(chosen, with_payload), total, total, total, offset)
+        newest = await self._newest_failed(queues, FILTER_SCAN_MAX)
         matched: list[tuple[str, bytes]] = []
         wanted_fields = [JOB_FIELD["name"], JOB_FIELD["error"]]
         for start in range(0, len(newest), _CHUNK):
@@ -182,14 +184,17 @@ class Listing:
         jobs = await self._failed_records(matched[offset : offset + limit], with_payload)
         return FailedPage(jobs, total, len(matched), len(newest), offset)
 
-    async def _newest_failed(self, queues: Sequence[str], count: int) -> list[tuple[str, bytes]]:
-        """(queue, raw id) of the `count` newest failures over `queues`, newest first."""
+    async def _newest_failed(
+        self, queues: Sequence[str], count: int, *, start: int = 0
+    ) -> list[tuple[str, bytes]]:
+        """(queue, raw id) of the `count` newest failures over `queues` (each set from rank
+        `start`), newest first."""
         if count <= 0:
             return []
         async with redis_errors("list failed jobs"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
                 # Raw ids build the keys: a malformed id need not be valid UTF-8.
-                pipe.zrevrange(self.keys(q).failed, 0, count - 1, withscores=True)
+                pipe.zrevrange(self.keys(q).failed, start, start + count - 1, withscores=True)
             replies: list[list[tuple[bytes, float]]] = await pipe.execute()
         each = (
             [(-score, q, raw_id) for raw_id, score in pairs] for q, pairs in zip(queues, replies, strict=True)

@@ -7,8 +7,8 @@ only talks to Redis.
 A Redis ACL user for a worker needs, besides the engine's commands, what the record_events
 script and the heartbeat send: xadd, hincrby, pexpire, hgetall, hdel, set, del, zadd, zrem,
 zremrangebyscore and time. The dashboard reads with time, smembers, llen, zcard, zrevrange,
-hgetall, zrange, hmget, xrevrange, zrangebyscore and get, and its buttons use the engine's
-failed-set scripts.
+hgetall, zrange, hmget, xrevrange, zrangebyscore, get, lindex, lrange, type and exists, and
+its buttons use the engine's failed-set scripts.
 """
 
 from __future__ import annotations
