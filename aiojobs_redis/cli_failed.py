@@ -19,7 +19,7 @@ import orjson
 from anyio import to_thread
 
 from .engine import RedisEngine
-from .errors import MalformedJob
+from .errors import EngineError, MalformedJob
 from .listing import MAX_PAGE, FailedPage
 from .records import Event, JobInfo
 
@@ -175,7 +175,11 @@ async def _show(engine: RedisEngine, args: argparse.Namespace) -> int:
         where = f" in queue {args.queue}" if args.queue else ""
         print(f"no job with id {args.id}{where}", file=sys.stderr)
         return 1
-    events = await engine.job_events(job.queue, job.id)
+    try:
+        events = await engine.job_events(job.queue, job.id)
+    except EngineError as exc:  # the event stream is extra: an ACL without XREVRANGE, say
+        print(f"aiojobs-redis: runs not shown: {exc}", file=sys.stderr)
+        events = []
     if args.json:
         record = orjson.loads(orjson.dumps(job))
         if not args.payload:
