@@ -202,6 +202,7 @@ def format_job(job: JobInfo, events: Sequence[Event], *, with_payload: bool) -> 
         f"{job.stalls} stall(s)",
         f"dispatched {_when(job.created_ms)} UTC",
         f"scheduled  {_when(job.scheduled_ms)} UTC (when it last became due to run)",
+        f"started    {_when(job.started_ms)} UTC (its last run)",
         f"ended      {_when(job.finished_ms)} UTC",
     ]
     if job.worker:

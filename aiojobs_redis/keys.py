@@ -91,6 +91,7 @@ JOB_FIELDS = {
     "l": "stalls",  # leases that lapsed (the worker died or hung)
     "c": "created_ms",
     "d": "scheduled_ms",
+    "b": "started_ms",  # when the last run began (its claim); missing in records older than it
     "f": "finished_ms",
     "t": "token",
     "x": "last_step",  # "<step> <token>": the last ack/retry/fail/release, to answer replays

@@ -153,6 +153,7 @@ class JobInfo:
     error: dict[str, Any] | None
     payload: Any = field(default=None, repr=False)
     format_version: int = 1  # of the record as stored; 1 for one written by 0.1
+    started_ms: int | None = None  # when its last run began; None if never run (or stored before)
 
     @classmethod
     def from_hash(
@@ -199,6 +200,7 @@ class JobInfo:
             error=error,
             payload=payload,
             format_version=number("format_version") or 1,
+            started_ms=number("started_ms"),
         )
 
     @classmethod

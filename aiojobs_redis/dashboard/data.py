@@ -128,6 +128,7 @@ def failed_entry(job: JobInfo, show_payloads: bool) -> dict[str, Any]:
         "stalls": job.stalls,
         "created_ms": job.created_ms,
         "scheduled_ms": job.scheduled_ms,
+        "started_ms": job.started_ms,
         "finished_ms": job.finished_ms,
         "worker": job.worker,
         "error": {

@@ -412,10 +412,13 @@ def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_o
         ("runs / stalls", f"{job['runs']} / {job['stalls']}"),
         ("dispatched", when(job["created_ms"])),
         ("last due to run", when(job["scheduled_ms"])),
+        ("last started", when(job["started_ms"])),
         ("ended", when(job["finished_ms"])),
         ("worker", job["worker"] or "-"),
     ]
-    rows = "".join(f'<tr><th>{e(k)}</th><td class="{e(k.split()[0])}">{e(v)}</td></tr>' for k, v in fields)
+    rows = "".join(
+        f'<tr><th>{e(k)}</th><td class="{e(k.replace(" ", "-"))}">{e(v)}</td></tr>' for k, v in fields
+    )
     runs = [ev for ev in view["events"] if ev.kind != "started"]
     run_rows = (
         "".join(

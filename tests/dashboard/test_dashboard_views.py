@@ -105,16 +105,15 @@ async def test_the_job_page_shows_the_record_last_error_and_runs(engine: RedisEn
     for expected in (
         '<td class="name">views.Charge</td>',
         '<td class="state">failed</td>',
-        '<td class="attempts">1 of 3</td>',
+        '<td class="attempts-used">1 of 3</td>',
         "[error] builtins.RuntimeError: card declined",
         '<td class="error">E1</td>',
         "only the last attempt's error and traceback are kept",
         'action="api/failed/retry"',
     ):
         assert expected in html, expected
-    assert re.search(r'<td class="dispatched">\d{4}-\d\d-\d\d ', html) and re.search(
-        r'<td class="ended">\d{4}-', html
-    )
+    for stamp in ("dispatched", "last-started", "ended"):
+        assert re.search(rf'<td class="{stamp}">\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(', html), stamp
     assert "SECRET" not in html and "SECRET" not in orjson.dumps(api).decode(), "no payloads unless enabled"
     assert api["job"]["name"] == "views.Charge" and api["events"][0]["error"] == "E1"
     assert (missing.status_code, invalid.status_code) == (404, 400)

@@ -116,6 +116,7 @@ async def test_failed_show_prints_the_record_error_and_traceback(
         "state      failed",
         "attempts   1 of 3 used",
         "dispatched 20",
+        "started    20",
         "ended      20",
         "attempt 1  retried: E: first",
         f"[error] builtins.RuntimeError: card declined for {job_id}",

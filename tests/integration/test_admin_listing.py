@@ -110,7 +110,8 @@ async def test_find_job_finds_a_failed_job_without_its_queue(clocked_engine: Red
         {"n": 0},
     )
     assert found.error is not None and found.error["message"] == f"pdf broken {job_id}"
-    assert found.created_ms is not None and found.finished_ms is not None
+    assert found.created_ms is not None and found.started_ms is not None and found.finished_ms is not None
+    assert found.created_ms <= found.started_ms < found.finished_ms
     assert await clocked_engine.find_job("nosuchjob") is None
 
 
