@@ -2,7 +2,8 @@
 
 `Admin` is mixed into RedisEngine, so these are engine methods (`engine.stats()`,
 `engine.get_job()`, `engine.failed_retry()`, ...); the hot path stays in engine.py. Nothing
-here is on a job's path.
+here is on a job's path. The paged views (`failed_page`, `find_job`, `ready_jobs`,
+`delayed_jobs`, `oldest_ready_ms`, `lifetime_totals`) are in listing.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import orjson
 from redis import exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
@@ -19,6 +19,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from . import sharding
 from .boundary import is_wrong_type, map_reply, redis_errors, text
 from .keys import JOB_FIELD, QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
+from .listing import Listing
 from .records import JobInfo, LeasedJob, QueueStats, inline_prefix
 from .versioning import stored_version
 
@@ -35,8 +36,8 @@ BATCH = 1000  # ids per call in bulk operations, so no single script blocks Redi
 _LEASED_FIELDS = [JOB_FIELD[name] for name in ("name", "worker", "attempts", "max_attempts", "runs")]
 
 
-class Admin:
-    """The inspection and failed-set methods of RedisEngine."""
+class Admin(Listing):
+    """The inspection and failed-set methods of RedisEngine (the paged views: listing.py)."""
 
     settings: Settings
     redis: Redis
@@ -188,27 +189,9 @@ class Admin:
     async def failed_list(
         self, queue: str | None = None, *, limit: int = 100, with_payload: bool = False
     ) -> list[JobInfo]:
-        """The most recently failed jobs, newest first."""
-        found: list[JobInfo] = []
-        for q in await self._queues(queue):
-            keys = self.keys(q)
-            async with redis_errors("list failed jobs"):
-                # Raw ids build the keys: a malformed id need not be valid UTF-8.
-                raw_ids: list[bytes] = await self.redis.zrevrange(keys.failed, 0, limit - 1)  # type: ignore[assignment]
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for raw_id in raw_ids:
-                        pipe.hgetall(keys.job_prefix.encode() + raw_id)
-                    hashes = await pipe.execute(raise_on_error=False)
-            for raw_id, raw in zip(raw_ids, hashes, strict=True):
-                if isinstance(raw, Exception):
-                    if not is_wrong_type(raw):
-                        raise map_reply(raw, "list failed jobs") from raw
-                    # The key is not a hash: show it as malformed.
-                    error = orjson.dumps({"reason": "wrong_type", "message": str(raw)})
-                    raw = {JOB_FIELD["error"].encode(): error}
-                found.append(JobInfo.from_hash(q, text(raw_id), raw, with_payload))
-        found.sort(key=lambda j: j.finished_ms or 0, reverse=True)
-        return found[:limit]
+        """The most recently failed jobs, newest first (failed_page also counts and filters)."""
+        newest = await self._newest_failed(await self._queues(queue), limit)
+        return await self._failed_records(newest, with_payload)
 
     async def _locate_failed(self, ids: Iterable[str], queue: str | None) -> dict[str, list[str]]:
         """Group failed job ids by the queue whose failed set holds them."""

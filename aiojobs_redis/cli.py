@@ -2,7 +2,7 @@
 
 aiojobs-redis work --import app.jobs --queue payments --queue default --concurrency 100
 aiojobs-redis work --import app.jobs --queue tenant-a --queue tenant-b --fair
-aiojobs-redis failed list|retry|forget|flush ...
+aiojobs-redis failed list|show|retry|forget|flush ...
 aiojobs-redis stats
 aiojobs-redis dashboard --port 8080
 """
@@ -19,19 +19,17 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
 import orjson
 
-from . import doctor, registry
+from . import cli_failed, doctor, registry
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
 from .keys import FORMAT_VERSION
 from .metrics import PrometheusMetrics
-from .records import JobInfo
 from .retry import Backoff
 from .versioning import describe_format
 from .worker import Worker, drain_on_signal
@@ -215,26 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="record no job events, throughput or heartbeat in Redis (the dashboard shows less)",
     )
 
-    failed = commands.add_parser("failed", help="inspect and act on failed jobs")
-    failed_cmds = failed.add_subparsers(dest="failed_command", required=True, metavar="ACTION")
-    listing = failed_cmds.add_parser("list", parents=[connection], help="list failed jobs")
-    listing.add_argument("--queue", help="only this queue's failed jobs (default: every queue)")
-    listing.add_argument(
-        "--limit",
-        type=whole_number_at_least_1,
-        default=100,
-        help="show at most this many, newest first (default: 100)",
-    )
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    retry = failed_cmds.add_parser("retry", parents=[connection], help="run failed jobs again")
-    retry.add_argument("ids", nargs="*", metavar="JOB_ID", help="the failed jobs to run again")
-    retry.add_argument("--all", action="store_true", help="run every failed job again (of --queue, if given)")
-    retry.add_argument("--queue", help="the queue the jobs failed in (default: look in every queue)")
-    forget = failed_cmds.add_parser("forget", parents=[connection], help="delete failed jobs")
-    forget.add_argument("ids", nargs="+", metavar="JOB_ID", help="the failed jobs to delete")
-    forget.add_argument("--queue", help="the queue the jobs failed in (default: look in every queue)")
-    flush = failed_cmds.add_parser("flush", parents=[connection], help="delete all failed jobs")
-    flush.add_argument("--queue", help="only this queue's failed jobs (default: every queue)")
+    cli_failed.add_commands(commands, connection, whole_number_at_least_1, whole_number_at_least_0)
 
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
     stats.add_argument("--queue", help="only this queue, with its shards (default: every queue)")
@@ -291,8 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "server":
         return _server(args)
-    if args.command == "failed" and args.failed_command == "retry" and bool(args.ids) == args.all:
-        parser.error("failed retry needs job ids or --all (not both)")
+    cli_failed.check_args(args)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -361,7 +339,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return doctor.exit_code(findings, strict=args.strict)
         if args.command == "dashboard":
             return await _dashboard(engine, args)
-        return await _failed(engine, args)
+        return await cli_failed.run(engine, args)
 
 
 async def _wait_for_redis(engine: RedisEngine, patience: float) -> None:
@@ -482,49 +460,6 @@ async def _stats(engine: RedisEngine, args: argparse.Namespace) -> int:
         print(f"\nfailed jobs dropped by retention: {dropped}")
     print(f"\n{describe_format(version)}")
     return 0
-
-
-async def _failed(engine: RedisEngine, args: argparse.Namespace) -> int:
-    command = args.failed_command
-    if command == "list":
-        jobs = await engine.failed_list(args.queue, limit=args.limit)
-        if args.json:
-            for job in jobs:
-                print(orjson.dumps(job).decode())
-        else:
-            _print_failed(jobs)
-        return 0
-    if command == "retry":
-        count = await engine.failed_retry(None if args.all else args.ids, queue=args.queue)
-        print(f"requeued {count} job(s)")
-        return 0 if args.all or count == len(args.ids) else 1
-    if command == "forget":
-        count = await engine.failed_forget(args.ids, queue=args.queue)
-        print(f"forgot {count} job(s)")
-        return 0 if count == len(args.ids) else 1
-    count = await engine.failed_flush(args.queue)
-    print(f"flushed {count} job(s)")
-    return 0
-
-
-def _print_failed(jobs: Sequence[JobInfo]) -> None:
-    if not jobs:
-        print("no failed jobs")
-        return
-    print(f"{'id':<20} {'queue':<16} {'job':<36} {'attempts':>8}  {'failed at':<20} error")
-    for job in jobs:
-        error = job.error or {}
-        when = (
-            datetime.fromtimestamp(job.finished_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            if job.finished_ms
-            else "-"
-        )
-        attempts = f"{job.attempts}/{job.max_attempts or '?'}"
-        summary = f"[{error.get('reason', '?')}] {error.get('type', '')}: {error.get('message', '')}"
-        print(
-            f"{job.id:<20} {job.queue:<16} {(job.name or '?')[:36]:<36} {attempts:>8}  "
-            f"{when:<20} {summary.strip()[:200]}"
-        )
 
 
 # Argument types: argparse shows an ArgumentTypeError's message as it is.

@@ -32,7 +32,7 @@ import orjson
 
 from .engine import RedisEngine
 from .errors import EngineError
-from .keys import FORMAT_VERSION, throughput_field
+from .keys import FAILED, FORMAT_VERSION, RETRIED, SUCCEEDED, throughput_field
 from .lifecycle import JobContext, Observer, WorkerView
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class RedisTelemetry(Observer):
         self.record_starts = record_starts  # a "started" event per run too (twice the writes)
         self.offset_ms = 0  # Redis's clock minus this host's: the engine's, copied at each heartbeat
         self._events: deque[_Pending] = deque(maxlen=buffer_max)
-        self._counts: dict[tuple[str, int, bool], int] = {}  # (queue, minute, succeeded) -> runs
+        self._counts: dict[tuple[str, int, str], int] = {}  # (queue, minute, kind) -> runs
         self._worker: WorkerView | None = None
         self._started_ms = 0
         self._last_warning = -_WARN_EVERY
@@ -91,13 +91,10 @@ class RedisTelemetry(Observer):
         result = ctx.result or "lost"
         at = self._now_ms()
         self._event(ctx.queue, result, ctx, at=at)
-        if result == "succeeded":
-            succeeded = True
-        elif result in ("retried", "failed"):
-            succeeded = False
-        else:
+        kind = {"succeeded": SUCCEEDED, "retried": RETRIED, "failed": FAILED}.get(result)
+        if kind is None:
             return
-        key = (ctx.queue, at // 60_000, succeeded)
+        key = (ctx.queue, at // 60_000, kind)
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def jobs_reclaimed(self, queue: str, requeued: Sequence[str], failed: Sequence[str]) -> None:
@@ -106,7 +103,7 @@ class RedisTelemetry(Observer):
         for job_id in failed:
             self._event(queue, "stalled", None, job_id)
         if failed:
-            key = (queue, self._now_ms() // 60_000, False)
+            key = (queue, self._now_ms() // 60_000, FAILED)
             self._counts[key] = self._counts.get(key, 0) + len(failed)
 
     # -- the side task ----------------------------------------------------------------------
@@ -154,8 +151,8 @@ class RedisTelemetry(Observer):
         events, self._events = self._events, deque(maxlen=self.buffer_max)
         counts, self._counts = self._counts, {}
         by_queue: dict[str, tuple[list[Any], list[bytes]]] = {}
-        for (queue, minute, succeeded), n in counts.items():
-            by_queue.setdefault(queue, ([], []))[0].extend((throughput_field(minute, succeeded), n))
+        for (queue, minute, kind), n in counts.items():
+            by_queue.setdefault(queue, ([], []))[0].extend((throughput_field(minute, kind), n))
         for queue, encoded_event in events:
             by_queue.setdefault(queue, ([], []))[1].append(encoded_event)
         try:

@@ -26,11 +26,15 @@ Telemetry (written by workers, read by the dashboard; see events.py and telemetr
                                        `events_max` (XADD MAXLEN ~); its one field, `event`, is
                                        JSON: kind, at (ms, Redis's clock), id, job, worker,
                                        attempt, ms (handle() run time), error (a one-line summary)
-    jobs:{payments}:tp         hash    "<minute>:s" / "<minute>:f" -> runs that succeeded / failed
-                                       in that minute (minutes since the epoch, Redis's clock);
-                                       fields older than 24 h are trimmed, and the key expires
-                                       25 h after its last write; built and read only by
-                                       throughput_field and parse_throughput_field
+    jobs:{payments}:tp         hash    "<minute>:s" / "<minute>:f" / "<minute>:r" -> runs that
+                                       succeeded / failed for good / failed and were retried in
+                                       that minute (minutes since the epoch, Redis's clock; 0.1
+                                       counted retried runs under "f"); fields older than 24 h
+                                       are trimmed, and the key expires 25 h after its last
+                                       write; built and read only by throughput_field and
+                                       parse_throughput_field
+    jobs:{payments}:totals     hash    s / f / r -> the same counts since the totals began (no
+                                       expiry; written with the minute counts)
     jobs:workers               zset    worker id -> when its heartbeat lapses (ms)
     jobs:worker:<id>           string  the worker's heartbeat (JSON: host, pid, queues, counters,
                                        the jobs it runs and since when); expires with it
@@ -89,6 +93,7 @@ JOB_FIELDS = {
     "l": "stalls",  # leases that lapsed (the worker died or hung)
     "c": "created_ms",
     "d": "scheduled_ms",
+    "b": "started_ms",  # when the last run began (its claim); missing in records older than it
     "f": "finished_ms",
     "t": "token",
     "x": "last_step",  # "<step> <token>": the last ack/retry/fail/release, to answer replays
@@ -177,6 +182,11 @@ class QueueKeys:
         """The queue's runs per minute (telemetry)."""
         return f"{self.base}:tp"
 
+    @property
+    def totals(self) -> str:
+        """The queue's runs since its totals began (telemetry)."""
+        return f"{self.base}:totals"
+
 
 def queues_key(prefix: str) -> str:
     return f"{prefix}queues"
@@ -196,18 +206,23 @@ def format_key(prefix: str) -> str:
     return f"{prefix}format"
 
 
-def throughput_field(minute: int, succeeded: bool) -> str:
-    """A field of a queue's throughput hash: "<minute>:s" (succeeded) or "<minute>:f" (failed)."""
-    return f"{minute}:s" if succeeded else f"{minute}:f"
+# How a run ended, as counted in the throughput and totals hashes.
+SUCCEEDED, FAILED, RETRIED = "s", "f", "r"
 
 
-def parse_throughput_field(field: bytes) -> tuple[int, bool] | None:
-    """(minute, succeeded) of a throughput hash field; None if it names no minute (not ours).
+def throughput_field(minute: int, kind: str) -> str:
+    """A field of a queue's throughput hash: "<minute>:<kind>", kind SUCCEEDED, FAILED or RETRIED."""
+    return f"{minute}:{kind}"
 
-    Any suffix other than "s" counts as failed, as it always has.
+
+def parse_throughput_field(field: bytes) -> tuple[int, str] | None:
+    """(minute, kind) of a throughput hash field; None if it names no minute (not ours).
+
+    Any suffix other than "s" or "r" counts as failed, as it always has (older readers count
+    "r" as failed too, as 0.1 counted retried runs).
     """
     minute, _, kind = field.decode("ascii", "replace").partition(":")
     try:
-        return int(minute), kind == "s"
+        return int(minute), kind if kind in (SUCCEEDED, RETRIED) else FAILED
     except ValueError:
         return None

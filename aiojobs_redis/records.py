@@ -9,7 +9,7 @@ import orjson
 
 from .boundary import text
 from .errors import MalformedJob
-from .keys import FORMAT_VERSION, INLINE_TAG, JOB_FIELDS, QueueKeys
+from .keys import FORMAT_VERSION, INLINE_TAG, JOB_FIELDS, RETRIED, SUCCEEDED, QueueKeys
 
 _VERSION_END = b":"  # after the version, in an inline record of version 2 or later
 
@@ -154,6 +154,7 @@ class JobInfo:
     error: dict[str, Any] | None
     payload: Any = field(default=None, repr=False)
     format_version: int = 1  # of the record as stored; 1 for one written by 0.1
+    started_ms: int | None = None  # when its last run began; None if never run (or stored before)
 
     @classmethod
     def from_hash(
@@ -200,6 +201,7 @@ class JobInfo:
             error=error,
             payload=payload,
             format_version=number("format_version") or 1,
+            started_ms=number("started_ms"),
         )
 
     @classmethod
@@ -290,8 +292,17 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class Throughput:
-    """Runs per minute, oldest first, for the minutes `start_minute` .. `start_minute + len - 1`."""
+    """Runs per minute, oldest first, for the minutes `start_minute` .. `start_minute + len - 1`.
+
+    `failed`: runs after which the job failed for good (it entered the failed set), `retried`:
+    failed runs that were retried. Counts written by 0.1's workers hold both under `failed`.
+    """
 
     start_minute: int
     succeeded: list[int]
     failed: list[int]
+    retried: list[int] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[int]:
+        """The series of a kind (keys.SUCCEEDED, FAILED or RETRIED)."""
+        return {SUCCEEDED: self.succeeded, RETRIED: self.retried}.get(kind, self.failed)

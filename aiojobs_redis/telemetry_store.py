@@ -7,8 +7,8 @@ only talks to Redis.
 A Redis ACL user for a worker needs, besides the engine's commands, what the record_events
 script and the heartbeat send: xadd, hincrby, pexpire, hgetall, hdel, set, del, zadd, zrem,
 zremrangebyscore and time. The dashboard reads with time, smembers, llen, zcard, zrevrange,
-hgetall, zrange, hmget, xrevrange, zrangebyscore and get, and its buttons use the engine's
-failed-set scripts.
+hgetall, zrange, hmget, xrevrange, zrangebyscore, get, lindex, lrange, type and exists, and
+its buttons use the engine's failed-set scripts.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class TelemetryStore:
             for start in range(0, max(1, len(encoded)), _EVENTS_PER_CALL):
                 chunk = encoded[start : start + _EVENTS_PER_CALL]
                 args = [*head, len(buckets) // 2, *buckets, *chunk] if start == 0 else [*head, 0, *chunk]
-                calls.append((self.scripts.record_events, [keys.events, keys.throughput], args))
+                calls.append((self.scripts.record_events, [keys.events, keys.throughput, keys.totals], args))
         async with redis_errors("record job events"):
             await run_pipelined(self.redis, calls)
 
@@ -129,7 +129,7 @@ class TelemetryStore:
         start = now_ms // 60_000 - minutes + 1
         result: dict[str, Throughput] = {}
         for queue, buckets in zip(queues, hashes, strict=True):
-            series = Throughput(start, [0] * minutes, [0] * minutes)
+            series = Throughput(start, [0] * minutes, [0] * minutes, [0] * minutes)
             for name, value in buckets.items():
                 parsed = parse_throughput_field(name)
                 if parsed is None:
@@ -139,7 +139,7 @@ class TelemetryStore:
                 except ValueError:
                     continue
                 if 0 <= index < minutes:
-                    (series.succeeded if parsed[1] else series.failed)[index] += count
+                    series.of(parsed[1])[index] += count
             result[queue] = series
         return result
 

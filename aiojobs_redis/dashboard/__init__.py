@@ -1,5 +1,6 @@
-"""The web dashboard: queues, throughput, failed jobs with retry and forget, running jobs,
-alive workers and recent events, refreshed every few seconds.
+"""The web dashboard: queues (latency, throughput, lifetime totals), failed jobs with paging,
+filters, retry and forget, running jobs, alive workers and recent events, refreshed every few
+seconds; a page per job and per queue (its ready and delayed jobs).
 
     aiojobs-redis dashboard --port 8080                  # binds 127.0.0.1
 

@@ -1,7 +1,13 @@
 """The dashboard as a Starlette app: one page, a JSON state endpoint, three POST actions.
 
-    GET  /                      the page (sets the CSRF cookie)
-    GET  /api/state             the snapshot as JSON (?minutes=60 .. 1440 of throughput)
+    GET  /                      the page (sets the CSRF cookie); ?offset=N&name=TEXT&error=TEXT
+                                page and filter the failed jobs
+    GET  /api/state             the snapshot as JSON (?minutes=60 .. 1440 of throughput, and the
+                                failed jobs' offset, name and error as for /)
+    GET  /job?queue=Q&id=ID     one job: record, last error, runs in the event stream
+    GET  /api/job?queue=Q&id=ID the same as JSON
+    GET  /queue?queue=Q         one queue's ready and delayed jobs (&ready=N&delayed=N: offsets)
+    GET  /api/queue?queue=Q     the same as JSON
     POST /api/failed/retry      queue, id: run a failed job again with fresh attempts
     POST /api/failed/forget     queue, id: delete a failed job
     POST /api/failed/retry-all  queue: run every failed job of a queue again
@@ -27,7 +33,7 @@ from ..engine import RedisEngine
 from ..errors import ConfigurationError, EngineError, InvalidJobId, InvalidQueueName
 from ..keys import validate_job_id, validate_queue
 from . import auth, page
-from .data import snapshot
+from .data import FailedQuery, job_view, queue_view, snapshot
 
 try:
     from starlette.applications import Starlette
@@ -136,6 +142,16 @@ def _cookie_path(request: Request) -> str:
     return _base(request) + "/"
 
 
+_FILTER_MAX = 200  # characters of a failed-jobs filter
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    try:
+        return int(request.query_params.get(name, str(default)))
+    except ValueError:
+        return default
+
+
 def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
@@ -157,30 +173,102 @@ class Dashboard:
         return engine
 
     def _minutes(self, request: Request) -> int:
-        try:
-            return max(1, min(1440, int(request.query_params.get("minutes", "60"))))
-        except ValueError:
-            return 60
+        return max(1, min(1440, _int_param(request, "minutes", 60)))
 
     async def _snapshot(self, request: Request) -> dict[str, Any]:
+        params = request.query_params
+        failed = FailedQuery(
+            offset=max(0, _int_param(request, "offset", 0)),
+            name=params.get("name", "")[:_FILTER_MAX],
+            error=params.get("error", "")[:_FILTER_MAX],
+        )
         return await snapshot(
-            self.engine(), minutes=self._minutes(request), show_payloads=self.options.show_payloads
+            self.engine(),
+            minutes=self._minutes(request),
+            failed=failed,
+            show_payloads=self.options.show_payloads,
         )
 
     async def page(self, request: Request) -> Response:
-        csrf = request.cookies.get(auth.CSRF_COOKIE) or auth.new_csrf_token()
         try:
             state = await self._snapshot(request)
         except (EngineError, ConfigurationError) as exc:
             return PlainTextResponse(f"cannot read the job server: {exc}", status_code=503)
-        html = page.render(
-            state,
-            base=_base(request),
-            csrf=csrf,
-            title=self.options.title,
-            refresh_seconds=self.options.refresh_seconds,
-            read_only=self.options.read_only,
-        )
+        chrome = self._chrome(request)
+        html = page.render(state, refresh_seconds=self.options.refresh_seconds, **chrome)
+        return self._html(request, html, chrome["csrf"])
+
+    async def state(self, request: Request) -> Response:
+        try:
+            return JSONResponse(await self._snapshot(request))
+        except (EngineError, ConfigurationError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+
+    async def _job(self, request: Request) -> dict[str, Any] | Response:
+        try:
+            queue = validate_queue(request.query_params.get("queue"))
+            job_id = validate_job_id(request.query_params.get("id"))
+            view = await job_view(self.engine(), queue, job_id, self.options.show_payloads)
+        except (InvalidQueueName, InvalidJobId) as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        except (EngineError, ConfigurationError) as exc:
+            return PlainTextResponse(f"cannot read the job server: {exc}", status_code=503)
+        if view is None:
+            return PlainTextResponse(f"no job {job_id} in queue {queue}", status_code=404)
+        return view
+
+    async def job_page(self, request: Request) -> Response:
+        view = await self._job(request)
+        if isinstance(view, Response):
+            return view
+        chrome = self._chrome(request)
+        return self._html(request, page.render_job(view, **chrome), chrome["csrf"])
+
+    async def job_api(self, request: Request) -> Response:
+        view = await self._job(request)
+        if isinstance(view, Response):
+            return JSONResponse({"error": bytes(view.body).decode()}, status_code=view.status_code)
+        return JSONResponse(view)
+
+    async def _queue(self, request: Request) -> dict[str, Any] | Response:
+        try:
+            queue = validate_queue(request.query_params.get("queue"))
+            return await queue_view(
+                self.engine(),
+                queue,
+                ready_offset=max(0, _int_param(request, "ready", 0)),
+                delayed_offset=max(0, _int_param(request, "delayed", 0)),
+                show_payloads=self.options.show_payloads,
+            )
+        except InvalidQueueName as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        except (EngineError, ConfigurationError) as exc:
+            return PlainTextResponse(f"cannot read the job server: {exc}", status_code=503)
+
+    async def queue_page(self, request: Request) -> Response:
+        view = await self._queue(request)
+        if isinstance(view, Response):
+            return view
+        chrome = self._chrome(request)
+        return self._html(request, page.render_queue(view, **chrome), chrome["csrf"])
+
+    async def queue_api(self, request: Request) -> Response:
+        view = await self._queue(request)
+        if isinstance(view, Response):
+            return JSONResponse({"error": bytes(view.body).decode()}, status_code=view.status_code)
+        return JSONResponse(view)
+
+    def _chrome(self, request: Request) -> dict[str, Any]:
+        """What every page's frame needs: base path, CSRF token, title, whether read-only."""
+        return {
+            "base": _base(request),
+            "csrf": request.cookies.get(auth.CSRF_COOKIE) or auth.new_csrf_token(),
+            "title": self.options.title,
+            "read_only": self.options.read_only,
+        }
+
+    def _html(self, request: Request, html: str, csrf: str) -> Response:
+        """A page, setting the CSRF cookie its forms carry the token of when it is not set yet."""
         response = Response(html, media_type="text/html; charset=utf-8")
         if request.cookies.get(auth.CSRF_COOKIE) != csrf:
             response.set_cookie(
@@ -192,12 +280,6 @@ class Dashboard:
                 secure=request.url.scheme == "https",
             )
         return response
-
-    async def state(self, request: Request) -> Response:
-        try:
-            return JSONResponse(await self._snapshot(request))
-        except (EngineError, ConfigurationError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -298,7 +380,8 @@ def create_app(
     installed (for example by the `integrations.asgi.lifespan` of the app you mount it in),
     looked up on each request. `token` and/or `basic_auth` ((user, password) or
     "user:password") protect it; without them anyone who can reach it may use it.
-    `show_payloads` shows failed jobs' payloads; `read_only` removes the buttons and refuses
+    `show_payloads` shows payloads (of failed jobs, on a job's page and a queue's page; never
+    otherwise); `read_only` removes the buttons and refuses
     the actions. `allowed_hosts` (names or addresses, without port) refuses requests whose
     Host header names anything else (`aiojobs-redis dashboard` on loopback allows only the
     loopback names, so a DNS-rebinding page cannot reach it).
@@ -316,6 +399,10 @@ def create_app(
     routes = [
         Route("/", dashboard.page, methods=["GET"]),
         Route("/api/state", dashboard.state, methods=["GET"]),
+        Route("/job", dashboard.job_page, methods=["GET"]),
+        Route("/api/job", dashboard.job_api, methods=["GET"]),
+        Route("/queue", dashboard.queue_page, methods=["GET"]),
+        Route("/api/queue", dashboard.queue_api, methods=["GET"]),
         Route("/api/failed/retry", dashboard.retry, methods=["POST"]),
         Route("/api/failed/forget", dashboard.forget, methods=["POST"]),
         Route("/api/failed/retry-all", dashboard.retry_all, methods=["POST"]),

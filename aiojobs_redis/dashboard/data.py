@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from ..engine import RedisEngine
 from ..errors import MalformedJob
+from ..listing import FailedPage, QueuePage
 from ..records import JobInfo, WorkerInfo
+
+FAILED_PAGE = 50  # failed jobs per page
+QUEUE_PAGE = 50  # ready or delayed jobs per page
+
+
+@dataclass(frozen=True, slots=True)
+class FailedQuery:
+    """Which failed jobs the page shows: from `offset`, filtered by name and error text."""
+
+    offset: int = 0
+    name: str = ""
+    error: str = ""
+    limit: int = FAILED_PAGE
 
 
 async def snapshot(
     engine: RedisEngine,
     *,
     minutes: int = 60,
-    failed_limit: int = 50,
+    failed: FailedQuery = FailedQuery(),
     running_limit: int = 100,
     events_limit: int = 50,
     show_payloads: bool = False,
 ) -> dict[str, Any]:
-    """Queues with counts and throughput, failed and running jobs, alive workers, recent events.
+    """Queues with counts, latency, throughput and lifetime totals; a page of failed jobs with
+    their total; running jobs, alive workers, recent events.
 
     Payloads appear (on failed jobs) only with `show_payloads`.
     """
@@ -35,10 +51,13 @@ async def snapshot(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(read, "throughput", engine.throughput(queues, now_ms, minutes))
-        tg.start_soon(read, "failed", failed_jobs(engine, failed_limit, show_payloads))
+        tg.start_soon(read, "failed", failed_page(engine, failed, show_payloads))
         tg.start_soon(read, "workers", engine.alive_workers(now_ms))
         tg.start_soon(read, "events", engine.recent_events(queues, events_limit))
+        tg.start_soon(read, "oldest", engine.oldest_ready_ms(queues))
+        tg.start_soon(read, "totals", engine.lifetime_totals(queues))
     workers: list[WorkerInfo] = parts["workers"]
+    page: FailedPage = parts["failed"]
     return {
         "now_ms": now_ms,
         "minutes": minutes,
@@ -50,37 +69,66 @@ async def snapshot(
                 "delayed": s.delayed,
                 "running": s.running,
                 "failed": s.failed,
+                "oldest_ready_ms": parts["oldest"][s.queue],
+                "latency_ms": _age(now_ms, parts["oldest"][s.queue]),
                 "throughput": parts["throughput"][s.queue],
+                "totals": parts["totals"][s.queue],
             }
             for s in stats
         ],
-        "failed": parts["failed"],
+        "failed": [failed_entry(job, show_payloads) for job in page.jobs],
+        "failed_page": {
+            "total": page.total,
+            "matched": page.matched,
+            "scanned": page.scanned,
+            "complete": page.complete,
+            "offset": page.offset,
+            "limit": failed.limit,
+            "name": failed.name,
+            "error": failed.error,
+        },
         "running": await running_jobs(engine, queues, workers, now_ms, running_limit),
         "workers": workers,
         "events": parts["events"],
     }
 
 
-async def failed_jobs(engine: RedisEngine, limit: int, show_payloads: bool) -> list[dict[str, Any]]:
-    """The newest failed jobs, with error and traceback; payloads only when asked."""
+def _age(now_ms: int, since_ms: int | None) -> int | None:
+    return None if since_ms is None else max(0, now_ms - since_ms)
+
+
+async def failed_page(engine: RedisEngine, query: FailedQuery, show_payloads: bool) -> FailedPage:
+    """A page of failed jobs, newest first; payloads only when asked."""
+
+    async def read(with_payload: bool) -> FailedPage:
+        return await engine.failed_page(
+            offset=query.offset,
+            limit=query.limit,
+            name=query.name,
+            error=query.error,
+            with_payload=with_payload,
+        )
+
     try:
-        jobs = await engine.failed_list(limit=limit, with_payload=show_payloads)
+        return await read(show_payloads)
     except MalformedJob:  # a payload that is not JSON: list them without payloads
-        jobs = await engine.failed_list(limit=limit)
-    return [_failed_entry(job, show_payloads) for job in jobs]
+        return await read(False)
 
 
-def _failed_entry(job: JobInfo, show_payloads: bool) -> dict[str, Any]:
+def failed_entry(job: JobInfo, show_payloads: bool) -> dict[str, Any]:
     error = job.error or {}
     entry: dict[str, Any] = {
         "queue": job.queue,
         "id": job.id,
         "name": job.name,
+        "state": job.state,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "runs": job.runs,
         "stalls": job.stalls,
         "created_ms": job.created_ms,
+        "scheduled_ms": job.scheduled_ms,
+        "started_ms": job.started_ms,
         "finished_ms": job.finished_ms,
         "worker": job.worker,
         "error": {
@@ -93,6 +141,61 @@ def _failed_entry(job: JobInfo, show_payloads: bool) -> dict[str, Any]:
     if show_payloads:
         entry["payload"] = job.payload
     return entry
+
+
+async def job_view(
+    engine: RedisEngine, queue: str, job_id: str, show_payloads: bool
+) -> dict[str, Any] | None:
+    """One job: its record and last error, and its runs still in the event stream."""
+    try:
+        job = await engine.find_job(job_id, queue, with_payload=show_payloads)
+    except MalformedJob:
+        job = await engine.find_job(job_id, queue)
+    if job is None:
+        return None
+    now_ms = await engine.redis_time_ms(max_age_ms=0)
+    return {
+        "now_ms": now_ms,
+        "job": failed_entry(job, show_payloads),
+        "events": await engine.job_events(job.queue, job.id),
+    }
+
+
+async def queue_view(
+    engine: RedisEngine, queue: str, *, ready_offset: int, delayed_offset: int, show_payloads: bool
+) -> dict[str, Any]:
+    """One queue: its counts, a page of its ready jobs and a page of its delayed jobs."""
+    now_ms = await engine.redis_time_ms(max_age_ms=0)
+    ready = await engine.ready_jobs(queue, offset=ready_offset, limit=QUEUE_PAGE, with_payload=show_payloads)
+    delayed = await engine.delayed_jobs(
+        queue, offset=delayed_offset, limit=QUEUE_PAGE, with_payload=show_payloads
+    )
+    oldest = (await engine.oldest_ready_ms([queue]))[queue]
+    return {
+        "now_ms": now_ms,
+        "queue": queue,
+        "show_payloads": show_payloads,
+        "latency_ms": _age(now_ms, oldest),
+        "ready": _queue_page(ready, show_payloads),
+        "delayed": _queue_page(delayed, show_payloads),
+    }
+
+
+def _queue_page(page: QueuePage, show_payloads: bool) -> dict[str, Any]:
+    jobs = []
+    for job in page.jobs:
+        entry = {
+            "id": job.id,
+            "name": job.name,
+            "due_ms": job.due_ms,
+            "created_ms": job.created_ms,
+            "attempts": job.attempts,
+            "max_attempts": job.max_attempts,
+        }
+        if show_payloads:
+            entry["payload"] = job.payload
+        jobs.append(entry)
+    return {"total": page.total, "offset": page.offset, "limit": QUEUE_PAGE, "jobs": jobs}
 
 
 async def running_jobs(

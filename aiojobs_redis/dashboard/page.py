@@ -12,9 +12,11 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
+from ..listing import Totals
 from ..records import Event, Throughput, WorkerInfo
 
 MAX_BARS = 120  # the chart groups minutes so that it never draws more bars than this
@@ -52,17 +54,34 @@ def utc(ms: int | None) -> str:
 
 
 def bins(series: Throughput) -> list[tuple[int, int, int]]:
-    """(first minute, succeeded, failed) per bar, at most MAX_BARS bars."""
+    """(first minute, succeeded, failed) per bar, at most MAX_BARS bars; failed counts every
+    failed run, retried or not (the bar's red part)."""
     minutes = len(series.succeeded)
     width = max(1, math.ceil(minutes / MAX_BARS))
+    retried = series.retried or [0] * minutes
     return [
         (
             series.start_minute + i,
             sum(series.succeeded[i : i + width]),
-            sum(series.failed[i : i + width]),
+            sum(series.failed[i : i + width]) + sum(retried[i : i + width]),
         )
         for i in range(0, minutes, width)
     ]
+
+
+def caption(series: Throughput) -> str:
+    """The chart's caption. "failed" counts jobs failed for good (they entered the failed
+    set, as the queue row's failed column counts them); "retried" the failed runs that will
+    run again. Both are red in the bars."""
+    text = f"{sum(series.succeeded)} succeeded, {sum(series.failed)} failed"
+    retried = sum(series.retried)
+    return text + (f", {retried} retried" if retried else "")
+
+
+CAPTION_TITLE = (
+    "runs in the period shown: succeeded; failed = jobs that failed for good and entered the failed "
+    "set; retried = failed attempts that will run again"
+)
 
 
 def chart(series: Throughput) -> str:
@@ -76,7 +95,7 @@ def chart(series: Throughput) -> str:
         if not ok and not bad:
             continue
         when = datetime.fromtimestamp(minute * 60, UTC).strftime("%H:%M")
-        label = f"{when} UTC{f' +{width} min' if width > 1 else ''}: {ok} succeeded, {bad} failed"
+        label = f"{when} UTC{f' +{width} min' if width > 1 else ''}: {ok} succeeded, {bad} failed runs"
         h_ok, h_bad = ok / peak * height, bad / peak * height
         parts.append(f"<g><title>{e(label)}</title>")
         if ok:
@@ -87,12 +106,11 @@ def chart(series: Throughput) -> str:
             y = height - h_ok - h_bad
             parts.append(f'<rect class="bad" x="{index}" y="{y:.2f}" width="0.8" height="{h_bad:.2f}"/>')
         parts.append("</g>")
-    total_ok, total_bad = sum(series.succeeded), sum(series.failed)
-    caption = f"{total_ok} succeeded, {total_bad} failed"
+    said = caption(series)
     return (
         f'<svg class="chart" viewBox="0 0 {len(bars)} {height}" preserveAspectRatio="none" '
-        f'role="img" aria-label="{e(caption)}">{"".join(parts)}</svg>'
-        f'<span class="caption">{e(caption)}</span>'
+        f'role="img" aria-label="{e(said)}">{"".join(parts)}</svg>'
+        f'<span class="caption" title="{e(CAPTION_TITLE)}">{e(said)}</span>'
     )
 
 
@@ -106,22 +124,87 @@ def _form(action: str, csrf: str, fields: dict[str, str], label: str, css: str, 
     )
 
 
+def link(path: str, **params: object) -> str:
+    """A relative link with its query (the page's <base> makes it work when mounted)."""
+    return path + ("?" + urlencode({k: str(v) for k, v in params.items()}) if params else "")
+
+
+def retry_all_confirm(queue: str) -> str:
+    return f"Retry every failed job of queue {queue}?"
+
+
+def totals_text(totals: Totals) -> str:
+    return f"{totals.succeeded} succeeded / {totals.failed} failed"
+
+
 def queue_rows(queues: Sequence[dict[str, Any]], csrf: str, read_only: bool) -> str:
     if not queues:
-        return '<tr class="empty"><td colspan="7">no queues yet</td></tr>'
+        return '<tr class="empty"><td colspan="9">no queues yet</td></tr>'
     rows = []
     for q in queues:
         action = ""
         if q["failed"] and not read_only:
             action = _form(
-                "api/failed/retry-all", csrf, {"queue": q["queue"]}, "Retry all failed", "retry-all"
+                "api/failed/retry-all",
+                csrf,
+                {"queue": q["queue"]},
+                "Retry all failed",
+                "retry-all",
+                retry_all_confirm(q["queue"]),
             )
+        name = f'<a href="{e(link("queue", queue=q["queue"]))}">{e(q["queue"])}</a>'
         rows.append(
-            f'<tr data-queue="{e(q["queue"])}"><td class="name">{e(q["queue"])}</td>'
+            f'<tr data-queue="{e(q["queue"])}"><td class="name">{name}</td>'
             + "".join(f'<td class="num {k}">{q[k]}</td>' for k in ("ready", "delayed", "running", "failed"))
-            + f'<td class="throughput">{chart(q["throughput"])}</td><td class="actions">{action}</td></tr>'
+            + f'<td class="num latency">{e(span(q["latency_ms"]))}</td>'
+            + f'<td class="throughput">{chart(q["throughput"])}</td>'
+            + f'<td class="num totals">{e(totals_text(q["totals"]))}</td>'
+            + f'<td class="actions">{action}</td></tr>'
         )
     return "".join(rows)
+
+
+def failed_count(page: dict[str, Any], shown: int) -> str:
+    """ "50 of 124", or "3 of 7 matching (124 failed)" when filtered."""
+    filtered = bool(page["name"] or page["error"])
+    of = page["matched"] if filtered else page["total"]
+    first = page["offset"] + 1 if shown else page["offset"]
+    part = f"{first}-{page['offset'] + shown}" if shown else "0"
+    text = f"{part} of {of}" + (f" matching ({page['total']} failed)" if filtered else "")
+    if not page["complete"]:
+        text += f", searched the newest {page['scanned']}"
+    return text
+
+
+def failed_pager(page: dict[str, Any], shown: int) -> str:
+    """Newer and older links, keeping the filters."""
+    filtered = bool(page["name"] or page["error"])
+    of = page["matched"] if filtered else page["total"]
+    keep = {k: page[k] for k in ("name", "error") if page[k]}
+    links = []
+    if page["offset"] > 0:
+        newer = max(0, page["offset"] - page["limit"])
+        links.append(f'<a class="newer" href="{e(link("", offset=newer, **keep))}#failed">newer</a>')
+    if page["offset"] + shown < of:
+        older = page["offset"] + shown
+        links.append(f'<a class="older" href="{e(link("", offset=older, **keep))}#failed">older</a>')
+    return " ".join(links)
+
+
+def failed_filter(page: dict[str, Any]) -> str:
+    """A plain GET form: works without JavaScript, and the address keeps the filter."""
+    return (
+        '<form class="filter" method="get" action="">'
+        f'<input type="search" name="name" placeholder="job name" value="{e(page["name"])}">'
+        f'<input type="search" name="error" placeholder="error text" value="{e(page["error"])}">'
+        '<button type="submit">Filter</button></form>'
+    )
+
+
+def job_cell(queue: str, job_id: str, name: str | None) -> str:
+    """The job's name and id, linking to its detail page."""
+    href = link("job", queue=queue, id=job_id)
+    return f'<span class="job">{e(name or "?")}</span><br><a href="{e(href)}"><code>{e(job_id)}</code></a>'
 
 
 def failed_rows(failed: Sequence[dict[str, Any]], now_ms: int, csrf: str, read_only: bool) -> str:
@@ -146,7 +229,7 @@ def failed_rows(failed: Sequence[dict[str, Any]], now_ms: int, csrf: str, read_o
         rows.append(
             f'<tr data-queue="{e(job["queue"])}" data-id="{e(job["id"])}">'
             f"<td>{e(job['queue'])}</td>"
-            f'<td><span class="job">{e(job["name"] or "?")}</span><br><code>{e(job["id"])}</code></td>'
+            f"<td>{job_cell(job['queue'], job['id'], job['name'])}</td>"
             f'<td class="num attempts">{job["attempts"]}/{e(job["max_attempts"] or "?")}</td>'
             f'<td title="{e(utc(job["finished_ms"]))}">{e(ago(now_ms, job["finished_ms"]))}</td>'
             f'<td class="error"><span class="summary">{e(summary)}</span>{details}</td>'
@@ -194,6 +277,47 @@ def event_rows(events: Iterable[Event], now_ms: int) -> str:
     return "".join(rows) or '<tr class="empty"><td colspan="6">no events yet</td></tr>'
 
 
+def frame(
+    title: str, *, base: str, csrf: str, read_only: bool, body_attrs: str, header: str, main: str
+) -> str:
+    """The page around a view: head (CSS and the script file: the CSP allows no inline
+    script), the header bar, then `main`."""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<base href="{e(base)}/">
+<meta name="csrf-token" content="{e(csrf)}">
+<title>{e(title)}</title>
+<link rel="stylesheet" href="static/dashboard.css">
+<script src="static/dashboard.js" defer></script>
+</head>
+<body {body_attrs} data-read-only="{int(read_only)}">
+<header>
+<h1>{e(title)}</h1>
+{header}
+<span id="flash" class="flash" role="status"></span>
+</header>
+<main>
+{main}
+</main>
+</body>
+</html>
+"""
+
+
+def lifetime(queues: Sequence[dict[str, Any]]) -> str:
+    succeeded = sum(q["totals"].succeeded for q in queues)
+    failed = sum(q["totals"].failed for q in queues)
+    return f"lifetime: {succeeded} succeeded, {failed} failed"
+
+
+LIFETIME_TITLE = (
+    "runs counted by workers with telemetry since the totals began; failed = jobs that failed for good"
+)
+
+
 def render(
     state: dict[str, Any],
     *,
@@ -209,28 +333,16 @@ def render(
         f'<button type="button" data-minutes="{m}" class="{"on" if m == minutes else ""}">{label}</button>'
         for m, label in ((60, "1 h"), (360, "6 h"), (1440, "24 h"))
     )
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<base href="{e(base)}/">
-<meta name="csrf-token" content="{e(csrf)}">
-<title>{e(title)}</title>
-<link rel="stylesheet" href="static/dashboard.css">
-<script src="static/dashboard.js" defer></script>
-</head>
-<body data-refresh="{refresh_seconds:g}" data-minutes="{minutes}" data-read-only="{int(read_only)}">
-<header>
-<h1>{e(title)}</h1>
-<span id="status" class="status" data-now="{now}">as of {e(utc(now))}</span>
-<span id="flash" class="flash" role="status"></span>
-</header>
-<main>
-<section id="queues">
-<h2>Queues <span class="ranges">throughput over {ranges}</span></h2>
+    failed_page = state["failed_page"]
+    shown = len(state["failed"])
+    main = f"""<section id="queues">
+<h2>Queues <span class="count" id="lifetime" title="{e(LIFETIME_TITLE)}">{e(lifetime(state["queues"]))}</span>
+<span class="ranges">throughput over {ranges}</span></h2>
 <table><thead><tr><th>queue</th><th class="num">ready</th><th class="num">delayed</th>
-<th class="num">running</th><th class="num">failed</th><th>runs per minute</th><th></th></tr></thead>
+<th class="num">running</th><th class="num" title="jobs in the failed set now">failed</th>
+<th class="num" title="how long the oldest ready job has waited">oldest ready</th>
+<th title="{e(CAPTION_TITLE)}">runs per minute</th>
+<th class="num" title="{e(LIFETIME_TITLE)}">lifetime</th><th></th></tr></thead>
 <tbody id="queues-body">{queue_rows(state["queues"], csrf, read_only)}</tbody></table>
 </section>
 <section id="running">
@@ -240,7 +352,9 @@ def render(
 <tbody id="running-body">{running_rows(state["running"])}</tbody></table>
 </section>
 <section id="failed">
-<h2>Failed jobs <span class="count" id="failed-count">{len(state["failed"])}</span></h2>
+<h2>Failed jobs <span class="count" id="failed-count">{e(failed_count(failed_page, shown))}</span></h2>
+<div class="toolbar">{failed_filter(failed_page)}
+<span class="pager" id="failed-pager">{failed_pager(failed_page, shown)}</span></div>
 <table><thead><tr><th>queue</th><th>job</th><th class="num">attempts</th><th>failed</th>
 <th>error</th><th></th></tr></thead>
 <tbody id="failed-body">{failed_rows(state["failed"], now, csrf, read_only)}</tbody></table>
@@ -257,8 +371,178 @@ def render(
 <table><thead><tr><th>when</th><th>queue</th><th>event</th><th>job</th><th class="num">ran</th>
 <th>error</th></tr></thead>
 <tbody id="events-body">{event_rows(state["events"], now)}</tbody></table>
+</section>"""
+    return frame(
+        title,
+        base=base,
+        csrf=csrf,
+        read_only=read_only,
+        body_attrs=f'data-page="main" data-refresh="{refresh_seconds:g}" data-minutes="{minutes}"',
+        header=f'<span id="status" class="status" data-now="{now}">as of {e(utc(now))}</span>',
+        main=main,
+    )
+
+
+def _static_header(now: int) -> str:
+    return (
+        '<a class="home" href="">overview</a>'
+        f'<span id="status" class="status">as of {e(utc(now))} (reload to update)</span>'
+    )
+
+
+def _payload_block(value: Any) -> str:
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()[:20_000]
+    return f'<details class="payload" open><summary>payload</summary><pre>{e(text)}</pre></details>'
+
+
+def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_only: bool) -> str:
+    """One job: its fields, runs still in the event stream, its last error and traceback, and
+    its payload when the dashboard shows payloads."""
+    job, now = view["job"], view["now_ms"]
+    error = job["error"]
+
+    def when(ms: int | None) -> str:
+        return f"{utc(ms)} ({ago(now, ms)})" if ms else "-"
+
+    fields = [
+        ("name", job["name"] or "?"),
+        ("queue", job["queue"]),
+        ("state", job["state"] or "?"),
+        ("attempts used", f"{job['attempts']} of {job['max_attempts'] or '?'}"),
+        ("runs / stalls", f"{job['runs']} / {job['stalls']}"),
+        ("dispatched", when(job["created_ms"])),
+        ("last due to run", when(job["scheduled_ms"])),
+        ("last started", when(job["started_ms"])),
+        ("ended", when(job["finished_ms"])),
+        ("worker", job["worker"] or "-"),
+    ]
+    rows = "".join(
+        f'<tr><th>{e(k)}</th><td class="{e(k.replace(" ", "-"))}">{e(v)}</td></tr>' for k, v in fields
+    )
+    runs = [ev for ev in view["events"] if ev.kind != "started"]
+    run_rows = (
+        "".join(
+            f'<tr class="kind-{e(ev.kind)}"><td title="{e(utc(ev.at_ms))}">{e(utc(ev.at_ms))}</td>'
+            f'<td class="num">{ev.attempt}</td><td><span class="badge {e(ev.kind)}">{e(ev.kind)}</span></td>'
+            f'<td class="num">{e(span(ev.duration_ms) if ev.duration_ms is not None else "")}</td>'
+            f'<td class="error">{e(ev.error)}</td></tr>'
+            for ev in runs
+        )
+        or '<tr class="empty"><td colspan="5">none left in the event stream</td></tr>'
+    )
+    last_error = '<p class="empty">no error recorded</p>'
+    if error["reason"] or error["message"]:
+        summary = f"[{error['reason'] or '?'}] {error['type']}: {error['message']}".strip()
+        last_error = f'<p class="summary error">{e(summary)}</p>'
+        if error["traceback"]:
+            last_error += f'<pre class="traceback">{e(error["traceback"])}</pre>'
+    actions = ""
+    if job["state"] == "failed" and not read_only:
+        keys = {"queue": job["queue"], "id": job["id"]}
+        actions = _form("api/failed/retry", csrf, keys, "Retry", "retry") + _form(
+            "api/failed/forget", csrf, keys, "Forget", "forget", f"Forget failed job {job['id']}?"
+        )
+    payload = _payload_block(job["payload"]) if "payload" in job else ""
+    main = f"""<section id="job" data-queue="{e(job["queue"])}" data-id="{e(job["id"])}">
+<h2>Job <code>{e(job["id"])}</code></h2>
+<div class="toolbar actions">{actions}</div>
+<table class="fields"><tbody>{rows}</tbody></table>
+{payload}
 </section>
-</main>
-</body>
-</html>
-"""
+<section id="attempts">
+<h2>Runs <span class="count">still in the event stream</span></h2>
+<table><thead><tr><th>ended</th><th class="num">attempt</th><th>how</th><th class="num">ran</th>
+<th>error</th></tr></thead><tbody id="attempts-body">{run_rows}</tbody></table>
+</section>
+<section id="last-error">
+<h2>Last error <span class="count">only the last attempt's error and traceback are kept</span></h2>
+{last_error}
+</section>"""
+    return frame(
+        f"{title}: job {job['id']}",
+        base=base,
+        csrf=csrf,
+        read_only=read_only,
+        body_attrs='data-page="job"',
+        header=_static_header(now),
+        main=main,
+    )
+
+
+def _queue_pager(view: dict[str, Any], which: str) -> str:
+    page = view[which]
+    other = "delayed" if which == "ready" else "ready"
+    keep = {"queue": view["queue"], other: view[other]["offset"]}
+    links = []
+    if page["offset"] > 0:
+        newer = {**keep, which: max(0, page["offset"] - page["limit"])}
+        links.append(f'<a class="prev" href="{e(link("queue", **newer))}">previous</a>')
+    if page["offset"] + len(page["jobs"]) < page["total"]:
+        older = {**keep, which: page["offset"] + len(page["jobs"])}
+        links.append(f'<a class="next" href="{e(link("queue", **older))}">next</a>')
+    return " ".join(links)
+
+
+def _queue_count(page: dict[str, Any]) -> str:
+    shown = len(page["jobs"])
+    if not shown:
+        return f"0 of {page['total']}"
+    return f"{page['offset'] + 1}-{page['offset'] + shown} of {page['total']}"
+
+
+def _waiting_rows(view: dict[str, Any], which: str) -> str:
+    now, queue = view["now_ms"], view["queue"]
+    rows = []
+    for job in view[which]["jobs"]:
+        due = job["due_ms"]
+        if which == "delayed":
+            when = f"in {span(max(0, due - now))}" if due and due > now else "due now"
+        else:
+            when = ago(now, due)
+        payload = ""
+        if "payload" in job:
+            text = orjson.dumps(job["payload"], option=orjson.OPT_INDENT_2).decode()[:4000]
+            payload = f'<details class="payload"><summary>payload</summary><pre>{e(text)}</pre></details>'
+        rows.append(
+            f'<tr data-id="{e(job["id"])}"><td>{job_cell(queue, job["id"], job["name"])}{payload}</td>'
+            f'<td class="num due" title="{e(utc(due))}">{e(when)}</td>'
+            f'<td class="num">{job["attempts"]}/{e(job["max_attempts"] or "?")}</td>'
+            f'<td class="num" title="{e(utc(job["created_ms"]))}">{e(ago(now, job["created_ms"]))}</td></tr>'
+        )
+    empty = "no ready jobs" if which == "ready" else "no delayed jobs"
+    return "".join(rows) or f'<tr class="empty"><td colspan="4">{empty}</td></tr>'
+
+
+def render_queue(view: dict[str, Any], *, base: str, csrf: str, title: str, read_only: bool) -> str:
+    """One queue's ready jobs (next to run first) and delayed jobs (soonest due first)."""
+    queue, now = view["queue"], view["now_ms"]
+    latency = (
+        "no ready job"
+        if view["latency_ms"] is None
+        else f"oldest ready job waiting {span(view['latency_ms'])}"
+    )
+    sections = []
+    for which, since in (("ready", "ready since"), ("delayed", "due")):
+        sections.append(
+            f"""<section id="{which}">
+<h2>{which.capitalize()} jobs <span class="count" id="{which}-count">{e(_queue_count(view[which]))}</span>
+</h2>
+<div class="toolbar"><span class="pager">{_queue_pager(view, which)}</span></div>
+<table><thead><tr><th>job</th><th class="num">{since}</th><th class="num">attempts used</th>
+<th class="num">dispatched</th></tr></thead>
+<tbody id="{which}-body">{_waiting_rows(view, which)}</tbody></table>
+</section>"""
+        )
+    main = f"""<section id="queue" data-queue="{e(queue)}">
+<h2>Queue {e(queue)} <span class="count" id="latency">{e(latency)}</span></h2>
+</section>
+{"".join(sections)}"""
+    return frame(
+        f"{title}: queue {queue}",
+        base=base,
+        csrf=csrf,
+        read_only=read_only,
+        body_attrs='data-page="queue"',
+        header=_static_header(now),
+        main=main,
+    )

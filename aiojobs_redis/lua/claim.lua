@@ -55,7 +55,7 @@ local claimed = {request}
 local function lease_to(id, key, f)
   local runs = math.floor(tonumber(f[5]) or 0) + 1
   local token = worker .. ':' .. runs
-  redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker, 'v', FORMAT_VERSION)
+  redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, f, runs)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -91,7 +91,7 @@ local function claim_inline(entry)
   end
   local token = worker .. ':1'
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
-    'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'v', FORMAT_VERSION)
+    'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, {name, payload, false, max_attempts}, 1)
   claimed[#claimed + 1] = id .. ' ' .. token

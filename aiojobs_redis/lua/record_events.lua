@@ -1,15 +1,19 @@
 -- record_events: a worker's buffered job events and counts for one queue, in one call.
 -- KEYS[1] the queue's event stream (jobs:{q}:events)  KEYS[2] its throughput hash (jobs:{q}:tp)
+-- KEYS[3] its lifetime totals hash (jobs:{q}:totals)
 -- ARGV[1] the stream's cap (XADD MAXLEN ~)  ARGV[2] ms the hash lives after this write
 -- ARGV[3] B, how many bucket pairs follow  ARGV[4 .. 3+2B] bucket field, amount, ...
+--   (a bucket field is "<minute>:<kind>"; the amount is added to the totals' field <kind> too)
 -- ARGV[4+2B ..] events, one JSON document each (stored as the entry's `event` field)
 -- Returns the number of events added. Sent by telemetry_store.py for RedisTelemetry.flush: one
 -- script call per queue instead of a command per event keeps the worker's cost per job small.
-local events_key, counts_key = KEYS[1], KEYS[2]
+local events_key, counts_key, totals_key = KEYS[1], KEYS[2], KEYS[3]
 local cap, ttl_ms, buckets = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local first_event = 4 + 2 * buckets
 for b = 4, first_event - 1, 2 do
   redis.call('HINCRBY', counts_key, ARGV[b], ARGV[b + 1])
+  local kind = string.match(ARGV[b], ':(%a+)$')
+  if kind then redis.call('HINCRBY', totals_key, kind, ARGV[b + 1]) end
 end
 if buckets > 0 then
   redis.call('PEXPIRE', counts_key, ttl_ms)

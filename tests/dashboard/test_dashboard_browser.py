@@ -13,8 +13,9 @@ from typing import ClassVar
 import anyio
 import httpx
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Dialog, async_playwright, expect
 from support.dashkit import dashboard, running_worker
+from support.engine_calls import fail_new_jobs
 from support.wait import eventually
 
 from aiojobs_redis import Job, RedisEngine
@@ -148,3 +149,92 @@ async def test_the_page_shows_live_numbers_and_a_retry_runs_the_job(
             finally:
                 await browser.close()
         ChargeCard.gate.set()
+
+
+class Refund(Job):
+    """Failed directly through the engine (no worker): its name, error and payload carry markup."""
+
+    name = "shopfront.<script>Refund"
+    queue = "refunds"
+
+
+async def fail_refunds(engine: RedisEngine, count: int, message: str) -> list[str]:
+    payloads = [{"order": n, "note": "<script>alert(1)</script>"} for n in range(count)]
+    error = {"reason": "error", "type": "builtins.RuntimeError", "message": f"{message} <script>x</script>"}
+    return await fail_new_jobs(engine, Refund, payloads, lambda _: error)
+
+
+async def test_failed_paging_filter_job_and_queue_pages_and_retry_all_asks(
+    engine: RedisEngine, chromium: str
+) -> None:
+    declined = await fail_refunds(engine, 55, "card declined")
+    expired = await fail_refunds(engine, 5, "card expired")
+    waiting = await Refund().dispatch({"order": "waiting"})
+    due_later = await Refund().dispatch({"order": "later"}, delay="+2 hours")
+    dialogs: list[str] = []
+
+    async with dashboard(engine, refresh_seconds=0.5) as url, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
+
+            async def answer_no(dialog: Dialog) -> None:
+                dialogs.append(dialog.message)
+                await dialog.dismiss()
+
+            page.on("dialog", answer_no)
+            await page.goto(url)
+            await expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
+
+            # The real total, kept by the live refresh, and paging to the older ones.
+            count = page.locator("#failed-count")
+            await expect(count).to_have_text("1-50 of 60")
+            await expect(page.locator("#failed-body tr")).to_have_count(50)
+            await page.locator("#failed-pager a.older").click()
+            await expect(count).to_have_text("51-60 of 60")
+            await expect(page.locator("#failed-body tr")).to_have_count(10)
+            await anyio.sleep(0.8)  # a refresh or two: still the second page
+            await expect(page.locator("#failed-body tr")).to_have_count(10)
+
+            # The filter: by error text, with the name field too.
+            await page.goto(url)
+            await page.locator('form.filter input[name="error"]').fill("EXPIRED")
+            await page.locator('form.filter input[name="name"]').fill("refund")
+            await page.locator("form.filter button").click()
+            await expect(count).to_have_text("1-5 of 5 matching (60 failed)")
+            listed = await page.locator("#failed-body tr").evaluate_all("rows => rows.map(r => r.dataset.id)")
+            assert sorted(listed) == sorted(expired)
+            name = page.locator(f'#failed-body tr[data-id="{expired[0]}"] span.job')
+            await expect(name).to_have_text("shopfront.<script>Refund")
+
+            # Retry all asks first; dismissed, nothing is requeued.
+            retry_all = page.locator('#queues-body tr[data-queue="refunds"] button.retry-all')
+            await retry_all.click()
+            await anyio.sleep(0.5)
+            assert dialogs == ["Retry every failed job of queue refunds?"]
+            assert (await engine.stats("refunds"))[0].failed == 60
+
+            # A job's page: its record and last error; no payload (not enabled).
+            await page.locator(f'#failed-body tr[data-id="{expired[0]}"] a').click()
+            await expect(page.locator("#job td.name")).to_have_text("shopfront.<script>Refund")
+            await expect(page.locator("#job td.state")).to_have_text("failed")
+            await expect(page.locator("#last-error .summary")).to_contain_text(
+                "card expired <script>x</script>"
+            )
+            await expect(page.locator("#job .payload")).to_have_count(0)
+
+            # A queue's page: the ready job, and the delayed one with when it is due.
+            await page.goto(url)
+            await page.locator('#queues-body tr[data-queue="refunds"] td.name a').click()
+            await expect(page.locator(f'#ready-body tr[data-id="{waiting}"] span.job')).to_have_text(
+                "shopfront.<script>Refund"
+            )
+            await expect(page.locator(f'#delayed-body tr[data-id="{due_later}"] td.due')).to_contain_text(
+                "in 1 h"
+            )
+            await expect(page.locator("#latency")).to_contain_text("oldest ready job waiting")
+
+            assert dialogs == ["Retry every failed job of queue refunds?"], "no script from Redis ran"
+        finally:
+            await browser.close()
+    assert len(declined) == 55

@@ -477,7 +477,7 @@ async def test_failed_jobs_list_retry_forget_flush_and_stats(
     assert "forgot 0 job(s)" in result.stdout
 
     # failed flush --queue Q empties Q's failed set and deletes the records.
-    result = await inspect(prefix, redis_url, "failed", "flush", "--queue", OTHER_QUEUE)
+    result = await inspect(prefix, redis_url, "failed", "flush", "--queue", OTHER_QUEUE, "--yes")
     assert result.returncode == 0, result
     assert "flushed 2 job(s)" in result.stdout
     for job_id in others:
@@ -487,14 +487,6 @@ async def test_failed_jobs_list_retry_forget_flush_and_stats(
     result = await inspect(prefix, redis_url, "failed", "list")
     assert result.returncode == 0, result
     assert result.stdout.strip() == "no failed jobs"
-
-
-@pytest.mark.parametrize("args", [[], ["0123456789abcdef", "--all"]], ids=["neither", "both"])
-def test_failed_retry_needs_ids_or_all(args: list[str], prefix: str, redis_url: str) -> None:
-    result = run_sync([*PYTHON_M, "failed", "retry", *args, "--prefix", prefix], redis_url=redis_url)
-    assert result.returncode == 2, result
-    assert result.stderr.startswith("usage: aiojobs-redis"), result
-    assert "failed retry needs job ids or --all" in result.stderr, result
 
 
 @pytest.mark.anyio

@@ -242,6 +242,7 @@ async def test_dispatch_stores_a_ready_job(
         "c": now,
         "d": now,
         "k": "1",
+        "b": str(clock.now_ms),
         "t": claimed.token,
         "w": "worker-a",
         "v": str(FORMAT_VERSION),

@@ -37,15 +37,11 @@ class _Pipeline:
 
 
 class _Redis:
-    def __init__(self, *replies: list[Any], ids: list[bytes] | None = None) -> None:
+    def __init__(self, *replies: list[Any]) -> None:
         self._replies = list(replies)
-        self._ids = ids or []
 
     def pipeline(self, transaction: bool = True) -> _Pipeline:
         return _Pipeline(self._replies)
-
-    async def zrevrange(self, *args: Any) -> list[bytes]:
-        return self._ids
 
     async def smembers(self, key: str) -> set[bytes]:
         return {b"q"}  # the known queues: no shards of "q"
@@ -82,13 +78,13 @@ async def test_running_jobs_lists_a_record_of_another_type_with_what_the_set_say
 
 
 async def test_failed_list_maps_an_error_reply_in_place() -> None:
-    engine = engine_on(_Redis([rex.TimeoutError("timed out")], ids=[b"j1"]))
+    engine = engine_on(_Redis([[(b"j1", 5.0)]], [rex.TimeoutError("timed out")]))
     with pytest.raises(EngineUnavailable, match="list failed jobs: Redis unavailable"):
         await engine.failed_list("q")
 
 
 async def test_failed_list_shows_a_record_of_another_type_as_malformed() -> None:
-    engine = engine_on(_Redis([WRONGTYPE], ids=[b"j1"]))
+    engine = engine_on(_Redis([[(b"j1", 5.0)]], [WRONGTYPE]))
     [job] = await engine.failed_list("q")
     assert job.id == "j1"
     assert job.error is not None and job.error["reason"] == "wrong_type"

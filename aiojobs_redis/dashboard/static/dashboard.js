@@ -7,10 +7,14 @@
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const refreshMs = Math.max(500, parseFloat(body.dataset.refresh || "2") * 1000);
   const readOnly = body.dataset.readOnly === "1";
+  const pageKind = body.dataset.page || "main"; // only the main page polls; job and queue pages are static
   const MAX_BARS = 120;
   const SVG = "http://www.w3.org/2000/svg";
   let minutes = parseInt(body.dataset.minutes || "60", 10);
   let timer = null;
+  const captionTitle =
+    "runs in the period shown: succeeded; failed = jobs that failed for good and entered the failed set; " +
+    "retried = failed attempts that will run again";
 
   // -- building blocks (text only ever goes in through textContent) -------------------------
 
@@ -29,8 +33,15 @@
     return el("td", { class: cls, title: title || null }, text);
   }
 
-  function jobCell(name, id) {
-    return el("td", null, el("span", { class: "job" }, name || "?"), el("br"), el("code", null, id));
+  function link(path, params) {
+    const query = new URLSearchParams(params).toString();
+    return query ? `${path}?${query}` : path;
+  }
+
+  function jobCell(name, id, queue) {
+    const code = el("code", null, id);
+    const target = queue ? el("a", { href: link("job", { queue, id }) }, code) : code;
+    return el("td", null, el("span", { class: "job" }, name || "?"), el("br"), target);
   }
 
   function span(ms) {
@@ -78,16 +89,19 @@
   function chart(tp) {
     const total = tp.succeeded.length;
     const width = Math.max(1, Math.ceil(total / MAX_BARS));
+    const retried = tp.retried && tp.retried.length ? tp.retried : new Array(total).fill(0);
     const bars = [];
     for (let i = 0; i < total; i += width) {
       const sum = (series) => series.slice(i, i + width).reduce((a, b) => a + b, 0);
-      bars.push([tp.start_minute + i, sum(tp.succeeded), sum(tp.failed)]);
+      bars.push([tp.start_minute + i, sum(tp.succeeded), sum(tp.failed) + sum(retried)]);
     }
     const height = 30;
     const peak = Math.max(1, ...bars.map(([, ok, bad]) => ok + bad));
     const sumOk = tp.succeeded.reduce((a, b) => a + b, 0);
     const sumBad = tp.failed.reduce((a, b) => a + b, 0);
-    const caption = `${sumOk} succeeded, ${sumBad} failed`;
+    const sumRetried = retried.reduce((a, b) => a + b, 0);
+    // As the page says (page.caption): failed = jobs failed for good, retried = failed runs run again.
+    const caption = `${sumOk} succeeded, ${sumBad} failed${sumRetried ? `, ${sumRetried} retried` : ""}`;
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("class", "chart");
     svg.setAttribute("viewBox", `0 0 ${bars.length} ${height}`);
@@ -99,7 +113,7 @@
       const group = document.createElementNS(SVG, "g");
       const title = document.createElementNS(SVG, "title");
       const when = new Date(minute * 60000).toISOString().slice(11, 16);
-      title.textContent = `${when} UTC${width > 1 ? ` +${width} min` : ""}: ${ok} succeeded, ${bad} failed`;
+      title.textContent = `${when} UTC${width > 1 ? ` +${width} min` : ""}: ${ok} succeeded, ${bad} failed runs`;
       group.append(title);
       const hOk = (ok / peak) * height;
       const hBad = (bad / peak) * height;
@@ -115,18 +129,22 @@
       }
       svg.append(group);
     });
-    return [svg, el("span", { class: "caption" }, caption)];
+    return [svg, el("span", { class: "caption", title: captionTitle }, caption)];
   }
 
   // -- the tables ---------------------------------------------------------------------------
 
   function queueRow(q) {
-    const row = el("tr", { "data-queue": q.queue }, td(q.queue, "name"));
+    const name = el("td", { class: "name" }, el("a", { href: link("queue", { queue: q.queue }) }, q.queue));
+    const row = el("tr", { "data-queue": q.queue }, name);
     for (const key of ["ready", "delayed", "running", "failed"]) row.append(td(q[key], `num ${key}`));
+    row.append(td(span(q.latency_ms), "num latency"));
     row.append(el("td", { class: "throughput" }, ...chart(q.throughput)));
+    row.append(td(`${q.totals.succeeded} succeeded / ${q.totals.failed} failed`, "num totals"));
     const actions = el("td", { class: "actions" });
     if (q.failed && !readOnly) {
-      actions.append(actionForm("api/failed/retry-all", { queue: q.queue }, "Retry all failed", "retry-all"));
+      const ask = `Retry every failed job of queue ${q.queue}?`;
+      actions.append(actionForm("api/failed/retry-all", { queue: q.queue }, "Retry all failed", "retry-all", ask));
     }
     row.append(actions);
     return row;
@@ -156,7 +174,7 @@
       "tr",
       { "data-queue": job.queue, "data-id": job.id },
       td(job.queue),
-      jobCell(job.name, job.id),
+      jobCell(job.name, job.id, job.queue),
       td(`${job.attempts}/${job.max_attempts || "?"}`, "num attempts"),
       td(ago(now, job.finished_ms), null, utc(job.finished_ms)),
       errorCell,
@@ -205,18 +223,48 @@
     );
   }
 
+  // "1-50 of 124", or "1-3 of 7 matching (124 failed)": as page.failed_count says it.
+  function failedCount(page, shown) {
+    const filtered = Boolean(page.name || page.error);
+    const of = filtered ? page.matched : page.total;
+    const part = shown ? `${page.offset + 1}-${page.offset + shown}` : "0";
+    let text = `${part} of ${of}${filtered ? ` matching (${page.total} failed)` : ""}`;
+    if (!page.complete) text += `, searched the newest ${page.scanned}`;
+    return text;
+  }
+
+  function failedPager(page, shown) {
+    const filtered = Boolean(page.name || page.error);
+    const of = filtered ? page.matched : page.total;
+    const keep = {};
+    if (page.name) keep.name = page.name;
+    if (page.error) keep.error = page.error;
+    const links = [];
+    if (page.offset > 0) {
+      const offset = Math.max(0, page.offset - page.limit);
+      links.push(el("a", { class: "newer", href: `${link("", { offset, ...keep })}#failed` }, "newer"));
+    }
+    if (page.offset + shown < of) {
+      links.push(el("a", { class: "older", href: `${link("", { offset: page.offset + shown, ...keep })}#failed` }, "older"));
+    }
+    return links;
+  }
+
   function render(state) {
     const now = state.now_ms;
     const open = new Set(
       [...document.querySelectorAll("#failed-body details[open]")].map((d) => d.dataset.key || ""),
     );
-    fill("queues-body", state.queues.map(queueRow), 7, "no queues yet");
+    fill("queues-body", state.queues.map(queueRow), 9, "no queues yet");
     fill("running-body", state.running.map(runningRow), 6, "no running jobs");
     fill("failed-body", state.failed.map((job) => failedRow(job, now, open)), 6, "no failed jobs");
     fill("workers-body", state.workers.map((w) => workerRow(w, now)), 7, "no worker alive");
     fill("events-body", state.events.map((ev) => eventRow(ev, now)), 6, "no events yet");
     document.getElementById("running-count").textContent = state.running.length;
-    document.getElementById("failed-count").textContent = state.failed.length;
+    document.getElementById("failed-count").textContent = failedCount(state.failed_page, state.failed.length);
+    document.getElementById("failed-pager").replaceChildren(...failedPager(state.failed_page, state.failed.length));
+    const lifetime = state.queues.reduce((sum, q) => [sum[0] + q.totals.succeeded, sum[1] + q.totals.failed], [0, 0]);
+    document.getElementById("lifetime").textContent = `lifetime: ${lifetime[0]} succeeded, ${lifetime[1]} failed`;
     document.getElementById("workers-count").textContent = state.workers.length;
     const status = document.getElementById("status");
     status.textContent = `live, as of ${utc(now)}`;
@@ -229,7 +277,10 @@
   async function refresh() {
     clearTimeout(timer);
     try {
-      const response = await fetch(`api/state?minutes=${minutes}`, {
+      // The failed jobs' page and filter come from the address (?offset=&name=&error=).
+      const params = new URLSearchParams(window.location.search);
+      params.set("minutes", minutes);
+      const response = await fetch(`api/state?${params}`, {
         headers: { Accept: "application/json" },
         credentials: "same-origin",
         cache: "no-store",
@@ -276,7 +327,7 @@
     } catch (error) {
       flash(`failed: ${error.message}`, true);
     }
-    await refresh();
+    if (pageKind === "main") await refresh();
   });
 
   for (const button of document.querySelectorAll(".ranges button")) {
@@ -287,6 +338,8 @@
     });
   }
 
-  body.classList.add("live");
-  timer = setTimeout(refresh, refreshMs);
+  if (pageKind === "main") {
+    body.classList.add("live");
+    timer = setTimeout(refresh, refreshMs);
+  }
 })();
