@@ -20,6 +20,8 @@ from .errors import (
     PayloadNotSerializable,
     PayloadTooLarge,
     PermanentFailure,
+    RedisAuthError,
+    RedisTLSError,
     RetryLater,
     UnknownJob,
 )
@@ -53,7 +55,9 @@ __all__ = [
     "PayloadTooLarge",
     "PermanentFailure",
     "QueueStats",
+    "RedisAuthError",
     "RedisEngine",
+    "RedisTLSError",
     "RetryLater",
     "Settings",
     "ShardedQueue",

@@ -20,6 +20,21 @@ class ConfigurationError(AiojobsRedisError, ValueError):
     """A setting is invalid; fix it in the environment or the connect() arguments."""
 
 
+class RedisAuthError(ConfigurationError):
+    """Redis refused the credentials in the URL: give them as redis://USER:PASSWORD@host.
+
+    Not an EngineUnavailable: trying again cannot help, so workers and callers that retry
+    while Redis is unavailable stop at once on this.
+    """
+
+
+class RedisTLSError(ConfigurationError):
+    """The Redis server's TLS certificate did not verify: give its CA with ?ssl_ca_certs=.
+
+    Not an EngineUnavailable, for the same reason as RedisAuthError.
+    """
+
+
 class InvalidDelay(AiojobsRedisError, ValueError):
     """A delay must be "now", "+N unit" (second/minute/hour/day/week), seconds or a timedelta."""
 
