@@ -117,6 +117,12 @@ def explain(error: Exception) -> str:
     text = str(error)
     if "maxmemory" in text or text.startswith("OOM"):
         return f"Redis is out of memory (maxmemory reached; nothing of this call was stored): {text}"
+    if isinstance(error, rex.NoPermissionError) or text.startswith("NOPERM"):
+        # redis-py drops the NOPERM code from the text; the ACL line is in the README.
+        return (
+            f"NOPERM {text.removeprefix('NOPERM ')} (the Redis user's ACL does not allow it: "
+            "see the README's ACL line, aiojobs_redis.acl)"
+        )
     return text
 
 

@@ -4,11 +4,8 @@
 workers, worker), the records in records.py. events.py buffers and batches; this module
 only talks to Redis.
 
-A Redis ACL user for a worker needs, besides the engine's commands, what the record_events
-script and the heartbeat send: xadd, hincrby, pexpire, hgetall, hdel, set, del, zadd, zrem,
-zremrangebyscore and time. The dashboard reads with time, smembers, llen, zcard, zrevrange,
-hgetall, zrange, hmget, xrevrange, zrangebyscore and get, and its buttons use the engine's
-failed-set scripts.
+The commands these send and read with are in the least-privilege ACL of acl.py (xadd in the
+record_events script, zremrangebyscore in the heartbeat, xrevrange for the dashboard, ...).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from aiojobs_redis import (
     RedisTLSError,
     Settings,
     Worker,
+    acl,
     use_engine,
 )
 from aiojobs_redis.doctor import diagnose
@@ -49,47 +50,8 @@ Q = "sec"
 Q_LOW = "sec-low"
 
 # Every command the engine sends, outside its Lua scripts and inside them (ACL rules apply to
-# both). Found by reading engine.py, admin.py and lua/*.lua and checked by running the whole flow under
-# a user allowed only these (test_full_flow_under_a_least_privilege_acl_user).
-CLIENT_COMMANDS = (
-    "ping",  # opening the engine, health checks
-    "evalsha",  # every state transition
-    "script|load",  # after NOSCRIPT (restart, failover, SCRIPT FLUSH)
-    "blpop",  # an idle worker waits for a wake token
-    "sadd",  # registering queues
-    "smembers",  # listing queues (stats, failed-set operations without a queue)
-    "type",  # get_job
-    "hgetall",  # get_job, failed_list
-    "zrevrange",  # failed_list
-    "llen",  # stats, a multi-queue worker's ready counts
-    "lrange",  # get_job of a job waiting in the queue list
-    "zcard",  # stats
-    "zscore",  # failed retry/forget by id
-)
-SCRIPT_COMMANDS = (
-    "time",
-    "exists",
-    "get",
-    "set",
-    "del",
-    "rename",
-    "pexpire",
-    "persist",
-    "hget",
-    "hmget",
-    "hset",
-    "hdel",
-    "hincrby",
-    "llen",
-    "lpop",
-    "lpush",
-    "rpush",
-    "zadd",
-    "zrem",
-    "zrange",
-    "zrangebyscore",
-)
-ENGINE_COMMANDS = CLIENT_COMMANDS + SCRIPT_COMMANDS
+# both): aiojobs_redis.acl, the README's line (tests/faults/test_acl_line.py checks both).
+ENGINE_COMMANDS = tuple(acl.COMMANDS)
 
 
 def acl_rules(password: str, prefix: str, commands: Sequence[str] = ENGINE_COMMANDS) -> list[str]:
