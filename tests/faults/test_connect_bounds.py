@@ -183,3 +183,39 @@ async def test_cli_commands_fail_within_dispatch_timeout(server: RedisServer, pr
         last = stderr.rstrip().splitlines()[-1]
         assert last == "aiojobs-redis: error: connect: Redis did not answer within 10 s", (name, stderr)
         assert "Traceback" not in stderr, (name, stderr)
+
+
+# -- error text --------------------------------------------------------------------------------
+
+
+async def test_errors_name_their_cause_once(tmp_path: Path, prefix: str) -> None:
+    """Redis gone after the engine opened: one "Redis unavailable", one cause, no nesting."""
+    gone = RedisServer(tmp_path / "gone", aof=False)
+    gone.start()
+    async with RedisEngine(settings(gone, prefix)) as engine:
+        with use_engine(engine):
+            await Frozen().dispatch({})
+        gone.kill()
+        errors = [
+            (await fails_in_time(call))[0]
+            for call in (partial(engine.dispatch, Frozen({})), engine.ping, engine.stats, engine.failed_list)
+        ]
+    for error in errors:
+        text = str(error)
+        assert text.count("Redis unavailable") == 1, text
+        assert text.count("ConnectionError") == 1, text
+        assert "EngineUnavailable" not in text, text
+        assert text.split(": ", 1)[1].startswith("Redis unavailable (ConnectionError: "), text
+
+
+@pytest.mark.slow
+def test_a_waiting_worker_names_the_cause_once(prefix: str) -> None:
+    code, stderr, _ = cli(
+        ["work", "--import", "jobapp", "--wait-for-redis", "1"], "redis://127.0.0.1:1", prefix
+    )
+    assert code == 1, stderr
+    waiting = [line for line in stderr.splitlines() if "waiting for Redis" in line]
+    assert waiting, stderr
+    for line in [*waiting, stderr.rstrip().splitlines()[-1]]:
+        assert line.lower().count("unavailable") == 1, line
+        assert line.count("Connection refused") == 1, line
