@@ -113,12 +113,16 @@ def map_reply(reply: Exception, action: str) -> Exception:
     return map_error(reply, action) or reply
 
 
+_SCRIPT_REFUSED = "can't run this command"  # Redis 7: a script's command the ACL refuses
+
+
 def explain(error: Exception) -> str:
     text = str(error)
     if "maxmemory" in text or text.startswith("OOM"):
         return f"Redis is out of memory (maxmemory reached; nothing of this call was stored): {text}"
-    if isinstance(error, rex.NoPermissionError) or text.startswith("NOPERM"):
-        # redis-py drops the NOPERM code from the text; the ACL line is in the README.
+    if isinstance(error, rex.NoPermissionError) or text.startswith("NOPERM") or _SCRIPT_REFUSED in text:
+        # redis-py drops the NOPERM code from the text, and a command a script may not run
+        # comes back as a plain error; the ACL line is in the README.
         return (
             f"NOPERM {text.removeprefix('NOPERM ')} (the Redis user's ACL does not allow it: "
             "see the README's ACL line, aiojobs_redis.acl)"

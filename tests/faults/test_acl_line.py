@@ -27,7 +27,7 @@ pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parents[2] / "README.md"
 Q = "acl"
 PASSWORD = "acl-pw"
-REFUSED_WORDS = ("NOPERM", "no permissions", "may not run")
+REFUSED_WORDS = ("NOPERM", "no permissions", "may not run", "can't run this command")
 
 
 def readme_acl_line() -> str:

@@ -43,6 +43,12 @@ MAPPED: list[tuple[Exception, type[Exception], str]] = [
         "act: Redis refused the command: Redis is out of memory (maxmemory reached",
     ),
     (rex.NoPermissionError("NOPERM no EVALSHA"), EngineError, "act: Redis refused the command: NOPERM"),
+    (rex.NoPermissionError("this user has no permissions to run the 'xadd' command"), EngineError,
+     "act: Redis refused the command: NOPERM this user has no permissions to run the 'xadd' command "
+     "(the Redis user's ACL does not allow it: see the README's ACL line"),
+    (rex.ResponseError("The user executing the script can't run this command or subcommand script: 1f, "
+                       "on @user_script:1."), EngineError,
+     "act: Redis refused the command: NOPERM The user executing the script can't run this command"),
     (rex.ResponseError("WRONGTYPE Operation"), EngineError, "act: Redis refused the command: WRONGTYPE"),
     (rex.DataError("Invalid input"), EngineError, "act: Redis refused the command: Invalid input"),
     (RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed"),
