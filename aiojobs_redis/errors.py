@@ -20,21 +20,6 @@ class ConfigurationError(AiojobsRedisError, ValueError):
     """A setting is invalid; fix it in the environment or the connect() arguments."""
 
 
-class RedisAuthError(ConfigurationError):
-    """Redis refused the credentials in the URL: give them as redis://USER:PASSWORD@host.
-
-    Not an EngineUnavailable: trying again cannot help, so workers and callers that retry
-    while Redis is unavailable stop at once on this.
-    """
-
-
-class RedisTLSError(ConfigurationError):
-    """The Redis server's TLS certificate did not verify: give its CA with ?ssl_ca_certs=.
-
-    Not an EngineUnavailable, for the same reason as RedisAuthError.
-    """
-
-
 class InvalidDelay(AiojobsRedisError, ValueError):
     """A delay must be "now", "+N unit" (second/minute/hour/day/week), seconds or a timedelta."""
 
@@ -69,6 +54,23 @@ class EngineError(AiojobsRedisError):
 
 class EngineUnavailable(EngineError, ConnectionError):
     """Redis could not be reached or did not answer in time; nothing was acknowledged."""
+
+
+class RedisAuthError(ConfigurationError, EngineError):
+    """Redis refused the credentials in the URL: give them as redis://USER:PASSWORD@host.
+
+    Not an EngineUnavailable: waiting cannot fix it, so code that retries while Redis is
+    unavailable (a starting worker, a web app) stops at once on this. An EngineError all the
+    same: a running worker whose credentials stop working backs off and logs it, as for any
+    other refusal, rather than dropping the jobs it runs.
+    """
+
+
+class RedisTLSError(ConfigurationError, EngineError):
+    """The Redis server's TLS certificate did not verify: give its CA with ?ssl_ca_certs=.
+
+    Not an EngineUnavailable, for the same reasons as RedisAuthError.
+    """
 
 
 class NotReplicated(EngineError):
