@@ -125,7 +125,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
     async def register_queues(self, queues: Iterable[str]) -> None:
         new = [validate_queue(q) for q in queues if q not in self._registered]
         if new:
-            async with redis_errors("register queues"):
+            async with redis_errors("register queues", timeout=self.settings.dispatch_timeout):
                 await self.redis.sadd(queues_key(self.settings.prefix), *new)
                 if self._format.read_ms is None:
                     stored = await self.scripts.format(keys=[format_key(self.settings.prefix)])

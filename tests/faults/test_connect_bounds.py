@@ -122,6 +122,7 @@ async def test_every_admin_call_fails_within_dispatch_timeout(
         "alive_workers": partial(engine.alive_workers, 0),
         "redis_time_ms": partial(engine.redis_time_ms, max_age_ms=0),
         "doctor": partial(diagnose, engine),
+        "register_queues": partial(engine.register_queues, ["not-yet-registered"]),  # a worker's start
     }
     results: dict[str, tuple[BaseException, float]] = {}
 
