@@ -24,6 +24,8 @@ from .errors import (
     PayloadNotSerializable,
     PayloadTooLarge,
     PermanentFailure,
+    RedisAuthError,
+    RedisTLSError,
     RetryLater,
     UnknownJob,
 )
@@ -61,7 +63,9 @@ __all__ = [
     "PayloadTooLarge",
     "PermanentFailure",
     "QueueStats",
+    "RedisAuthError",
     "RedisEngine",
+    "RedisTLSError",
     "RetryLater",
     "Settings",
     "ShardedQueue",

@@ -49,8 +49,12 @@ class Admin(Listing):
 
         def _now_arg(self) -> int | str: ...
 
+    def _bounded(self, action: str) -> redis_errors:
+        """The error boundary, bounded: no call here waits for Redis past `dispatch_timeout`."""
+        return redis_errors(action, timeout=self.settings.dispatch_timeout)
+
     async def known_queues(self) -> list[str]:
-        async with redis_errors("list queues"):
+        async with self._bounded("list queues"):
             members = await self.redis.smembers(queues_key(self.settings.prefix))
         names = sorted(text(m) for m in members)
         valid = [name for name in names if is_valid_queue(name)]
@@ -75,12 +79,12 @@ class Admin(Listing):
 
     async def format_version(self) -> int | None:
         """The data format version recorded under the prefix (versioning.stored_version)."""
-        async with redis_errors("read the format version"):
+        async with self._bounded("read the format version"):
             return await stored_version(self.redis, self.settings.prefix)
 
     async def stats(self, queue: str | None = None) -> list[QueueStats]:
         queues = await self._queues(queue)
-        async with redis_errors("stats"), self.redis.pipeline(transaction=False) as pipe:
+        async with self._bounded("stats"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
                 keys = self.keys(q)
                 pipe.llen(keys.ready)
@@ -122,7 +126,7 @@ class Admin(Listing):
 
     async def _read_hash(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
         key = self.keys(queue).job(job_id)
-        async with redis_errors(f"read job {job_id}"):
+        async with self._bounded(f"read job {job_id}"):
             if await self.redis.type(key) != b"hash":
                 return None
             raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[assignment]
@@ -132,7 +136,7 @@ class Admin(Listing):
         key = self.keys(queue).ready
         head = inline_prefix(job_id)
         seen = 0
-        async with redis_errors(f"find job {job_id}"):
+        async with self._bounded(f"find job {job_id}"):
             if await self.redis.type(key) != b"list":
                 return None
             # From the tail, by negative index: claims pop at the head and pushes at the tail
@@ -150,7 +154,7 @@ class Admin(Listing):
     async def running_jobs(self, queues: Iterable[str], limit: int = 100) -> list[LeasedJob]:
         """Up to `limit` jobs of the running sets, queue by queue, earliest lease deadline first."""
         queues = list(queues)
-        async with redis_errors("list running jobs"), self.redis.pipeline(transaction=False) as pipe:
+        async with self._bounded("list running jobs"), self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.zrange(self.keys(queue).running, 0, limit - 1, withscores=True)
             held: list[list[tuple[bytes, float]]] = await pipe.execute()
@@ -159,7 +163,7 @@ class Admin(Listing):
             for q, pairs in zip(queues, held, strict=True)
             for raw_id, deadline in pairs
         ][:limit]
-        async with redis_errors("list running jobs"), self.redis.pipeline(transaction=False) as pipe:
+        async with self._bounded("list running jobs"), self.redis.pipeline(transaction=False) as pipe:
             for queue, raw_id, _ in listed:
                 pipe.hmget(self.keys(queue).job_prefix.encode() + raw_id, _LEASED_FIELDS)
             fields: list[Any] = await pipe.execute(raise_on_error=False)
@@ -190,14 +194,15 @@ class Admin(Listing):
         self, queue: str | None = None, *, limit: int = 100, with_payload: bool = False
     ) -> list[JobInfo]:
         """The most recently failed jobs, newest first (failed_page also counts and filters)."""
-        newest = await self._newest_failed(await self._queues(queue), limit)
-        return await self._failed_records(newest, with_payload)
+        async with self._bounded("list failed jobs"):
+            newest = await self._newest_failed(await self._queues(queue), limit)
+            return await self._failed_records(newest, with_payload)
 
     async def _locate_failed(self, ids: Iterable[str], queue: str | None) -> dict[str, list[str]]:
         """Group failed job ids by the queue whose failed set holds them."""
         wanted = [validate_job_id(i) for i in ids]
         queues = await self._queues(queue)
-        async with redis_errors("find failed jobs"), self.redis.pipeline(transaction=False) as pipe:
+        async with self._bounded("find failed jobs"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
                 for job_id in wanted:
                     pipe.zscore(self.keys(q).failed, job_id)
@@ -224,7 +229,7 @@ class Admin(Listing):
 
     async def _requeue_failed(self, queue: str, ids: list[str]) -> int:
         keys = self.keys(queue)
-        async with redis_errors(f"requeue failed jobs of {queue}"):
+        async with self._bounded(f"requeue failed jobs of {queue}"):
             requeued, _skipped = await self.scripts.requeue_failed(
                 keys=[keys.failed, keys.ready, keys.wake],
                 args=[keys.base, self._now_arg(), BATCH, *ids],
@@ -247,28 +252,28 @@ class Admin(Listing):
 
     async def _forget_failed(self, queue: str, ids: list[str]) -> int:
         keys = self.keys(queue)
-        async with redis_errors(f"forget failed jobs of {queue}"):
+        async with self._bounded(f"forget failed jobs of {queue}"):
             return int(await self.scripts.forget_failed(keys=[keys.failed], args=[keys.base, BATCH, *ids]))
 
     # -- the servers, for the doctor ----------------------------------------------------------
 
     def server(self) -> ServerProbe:
         """The server the client speaks to: the one server, or the primary Sentinel names."""
-        return _ClientProbe(self.redis)
+        return _ClientProbe(self.redis, self.settings.dispatch_timeout)
 
     async def cluster_primaries(self) -> list[ServerProbe]:
         """Each primary of the Cluster, by host and port (the slot map read afresh)."""
         cluster = cast(RedisCluster, self.redis)
-        async with redis_errors("doctor: Cluster discovery"):
+        async with self._bounded("doctor: Cluster discovery"):
             await cluster.initialize()
         nodes = sorted(cluster.get_primaries(), key=lambda n: (n.host, n.port))
-        return [_NodeProbe(node) for node in nodes]
+        return [_NodeProbe(node, self.settings.dispatch_timeout) for node in nodes]
 
     async def sentinel_primary(self) -> tuple[str, int]:
         """Where Sentinel says the primary is now."""
         pool = self.redis.connection_pool
         assert isinstance(pool, SentinelConnectionPool)
-        async with redis_errors("doctor: asking Sentinel for the primary"):
+        async with self._bounded("doctor: asking Sentinel for the primary"):
             host, port = await pool.sentinel_manager.discover_master(pool.service_name)
         return str(host), int(port)
 
@@ -317,12 +322,13 @@ def _config(replies: list[Any]) -> dict[str, str]:
 
 
 class _ClientProbe:
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, timeout: float) -> None:
         self.client = client
+        self.timeout = timeout  # seconds each call may wait for Redis
         self.name = self.host = ""  # named by the caller (Sentinel's primary), or not at all
 
     async def info(self) -> dict[str, Any]:
-        async with redis_errors("doctor: INFO"):
+        async with redis_errors("doctor: INFO", timeout=self.timeout):
             try:
                 return await self.client.info()
             except rex.ResponseError as exc:  # NOPERM under an ACL, or a renamed command
@@ -330,14 +336,17 @@ class _ClientProbe:
 
     async def config(self, names: Iterable[str]) -> dict[str, str]:
         # One call per name (Redis < 7 takes one pattern per call), in one round trip.
-        async with redis_errors("doctor: CONFIG GET"), self.client.pipeline(transaction=False) as pipe:
+        async with (
+            redis_errors("doctor: CONFIG GET", timeout=self.timeout),
+            self.client.pipeline(transaction=False) as pipe,
+        ):
             for name in names:
                 pipe.config_get(name)
             replies = await pipe.execute(raise_on_error=False)
         return _config(replies)
 
     async def time(self) -> tuple[int, int]:
-        async with redis_errors("doctor: TIME"):
+        async with redis_errors("doctor: TIME", timeout=self.timeout):
             try:
                 return await self.client.time()
             except rex.ResponseError as exc:
@@ -350,12 +359,13 @@ class _ClientProbe:
 class _NodeProbe:
     """A Cluster node, spoken to directly (no slot routing, no redirections)."""
 
-    def __init__(self, node: ClusterNode) -> None:
+    def __init__(self, node: ClusterNode, timeout: float) -> None:
         self.node = node
+        self.timeout = timeout  # seconds each call may wait for Redis
         self.name, self.host = node.name, node.host
 
     async def _call(self, action: str, *command: Any) -> Any:
-        async with redis_errors(action):
+        async with redis_errors(action, timeout=self.timeout):
             try:
                 return await self.node.execute_command(*command)
             except rex.ResponseError as exc:
@@ -366,7 +376,7 @@ class _NodeProbe:
 
     async def config(self, names: Iterable[str]) -> dict[str, str]:
         replies: list[Any] = []
-        async with redis_errors("doctor: CONFIG GET"):
+        async with redis_errors("doctor: CONFIG GET", timeout=self.timeout):
             for name in names:
                 try:
                     replies.append(await self.node.execute_command("CONFIG GET", name))

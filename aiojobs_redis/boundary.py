@@ -4,6 +4,9 @@
 error reply a pipeline returned in place. Both use the same rules, so a reply is classified
 the same way whether it came back alone or in a batch:
 
+  credentials refused or missing       RedisAuthError (a ConfigurationError: retrying cannot help)
+  a TLS certificate that does not      RedisTLSError (a ConfigurationError)
+  verify
   transport error, timeout, OSError,   EngineUnavailable ("Redis unavailable")
   a Cluster in failover or resharding
   a Cluster that cannot be reached     EngineUnavailable ("Redis Cluster unavailable")
@@ -14,36 +17,63 @@ the same way whether it came back alone or in a batch:
   error                                memory refusal explained as such
 
 Anything else (ours included) is left as it is.
+
+`redis_errors(action, timeout=s)` also bounds the call: no answer within `s` seconds raises
+EngineUnavailable ("Redis did not answer within s s"). redis-py's own bound is much longer on
+a Redis that accepts connections but never answers (SIGSTOP, a black-holed network): each of
+its replays reconnects, and each reconnect waits a socket timeout for the handshake.
 """
 
 from __future__ import annotations
 
+import ssl
+from types import TracebackType
 from typing import Any
 
+import anyio
 from redis import exceptions as rex
 
 from . import topology
-from .errors import AiojobsRedisError, EngineError, EngineUnavailable, PayloadTooLarge
+from .errors import (
+    AiojobsRedisError,
+    EngineError,
+    EngineUnavailable,
+    PayloadTooLarge,
+    RedisAuthError,
+    RedisTLSError,
+)
 
 
 class redis_errors:
     """`async with redis_errors(action):` raises ours for a redis-py error, named by `action`.
 
+    With `timeout` (seconds), a block still waiting for Redis after that long is cancelled
+    and raises EngineUnavailable.
+
     A class rather than an @asynccontextmanager: it is on the path of every call, and a
     generator-based context manager costs several times more.
     """
 
-    __slots__ = ("action",)
+    __slots__ = ("_scope", "action", "timeout")
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, action: str, *, timeout: float | None = None) -> None:
         self.action = action
+        self.timeout = timeout
+        self._scope: anyio.CancelScope | None = None
 
     async def __aenter__(self) -> None:
-        return None
+        if self.timeout is not None:
+            self._scope = anyio.move_on_after(self.timeout)
+            self._scope.__enter__()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        scope, self._scope = self._scope, None
+        if scope is not None and scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
+            raise EngineUnavailable(
+                f"{self.action}: Redis did not answer within {self.timeout:g} s"
+            ) from None
         if isinstance(exc, Exception):
             mapped = map_error(exc, self.action)
             if mapped is not None:
@@ -54,6 +84,15 @@ def map_error(error: BaseException, action: str) -> Exception | None:
     """Ours for a redis-py (or transport) error, raised or replied in place; None: leave it."""
     if isinstance(error, AiojobsRedisError):
         return None
+    if isinstance(error, rex.AuthenticationError | rex.AuthorizationError):
+        return RedisAuthError(f"{action}: {explain_auth(error)}")
+    refused_certificate = certificate_error(error)
+    if refused_certificate is not None:
+        return RedisTLSError(
+            f"{action}: the Redis server's TLS certificate did not verify ({refused_certificate}); "
+            "give the CA that signed it in the URL, rediss://HOST:PORT?ssl_ca_certs=/path/to/ca.pem, "
+            "and a host name the certificate names"
+        )
     if topology.is_transient(error):
         return EngineUnavailable(f"{action}: Redis unavailable ({type(error).__name__}: {error})")
     if isinstance(error, rex.RedisClusterException):
@@ -74,11 +113,49 @@ def map_reply(reply: Exception, action: str) -> Exception:
     return map_error(reply, action) or reply
 
 
+_SCRIPT_REFUSED = "can't run this command"  # Redis 7: a script's command the ACL refuses
+
+
 def explain(error: Exception) -> str:
     text = str(error)
     if "maxmemory" in text or text.startswith("OOM"):
         return f"Redis is out of memory (maxmemory reached; nothing of this call was stored): {text}"
+    if isinstance(error, rex.NoPermissionError) or text.startswith("NOPERM") or _SCRIPT_REFUSED in text:
+        # redis-py drops the NOPERM code from the text, and a command a script may not run
+        # comes back as a plain error; the ACL line is in the README.
+        return (
+            f"NOPERM {text.removeprefix('NOPERM ')} (the Redis user's ACL does not allow it: "
+            "see the README's ACL line, aiojobs_redis.acl)"
+        )
     return text
+
+
+def explain_auth(error: Exception) -> str:
+    """What to fix for a refused or missing password, with Redis's own words."""
+    said = str(error)
+    if "Authentication required" in said or "already authenticated" in said:
+        return (
+            "Redis needs a password: give it in the URL, redis://:PASSWORD@HOST:PORT, or "
+            f"redis://USER:PASSWORD@HOST:PORT for an ACL user (Redis said: {said})"
+        )
+    return (
+        "Redis refused the user name or password in the URL: check redis://:PASSWORD@HOST:PORT, "
+        f"or redis://USER:PASSWORD@HOST:PORT for an ACL user (Redis said: {said})"
+    )
+
+
+def certificate_error(error: BaseException) -> str | None:
+    """The reason a TLS certificate was refused, if that is what `error` (or its cause) is."""
+    seen: BaseException | None = error
+    for _ in range(5):  # redis-py wraps the ssl error once or twice
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, rex.ConnectionError) and "CERTIFICATE_VERIFY_FAILED" in str(error):
+        return "CERTIFICATE_VERIFY_FAILED"
+    return None
 
 
 def is_closed_transport(error: BaseException) -> bool:

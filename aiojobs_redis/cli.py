@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379)")
     connection.add_argument("--prefix", help="key prefix (default: $REDIS_JOB_PREFIX or jobs:)")
-    connection.add_argument("--db", type=int, help="database number (default: $REDIS_JOB_DB or 0)")
+    connection.add_argument("--db", type=whole_number_at_least_0, help="database number (default: $REDIS_JOB_DB or 0)")
     connection.add_argument(
         "--log-level",
         default="INFO",
@@ -343,7 +343,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _wait_for_redis(engine: RedisEngine, patience: float) -> None:
-    """Ping until Redis answers; after `patience` seconds re-raise EngineUnavailable."""
+    """Ping until Redis answers; after `patience` seconds re-raise EngineUnavailable.
+
+    Each ping gives up after `dispatch_timeout`. A ConfigurationError (a refused password, a
+    certificate that does not verify) is raised at once: waiting cannot fix it.
+    """
     backoff = Backoff(first=0.1, cap=2.0)
     deadline = time.monotonic() + patience
     while True:
@@ -354,7 +358,7 @@ async def _wait_for_redis(engine: RedisEngine, patience: float) -> None:
             delay = backoff.next_delay()
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("Redis unavailable at start (%s); retrying in %.2f s", exc, delay)
+            log.warning("waiting for Redis at start: %s; next try in %.2f s", exc, delay)
             await anyio.sleep(delay)
 
 

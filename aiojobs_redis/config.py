@@ -9,10 +9,12 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from redis.asyncio.connection import parse_url
+
 from .codec import DEFAULT_MAX_PAYLOAD_BYTES
 from .errors import ConfigurationError
 from .keys import validate_prefix
-from .topology import SCHEMES, parse
+from .topology import SCHEMES, SINGLE_SCHEMES, parse
 
 EngineKind = Literal["redis", "sync"]
 
@@ -54,13 +56,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.engine not in ("redis", "sync"):
             raise ConfigurationError(f"JOB_ENGINE must be 'redis' or 'sync', not {self.engine!r}")
-        validate_prefix(self.prefix)
-        if "{" in self.prefix or "}" in self.prefix:
-            raise ConfigurationError("the key prefix may not contain '{' or '}'")
+        check_prefix(self.prefix)
         if self.db is not None and (
             not isinstance(self.db, int) or isinstance(self.db, bool) or not 0 <= self.db <= 65_535
         ):
-            raise ConfigurationError(f"REDIS_JOB_DB must be a database number, not {self.db!r}")
+            raise ConfigurationError(f"the database number must be 0 to 65535, not {self.db!r}")
         for name in ("max_payload_bytes", "max_connections", "failed_ttl_ms", "failed_max"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive")
@@ -68,15 +68,24 @@ class Settings:
             raise ConfigurationError("timeouts must be positive")
         if self.replay_guard_ms < self.dispatch_timeout * 1000:
             raise ConfigurationError("replay_guard_ms must be at least dispatch_timeout (in ms)")
-        if not self.url.startswith(SCHEMES):
-            raise ConfigurationError(f"unsupported Redis URL {redact_url(self.url)!r}")
-        topology = parse(self.url, cluster=self.cluster, sentinel_service=self.sentinel_service)
-        if topology.kind == "cluster" and self.db:
-            raise ConfigurationError("a Redis Cluster has only database 0")
+        self._check_url()
         if self.durable_replicas < 1 or self.durable_timeout <= 0:
             raise ConfigurationError("durable_replicas must be >= 1 and durable_timeout positive")
         if self.durable and self.durable_timeout >= self.socket_timeout:
             raise ConfigurationError("durable_timeout must be shorter than socket_timeout")
+
+    def _check_url(self) -> None:
+        if not self.url.startswith(SCHEMES):
+            raise ConfigurationError(unsupported_url(self.url))
+        topology = parse(self.url, cluster=self.cluster, sentinel_service=self.sentinel_service)
+        if topology.kind == "cluster" and self.db:
+            raise ConfigurationError("a Redis Cluster has only database 0")
+        url_db = url_database(self.url) if topology.kind == "single" else topology.db
+        if self.db is not None and url_db is not None and self.db != url_db:
+            raise ConfigurationError(
+                f"two database numbers: {self.db} (REDIS_JOB_DB, --db or db=) and {url_db} "
+                f"(in the URL {redact_url(self.url)}); give one of them, or the same in both"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -88,13 +97,15 @@ class Settings:
             values["url"] = env["REDIS_URL"]
         if "REDIS_JOB_PREFIX" in env:
             values["prefix"] = env["REDIS_JOB_PREFIX"]
-        if "REDIS_JOB_DB" in env:
+        if "REDIS_JOB_DB" in env and overrides.get("db") is None:
             try:
                 values["db"] = int(env["REDIS_JOB_DB"])
             except ValueError:
                 raise ConfigurationError(
                     f"REDIS_JOB_DB must be an integer, not {env['REDIS_JOB_DB']!r}"
                 ) from None
+            if not 0 <= values["db"] <= 65_535:
+                raise ConfigurationError(f"REDIS_JOB_DB must be 0 to 65535, not {env['REDIS_JOB_DB']!r}")
         if "JOB_SYNC_RAISE_ON_FAILURE" in env:
             values["sync_raise_on_failure"] = _env_flag("JOB_SYNC_RAISE_ON_FAILURE", env)
         known = {f.name for f in fields(cls)}
@@ -138,3 +149,47 @@ def redact_url(url: str) -> str:
         userinfo, _, hostport = parts.netloc.rpartition("@")
         url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hostport}"))
     return _SECRET_PARAM.sub(r"\1***", url)
+
+
+def check_prefix(prefix: str) -> None:
+    """The key prefix: not empty, and nothing that would break a key or a hash tag.
+
+    It is put in front of the key names as it is: "shop" gives "shopqueues", "shop:" gives
+    "shop:queues". Adding a separator would move existing deployments' keys.
+    """
+    if prefix == "":
+        raise ConfigurationError(
+            "the key prefix (REDIS_JOB_PREFIX) may not be empty: every key would sit at the top "
+            "level of the database, among the application's own; use e.g. 'jobs:'"
+        )
+    validate_prefix(prefix)
+    if "{" in prefix or "}" in prefix:
+        raise ConfigurationError("the key prefix may not contain '{' or '}'")
+
+
+def unsupported_url(url: str) -> str:
+    """Why `url` is not a Redis URL, and the likely fix."""
+    if "://" not in url:  # host:port, the commonest slip
+        guess = redact_url("redis://" + url)
+        return f"unsupported Redis URL {guess.removeprefix('redis://')!r}: did you mean {guess!r}?"
+    schemes = ", ".join(SCHEMES[:-1])
+    return f"unsupported Redis URL {redact_url(url)!r}: a Redis URL starts with {schemes} or {SCHEMES[-1]}"
+
+
+def url_database(url: str) -> int | None:
+    """The database a one-server URL selects (its path, or ?db=), None when it names none.
+
+    Also checks the URL the way redis-py will read it, so that a bad one is a
+    ConfigurationError now rather than a ValueError when the engine opens.
+    """
+    try:
+        options = parse_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+    path = urlsplit(url).path.strip("/")
+    if url.startswith(SINGLE_SCHEMES[:2]) and path and not (path.isascii() and path.isdigit()):
+        raise ConfigurationError(
+            f"invalid Redis URL {redact_url(url)!r}: its path is the database number, not {path!r}"
+        )
+    db = options.get("db")
+    return None if db is None else int(db)

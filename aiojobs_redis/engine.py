@@ -88,14 +88,24 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         return self._clock() if self._clock is not None else time.monotonic() * 1000
 
     async def __aenter__(self) -> RedisEngine:
-        await self.ping()
+        """Open the engine: Redis answers, or this raises within `dispatch_timeout`."""
+        try:
+            await self.ping()
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def ping(self) -> None:
-        async with redis_errors("ping"):
+        """Connect (TLS, AUTH, database) if need be and PING, within `dispatch_timeout`.
+
+        RedisAuthError or RedisTLSError (ConfigurationError) when the URL's credentials or
+        CA are wrong; EngineUnavailable when Redis cannot be reached or does not answer.
+        """
+        async with redis_errors("connect", timeout=self.settings.dispatch_timeout):
             await self.redis.ping()
 
     async def aclose(self) -> None:
@@ -115,7 +125,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
     async def register_queues(self, queues: Iterable[str]) -> None:
         new = [validate_queue(q) for q in queues if q not in self._registered]
         if new:
-            async with redis_errors("register queues"):
+            async with redis_errors("register queues", timeout=self.settings.dispatch_timeout):
                 await self.redis.sadd(queues_key(self.settings.prefix), *new)
                 if self._format.read_ms is None:
                     stored = await self.scripts.format(keys=[format_key(self.settings.prefix)])

@@ -60,6 +60,23 @@ class EngineUnavailable(EngineError, ConnectionError):
     """Redis could not be reached or did not answer in time; nothing was acknowledged."""
 
 
+class RedisAuthError(ConfigurationError, EngineError):
+    """Redis refused the credentials in the URL: give them as redis://USER:PASSWORD@host.
+
+    Not an EngineUnavailable: waiting cannot fix it, so code that retries while Redis is
+    unavailable (a starting worker, a web app) stops at once on this. An EngineError all the
+    same: a running worker whose credentials stop working backs off and logs it, as for any
+    other refusal, rather than dropping the jobs it runs.
+    """
+
+
+class RedisTLSError(ConfigurationError, EngineError):
+    """The Redis server's TLS certificate did not verify: give its CA with ?ssl_ca_certs=.
+
+    Not an EngineUnavailable, for the same reasons as RedisAuthError.
+    """
+
+
 class NotReplicated(EngineError):
     """A durable dispatch stored the job, but fewer replicas than asked acknowledged it in time.
 

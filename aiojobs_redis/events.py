@@ -66,7 +66,7 @@ class RedisTelemetry(Observer):
         self._counts: dict[tuple[str, int, str], int] = {}  # (queue, minute, kind) -> runs
         self._worker: WorkerView | None = None
         self._started_ms = 0
-        self._last_warning = -_WARN_EVERY
+        self._last_warning: dict[str, float] = {}  # call -> when its failure was last logged
         self._trimmed_minute = 0
 
     def __repr__(self) -> str:
@@ -118,24 +118,26 @@ class RedisTelemetry(Observer):
         try:
             while True:
                 if time.monotonic() >= next_beat:
-                    await self._quietly("heartbeat", self.heartbeat)
+                    await self._quietly(self.heartbeat)
                     next_beat = time.monotonic() + self.heartbeat_interval
-                    await self._quietly("trim throughput history", self.trim_history)
+                    await self._quietly(self.trim_history)
                 await anyio.sleep(self.flush_interval)
-                await self._quietly("record job events", self.flush)
+                await self._quietly(self.flush)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                await self._quietly("record job events", self.flush)
-                await self._quietly("remove heartbeat", self.remove_heartbeat)
+                await self._quietly(self.flush)
+                await self._quietly(self.remove_heartbeat)
 
-    async def _quietly(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
+    async def _quietly(self, call: Callable[[], Awaitable[None]]) -> None:
         try:
             await call()
         except EngineError as exc:
-            now = time.monotonic()
-            if now - self._last_warning >= _WARN_EVERY:
-                self._last_warning = now
-                log.warning("%s failed (%s); the worker carries on", what, type(exc).__name__)
+            # Once a minute for each kind of call, so that one failing does not hide another.
+            now, kind = time.monotonic(), call.__name__
+            if now - self._last_warning.get(kind, -_WARN_EVERY) >= _WARN_EVERY:
+                self._last_warning[kind] = now
+                # The error names the cause (a NOPERM names the command the ACL lacks).
+                log.warning("telemetry: %s; the worker carries on", exc)
 
     @property
     def _engine(self) -> RedisEngine:

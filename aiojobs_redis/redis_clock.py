@@ -15,11 +15,14 @@ from .boundary import redis_errors
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from .config import Settings
+
 
 class RedisClock:
     """TIME read now and then and followed on the monotonic clock in between."""
 
     redis: Redis
+    settings: Settings
     _redis_offset_ms: float | None = None  # Redis's clock minus the monotonic clock
     _offset_read_ms = 0.0
     # Redis's clock minus this host's wall clock, at the last reading.
@@ -36,7 +39,7 @@ class RedisClock:
         local_ms = time.monotonic() * 1000
         if self._redis_offset_ms is None or local_ms - self._offset_read_ms >= max_age_ms:
             wall_before = time.time_ns() // 1_000_000
-            async with redis_errors(action):
+            async with redis_errors(action, timeout=self.settings.dispatch_timeout):
                 seconds, micros = await self.redis.time()
             wall_after = time.time_ns() // 1_000_000
             after_ms = time.monotonic() * 1000

@@ -4,11 +4,8 @@
 workers, worker), the records in records.py. events.py buffers and batches; this module
 only talks to Redis.
 
-A Redis ACL user for a worker needs, besides the engine's commands, what the record_events
-script and the heartbeat send: xadd, hincrby, pexpire, hgetall, hdel, set, del, zadd, zrem,
-zremrangebyscore and time. The dashboard reads with time, smembers, llen, zcard, zrevrange,
-hgetall, zrange, hmget, xrevrange, zrangebyscore, get, lindex, lrange, type and exists, and
-its buttons use the engine's failed-set scripts.
+The commands these send and read with are in the least-privilege ACL of acl.py (xadd in the
+record_events script, zremrangebyscore in the heartbeat, xrevrange for the dashboard, ...).
 """
 
 from __future__ import annotations
@@ -65,13 +62,16 @@ class TelemetryStore:
                 chunk = encoded[start : start + _EVENTS_PER_CALL]
                 args = [*head, len(buckets) // 2, *buckets, *chunk] if start == 0 else [*head, 0, *chunk]
                 calls.append((self.scripts.record_events, [keys.events, keys.throughput, keys.totals], args))
-        async with redis_errors("record job events"):
+        async with redis_errors("record job events", timeout=self.settings.dispatch_timeout):
             await run_pipelined(self.redis, calls)
 
     async def write_heartbeat(self, worker_id: str, record: bytes, *, now_ms: int, ttl_ms: int) -> None:
         """Say `worker_id` is alive until `now_ms + ttl_ms` (Redis's clock), with its record."""
         prefix = self.settings.prefix
-        async with redis_errors("heartbeat"), self.redis.pipeline(transaction=False) as pipe:
+        async with (
+            redis_errors("heartbeat", timeout=self.settings.dispatch_timeout),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
             pipe.set(worker_key(prefix, worker_id), record, px=ttl_ms)
             pipe.zadd(workers_key(prefix), {worker_id: now_ms + ttl_ms})
             pipe.zremrangebyscore(workers_key(prefix), "-inf", now_ms - _DEAD_WORKERS_MS)
@@ -79,7 +79,10 @@ class TelemetryStore:
 
     async def remove_heartbeat(self, worker_id: str) -> None:
         prefix = self.settings.prefix
-        async with redis_errors("remove heartbeat"), self.redis.pipeline(transaction=False) as pipe:
+        async with (
+            redis_errors("remove heartbeat", timeout=self.settings.dispatch_timeout),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
             pipe.zrem(workers_key(prefix), worker_id)
             pipe.delete(worker_key(prefix, worker_id))
             await pipe.execute()
@@ -87,13 +90,19 @@ class TelemetryStore:
     async def trim_history(self, queues: Iterable[str], now_minute: int) -> int:
         """Delete throughput buckets older than HISTORY_MINUTES; return how many went."""
         keys = [self.keys(q).throughput for q in queues]
-        async with redis_errors("trim throughput history"), self.redis.pipeline(transaction=False) as pipe:
+        async with (
+            redis_errors("trim throughput history", timeout=self.settings.dispatch_timeout),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
             for key in keys:
                 pipe.hgetall(key)
             hashes: list[dict[bytes, bytes]] = await pipe.execute()
         oldest = now_minute - HISTORY_MINUTES + 1
         removed = 0
-        async with redis_errors("trim throughput history"), self.redis.pipeline(transaction=False) as pipe:
+        async with (
+            redis_errors("trim throughput history", timeout=self.settings.dispatch_timeout),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
             for key, buckets in zip(keys, hashes, strict=True):
                 old = [f for f in buckets if _minute_of(f) < oldest]
                 if old:
@@ -107,7 +116,10 @@ class TelemetryStore:
 
     async def recent_events(self, queues: Sequence[str], count: int = 50) -> list[Event]:
         """The newest `count` events of `queues`, newest first."""
-        async with redis_errors("read job events"), self.redis.pipeline(transaction=False) as pipe:
+        async with (
+            redis_errors("read job events", timeout=self.settings.dispatch_timeout),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
             for queue in queues:
                 pipe.xrevrange(self.keys(queue).events, count=count)
             replies: list[list[tuple[bytes, dict[bytes, bytes]]]] = await pipe.execute()
@@ -122,7 +134,10 @@ class TelemetryStore:
     ) -> dict[str, Throughput]:
         """Runs per minute of each queue over the last `minutes` minutes (this one included)."""
         minutes = max(1, min(minutes, HISTORY_MINUTES))
-        async with redis_errors("read throughput"), self.redis.pipeline(transaction=False) as pipe:
+        async with (
+            redis_errors("read throughput", timeout=self.settings.dispatch_timeout),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
             for queue in queues:
                 pipe.hgetall(self.keys(queue).throughput)
             hashes: list[dict[bytes, bytes]] = await pipe.execute()
@@ -146,7 +161,7 @@ class TelemetryStore:
     async def alive_workers(self, now_ms: int) -> list[WorkerInfo]:
         """Workers whose heartbeat has not lapsed, by id."""
         prefix = self.settings.prefix
-        async with redis_errors("read workers"):
+        async with redis_errors("read workers", timeout=self.settings.dispatch_timeout):
             ids: list[Any] = await self.redis.zrangebyscore(workers_key(prefix), now_ms, "+inf")
             if not ids:
                 return []

@@ -36,8 +36,10 @@ from aiojobs_redis import (
     InvalidQueueName,
     Job,
     RedisEngine,
+    RedisTLSError,
     Settings,
     Worker,
+    acl,
     use_engine,
 )
 from aiojobs_redis.doctor import diagnose
@@ -48,47 +50,8 @@ Q = "sec"
 Q_LOW = "sec-low"
 
 # Every command the engine sends, outside its Lua scripts and inside them (ACL rules apply to
-# both). Found by reading engine.py, admin.py and lua/*.lua and checked by running the whole flow under
-# a user allowed only these (test_full_flow_under_a_least_privilege_acl_user).
-CLIENT_COMMANDS = (
-    "ping",  # opening the engine, health checks
-    "evalsha",  # every state transition
-    "script|load",  # after NOSCRIPT (restart, failover, SCRIPT FLUSH)
-    "blpop",  # an idle worker waits for a wake token
-    "sadd",  # registering queues
-    "smembers",  # listing queues (stats, failed-set operations without a queue)
-    "type",  # get_job
-    "hgetall",  # get_job, failed_list
-    "zrevrange",  # failed_list
-    "llen",  # stats, a multi-queue worker's ready counts
-    "lrange",  # get_job of a job waiting in the queue list
-    "zcard",  # stats
-    "zscore",  # failed retry/forget by id
-)
-SCRIPT_COMMANDS = (
-    "time",
-    "exists",
-    "get",
-    "set",
-    "del",
-    "rename",
-    "pexpire",
-    "persist",
-    "hget",
-    "hmget",
-    "hset",
-    "hdel",
-    "hincrby",
-    "llen",
-    "lpop",
-    "lpush",
-    "rpush",
-    "zadd",
-    "zrem",
-    "zrange",
-    "zrangebyscore",
-)
-ENGINE_COMMANDS = CLIENT_COMMANDS + SCRIPT_COMMANDS
+# both): aiojobs_redis.acl, the README's line (tests/faults/test_acl_line.py checks both).
+ENGINE_COMMANDS = tuple(acl.COMMANDS)
 
 
 def acl_rules(password: str, prefix: str, commands: Sequence[str] = ENGINE_COMMANDS) -> list[str]:
@@ -272,14 +235,16 @@ async def test_tls_with_the_right_ca_runs_jobs(
 async def test_tls_with_a_wrong_ca_is_refused(
     tls_server: ConfiguredServer, certs: Certs, prefix: str
 ) -> None:
-    with pytest.raises(EngineUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(RedisTLSError, match=r"did not verify \(.*certificate.*ssl_ca_certs=") as refused:
         async with opened(f"{tls_server.url}?ssl_ca_certs={certs.wrong_ca_cert}", prefix):
             pass
+    # A configuration error: code that retries while Redis is unavailable must not retry this.
+    assert not isinstance(refused.value, EngineUnavailable | ConnectionError)
 
 
 async def test_tls_verifies_certificates_by_default(tls_server: ConfiguredServer, prefix: str) -> None:
     """No CA given: the system's CAs do not know the test CA, so the server is refused."""
-    with pytest.raises(EngineUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(RedisTLSError, match="did not verify"):
         async with opened(tls_server.url, prefix):
             pass
 
@@ -287,7 +252,7 @@ async def test_tls_verifies_certificates_by_default(tls_server: ConfiguredServer
 async def test_tls_checks_the_host_name(tls_server: ConfiguredServer, certs: Certs, prefix: str) -> None:
     """The certificate names 127.0.0.1 and localhost; the same server at 127.0.0.2 is refused."""
     url = f"rediss://127.0.0.2:{tls_server.port}?ssl_ca_certs={certs.ca_cert}"
-    with pytest.raises(EngineUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|match"):
+    with pytest.raises(RedisTLSError, match=r"did not verify \(.*mismatch"):
         async with opened(url, prefix):
             pass
 

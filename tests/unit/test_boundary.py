@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import ssl
+
+import anyio
 import pytest
 from redis import exceptions as rex
 
 from aiojobs_redis.boundary import is_wrong_type, map_error, map_reply, redis_errors, text
-from aiojobs_redis.errors import EngineError, EngineUnavailable, PayloadTooLarge
+from aiojobs_redis.errors import (
+    EngineError,
+    EngineUnavailable,
+    PayloadTooLarge,
+    RedisAuthError,
+    RedisTLSError,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -34,10 +43,24 @@ MAPPED: list[tuple[Exception, type[Exception], str]] = [
         "act: Redis refused the command: Redis is out of memory (maxmemory reached",
     ),
     (rex.NoPermissionError("NOPERM no EVALSHA"), EngineError, "act: Redis refused the command: NOPERM"),
+    (rex.NoPermissionError("this user has no permissions to run the 'xadd' command"), EngineError,
+     "act: Redis refused the command: NOPERM this user has no permissions to run the 'xadd' command "
+     "(the Redis user's ACL does not allow it: see the README's ACL line"),
+    (rex.ResponseError("The user executing the script can't run this command or subcommand script: 1f, "
+                       "on @user_script:1."), EngineError,
+     "act: Redis refused the command: NOPERM The user executing the script can't run this command"),
     (rex.ResponseError("WRONGTYPE Operation"), EngineError, "act: Redis refused the command: WRONGTYPE"),
     (rex.DataError("Invalid input"), EngineError, "act: Redis refused the command: Invalid input"),
     (RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed"),
      EngineUnavailable, "act: Redis connection lost"),
+    (rex.AuthenticationError("invalid username-password pair or user is disabled."), RedisAuthError,
+     "act: Redis refused the user name or password in the URL: check redis://:PASSWORD@HOST:PORT"),
+    (rex.AuthenticationError("Authentication required."), RedisAuthError,
+     "act: Redis needs a password: give it in the URL, redis://:PASSWORD@HOST:PORT"),
+    (rex.ConnectionError("Error 1 connecting to h:6380. [SSL: CERTIFICATE_VERIFY_FAILED] certificate "
+                         "verify failed: unable to get local issuer certificate (_ssl.c:1006)."),
+     RedisTLSError, "act: the Redis server's TLS certificate did not verify (CERTIFICATE_VERIFY_FAILED); "
+     "give the CA that signed it in the URL, rediss://HOST:PORT?ssl_ca_certs="),
 ]  # fmt: skip
 
 LEFT_ALONE: list[Exception] = [
@@ -104,3 +127,41 @@ def test_wrong_type_replies_are_recognised() -> None:
 )
 def test_text_decodes_replies(value: object, expected: str) -> None:
     assert text(value) == expected
+
+
+async def test_a_wrapped_certificate_error_gives_its_reason() -> None:
+    """redis-py raises ConnectionError while handling the ssl module's error."""
+    refused = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    refused.verify_message = "self-signed certificate in certificate chain"
+    try:
+        try:
+            raise refused
+        except ssl.SSLError:
+            raise rex.ConnectionError("Error 1 connecting to h:6380.") from None
+    except rex.ConnectionError as caught:
+        mapped = map_error(caught, "act")
+    assert isinstance(mapped, RedisTLSError)
+    reason = "(self-signed certificate in certificate chain)"
+    assert str(mapped).startswith(f"act: the Redis server's TLS certificate did not verify {reason}")
+
+
+async def test_a_bounded_call_that_gets_no_answer_is_unavailable() -> None:
+    with anyio.fail_after(5), pytest.raises(EngineUnavailable) as raised:
+        async with redis_errors("act", timeout=0.05):
+            await anyio.sleep(10)
+    assert str(raised.value) == "act: Redis did not answer within 0.05 s"
+
+
+async def test_a_bounded_call_leaves_an_outer_cancellation_alone() -> None:
+    with anyio.move_on_after(0.05) as outer:
+        async with redis_errors("act", timeout=10):
+            await anyio.sleep(10)
+    assert outer.cancelled_caught
+
+
+async def test_a_bounded_call_in_time_maps_errors_as_ever() -> None:
+    async with redis_errors("act", timeout=5):
+        pass
+    with pytest.raises(EngineUnavailable, match=r"act: Redis unavailable \(ConnectionError: reset\)"):
+        async with redis_errors("act", timeout=5):
+            raise rex.ConnectionError("reset")

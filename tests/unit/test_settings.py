@@ -113,8 +113,64 @@ def test_bad_prefix_is_rejected(prefix: str) -> None:
         Settings(prefix=prefix)
 
 
-def test_empty_prefix_is_allowed() -> None:
-    assert Settings(prefix="").prefix == ""
+def test_empty_prefix_is_refused() -> None:
+    """An empty prefix would put every key at the top level of the database."""
+    with pytest.raises(ConfigurationError, match=r"may not be empty.*'jobs:'"):
+        Settings(prefix="")
+    with pytest.raises(ConfigurationError, match=r"may not be empty.*'jobs:'"):
+        Settings.from_env({"REDIS_JOB_PREFIX": ""})
+
+
+def test_a_prefix_without_a_separator_is_taken_as_it_is() -> None:
+    """Documented: the prefix is glued to the key names (changing that would move keys)."""
+    assert Settings(prefix="shop").prefix == "shop"
+
+
+@pytest.mark.parametrize(
+    ("url", "db"),
+    [("redis://h:6379/2", 4), ("redis://h:6379?db=2", 4), ("redis+sentinel://h:26379/mymaster/2", 4)],
+)
+def test_a_database_number_that_disagrees_with_the_urls_is_refused(url: str, db: int) -> None:
+    expected = r"two database numbers: 4 .* and 2 \(in the URL"
+    with pytest.raises(ConfigurationError, match=expected):
+        Settings(url=url, db=db)
+    with pytest.raises(ConfigurationError, match=expected):
+        Settings.from_env({"REDIS_URL": url, "REDIS_JOB_DB": str(db)})
+
+
+def test_the_same_database_number_in_the_url_and_the_setting_is_fine() -> None:
+    assert Settings(url="redis://h:6379/2", db=2).db == 2
+    assert Settings.from_env({"REDIS_URL": "redis://h/3", "REDIS_JOB_DB": "3"}).db == 3
+    assert Settings(url="redis://h:6379/2").db is None  # the URL's, as redis-py reads it
+
+
+def test_a_negative_database_number_does_not_name_the_environment_variable() -> None:
+    with pytest.raises(ConfigurationError, match="the database number must be 0 to 65535, not -1") as info:
+        Settings.from_env({}, db=-1)
+    assert "REDIS_JOB_DB" not in str(info.value)
+    with pytest.raises(ConfigurationError, match="REDIS_JOB_DB must be 0 to 65535, not '-1'"):
+        Settings.from_env({"REDIS_JOB_DB": "-1"})
+    assert Settings.from_env({"REDIS_JOB_DB": "oops"}, db=1).db == 1  # the argument wins
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("localhost:6379", "unsupported Redis URL 'localhost:6379': did you mean 'redis://localhost:6379'?"),
+        ("u:s3cret@h:6379", "unsupported Redis URL 'u:***@h:6379': did you mean 'redis://u:***@h:6379'?"),
+        (
+            "redis://127.0.0.1:notaport",
+            "invalid Redis URL 'redis://127.0.0.1:notaport': Port could not be cast",
+        ),
+        ("redis://h:99999", "invalid Redis URL 'redis://h:99999': Port out of range"),
+        ("redis://:s3cret@h/abc", "invalid Redis URL 'redis://:***@h/abc': its path is the database number"),
+    ],
+)
+def test_a_bad_url_gets_one_clear_line(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings(url=url)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value) and "s3cret" not in str(info.value)
 
 
 @pytest.mark.parametrize(
