@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379)")
     connection.add_argument("--prefix", help="key prefix (default: $REDIS_JOB_PREFIX or jobs:)")
-    connection.add_argument("--db", type=whole_number_at_least_0, help="database number (default: $REDIS_JOB_DB or 0)")
+    connection.add_argument(
+        "--db", type=whole_number_at_least_0, help="database number (default: $REDIS_JOB_DB or 0)"
+    )
     connection.add_argument(
         "--log-level",
         default="INFO",
