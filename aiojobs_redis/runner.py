@@ -75,7 +75,9 @@ async def run_handler(job: Job) -> Outcome:
     return SUCCEEDED
 
 
-FAILED_FOR_GOOD = "job %s failed for good"
+# The template is the same for every failure (error trackers group by it and by the attached
+# exception's stack); the job's name comes first so that plain-text logs group too.
+FAILED_FOR_GOOD = "job %s %s failed for good after attempt %d/%d (%s): %s: %s"
 
 
 def log_failed_for_good(
@@ -90,13 +92,19 @@ def log_failed_for_good(
 ) -> None:
     """The one ERROR line a job that failed for good gets.
 
-    The message is the same for every failure of a job class (the name is its only argument)
-    and the exception is attached, so error trackers (Sentry's logging integration, ...)
-    group the events and show the stack. The rest is in the record's attributes.
+    The message template is the same for every failure and the exception is attached, so
+    error trackers (Sentry's logging integration, ...) group the events and show the stack;
+    the details are also the record's attributes.
     """
     logger.error(
         FAILED_FOR_GOOD,
         job.name,
+        job.id,
+        attempt,
+        max_attempts,
+        reason,
+        type(error).__name__,
+        error,
         exc_info=error,
         extra={
             "job_id": job.id,

@@ -227,7 +227,14 @@ async def test_aiohttp_example_runs_the_jobs_in_process_and_drains_on_sigterm(
             stats = {row["queue"]: row for row in (await client.get("/stats")).json()}
         assert await ledger.hash("sent") == {"o-7": "grace@example.com"}
         assert await ledger.hash("warehouse") == {"o-7": "1"}
-        assert stats["default"] == {"queue": "default", "ready": 0, "delayed": 0, "running": 0, "failed": 1}
+        assert stats["default"] == {
+            "queue": "default",
+            "ready": 0,
+            "delayed": 0,
+            "running": 0,
+            "failed": 1,
+            "failed_dropped": 0,
+        }
         assert await app.terminate() == 0
         assert re.search(r"worker \S+ stopped after [0-9.]+ s: .*\b2 succeeded", app.output()), "it drained"
 

@@ -53,8 +53,11 @@ def failed_for_good(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
 
 def assert_groupable(record: logging.LogRecord, job_id: str, attempt: int, max_attempts: int) -> None:
     assert record.levelno == logging.ERROR
-    assert record.args == (Charge.name,), "the name is the only argument: the message groups"
-    assert record.getMessage() == f"job {Charge.name} failed for good"
+    assert record.msg == FAILED_FOR_GOOD, "one template for every failure: the events group"
+    assert record.getMessage() == (
+        f"job {Charge.name} {job_id} failed for good after attempt {attempt}/{max_attempts} "
+        f"(error): RuntimeError: {record.exc_info and record.exc_info[1]}"
+    )
     assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
     assert record.exc_info[2] is not None, "the traceback comes along for the error tracker"
     details: dict[str, Any] = record.__dict__
@@ -74,7 +77,7 @@ async def test_the_worker_logs_a_failure_for_good_with_its_exception_and_a_const
     assert sorted(r.__dict__["job_id"] for r in records) == sorted(ids)
     for record in records:
         assert_groupable(record, record.__dict__["job_id"], 2, 2)
-    assert {r.getMessage() for r in records} == {f"job {Charge.name} failed for good"}
+    assert {r.getMessage().split(" ")[1] for r in records} == {Charge.name}
 
 
 async def test_the_sync_engine_logs_it_the_same_way(caplog: pytest.LogCaptureFixture) -> None:
