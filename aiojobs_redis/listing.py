@@ -8,7 +8,6 @@ and a filtered failed listing reads at most FILTER_SCAN_MAX ids per call (see fa
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -196,10 +195,13 @@ class Listing:
                 # Raw ids build the keys: a malformed id need not be valid UTF-8.
                 pipe.zrevrange(self.keys(q).failed, start, start + count - 1, withscores=True)
             replies: list[list[tuple[bytes, float]]] = await pipe.execute()
-        each = (
-            [(-score, q, raw_id) for raw_id, score in pairs] for q, pairs in zip(queues, replies, strict=True)
+        # Newest first; a tie (one millisecond) goes to the later id, as ZREVRANGE orders one
+        # set: ids sort by creation time, so the order holds across queues too.
+        merged = sorted(
+            ((score, raw_id, q) for q, pairs in zip(queues, replies, strict=True) for raw_id, score in pairs),
+            reverse=True,
         )
-        return [(q, raw_id) for _, q, raw_id in heapq.merge(*each)][:count]
+        return [(q, raw_id) for _, raw_id, q in merged[:count]]
 
     async def _failed_records(self, chosen: Sequence[tuple[str, bytes]], with_payload: bool) -> list[JobInfo]:
         async with redis_errors("list failed jobs"), self.redis.pipeline(transaction=False) as pipe:

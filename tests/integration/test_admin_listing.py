@@ -71,6 +71,18 @@ async def test_a_failed_page_gives_the_total_and_pages_through_every_queue(
     assert first.jobs[0].error is not None and first.jobs[0].payload is None
 
 
+async def test_failures_in_one_millisecond_list_the_later_job_first_across_queues(
+    clocked_engine: RedisEngine, clock: Any
+) -> None:
+    """A tie in failure time goes to the later id, in one queue (ZREVRANGE) and across queues."""
+    payloads = [{"n": 0}]
+    [mail] = await fail_new_jobs(clocked_engine, Mail, payloads, lambda _: error("smtp down"))
+    [invoice] = await fail_new_jobs(clocked_engine, Invoice, payloads, lambda _: error("pdf broken"))
+    page = await clocked_engine.failed_page(limit=10)
+    assert [j.id for j in page.jobs] == [invoice, mail]
+    assert [j.id for j in await clocked_engine.failed_list(limit=10)] == [invoice, mail]
+
+
 async def test_a_failed_page_filters_by_name_and_error_text(clocked_engine: RedisEngine, clock: Any) -> None:
     mails = await fail_jobs(clocked_engine, clock, Mail(), 6, "SMTP down")
     invoices = await fail_jobs(clocked_engine, clock, Invoice(), 4, "pdf broken")
