@@ -31,9 +31,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from ..connection import connect
 from ..engine import RedisEngine
+from ..errors import EngineUnavailable
 from ..sync import SyncEngine
 from ..worker import Worker
 
@@ -56,6 +58,15 @@ def worker_for(
         return None
     names = [queues] if isinstance(queues, str) else list(queues)
     return Worker(engine, names, concurrency=concurrency, **(options or {}))
+
+
+async def _started_in_time(tg: anyio.abc.TaskGroup, worker: Worker, seconds: float) -> bool:
+    """Start the worker (it registers its queues first) within `seconds`, else cancel it: a
+    Redis that froze since the engine opened must fail the app's startup, not hang it."""
+    with anyio.move_on_after(seconds):
+        await tg.start(worker.run)
+        return True
+    return False
 
 
 class lifespan:
@@ -90,15 +101,21 @@ class lifespan:
             async with connect(**self.connect_kwargs) as engine:
                 self.engine = engine
                 inner = self.app_lifespan(app) if self.app_lifespan is not None else nullcontext()
-                async with inner as state, anyio.create_task_group() as tg:
-                    worker = worker_for(engine, self.worker_queues, self.concurrency, self.worker_options)
-                    if worker is not None:
-                        await tg.start(worker.run)
-                        self.worker = worker
-                    try:
-                        yield state
-                    finally:
-                        if worker is not None:
-                            worker.stop()  # leaving the task group waits for the drain
+                timeout = engine.settings.dispatch_timeout
+                async with inner as state:
+                    async with anyio.create_task_group() as tg:
+                        worker = worker_for(engine, self.worker_queues, self.concurrency, self.worker_options)
+                        started = worker is None or await _started_in_time(tg, worker, timeout)
+                        if started:
+                            self.worker = worker
+                            try:
+                                yield state
+                            finally:
+                                if worker is not None:
+                                    worker.stop()  # leaving the task group waits for the drain
+                    if not started:
+                        raise EngineUnavailable(
+                            f"starting the in-process worker: Redis did not answer within {timeout:g} s"
+                        )
         finally:
             self.engine = self.worker = None

@@ -220,3 +220,35 @@ def test_a_waiting_worker_names_the_cause_once(prefix: str) -> None:
     for line in [*waiting, stderr.rstrip().splitlines()[-1]]:
         assert line.lower().count("unavailable") == 1, line
         assert line.count("Connection refused") == 1, line
+
+
+async def test_an_app_lifespan_whose_worker_cannot_start_fails_in_time(
+    server: RedisServer, prefix: str
+) -> None:
+    """Redis freezes after the engine opened, before the in-process worker registered its
+    queues (the app's own lifespan runs in between): the startup fails, it does not hang."""
+    from contextlib import asynccontextmanager
+
+    from aiojobs_redis.integrations.asgi import lifespan
+
+    @asynccontextmanager
+    async def freeze_then_go_on(app: object) -> AsyncIterator[None]:
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        yield
+
+    jobs = lifespan(
+        freeze_then_go_on, worker_queues=["frozen"], url=server.url, prefix=prefix, dispatch_timeout=TIMEOUT
+    )
+    try:
+
+        async def start_app() -> None:
+            async with jobs(object()):
+                raise AssertionError("the app started on a frozen Redis")
+
+        error, took = await fails_in_time(start_app)
+    finally:
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGCONT)
+    assert "did not answer" in str(error) or "unavailable" in str(error).lower(), error
+    assert took < TIMEOUT * 2 + MARGIN, took
