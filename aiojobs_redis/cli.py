@@ -248,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("AIOJOBS_DASHBOARD_BASIC_AUTH"),
         help="require HTTP basic auth (default: $AIOJOBS_DASHBOARD_BASIC_AUTH)",
     )
-    board.add_argument("--show-payloads", action="store_true", help="show failed jobs' payloads")
+    board.add_argument(
+        "--show-payloads",
+        action="store_true",
+        help="show payloads on the failed list, job and queue pages (they may hold secrets; default: hidden)",
+    )
     board.add_argument("--read-only", action="store_true", help="no retry or forget actions")
 
     server = commands.add_parser(
