@@ -139,5 +139,5 @@ def test_configuration_errors_are_one_line(args: list[str], env: dict[str, str],
 def test_a_negative_db_flag_names_the_flag() -> None:
     code, stderr, _ = cli("stats", "--db", "-1")
     assert code == 2, stderr
-    assert "argument --db: must be >= 0, not -1" in stderr
+    assert "argument --db: expected a whole number >= 0, not '-1'" in stderr
     assert "REDIS_JOB_DB" not in stderr

@@ -321,7 +321,7 @@ async def test_n10_redis_out_of_memory(private: tuple[RedisServer, RedisEngine],
 
     class Count(Job):
         queue = QUEUE
-        name = "faultapp.Record"  # run the queued Record jobs with a counting handler
+        name = "n10.Count"  # runs the queued Record jobs (the lookup below): a counting handler
         seen: ClassVar[set[str]] = set()
 
         async def handle(self) -> None:
