@@ -292,6 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left (`failed list | head`): no traceback, and none again when Python
+        # flushes stdout at exit (the recipe in the signal module's docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a command killed by the signal
 
 
 def _backend() -> dict[str, Any]:

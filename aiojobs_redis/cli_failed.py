@@ -169,7 +169,8 @@ def _when(ms: int | None) -> str:
 
 def _summary(error: dict[str, Any] | None) -> str:
     error = error or {}
-    return f"[{error.get('reason', '?')}] {error.get('type', '')}: {error.get('message', '')}".strip()
+    message = str(error.get("message", "")).partition("\n")[0]  # one row per job: notes follow on `show`
+    return f"[{error.get('reason', '?')}] {error.get('type', '')}: {message}".strip()
 
 
 async def _show(engine: RedisEngine, args: argparse.Namespace) -> int:

@@ -82,6 +82,7 @@ class WorkerCounters:
             "lost (outcome not recorded: lease lost, or stopped at once)": self.lost,
             "abandoned (outcome not recorded: Redis unreachable)": self.abandoned,
             "bad records set aside": self.quarantined,
+            "put back (no class by that name here)": self.deferred,
         }
         words += [f"{count} {what}" for what, count in rare.items() if count]
         return ", ".join(words)

@@ -248,7 +248,7 @@ class Settler:
         if self._cut:
             shown = ", ".join(self._cut[:10]) + (", ..." if len(self._cut) > 10 else "")
             log.warning(
-                "worker %s: %d job(s) stopped before their outcome was recorded, counted lost "
+                "worker %s: %d job(s) cut off before their outcome was recorded, counted lost "
                 "(their leases lapse and a reaper returns them): %s",
                 worker_id,
                 len(self._cut),

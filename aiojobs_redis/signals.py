@@ -59,7 +59,7 @@ def abandoned_line(worker: Worker, running: int, signum: signal.Signals) -> str:
         return f"{stopped}, with no job running"
     lease = worker.lease_ms / 1000
     return (
-        f"{stopped}: {running} running job(s) abandoned. They run again once their lease "
+        f"{stopped}: {running} running job(s) cut off (counted lost). They run again once their lease "
         f"lapses, within {lease:g} s, when a worker serving their queue (another one, or the "
         "next started) reaps them; no attempt is used, but each counts as a stall (--max-stalls)"
     )

@@ -205,3 +205,22 @@ async def test_failed_flush_asks_on_a_terminal_and_refuses_without_one(
     await fail_jobs(engine, Charge, 1, "again")
     confirmed = flush(prefix, redis_url, "--yes", stdin=subprocess.DEVNULL)
     assert (confirmed.returncode, confirmed.stdout.strip()) == (0, "flushed 1 job(s)"), confirmed
+
+
+async def test_a_reader_that_leaves_early_gets_no_traceback(
+    engine: RedisEngine, prefix: str, redis_url: str
+) -> None:
+    """`failed list | head -1`: far more output than a pipe holds, and the reader goes away."""
+    await fail_jobs(engine, Charge, 400, "card declined " + "x" * 400)
+    command = [*PYTHON_M, "failed", "list", "--json", "--limit", "400", "--prefix", prefix]
+    listing = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "REDIS_URL": redis_url}
+    )
+    assert listing.stdout is not None and listing.stderr is not None
+    first = listing.stdout.readline()
+    listing.stdout.close()
+    with listing.stderr:
+        stderr = listing.stderr.read().decode()
+    assert listing.wait(timeout=60) == 141, stderr
+    assert orjson.loads(first)["name"] == "cli.Charge"
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

@@ -150,6 +150,6 @@ async def test_a_second_signal_stops_at_once_with_the_shell_status_and_says_what
     lines = log_path.read_text().splitlines()
     assert f"received {signum.name} again: stopping now" in "\n".join(lines)
     last = lines[-1]
-    assert f"stopped at once by a second {signum.name}: 3 running job(s) abandoned" in last, last
+    assert f"stopped at once by a second {signum.name}: 3 running job(s) cut off (counted lost)" in last, last
     assert "once their lease lapses, within 7 s" in last and "no attempt is used" in last, last
     assert [s.running for s in await engine.stats(SLOW_QUEUE)] == [3]  # left for a reaper

@@ -106,7 +106,9 @@ def test_counters_in_words_name_the_rare_endings_only_when_they_happened() -> No
     )
     words = WorkerCounters(claimed=3, released=1, lost=2).describe()
     assert words.endswith("1 handed back, 2 lost (outcome not recorded: lease lost, or stopped at once)")
-    assert "abandoned" not in words and "bad records" not in words
+    assert "abandoned" not in words and "bad records" not in words and "put back" not in words
+    deferred = WorkerCounters(claimed=2, deferred=2).describe()
+    assert deferred.endswith("0 handed back, 2 put back (no class by that name here)")
 
 
 @pytest.mark.usefixtures("own_registry")
