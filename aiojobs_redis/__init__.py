@@ -1,5 +1,6 @@
 """aiojobs-redis: an asyncio-native job engine backed by Redis."""
 
+from .abort import abort
 from .config import Settings
 from .connection import connect, open_engine
 from .context import current_engine, use_engine
@@ -73,6 +74,7 @@ __all__ = [
     "UnknownJob",
     "Worker",
     "WorkerEngine",
+    "abort",
     "connect",
     "current_engine",
     "drain_on_signal",

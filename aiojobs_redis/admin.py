@@ -133,6 +133,11 @@ class Admin(Listing):
         return JobInfo.from_hash(queue, job_id, raw, with_payload) if raw else None
 
     async def _find_inline(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
+        entry = await self._inline_entry(queue, job_id)
+        return None if entry is None else JobInfo.from_inline(queue, entry, with_payload)
+
+    async def _inline_entry(self, queue: str, job_id: str) -> bytes | None:
+        """The queue list entry of a job waiting there inline, as stored; None if none is."""
         key = self.keys(queue).ready
         head = inline_prefix(job_id)
         seen = 0
@@ -146,7 +151,7 @@ class Admin(Listing):
                 entries: list[bytes] = await self.redis.lrange(key, -seen - BATCH, -seen - 1)  # type: ignore[assignment]
                 for entry in reversed(entries):
                     if entry.startswith(head):
-                        return JobInfo.from_inline(queue, entry, with_payload)
+                        return entry
                 if len(entries) < BATCH:
                     return None
                 seen += BATCH

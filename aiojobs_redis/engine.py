@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from . import durable as durability
 from . import sharding, topology
+from .abort import Abort
 from .admin import BATCH, Admin
 from .batching import GroupCommit, PendingAck, PendingDispatch
 from .boundary import is_wrong_type, map_reply, redis_errors
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Redis TIME
 
 
-class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
+class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort):
     """The Redis engine; open it with `aiojobs_redis.connect()` or `async with RedisEngine()`."""
 
     def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:

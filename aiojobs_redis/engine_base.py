@@ -64,6 +64,11 @@ class WorkerEngine(Engine, Protocol):
         """Extend the leases of (job id, token) pairs; return the ids no longer held."""
         ...
 
+    async def aborted_runs(self, queue: str, held: Sequence[tuple[str, str]]) -> list[str]:
+        """The ids of the (job id, token) runs in `held` that were aborted (the worker cancels
+        them); a read, called once a second per queue while the worker runs jobs of it."""
+        ...
+
     async def ack(self, job: ClaimedJob) -> bool:
         """The run succeeded; False when the lease is no longer held."""
         ...

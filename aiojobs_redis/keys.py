@@ -11,6 +11,9 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
     jobs:{payments}:dropped    str   failed jobs the retention (failed_ttl_ms, failed_max) has
                                      dropped from the failed set so far, in all (reap.lua)
     jobs:{payments}:wake       list  a token that wakes one idle worker
+    jobs:{payments}:aborted    zset  "<id> <token>" of a run aborted while running -> when (ms);
+                                     its worker looks for its runs here and cancels them
+                                     (abort.lua; marks older than ABORT_MARK_MS are trimmed)
     jobs:{payments}:j:<id>     hash  the job record (fields in JOB_FIELDS)
     jobs:{payments}:bad:<id>   any   a malformed record moved aside
     jobs:{payments}:bad:queue  any   a queue key of another type than list, moved aside
@@ -163,6 +166,11 @@ class QueueKeys:
 
     def job(self, job_id: str) -> str:
         return self.job_prefix + job_id
+
+    @property
+    def aborted(self) -> str:
+        """Runs aborted while running, as "<id> <token>" (abort.lua): their workers cancel them."""
+        return f"{self.base}:aborted"
 
     @property
     def bad_queue(self) -> str:

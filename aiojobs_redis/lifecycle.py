@@ -26,12 +26,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Result = Literal["succeeded", "retried", "failed", "released", "lost", "abandoned"]
+Result = Literal["succeeded", "retried", "failed", "released", "lost", "abandoned", "aborted"]
 """How one run of a job ended: done; failed with attempts left; failed for good; handed back
 to its queue unfinished (the worker stopped, or no class is registered under its name here:
 then it is deferred, see settle.py); the lease was lost and the outcome discarded;
 or the engine stayed unreachable until the lease ran out, so the outcome was not recorded
-("abandoned": the job's lease lapses and a reaper returns it to its queue)."""
+("abandoned": the job's lease lapses and a reaper returns it to its queue); or it was
+aborted while running (abort.py: its end, aborted, was recorded by the abort)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -67,6 +68,7 @@ class WorkerCounters:
     lost: int = 0  # lease lost while running: the result was discarded
     abandoned: int = 0  # outcome not recorded: the engine stayed unreachable past the lease
     quarantined: int = 0
+    aborted: int = 0  # aborted while running here (abort.py): cancelled
 
     def describe(self) -> str:
         """In words, e.g. "5 claimed, 4 succeeded, 1 failed for good, 0 retried, 0 handed back";
@@ -81,6 +83,7 @@ class WorkerCounters:
         rare = {
             "lost (outcome not recorded: lease lost, or stopped at once)": self.lost,
             "abandoned (outcome not recorded: Redis unreachable)": self.abandoned,
+            "aborted": self.aborted,
             "bad records set aside": self.quarantined,
             "put back (no class by that name here)": self.deferred,
         }

@@ -147,6 +147,12 @@ class Settler:
             await self.lifecycle.ended(claimed, "released")
             log.info("job %s handed back to queue %s", claimed.id, claimed.queue)
 
+    async def aborted(self, claimed: ClaimedJob) -> None:
+        """The run was aborted: abort recorded its end already (and refuses any other)."""
+        self.counters.aborted += 1
+        await self.lifecycle.ended(claimed, "aborted")
+        log.info("job %s %s: aborted, cancelled", claimed.id, claimed.name.decode(errors="replace"))
+
     async def settle(
         self, claimed: ClaimedJob, job: Job, outcome: Outcome, started: float | None = None
     ) -> BaseException | None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import context, sharding
+from .abort import abort_error
 from .clock import Changes, FakeClock
 from .config import Settings
 from .errors import EngineUnavailable
@@ -98,6 +99,7 @@ class FakeEngine:
         self._router = sharding.Router()
         self._tokens = itertools.count(1)
         self._changed = Changes()
+        self._aborted_runs: set[tuple[str, str]] = set()  # (id, token) of runs aborted while running
 
     def __repr__(self) -> str:
         return f"<FakeEngine jobs={len(self.jobs)} dispatched={len(self.dispatched)}>"
@@ -304,6 +306,26 @@ class FakeEngine:
 
     async def fail(self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True) -> bool:
         return self._settle(job, "failed", error, attempts=1 if count_attempt else 0)
+
+    async def abort(self, job_id: str, queue: str | None = None, *, reason: str | None = None) -> bool:
+        """As RedisEngine.abort: a job not yet ended becomes failed with reason "aborted",
+        using no attempt; a running one's lease is revoked and its worker cancels it."""
+        self._call("abort")
+        job = self.jobs.get(job_id)
+        if job is None or job.state in ("done", "failed") or queue not in (None, job.queue):
+            return False
+        if job.state == "ready":
+            self._queue(job.queue).remove(job)
+        elif job.state == "running":
+            self._aborted_runs.add((job.id, job.token))
+            job.token, job.worker = "", ""
+        job.state, job.error = "failed", abort_error(reason)
+        self._notify()
+        return True
+
+    async def aborted_runs(self, queue: str, held: Sequence[tuple[str, str]]) -> list[str]:
+        self._call("aborted_runs")
+        return [job_id for job_id, token in held if (job_id, token) in self._aborted_runs]
 
     async def release(self, job: ClaimedJob) -> bool:
         held = self._held(job, "release")

@@ -4,6 +4,8 @@ Tasks, all in one anyio task group:
   fetcher   claims batches while there is free capacity; waits for work when idle
   promoter  moves due delayed jobs to ready, sleeping until the next one is due
   renewer   extends the leases of the jobs this worker runs
+  aborts    once every `abort_check` s while jobs run here, asks which were aborted, and
+            cancels those (nothing is sent while none runs)
   reaper    returns jobs whose lease lapsed (a dead or hung worker) to their queue
   telemetry the observers' side work (events, heartbeats, queue depths; see lifecycle.py)
   slots     up to `concurrency` long-lived tasks, each running claimed jobs one at a time
@@ -78,6 +80,7 @@ class _Running:
     job: ClaimedJob
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lease_lost: bool = False
+    aborted: bool = False  # aborted (abort.py): cancelled, its end is already recorded
     handled: bool = False  # handle() has ended: only recording its outcome is left
     reported: bool = False  # its outcome is recorded (or it was found lost): nothing is left
 
@@ -119,6 +122,7 @@ class Worker:
         tracing: bool = True,
         clock: WorkerClock = ANYIO_CLOCK,
         log_jobs: bool = True,
+        abort_check: float = 1.0,
     ) -> None:
         if queues is None:
             # No queues given: the registered Job classes' queues, none preferred.
@@ -146,6 +150,9 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         self.log_jobs = log_jobs
+        if not abort_check > 0:
+            raise ValueError(f"abort_check must be > 0, not {abort_check!r}")
+        self.abort_check = abort_check
         self._lookup = lookup
         self.counters = WorkerCounters()
         self._running: dict[str, _Running] = {}
@@ -223,6 +230,7 @@ class Worker:
         )
         async with anyio.create_task_group() as side:
             side.start_soon(self._renewer, name="aiojobs-renewer")
+            side.start_soon(self._abort_watcher, name="aiojobs-aborts")
             side.start_soon(self._promoter, name="aiojobs-promoter")
             side.start_soon(self._reaper, name="aiojobs-reaper")
             side.start_soon(self.lifecycle.serve, self.view(), name="aiojobs-telemetry")
@@ -417,6 +425,10 @@ class Worker:
             with running.scope:
                 outcome = await self.lifecycle.run(claimed, job, run_handler)
             running.handled = True
+            if running.aborted:  # recorded by abort itself, whether handle() heeded the cancel
+                await self._settler.aborted(claimed)
+                running.reported = True
+                return
             if running.scope.cancelled_caught:
                 await self._settler.cancelled(claimed, lease_lost=running.lease_lost)
                 running.reported = True
@@ -463,16 +475,38 @@ class Worker:
         interval = self.lease_ms / 3000
         while True:
             await self.clock.sleep(interval)
-            by_queue: dict[str, list[tuple[str, str]]] = {}
-            for running in self._running.values():
-                by_queue.setdefault(running.job.queue, []).append((running.job.id, running.job.token))
-            for queue, held in by_queue.items():
+            for queue, held in self._held_by_queue().items():
                 try:
                     lost = await self.engine.renew(queue, held, self.lease_ms)
                 except Exception as exc:  # the engine is away: the next round tries again
                     log.warning("renewing leases in %s failed: %s", queue, exc)
                     continue
                 self._leases_lost(lost, dict(held))
+
+    def _held_by_queue(self) -> dict[str, list[tuple[str, str]]]:
+        by_queue: dict[str, list[tuple[str, str]]] = {}
+        for running in self._running.values():
+            by_queue.setdefault(running.job.queue, []).append((running.job.id, running.job.token))
+        return by_queue
+
+    async def _abort_watcher(self) -> None:
+        """Cancel the runs aborted elsewhere: one read per queue with jobs running here, each
+        `abort_check` s; a worker running nothing sends nothing."""
+        while True:
+            await self.clock.sleep(self.abort_check)
+            for queue, held in self._held_by_queue().items():
+                try:
+                    aborted = await self.engine.aborted_runs(queue, held)
+                except Exception as exc:  # the engine is away: the next round tries again
+                    log.warning("looking for aborted jobs in %s failed: %s", queue, exc)
+                    continue
+                sent = dict(held)
+                for job_id in aborted:
+                    holder = self._running.get(job_id)
+                    if holder is not None and holder.job.token == sent[job_id] and not holder.handled:
+                        holder.aborted = True
+                        holder.scope.cancel()
+                        log.info("job %s in %s: aborted; cancelling", job_id, queue)
 
     def _leases_lost(self, lost: Sequence[str], sent: dict[str, str]) -> None:
         for job_id in lost:

@@ -102,3 +102,15 @@ local function parse_inline(entry, from)
   if not id or string.len(id) > 64 or string.len(name) > 200 or payload == '' then return nil end
   return id, name, max_attempts, created, payload
 end
+
+-- Abort: end a job as aborted (no attempt used). It goes to the failed set with reason
+-- "aborted", so `failed list` shows it and `failed retry` revives it. The field x answers a
+-- replay of the same abort call (its abort id). This is the place final-state work for an
+-- aborted job hangs on (a unique lock's release, say).
+local function mark_aborted(base, failed_key, id, abort_id, err, now, failed_ttl)
+  local key = job_key(base, id)
+  redis.call('HSET', key, 's', 'failed', 'f', now, 'e', err, 'x', 'abort ' .. abort_id)
+  redis.call('HDEL', key, 't', 'w')
+  redis.call('PEXPIRE', key, failed_ttl)
+  redis.call('ZADD', failed_key, now, id)
+end
