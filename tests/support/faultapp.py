@@ -117,3 +117,19 @@ class Noop(Job):
 
     async def handle(self) -> None:
         return None
+
+
+class WaitsToBeAborted(Job):
+    """Runs for an hour unless cancelled; records start, and "cancelled" when it is."""
+
+    name = "faultapp.WaitsToBeAborted"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        record(self.payload["ledger"], self, "start")
+        try:
+            await anyio.sleep(3600)
+        except anyio.get_cancelled_exc_class():
+            record(self.payload["ledger"], self, "cancelled")
+            raise
+        record(self.payload["ledger"], self, "end")

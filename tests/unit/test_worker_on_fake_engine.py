@@ -428,3 +428,43 @@ async def test_a_worker_started_in_an_outage_backs_off_on_its_clock_until_the_en
 
 def test_job_classes_here_are_registered() -> None:
     assert registry.lookup(Gated.name) is Gated
+
+
+async def test_an_aborted_run_is_cancelled_within_abort_check_and_ends_aborted(
+    engine: FakeEngine, clock: FakeClock, probe: Probe
+) -> None:
+    (job_id,) = await dispatch(engine, Gated, {"n": 1})
+    async with running(make_worker(engine, abort_check=0.5)) as worker:
+        await probe.until(lambda: probe.started == [1])
+        settles = engine.calls["settle"]
+        assert await engine.abort(job_id, reason="changed my mind") is True
+        clock.advance(0.5)
+        await probe.until(lambda: probe.results == ["aborted"])
+        assert engine.calls["settle"] == settles, "abort recorded the end: nothing else is sent"
+    assert probe.cancelled == [1]
+    assert (worker.counters.aborted, worker.counters.lost, worker.counters.released) == (1, 0, 0)
+    job = engine.jobs[job_id]
+    assert job.state == "failed" and job.error is not None and job.error["reason"] == "aborted"
+    assert job.attempts == 0
+    assert "1 aborted" in worker.counters.describe()
+
+
+async def test_a_worker_running_nothing_sends_no_abort_check(engine: FakeEngine, clock: FakeClock) -> None:
+    async with running(make_worker(engine, abort_check=0.5)):
+        for _ in range(4):
+            clock.advance(0.5)
+            await anyio.wait_all_tasks_blocked()
+    assert engine.calls["aborted_runs"] == 0
+
+
+async def test_an_aborted_waiting_job_is_never_claimed(engine: FakeEngine, probe: Probe) -> None:
+    doomed, _kept = await dispatch(engine, Quick, {"n": 1}, {"n": 2})
+    assert await engine.abort(doomed) is True
+    assert await engine.abort(doomed) is False
+    await engine.run_due()
+    assert probe.started == [2]
+
+
+def test_abort_check_must_be_positive(engine: FakeEngine) -> None:
+    with pytest.raises(ValueError, match="abort_check"):
+        make_worker(engine, abort_check=0)
