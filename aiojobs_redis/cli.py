@@ -3,6 +3,7 @@
 aiojobs-redis work --import app.jobs --queue payments --queue default --concurrency 100
 aiojobs-redis work --import app.jobs --queue tenant-a --queue tenant-b --fair
 aiojobs-redis failed list|show|retry|forget|flush ...
+aiojobs-redis abort JOB_ID [--queue Q] [--reason TEXT]
 aiojobs-redis stats
 aiojobs-redis dashboard --port 8080
 """
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from . import cli_failed, doctor, registry
+from . import cli_abort, cli_failed, doctor, registry
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
@@ -169,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often to look for jobs whose lease lapsed and return them to their queue (default: 5)",
     )
     work.add_argument(
+        "--abort-check",
+        type=seconds_above_0,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often, while jobs run, to look for aborted ones and cancel them (default: 1)",
+    )
+    work.add_argument(
         "--wait-for-redis",
         type=seconds_at_least_0,
         default=60.0,
@@ -216,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     cli_failed.add_commands(commands, connection, whole_number_at_least_1, whole_number_at_least_0)
+    cli_abort.add_command(commands, connection)
 
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
     stats.add_argument("--queue", help="only this queue, with its shards (default: every queue)")
@@ -350,6 +359,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return doctor.exit_code(findings, strict=args.strict)
         if args.command == "dashboard":
             return await _dashboard(engine, args)
+        if args.command == "abort":
+            return await cli_abort.run(engine, args)
         return await cli_failed.run(engine, args)
 
 
@@ -387,6 +398,7 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         max_time=args.max_time,
         grace=args.grace,
         reap_interval=args.reap_interval,
+        abort_check=args.abort_check,
         max_stalls=args.max_stalls,
         fair=fair,
         unknown_job_grace=args.unknown_job_grace,
