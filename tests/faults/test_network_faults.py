@@ -924,3 +924,32 @@ def test_rules_pick_the_nth_match_and_let_replays_through() -> None:
     assert [e.kind for e in proxy.events()] == ["replay", "replay"]
     with pytest.raises(ValueError, match="loopback"):
         FaultProxy(6379, upstream_host="10.0.0.1")
+
+
+# -- abort, replayed -----------------------------------------------------------------------------
+
+
+async def test_a_replayed_abort_call_aborts_once_and_answers_true(
+    server: RedisServer, proxy: FaultProxy, ledger_dir: Path
+) -> None:
+    """Each abort call's reply is dropped once: redis-py resends it, and the replay is told
+    apart from a second abort by the call's abort id."""
+    settings = Settings(url=proxy.url, prefix=PREFIX, socket_timeout=1, dispatch_timeout=6)
+    async with engines(settings, server) as (engine, direct):
+        waiting = await Record().dispatch({"ledger": str(ledger_dir)})  # inline in the list
+        running = await Record().dispatch({"ledger": str(ledger_dir)})
+        claim = await claim_from(direct, QUEUE, 1, worker_id="w", request_id="1", lease_ms=30_000)
+        [run] = claim.jobs
+        proxy.add_rule(Rule("drop_reply", evalsha(sha("abort")), every=True, fresh_only=True))
+        assert run.id == waiting
+        assert await engine.abort(waiting) is True, "running"
+        assert await engine.abort(running, QUEUE) is True, "inline"
+        replays = replays_by_script(proxy)["abort"]
+        proxy.clear_rules()
+        print(f"\nabort replayed: {replays} abort call(s) replayed after a dropped reply")
+        assert replays == 2
+        assert await engine.abort(waiting) is False and await engine.abort(running) is False
+        failed = [j.id for j in await direct.failed_list(QUEUE)]
+        assert sorted(failed) == sorted([waiting, running]), "each aborted once"
+        assert await direct.ack(run) is False
+        assert await direct.redis.zcard(direct.keys(QUEUE).aborted) == 1
