@@ -1,4 +1,4 @@
-"""The dashboard as a Starlette app: one page, a JSON state endpoint, three POST actions.
+"""The dashboard as a Starlette app: one page, a JSON state endpoint, four POST actions.
 
     GET  /                      the page (sets the CSRF cookie); ?offset=N&name=TEXT&error=TEXT
                                 page and filter the failed jobs
@@ -11,6 +11,7 @@
     POST /api/failed/retry      queue, id: run a failed job again with fresh attempts
     POST /api/failed/forget     queue, id: delete a failed job
     POST /api/failed/retry-all  queue: run every failed job of a queue again
+    POST /api/abort             queue, id: abort a job not yet ended (it ends failed, "aborted")
     GET  /static/<file>         dashboard.js, dashboard.css
 
 POST bodies are form-encoded or JSON. An action answers JSON when the request accepts it,
@@ -298,6 +299,9 @@ class Dashboard:
     async def retry_all(self, request: Request) -> Response:
         return await self._act(request, "retry-all")
 
+    async def abort(self, request: Request) -> Response:
+        return await self._act(request, "abort")
+
     async def _act(self, request: Request, action: str) -> Response:
         if self.options.read_only:
             return self._answer(request, {"error": "the dashboard is read-only"}, 403)
@@ -315,6 +319,10 @@ class Dashboard:
                 log.info("dashboard: retried all %d failed job(s) of %s", count, queue)
                 return self._answer(request, {"requeued": count})
             job_id = validate_job_id(fields.get("id"))
+            if action == "abort":
+                aborted = await engine.abort(job_id, queue, reason="aborted from the dashboard")
+                log.info("dashboard: abort of job %s of %s: %s", job_id, queue, aborted)
+                return self._answer(request, {"aborted": aborted})
             if action == "retry":
                 count = await engine.failed_retry([job_id], queue=queue)
                 log.info("dashboard: retried failed job %s of %s (%d)", job_id, queue, count)
@@ -406,6 +414,7 @@ def create_app(
         Route("/api/failed/retry", dashboard.retry, methods=["POST"]),
         Route("/api/failed/forget", dashboard.forget, methods=["POST"]),
         Route("/api/failed/retry-all", dashboard.retry_all, methods=["POST"]),
+        Route("/api/abort", dashboard.abort, methods=["POST"]),
         Route("/static/{name}", dashboard.static, methods=["GET"]),
     ]
     app = Starlette(routes=routes)

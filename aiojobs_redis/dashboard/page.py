@@ -129,6 +129,14 @@ def link(path: str, **params: object) -> str:
     return path + ("?" + urlencode({k: str(v) for k, v in params.items()}) if params else "")
 
 
+def abort_form(queue: str, job_id: str, csrf: str, read_only: bool) -> str:
+    """The Abort button of a job not yet ended (none on a read-only dashboard)."""
+    if read_only:
+        return ""
+    fields = {"queue": queue, "id": job_id}
+    return _form("api/abort", csrf, fields, "Abort", "abort", f"Abort job {job_id}? It will not run (again).")
+
+
 def retry_all_confirm(queue: str) -> str:
     return f"Retry every failed job of queue {queue}?"
 
@@ -238,16 +246,17 @@ def failed_rows(failed: Sequence[dict[str, Any]], now_ms: int, csrf: str, read_o
     return "".join(rows)
 
 
-def running_rows(running: Sequence[dict[str, Any]]) -> str:
+def running_rows(running: Sequence[dict[str, Any]], csrf: str, read_only: bool) -> str:
     if not running:
-        return '<tr class="empty"><td colspan="6">no running jobs</td></tr>'
+        return '<tr class="empty"><td colspan="7">no running jobs</td></tr>'
     return "".join(
         f'<tr data-id="{e(job["id"])}"><td>{e(job["queue"])}</td>'
         f'<td><span class="job">{e(job["name"] or "?")}</span><br><code>{e(job["id"])}</code></td>'
         f'<td class="worker">{e(job["worker"] or "-")}</td>'
         f'<td class="num">{job["attempt"]}/{e(job["max_attempts"] or "?")}</td>'
         f'<td class="num runtime">{e("just started" if job["run_ms"] is None else span(job["run_ms"]))}</td>'
-        f'<td class="num">{e(utc(job["lease_deadline_ms"]))}</td></tr>'
+        f'<td class="num">{e(utc(job["lease_deadline_ms"]))}</td>'
+        f'<td class="actions">{abort_form(job["queue"], job["id"], csrf, read_only)}</td></tr>'
         for job in running
     )
 
@@ -348,8 +357,8 @@ def render(
 <section id="running">
 <h2>Running jobs <span class="count" id="running-count">{len(state["running"])}</span></h2>
 <table><thead><tr><th>queue</th><th>job</th><th>worker</th><th class="num">attempt</th>
-<th class="num">running for</th><th class="num">lease until</th></tr></thead>
-<tbody id="running-body">{running_rows(state["running"])}</tbody></table>
+<th class="num">running for</th><th class="num">lease until</th><th></th></tr></thead>
+<tbody id="running-body">{running_rows(state["running"], csrf, read_only)}</tbody></table>
 </section>
 <section id="failed">
 <h2>Failed jobs <span class="count" id="failed-count">{e(failed_count(failed_page, shown))}</span></h2>
@@ -437,6 +446,8 @@ def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_o
         if error["traceback"]:
             last_error += f'<pre class="traceback">{e(error["traceback"])}</pre>'
     actions = ""
+    if job["state"] in ("ready", "delayed", "running"):
+        actions = abort_form(job["queue"], job["id"], csrf, read_only)
     if job["state"] == "failed" and not read_only:
         keys = {"queue": job["queue"], "id": job["id"]}
         actions = _form("api/failed/retry", csrf, keys, "Retry", "retry") + _form(
@@ -490,7 +501,7 @@ def _queue_count(page: dict[str, Any]) -> str:
     return f"{page['offset'] + 1}-{page['offset'] + shown} of {page['total']}"
 
 
-def _waiting_rows(view: dict[str, Any], which: str) -> str:
+def _waiting_rows(view: dict[str, Any], which: str, csrf: str, read_only: bool) -> str:
     now, queue = view["now_ms"], view["queue"]
     rows = []
     for job in view[which]["jobs"]:
@@ -507,10 +518,11 @@ def _waiting_rows(view: dict[str, Any], which: str) -> str:
             f'<tr data-id="{e(job["id"])}"><td>{job_cell(queue, job["id"], job["name"])}{payload}</td>'
             f'<td class="num due" title="{e(utc(due))}">{e(when)}</td>'
             f'<td class="num">{job["attempts"]}/{e(job["max_attempts"] or "?")}</td>'
-            f'<td class="num" title="{e(utc(job["created_ms"]))}">{e(ago(now, job["created_ms"]))}</td></tr>'
+            f'<td class="num" title="{e(utc(job["created_ms"]))}">{e(ago(now, job["created_ms"]))}</td>'
+            f'<td class="actions">{abort_form(queue, job["id"], csrf, read_only)}</td></tr>'
         )
     empty = "no ready jobs" if which == "ready" else "no delayed jobs"
-    return "".join(rows) or f'<tr class="empty"><td colspan="4">{empty}</td></tr>'
+    return "".join(rows) or f'<tr class="empty"><td colspan="5">{empty}</td></tr>'
 
 
 def render_queue(view: dict[str, Any], *, base: str, csrf: str, title: str, read_only: bool) -> str:
@@ -529,8 +541,8 @@ def render_queue(view: dict[str, Any], *, base: str, csrf: str, title: str, read
 </h2>
 <div class="toolbar"><span class="pager">{_queue_pager(view, which)}</span></div>
 <table><thead><tr><th>job</th><th class="num">{since}</th><th class="num">attempts used</th>
-<th class="num">dispatched</th></tr></thead>
-<tbody id="{which}-body">{_waiting_rows(view, which)}</tbody></table>
+<th class="num">dispatched</th><th></th></tr></thead>
+<tbody id="{which}-body">{_waiting_rows(view, which, csrf, read_only)}</tbody></table>
 </section>"""
         )
     main = f"""<section id="queue" data-queue="{e(queue)}">

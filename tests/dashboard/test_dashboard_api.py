@@ -377,3 +377,29 @@ async def test_the_dashboard_command(engine: RedisEngine, redis_url: str, prefix
     assert proc.returncode == 0, output
     assert [(q["queue"], q["failed"]) for q in state["queues"]] == [(QUEUE, 2)]
     assert f"dashboard on http://127.0.0.1:{port}/" in output
+
+
+async def test_abort_from_the_job_and_queue_pages(engine: RedisEngine) -> None:
+    waiting, running = await engine.dispatch_many([Broken({"n": 1}), Broken({"n": 2})])
+    await claim_from(engine, QUEUE, 1, worker_id="w", request_id="r", lease_ms=10_000)  # takes `waiting`
+    waiting, running = running, waiting
+    async with dashboard(engine) as url, httpx.AsyncClient(base_url=url) as http:
+        main = (await http.get("")).text
+        csrf = csrf_in(main)
+        assert 'action="api/abort"' in main, "running jobs have an Abort button"
+        queue_page = (await http.get("queue", params={"queue": QUEUE})).text
+        assert 'action="api/abort"' in queue_page and waiting in queue_page
+        job_page = (await http.get("job", params={"queue": QUEUE, "id": running})).text
+        assert 'action="api/abort"' in job_page and "data-confirm" in job_page
+        headers = {"accept": "application/json", "x-csrf-token": csrf}
+        target = {"queue": QUEUE, "id": waiting}
+        refused = await http.post("api/abort", data=target, headers={"x-csrf-token": "x" * 43})
+        assert refused.status_code == 403
+        assert (await http.post("api/abort", data=target, headers=headers)).json() == {"aborted": True}
+        assert (await http.post("api/abort", data=target, headers=headers)).json() == {"aborted": False}
+        form = await http.post("api/abort", data={"csrf": csrf, "queue": QUEUE, "id": running})
+        assert form.status_code == 303
+        job_page = (await http.get("job", params={"queue": QUEUE, "id": running})).text
+        assert 'action="api/abort"' not in job_page and 'action="api/failed/retry"' in job_page
+        assert "aborted from the dashboard" in job_page
+    assert await failed_count(engine) == 2

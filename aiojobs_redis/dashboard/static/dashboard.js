@@ -192,7 +192,17 @@
       td(`${job.attempt}/${job.max_attempts || "?"}`, "num"),
       td(job.run_ms === null ? "just started" : span(job.run_ms), "num runtime"),
       td(utc(job.lease_deadline_ms), "num"),
+      abortCell(job),
     );
+  }
+
+  function abortCell(job) {
+    const cell = el("td", { class: "actions" });
+    if (!readOnly) {
+      const ask = `Abort job ${job.id}? It will not run (again).`;
+      cell.append(actionForm("api/abort", { queue: job.queue, id: job.id }, "Abort", "abort", ask));
+    }
+    return cell;
   }
 
   function workerRow(w, now) {
@@ -256,7 +266,7 @@
       [...document.querySelectorAll("#failed-body details[open]")].map((d) => d.dataset.key || ""),
     );
     fill("queues-body", state.queues.map(queueRow), 9, "no queues yet");
-    fill("running-body", state.running.map(runningRow), 6, "no running jobs");
+    fill("running-body", state.running.map(runningRow), 7, "no running jobs");
     fill("failed-body", state.failed.map((job) => failedRow(job, now, open)), 6, "no failed jobs");
     fill("workers-body", state.workers.map((w) => workerRow(w, now)), 7, "no worker alive");
     fill("events-body", state.events.map((ev) => eventRow(ev, now)), 6, "no events yet");
@@ -324,6 +334,7 @@
       if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
       if ("requeued" in data) flash(`requeued ${data.requeued} job(s)`);
       else if ("forgotten" in data) flash(`forgot ${data.forgotten} job(s)`);
+      else if ("aborted" in data) flash(data.aborted ? "aborted" : "not aborted: it has ended already");
     } catch (error) {
       flash(`failed: ${error.message}`, true);
     }
