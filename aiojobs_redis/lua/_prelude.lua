@@ -105,8 +105,9 @@ end
 
 -- Abort: end a job as aborted (no attempt used). It goes to the failed set with reason
 -- "aborted", so `failed list` shows it and `failed retry` revives it. The field x answers a
--- replay of the same abort call (its abort id). This is the place final-state work for an
--- aborted job hangs on (a unique lock's release, say).
+-- replay of the same abort call (its abort id). Final-state work for an aborted job hangs
+-- here: with finish() in this prelude, read the job's F and u (HMGET) before the HSET below
+-- and call finish(base, id, 'aborted', now, F, u) after it (a unique lock is released).
 local function mark_aborted(base, failed_key, id, abort_id, err, now, failed_ttl)
   local key = job_key(base, id)
   redis.call('HSET', key, 's', 'failed', 'f', now, 'e', err, 'x', 'abort ' .. abort_id)
