@@ -40,11 +40,13 @@ ABORTED_REASON = "aborted"
 @dataclass(frozen=True, slots=True)
 class AbortOutcome:
     """What abort did: `aborted` and the state the job was in (ready, delayed, running, or
-    replayed), or not, and why (already_final, not_found, too_new)."""
+    replayed), or not, and why (already_final, not_found, too_new). `abort_id` names the
+    call (the job's field x keeps "abort <abort_id>", so a replayed call is told apart)."""
 
     aborted: bool
     state: str
     queue: str | None = None
+    abort_id: str = ""
 
 
 def abort_error(reason: str | None) -> dict[str, Any]:
@@ -92,7 +94,7 @@ class Abort:
         queues = await self._queues(queue)
         abort_id = new_job_id()  # a replay of one call is told apart from a second abort
         error = orjson.dumps(abort_error(reason))
-        outcome = AbortOutcome(False, "not_found")
+        outcome = AbortOutcome(False, "not_found", abort_id=abort_id)
         # By key first (one EXISTS per queue), then the queue lists for a job waiting inline.
         async with redis_errors(f"abort {job_id}"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
@@ -130,7 +132,7 @@ class Abort:
                     ABORT_MARK_MS,
                 ],
             )
-        return AbortOutcome(bool(done), text(state), queue)
+        return AbortOutcome(bool(done), text(state), queue, abort_id)
 
     async def aborted_runs(self, queue: str, held: Sequence[tuple[str, str]]) -> list[str]:
         """The ids of `held` (id, token) runs of `queue` that were aborted: one ZMSCORE."""

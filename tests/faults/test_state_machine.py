@@ -3,7 +3,8 @@
 Rules interleave dispatch (immediate and delayed), claims by three workers with batch sizes
 1-4 (and replays of a claim), lease renewal, ack, retry (with and without delay), fail,
 release, promote, reap (max stalls 0-2), clock steps, and replays with stale tokens of
-ack/retry/fail/release/renew, plus replayed dispatches. Time is a FakeClock passed to the
+ack/retry/fail/release/renew, plus replayed dispatches, and abort (of a job in any state,
+and replays of an abort call). Time is a FakeClock passed to the
 engine, so every due time and lease deadline is exact. After every step the whole Redis
 state of the queue is read back and compared with the model:
 
@@ -17,6 +18,9 @@ state of the queue is read back and compared with the model:
 * a running job has exactly one current token (and worker), and a running entry; no other
   job has a token;
 * attempts used never exceed the maximum; stall counts change only in reap, upwards;
+* an abort ends a ready, delayed or running job in the failed set (no attempt used, the
+  running one's lease revoked and marked for its worker) and refuses any other; a replayed
+  abort call answers true again and changes nothing;
 * stale tokens change nothing: they are refused, except that the run which ended a job may
   resend the very step that ended it (a lost reply) and is told "done" again;
 * no job is claimed before its due time, and no job in the queue list is due later than now;
@@ -126,6 +130,7 @@ class ModelJob:
     token: str | None = None
     worker: str | None = None
     settled_by: str | None = None  # "<step> <token>": the run that last ended it, and how
+    # ("abort <abort id>" when an abort did)
     issued: list[ClaimedJob] = field(default_factory=list)  # every lease ever handed out
     done_at: int | None = None  # fake ms of the ack
     done_real: float | None = None  # monotonic s of the ack
@@ -204,6 +209,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.request_seq = 0
         self.last_rule = ""
         self.stalls_seen: dict[str, int] = {}
+        self.aborted_runs: set[tuple[str, str]] = set()  # (id, token) of runs aborted while running
+        self.abort_calls: list[tuple[str, str]] = []  # (id, abort id) of the aborts that ended a job
         self.figures.machines += 1
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -219,7 +226,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     async def _delete_keys(self) -> None:
         k = self.keys
-        names = [k.ready, k.delayed, k.running, k.failed, k.wake, f"{self.settings.prefix}queues"]
+        names = [k.ready, k.delayed, k.running, k.failed, k.wake, k.aborted, f"{self.settings.prefix}queues"]
         names += [k.claim_receipt(w) for w in WORKERS]
         names += [dispatch_marker(k, call.ids[0]) for call in self.calls]
         names += [k.job(job_id) for job_id in self.jobs]
@@ -501,6 +508,58 @@ class QueueMachine(RuleBasedStateMachine):
             job = self.jobs[claim.id]
             job.state, job.token, job.worker, job.settled_by = "ready", None, None, f"release {claim.token}"
             self.queue.insert(0, job.id)  # back at the head
+
+    # -- rules: abort -------------------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(pick=PICK)
+    def abort(self, pick: int) -> None:
+        """Abort a job in any state: one not yet ended ends failed ("aborted"), the rest stay."""
+        self.step("abort")
+        job = self.jobs[sorted(self.jobs)[pick % len(self.jobs)]]
+        was = job.state
+        outcome = self.run(self.engine.abort_job(job.id, QUEUE))
+        expected = was in ("ready", "delayed", "running")
+        assert (outcome.aborted, outcome.state) == (
+            (True, was) if expected else (False, "already_final" if was == "failed" else outcome.state)
+        ), f"abort of {job.id} ({was}): {outcome}"
+        if not expected:
+            assert outcome.state in ("already_final", "not_found")
+            self.figures.outcomes["abort_refused"] += 1
+            return
+        if was == "ready":
+            self.queue.remove(job.id)
+        if was == "running":
+            assert job.token is not None
+            self.aborted_runs.add((job.id, job.token))
+        job.state, job.score, job.token, job.worker = "failed", self.now(), None, None
+        job.inline = False
+        job.settled_by = f"abort {outcome.abort_id}"
+        self.abort_calls.append((job.id, outcome.abort_id))
+        self.figures.outcomes[f"aborted_{was}"] += 1
+
+    @precondition(lambda self: bool(self.abort_calls))
+    @rule(pick=PICK)
+    def replay_abort(self, pick: int) -> None:
+        """An abort call sent again (its reply was lost): true again, nothing changes."""
+        job_id, abort_id = self.abort_calls[pick % len(self.abort_calls)]
+        if self.jobs[job_id].settled_by != f"abort {abort_id}":
+            return
+        self.step("replay_abort")
+        outcome = self.run(self.engine._abort_in(QUEUE, job_id, abort_id, b'{"reason":"aborted"}', b""))
+        assert (outcome.aborted, outcome.state) == (True, "replayed")
+        self.figures.outcomes["abort_replays"] += 1
+
+    @precondition(lambda self: any(self.believed.values()))
+    @rule(worker=st.sampled_from(WORKERS))
+    def look_for_aborts(self, worker: str) -> None:
+        """A worker asks which of the runs it believes it holds were aborted."""
+        held = [(c.id, c.token) for _, c in sorted(self.believed[worker].items())]
+        if not held:
+            return
+        self.step("look_for_aborts")
+        found = self.run(self.engine.aborted_runs(QUEUE, held))
+        assert found == [job_id for job_id, token in held if (job_id, token) in self.aborted_runs]
 
     # -- rules: stale tokens ------------------------------------------------------------------
 
