@@ -19,6 +19,7 @@ OpenTelemetry SDK is configured. Exposed (all but the last two labelled queue an
     aiojobs_redis_jobs_abandoned_total    runs whose outcome was not recorded: the engine was
                                           unreachable until the lease ran out (a reaper
                                           returns the job to its queue)
+    aiojobs_redis_jobs_aborted_total      runs cancelled because the job was aborted
     aiojobs_redis_job_duration_seconds    histogram of handle() run time
     aiojobs_redis_jobs_running            jobs running on this worker (labelled queue)
     aiojobs_redis_jobs_reclaimed_total    lapsed leases this worker's reaper took back
@@ -68,6 +69,7 @@ class _JobSeries:
 
     __slots__ = (
         "abandoned",
+        "aborted",
         "duration",
         "failed",
         "lost",
@@ -86,6 +88,7 @@ class _JobSeries:
         self.released = metrics.released.labels(queue, job)
         self.lost = metrics.lost.labels(queue, job)
         self.abandoned = metrics.abandoned.labels(queue, job)
+        self.aborted = metrics.aborted.labels(queue, job)
         self.duration = metrics.duration.labels(queue, job)
         self.running = metrics.running.labels(queue)
 
@@ -126,6 +129,7 @@ class PrometheusMetrics(Observer):
         self.abandoned = counter(
             "jobs_abandoned", "runs whose outcome was not recorded: the engine was unreachable"
         )
+        self.aborted = counter("jobs_aborted", "runs cancelled because the job was aborted")
         self.reclaimed = counter(
             "jobs_reclaimed", "lapsed leases taken back by this worker's reaper", ("queue", "result")
         )
@@ -218,6 +222,8 @@ class PrometheusMetrics(Observer):
             series.lost.inc()
         elif result == "abandoned":
             series.abandoned.inc()
+        elif result == "aborted":
+            series.aborted.inc()
 
     def jobs_reclaimed(self, queue: str, requeued: Sequence[str], failed: Sequence[str]) -> None:
         if requeued:

@@ -207,3 +207,24 @@ async def test_the_cli_worker_serves_metrics(engine: RedisEngine, redis_url: str
         output = proc.communicate(timeout=20)[0].decode(errors="replace")
     assert proc.returncode == 0, output
     assert "Traceback" not in output, output
+
+
+async def test_an_aborted_run_is_counted_aborted(engine: RedisEngine, metrics: PrometheusMetrics) -> None:
+    started = anyio.Event()
+
+    class Aborted(Job):
+        name = "prometheus_metrics.Aborted"
+        queue = QUEUE
+
+        async def handle(self) -> None:
+            started.set()
+            await anyio.sleep(3600)
+
+    job_id = await Aborted().dispatch({})
+    async with running_worker(engine, [QUEUE], metrics=metrics, abort_check=0.05) as worker:
+        await started.wait()
+        assert await engine.abort(job_id) is True
+        await eventually(lambda: worker.counters.aborted == 1, what="the run to be cancelled")
+    labels = {"queue": QUEUE, "job": "prometheus_metrics.Aborted"}
+    assert metrics.registry.get_sample_value("aiojobs_redis_jobs_aborted_total", labels) == 1
+    assert metrics.registry.get_sample_value("aiojobs_redis_jobs_lost_total", labels) == 0
