@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.exceptions import ResponseError
 
 from .boundary import redis_errors, text
 from .context import current_engine
@@ -134,9 +135,23 @@ class Abort:
             )
         return AbortOutcome(bool(done), text(state), queue, abort_id)
 
+    _no_zmscore = False  # Redis 6.0 lacks ZMSCORE: one ZSCORE per run instead, pipelined
+
     async def aborted_runs(self, queue: str, held: Sequence[tuple[str, str]]) -> list[str]:
         """The ids of `held` (id, token) runs of `queue` that were aborted: one ZMSCORE."""
+        key = self.keys(queue).aborted
         members = [f"{job_id} {token}" for job_id, token in held]
         async with redis_errors(f"look for aborted jobs in {queue}"):
-            scores = await self.redis.zmscore(self.keys(queue).aborted, members)
+            if not self._no_zmscore:
+                try:
+                    scores = await self.redis.zmscore(key, members)
+                except ResponseError as exc:
+                    if "unknown command" not in str(exc).lower():
+                        raise
+                    self._no_zmscore = True
+            if self._no_zmscore:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for member in members:
+                        pipe.zscore(key, member)
+                    scores = await pipe.execute()
         return [job_id for (job_id, _), score in zip(held, scores, strict=True) if score is not None]

@@ -44,7 +44,9 @@ COMMANDS: dict[str, str] = {
     "zrem": "removing a stopped worker's heartbeat; scripts",
     "zrange": "the running jobs list; scripts",
     "zrangebyscore": "the dashboard's worker list; scripts",
-    "zremrangebyscore": "a worker's heartbeat drops workers long gone",
+    "zremrangebyscore": "a worker's heartbeat drops workers long gone; scripts (abort marks)",
+    "zmscore": "a worker running jobs looking for aborted ones (once a second per queue)",
+    "lrem": "scripts: abort takes a waiting job out of its queue list",
     "xadd": "the job events script (telemetry, on by default)",
     "xrevrange": "the dashboard's recent events",
 }

@@ -200,6 +200,12 @@ async def test_the_whole_flow_runs_under_the_readme_acl_line(
             assert await engine.known_queues() == [Q]
             assert await engine.format_version() is not None
 
+            # Abort: a waiting job (the script's LREM), and a worker's look for aborted runs.
+            with use_engine(engine):
+                doomed = await Ok().dispatch({"abort": True})
+            assert await engine.abort(doomed, Q) is True
+            assert await engine.aborted_runs(Q, [(doomed, "w:1")]) == []
+
             # The doctor: only the checks the README says need more (INFO, CONFIG GET) are skipped.
             findings = await diagnose(engine)
             skipped = {f.code for f in findings if "refused" in f.message}

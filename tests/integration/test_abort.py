@@ -114,6 +114,8 @@ async def test_a_running_job_aborted_ends_aborted_and_its_late_end_is_refused(en
     assert await engine.aborted_runs(QUEUE, [(run.id, run.token)]) == []
     assert await engine.abort(job_id) is True
     assert await engine.aborted_runs(QUEUE, [(run.id, run.token)]) == [job_id], "its worker is told"
+    engine._no_zmscore = True  # as on Redis 6.0
+    assert await engine.aborted_runs(QUEUE, [(run.id, run.token), (run.id, "w:0")]) == [job_id]
     assert await engine.redis.zcard(engine.keys(QUEUE).running) == 0, "the lease is revoked"
     assert await engine.ack(run) is False
     assert await engine.retry(run, 0, ERROR) is False
