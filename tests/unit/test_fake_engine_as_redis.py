@@ -114,3 +114,19 @@ async def test_defer_keeps_the_due_time_replays_and_gives_up_as_defer_lua_does(e
     engine.clock.advance(54)  # due for 60 s: given up, nothing changes
     assert await engine.defer(again, 5_000, error, give_up_after_ms=60_000) == -1
     assert (job.state, job.token) == ("running", again.token)
+
+
+async def test_abort_answers_as_abort_lua_does(engine: FakeEngine) -> None:
+    """RedisEngine.abort's signature; a running job's late ack refused; a second abort False."""
+    assert inspect.signature(FakeEngine.abort) == inspect.signature(RedisEngine.abort)
+    waiting, running = await engine.dispatch_many([Noop({"n": 1}), Noop({"n": 2})])
+    [run] = await claim(engine, "1")
+    assert run.id == waiting
+    assert await engine.abort(waiting) is True
+    assert await engine.aborted_runs(QUEUE, [(run.id, run.token)]) == [waiting]
+    assert await engine.ack(run) is False
+    assert await engine.abort(running, QUEUE) is True
+    assert await engine.abort(running) is False
+    assert await claim(engine, "2") == []
+    job = engine.jobs[running]
+    assert (job.state, job.attempts, job.error and job.error["reason"]) == ("failed", 0, "aborted")
