@@ -481,6 +481,8 @@ class Worker:
                 except Exception as exc:  # the engine is away: the next round tries again
                     log.warning("renewing leases in %s failed: %s", queue, exc)
                     continue
+                if lost:  # an abort revokes the lease too: say aborted, not lost
+                    await self._look_for_aborts(queue, [(job_id, dict(held)[job_id]) for job_id in lost])
                 self._leases_lost(lost, dict(held))
 
     def _held_by_queue(self) -> dict[str, list[tuple[str, str]]]:
@@ -495,18 +497,26 @@ class Worker:
         while True:
             await self.clock.sleep(self.abort_check)
             for queue, held in self._held_by_queue().items():
-                try:
-                    aborted = await self.engine.aborted_runs(queue, held)
-                except Exception as exc:  # the engine is away: the next round tries again
-                    log.warning("looking for aborted jobs in %s failed: %s", queue, exc)
-                    continue
-                sent = dict(held)
-                for job_id in aborted:
-                    holder = self._running.get(job_id)
-                    if holder is not None and holder.job.token == sent[job_id] and not holder.handled:
-                        holder.aborted = True
-                        holder.scope.cancel()
-                        log.info("job %s in %s: aborted; cancelling", job_id, queue)
+                await self._look_for_aborts(queue, held)
+
+    async def _look_for_aborts(self, queue: str, held: list[tuple[str, str]]) -> None:
+        try:
+            aborted = await self.engine.aborted_runs(queue, held)
+        except Exception as exc:  # the engine is away: the next round tries again
+            log.warning("looking for aborted jobs in %s failed: %s", queue, exc)
+            return
+        sent = dict(held)
+        for job_id in aborted:
+            holder = self._running.get(job_id)
+            if (
+                holder is not None
+                and holder.job.token == sent[job_id]
+                and not holder.handled
+                and not holder.lease_lost
+            ):
+                holder.aborted = True
+                holder.scope.cancel()
+                log.info("job %s in %s: aborted; cancelling", job_id, queue)
 
     def _leases_lost(self, lost: Sequence[str], sent: dict[str, str]) -> None:
         for job_id in lost:
@@ -517,6 +527,7 @@ class Worker:
                 holder is not None
                 and holder.job.token == sent[job_id]
                 and not holder.lease_lost
+                and not holder.aborted
                 and not holder.handled
             ):
                 holder.lease_lost = True

@@ -468,3 +468,17 @@ async def test_an_aborted_waiting_job_is_never_claimed(engine: FakeEngine, probe
 def test_abort_check_must_be_positive(engine: FakeEngine) -> None:
     with pytest.raises(ValueError, match="abort_check"):
         make_worker(engine, abort_check=0)
+
+
+async def test_a_renewal_that_finds_the_lease_revoked_by_an_abort_says_aborted_not_lost(
+    engine: FakeEngine, clock: FakeClock, probe: Probe
+) -> None:
+    """The renewer may notice first (a lease of 3 s renews every second, as often as the look
+    for aborts with abort_check=5 would not): the run still ends aborted."""
+    (job_id,) = await dispatch(engine, Gated, {"n": 1})
+    async with running(make_worker(engine, abort_check=5)) as worker:
+        await probe.until(lambda: probe.started == [1])
+        assert await engine.abort(job_id) is True
+        clock.advance(1)  # the renewal, a third of the 3 s lease
+        await probe.until(lambda: probe.results == ["aborted"])
+    assert (worker.counters.aborted, worker.counters.lost) == (1, 0)
