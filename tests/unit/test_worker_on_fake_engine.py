@@ -482,3 +482,35 @@ async def test_a_renewal_that_finds_the_lease_revoked_by_an_abort_says_aborted_n
         clock.advance(1)  # the renewal, a third of the 3 s lease
         await probe.until(lambda: probe.results == ["aborted"])
     assert (worker.counters.aborted, worker.counters.lost) == (1, 0)
+
+
+class Stubborn(Job):
+    """Swallows its cancellation and returns as if it had succeeded."""
+
+    name = "worker_on_fake_engine.Stubborn"
+    queue = QUEUE
+    started: ClassVar[anyio.Event | None] = None
+
+    async def handle(self) -> None:
+        assert Stubborn.started is not None
+        Stubborn.started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            return None  # does not re-raise
+
+
+async def test_a_run_that_ignores_its_abort_still_ends_aborted_and_sends_no_ack(
+    engine: FakeEngine, clock: FakeClock, probe: Probe
+) -> None:
+    Stubborn.started = anyio.Event()
+    (job_id,) = await dispatch(engine, Stubborn, {})
+    async with running(make_worker(engine, abort_check=0.5)) as worker:
+        await Stubborn.started.wait()
+        settles = engine.calls["settle"]
+        assert await engine.abort(job_id) is True
+        clock.advance(0.5)
+        await probe.until(lambda: probe.results == ["aborted"])
+        assert engine.calls["settle"] == settles
+    assert engine.jobs[job_id].state == "failed"
+    assert (worker.counters.aborted, worker.counters.succeeded, worker.counters.lost) == (1, 0, 0)
