@@ -198,3 +198,10 @@ async def test_sync_engine_used_directly() -> None:
         job_id = await engine.dispatch(Direct([1, 2]))
     assert ran == [[1, 2]]
     assert engine.completed == [job_id]
+
+
+async def test_abort_on_the_sync_engine_is_a_clear_error() -> None:
+    """A job the sync engine ran has ended before dispatch() returned: nothing to abort."""
+    async with aiojobs_redis.connect(engine="sync"):
+        with pytest.raises(aiojobs_redis.ConfigurationError, match="SyncEngine cannot abort jobs"):
+            await aiojobs_redis.abort("0123456789abcdefgh")
