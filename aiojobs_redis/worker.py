@@ -3,6 +3,8 @@
 Tasks, all in one anyio task group:
   fetcher   claims batches while there is free capacity; waits for work when idle
   promoter  moves due delayed jobs to ready, sleeping until the next one is due
+  scheduler fires the ticks of the schedules of the queues served (scheduler.py); only
+            started when an imported Job class declares a schedule for one of them
   renewer   extends the leases of the jobs this worker runs
   reaper    returns jobs whose lease lapsed (a dead or hung worker) to their queue
   telemetry the observers' side work (events, heartbeats, queue depths; see lifecycle.py)
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskStatus
 
-from . import registry, sharding
+from . import registry, schedules, sharding
 from ._slots import SlotPool
 from .clock import ANYIO_CLOCK, WorkerClock
 from .context import use_engine
@@ -44,6 +46,7 @@ from .metrics import JobTracer, PrometheusMetrics
 from .records import ClaimedJob
 from .retry import Backoff
 from .runner import call_on_exhausted, run_handler
+from .scheduler import Scheduler
 from .settle import Settler, job_log, retrying
 from .signals import drain_on_signal
 from .timeparse import to_ms
@@ -119,6 +122,7 @@ class Worker:
         tracing: bool = True,
         clock: WorkerClock = ANYIO_CLOCK,
         log_jobs: bool = True,
+        schedules: bool = True,
     ) -> None:
         if queues is None:
             # No queues given: the registered Job classes' queues, none preferred.
@@ -146,6 +150,7 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         self.log_jobs = log_jobs
+        self.fire_schedules = schedules
         self._lookup = lookup
         self.counters = WorkerCounters()
         self._running: dict[str, _Running] = {}
@@ -225,6 +230,9 @@ class Worker:
             side.start_soon(self._renewer, name="aiojobs-renewer")
             side.start_soon(self._promoter, name="aiojobs-promoter")
             side.start_soon(self._reaper, name="aiojobs-reaper")
+            scheduler = self._scheduler()
+            if scheduler is not None:
+                side.start_soon(scheduler.run, name="aiojobs-scheduler")
             side.start_soon(self.lifecycle.serve, self.view(), name="aiojobs-telemetry")
             if self.max_time is not None:
                 side.start_soon(self._stop_after, self.max_time, name="aiojobs-max-time")
@@ -502,6 +510,19 @@ class Worker:
             self._promoter_poke = anyio.Event()
             with self.clock.move_on_after(wait):
                 await self._promoter_poke.wait()
+
+    def _scheduler(self) -> Scheduler | None:
+        """The scheduler of the schedules declared for the queues served, if there are any."""
+        if not self.fire_schedules:
+            return None
+        declared = schedules.declared(registry.runnable(), self.queues)
+        if not declared:
+            return None
+        if not hasattr(self.engine, "fire_schedules"):
+            log.warning("this engine does not fire schedules: %d schedule(s) ignored", len(declared))
+            return None
+        log.info("worker %s fires %d schedule(s)", self.worker_id, len(declared))
+        return Scheduler(self.engine, declared, self.clock, stopping=lambda: self._stopping)  # type: ignore[arg-type]
 
     async def _reaper(self) -> None:
         while True:
