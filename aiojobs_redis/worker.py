@@ -151,6 +151,7 @@ class Worker:
         self.clock = clock
         self.log_jobs = log_jobs
         self.fire_schedules = schedules
+        self.scheduler: Scheduler | None = None  # set when run() starts, if there are schedules
         self._lookup = lookup
         self.counters = WorkerCounters()
         self._running: dict[str, _Running] = {}
@@ -230,9 +231,9 @@ class Worker:
             side.start_soon(self._renewer, name="aiojobs-renewer")
             side.start_soon(self._promoter, name="aiojobs-promoter")
             side.start_soon(self._reaper, name="aiojobs-reaper")
-            scheduler = self._scheduler()
-            if scheduler is not None:
-                side.start_soon(scheduler.run, name="aiojobs-scheduler")
+            self.scheduler = self._scheduler()
+            if self.scheduler is not None:
+                side.start_soon(self.scheduler.run, name="aiojobs-scheduler")
             side.start_soon(self.lifecycle.serve, self.view(), name="aiojobs-telemetry")
             if self.max_time is not None:
                 side.start_soon(self._stop_after, self.max_time, name="aiojobs-max-time")

@@ -7,9 +7,12 @@ counts, and a tick later than the script's clock is refused.
 
 from __future__ import annotations
 
+import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 from support.keyspace import delete_prefix
 
@@ -188,11 +191,45 @@ async def idle_worker(engine: RedisEngine) -> AsyncIterator[Worker]:
 async def test_a_worker_with_no_schedules_starts_no_scheduler_and_writes_nothing(
     engine: RedisEngine, idle_worker: Worker
 ) -> None:
-    import anyio
-
     assert idle_worker._scheduler() is None
     with anyio.move_on_after(0.5):
         await idle_worker.run()
     keys = [k.decode() async for k in engine.redis.scan_iter(match=f"{engine.settings.prefix}*")]
     assert not [k for k in keys if k.endswith((":cron", ":sched"))]
     assert Worker(engine, [QUEUE])._scheduler() is not None
+
+
+SPANS: list[tuple[float, float]] = []  # (start, end) of each run of Slow, monotonic s
+
+
+class Slow(Job):
+    """A 1-second schedule whose runs take 2.5 s: with overlap=False they must never overlap."""
+
+    name = "sched_it.Slow"
+    queue = "sched-overlap"
+    schedule = Every("+1 second")
+
+    async def handle(self) -> None:
+        started = time.monotonic()
+        await anyio.sleep(2.5)
+        SPANS.append((started, time.monotonic()))
+
+
+async def test_a_slow_job_on_a_fast_schedule_never_overlaps_and_skips_are_counted(
+    engine: RedisEngine,
+) -> None:
+    SPANS.clear()
+    worker = Worker(engine, [Slow.queue], concurrency=10, idle_wait=0.2, promote_interval=0.2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await anyio.sleep(9)
+        worker.stop()
+    spans = sorted(SPANS)
+    assert len(spans) >= 2
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, f"runs overlap: {spans}"
+    [row] = await engine.schedule_rows([Slow.queue])
+    assert worker.scheduler is not None
+    # Each run holds about two ticks back; every one of them is counted.
+    assert row.skipped >= len(spans) - 1
+    assert row.skipped == worker.scheduler.outcomes["overlap"]
