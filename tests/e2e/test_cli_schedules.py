@@ -1,8 +1,11 @@
-"""`aiojobs-redis schedules list` and doctor's scheduler check, on what workers declared in Redis."""
+"""`aiojobs-redis schedules list`, doctor's scheduler check and the dashboard's schedules, on what
+workers declared in Redis."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from support.dashkit import dashboard
 from test_cli import inspect, json_lines
 
 from aiojobs_redis import Every, Job, RedisEngine
@@ -72,3 +75,21 @@ def test_doctor_warns_when_no_scheduler_was_seen_lately() -> None:
     [finding] = schedule_findings([row(now - 1_000, next_tick_ms=now + 1_000)], now)
     assert finding.severity == "ok"
     assert schedule_findings([], now) == []
+
+
+async def test_the_dashboard_lists_schedules_and_says_when_no_scheduler_runs(engine: RedisEngine) -> None:
+    [schedule] = of_class(Report)
+    await engine.register_queues([QUEUE])
+    await engine.declare_schedules([schedule])  # declared, but no worker fires it
+    async with dashboard(engine) as url, httpx.AsyncClient() as http:
+        state = (await http.get(url + "api/state")).json()
+        html = (await http.get(url)).text
+    [listed] = state["schedules"]
+    assert (listed["id"], listed["rule"]) == ("sched_cli.Report", "every 3600 s")
+    [problem] = state["schedule_problems"]
+    assert "no worker fires" in problem and "scheduler seen never" in problem
+    assert problem.replace("'", "&#x27;") in html and "sched_cli.Report" in html
+    await declare_and_arm(engine)  # a scheduler called
+    async with dashboard(engine) as url, httpx.AsyncClient() as http:
+        state = (await http.get(url + "api/state")).json()
+    assert state["schedule_problems"] == []
