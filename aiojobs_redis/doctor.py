@@ -103,8 +103,8 @@ async def diagnose(engine: RedisEngine, *, local_clock: Callable[[], float] = ti
     return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
 
 
-# A scheduler calls at least every 30 s (scheduler.py): silence for this long means none runs.
-SCHEDULER_SILENT_MS = 120_000
+# A scheduler calls at least once a minute (scheduler.py): silence for this long means none runs.
+SCHEDULER_SILENT_MS = 180_000
 
 
 async def check_schedules(engine: RedisEngine) -> list[Finding]:

@@ -41,7 +41,7 @@ class Scheduler:
         clock: WorkerClock,
         *,
         stopping: Callable[[], bool] = lambda: False,
-        max_sleep: float = 30.0,
+        max_sleep: float = 60.0,
     ) -> None:
         self.engine, self.schedules, self.clock = engine, list(schedules), clock
         self.stopping = stopping

@@ -191,6 +191,9 @@ async def idle_worker(engine: RedisEngine) -> AsyncIterator[Worker]:
 async def test_a_worker_with_no_schedules_starts_no_scheduler_and_writes_nothing(
     engine: RedisEngine, idle_worker: Worker
 ) -> None:
+    """Plain jobs pay nothing: every command the scheduler sends writes a key (fire.lua writes
+    the queue's _seen field whatever it is asked; declaring writes the definitions), so no such
+    key after an idle run means no extra command was sent."""
     assert idle_worker._scheduler() is None
     with anyio.move_on_after(0.5):
         await idle_worker.run()
