@@ -67,8 +67,9 @@ if ARGV[8] ~= '1' then
 end
 local key = job_key(base, job_id)
 if redis.call('EXISTS', key) == 0 then
+  -- Due at its tick (d), as a delayed job is at its due time.
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 's', 'ready',
-    'c', now, 'v', FORMAT_VERSION)
+    'c', now, 'd', tick, 'v', FORMAT_VERSION)
   redis.call('RPUSH', ready_key, job_id)
   wake(wake_key)
 end

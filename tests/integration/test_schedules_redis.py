@@ -82,6 +82,7 @@ async def test_a_tick_fires_once_and_a_replayed_call_changes_nothing(
     assert job_id == DEFAULT.job_id(aligned.now_ms - 3_000)
     info = await clocked_engine.get_job(QUEUE, job_id)
     assert info is not None and info.name == Tenner.name and info.state == "ready"
+    assert info.scheduled_ms == aligned.now_ms - 3_000  # its tick
 
 
 async def test_a_tick_ahead_of_the_scripts_clock_is_refused(
