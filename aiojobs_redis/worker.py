@@ -150,7 +150,7 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         self.log_jobs = log_jobs
-        self.fire_schedules = schedules
+        self.schedules_enabled = schedules
         self.scheduler: Scheduler | None = None  # set when run() starts, if there are schedules
         self._lookup = lookup
         self.counters = WorkerCounters()
@@ -514,7 +514,7 @@ class Worker:
 
     def _scheduler(self) -> Scheduler | None:
         """The scheduler of the schedules declared for the queues served, if there are any."""
-        if not self.fire_schedules:
+        if not self.schedules_enabled:
             return None
         declared = schedules.declared(registry.runnable(), self.queues)
         if not declared:

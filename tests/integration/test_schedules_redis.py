@@ -18,6 +18,7 @@ from support.keyspace import delete_prefix
 
 from aiojobs_redis import Every, Job, RedisEngine, Settings, Worker
 from aiojobs_redis.boundary import text
+from aiojobs_redis.cli import build_parser
 from aiojobs_redis.clock import FakeClock
 from aiojobs_redis.schedule_store import Fire
 from aiojobs_redis.scheduler import Scheduler
@@ -201,6 +202,8 @@ async def test_a_worker_with_no_schedules_starts_no_scheduler_and_writes_nothing
     keys = [k.decode() async for k in engine.redis.scan_iter(match=f"{engine.settings.prefix}*")]
     assert not [k for k in keys if k.endswith((":cron", ":sched"))]
     assert Worker(engine, [QUEUE])._scheduler() is not None
+    assert Worker(engine, [QUEUE], schedules=False)._scheduler() is None  # work --no-schedules
+    assert build_parser().parse_args(["work", "--no-schedules"]).schedules is False
 
 
 SPANS: list[tuple[float, float]] = []  # (start, end) of each run of Slow, monotonic s
