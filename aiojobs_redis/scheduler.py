@@ -69,6 +69,9 @@ class Scheduler:
             except EngineError as exc:
                 wait = backoff.next_delay()
                 log.warning("firing schedules failed (%s); retrying in %.2f s", exc, wait)
+            except Exception:  # a fault here must not stop the worker running jobs
+                wait = backoff.next_delay()
+                log.exception("firing schedules failed; retrying in %.2f s", wait)
             await self.clock.sleep(wait)
 
     async def step(self) -> float:

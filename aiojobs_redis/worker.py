@@ -227,11 +227,11 @@ class Worker:
             self.concurrency,
             self.lease_ms / 1000,
         )
+        self.scheduler = self._scheduler()  # a bad declaration raises here, before any task
         async with anyio.create_task_group() as side:
             side.start_soon(self._renewer, name="aiojobs-renewer")
             side.start_soon(self._promoter, name="aiojobs-promoter")
             side.start_soon(self._reaper, name="aiojobs-reaper")
-            self.scheduler = self._scheduler()
             if self.scheduler is not None:
                 side.start_soon(self.scheduler.run, name="aiojobs-scheduler")
             side.start_soon(self.lifecycle.serve, self.view(), name="aiojobs-telemetry")
