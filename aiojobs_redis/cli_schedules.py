@@ -1,6 +1,7 @@
 """The `schedules` command of the command line.
 
 aiojobs-redis schedules list [--queue Q] [--json]
+aiojobs-redis schedules remove ID [--queue Q]
 
 Reads what the workers declared in Redis (no job code needed): each schedule's rule, the
 tick last handled, when it last ran and as which job, the next tick, and the ticks skipped
@@ -10,6 +11,7 @@ tick last handled, when it last ran and as which job, the next tick, and the tic
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +29,23 @@ def add_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
     )
     listing.add_argument("--queue", help="only this queue's schedules (default: every queue)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    remove = actions.add_parser(
+        "remove", parents=[connection], help="forget a schedule no longer in the code (definition and state)"
+    )
+    remove.add_argument("id", metavar="ID", help="the schedule's id, as `schedules list` shows it")
+    remove.add_argument("--queue", help="the schedule's queue (default: look in every queue)")
 
 
 async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
     queues = await engine._queues(args.queue)
+    if args.schedules_command == "remove":
+        removed = [queue for queue in queues if await engine.remove_schedule(queue, args.id)]
+        for queue in removed:
+            print(f"removed schedule {args.id} of queue {queue}")
+        if not removed:
+            print(f"aiojobs-redis: error: no schedule {args.id!r}", file=sys.stderr)
+            return 1
+        return 0
     rows = await engine.schedule_rows(queues)
     now = await engine.redis_time_ms()
     if args.json:

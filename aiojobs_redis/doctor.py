@@ -145,7 +145,8 @@ def schedule_findings(rows: Sequence[ScheduleRow], now_ms: int) -> list[Finding]
                         "scheduler",
                         f"schedule {row.id} in queue {queue} is overdue by "
                         f"{(now_ms - row.next_tick_ms) // 1000} s: "
-                        "the workers that fire this queue's schedules do not import its Job class",
+                        "the workers that fire this queue's schedules do not import its Job class "
+                        f"(gone from the code? aiojobs-redis schedules remove {row.id} --queue {queue})",
                     )
                 )
     if rows and not findings:

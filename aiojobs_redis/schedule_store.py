@@ -68,6 +68,10 @@ class ScheduleRow:
         return f"cron {d.get('cron')} ({d.get('tz', 'UTC')})"
 
 
+# The fields fire.lua keeps per schedule in the queue's state hash: "<id>:<name>".
+STATE_FIELDS = ("last", "next", "job", "ran", "skipped", "missed")
+
+
 class ScheduleStore:
     """The schedule methods of RedisEngine."""
 
@@ -120,6 +124,20 @@ class ScheduleStore:
         async with redis_errors("fire schedules"):
             replies = await run_pipelined(self.redis, script_calls)
         return [Fired(text(r[0]), int(r[1]), text(r[2])) for r in replies]
+
+    async def remove_schedule(self, queue: str, schedule_id: str) -> bool:
+        """Forget a schedule's definition and state (one no longer in the code); False when
+        unknown. A worker that still declares it declares it again when it starts."""
+        keys = self.keys(queue)
+        fields = [f"{schedule_id}:{name}" for name in STATE_FIELDS]
+        async with (
+            redis_errors(f"remove schedule {schedule_id}"),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            pipe.hdel(keys.schedule_defs, schedule_id)
+            pipe.hdel(keys.schedule_state, *fields)
+            removed = await pipe.execute()
+        return any(int(n) for n in removed)
 
     async def schedule_rows(self, queues: Sequence[str]) -> list[ScheduleRow]:
         """Every schedule declared in `queues`, with its state, sorted by queue and id."""

@@ -93,3 +93,14 @@ async def test_the_dashboard_lists_schedules_and_says_when_no_scheduler_runs(eng
     async with dashboard(engine) as url, httpx.AsyncClient() as http:
         state = (await http.get(url + "api/state")).json()
     assert state["schedule_problems"] == []
+
+
+async def test_schedules_remove_forgets_a_schedule_gone_from_the_code(
+    engine: RedisEngine, redis_url: str
+) -> None:
+    await declare_and_arm(engine)
+    removed = await inspect(engine.settings.prefix, redis_url, "schedules", "remove", "sched_cli.Report")
+    assert removed.returncode == 0 and f"queue {QUEUE}" in removed.stdout, removed.stderr
+    assert await engine.schedule_rows([QUEUE]) == []
+    again = await inspect(engine.settings.prefix, redis_url, "schedules", "remove", "sched_cli.Report")
+    assert again.returncode == 1 and "no schedule" in again.stderr
