@@ -7,6 +7,7 @@ counts, and a tick later than the script's clock is refused.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 import uuid
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 from support.keyspace import delete_prefix
+from support.proxy import FaultProxy, Rule, evalsha
 
 from aiojobs_redis import Every, Job, RedisEngine, Settings, Worker
 from aiojobs_redis.boundary import text
@@ -23,6 +25,7 @@ from aiojobs_redis.clock import FakeClock
 from aiojobs_redis.schedule_store import Fire
 from aiojobs_redis.scheduler import Scheduler
 from aiojobs_redis.schedules import Schedule, of_class, tick_of_job_id
+from aiojobs_redis.scripts import source
 
 pytestmark = pytest.mark.anyio
 QUEUE = "sched-it"
@@ -240,3 +243,24 @@ async def test_a_slow_job_on_a_fast_schedule_never_overlaps_and_skips_are_counte
     # Each run holds about two ticks back; every one of them is counted.
     assert row.skipped >= len(spans) - 1
     assert row.skipped == worker.scheduler.outcomes["overlap"]
+
+
+async def test_a_fire_call_replayed_after_a_lost_reply_fires_once(settings: Settings) -> None:
+    """The fault proxy lets fire.lua run, drops its reply and closes the connection: redis-py
+    sends the call again, which finds the tick handled."""
+    fire_sha = hashlib.sha1(source("fire").encode()).hexdigest()
+    with FaultProxy(int(settings.url.rsplit(":", 1)[1])) as proxy:
+        async with RedisEngine(Settings(url=proxy.url, prefix=settings.prefix)) as engine:
+            now = await engine.redis_time_ms(max_age_ms=0)
+            if now % PERIOD_MS > PERIOD_MS - 2_000:  # too close to the next tick: wait for it
+                await anyio.sleep(2.5)
+                now = await engine.redis_time_ms(max_age_ms=0)
+            tick, next_tick = DEFAULT.ticks(now)
+            # As if the tick before had been handled.
+            await engine.redis.hset(engine.keys(QUEUE).schedule_state, f"{DEFAULT.id}:last", tick - PERIOD_MS)
+            proxy.add_rule(Rule("drop_reply", evalsha(fire_sha), fresh_only=True))
+            [reply] = await engine.fire_schedules([Fire(QUEUE, DEFAULT, tick, next_tick)])
+            assert len(proxy.events("drop_reply")) == 1 and len(proxy.events("replay")) == 1
+            assert reply.outcome == "already" and reply.job_id == DEFAULT.job_id(tick)
+            assert await ready_ids(engine) == [DEFAULT.job_id(tick)]
+    await delete_prefix(settings.url, settings.prefix)
