@@ -19,6 +19,7 @@ from .errors import (
     InvalidJobId,
     InvalidPayload,
     InvalidQueueName,
+    InvalidSchedule,
     MalformedJob,
     NotReplicated,
     PayloadError,
@@ -34,6 +35,7 @@ from .hooks import Hooks, JobContext
 from .job import Job
 from .lifecycle import Observer
 from .records import JobInfo, QueueStats
+from .schedules import Cron, Every
 from .sharding import ShardedQueue
 from .signals import drain_on_signal
 from .sync import SyncEngine
@@ -42,17 +44,20 @@ from .worker import Worker
 __all__ = [
     "AiojobsRedisError",
     "ConfigurationError",
+    "Cron",
     "DuplicateJobName",
     "EmbeddedServerError",
     "EngineError",
     "EngineNotConnected",
     "EngineUnavailable",
+    "Every",
     "Hooks",
     "InvalidDelay",
     "InvalidJobClass",
     "InvalidJobId",
     "InvalidPayload",
     "InvalidQueueName",
+    "InvalidSchedule",
     "Job",
     "JobContext",
     "JobInfo",

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from . import cli_abort, cli_failed, doctor, registry
+from . import cli_abort, cli_failed, cli_schedules, doctor, registry
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
@@ -223,8 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="record no job events, throughput or heartbeat in Redis (the dashboard shows less)",
     )
 
+    work.add_argument(
+        "--no-schedules",
+        dest="schedules",
+        action="store_false",
+        help="fire no schedules here (default: fire those of the imported Job classes of the queues served)",
+    )
+
     cli_failed.add_commands(commands, connection, whole_number_at_least_1, whole_number_at_least_0)
     cli_abort.add_command(commands, connection)
+    cli_schedules.add_commands(commands, connection)
 
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
     stats.add_argument("--queue", help="only this queue, with its shards (default: every queue)")
@@ -361,6 +369,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return await _dashboard(engine, args)
         if args.command == "abort":
             return await cli_abort.run(engine, args)
+        if args.command == "schedules":
+            return await cli_schedules.run(engine, args)
         return await cli_failed.run(engine, args)
 
 
@@ -405,6 +415,7 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         metrics=metrics,
         telemetry=args.telemetry,
         log_jobs=args.log_jobs,
+        schedules=args.schedules,
     )
     return await drain_on_signal(worker)
 

@@ -45,6 +45,7 @@ from . import topology
 from .admin import Refused, ServerProbe
 from .errors import EngineError
 from .keys import FORMAT_VERSION, format_key
+from .schedule_store import ScheduleRow
 from .versioning import UNREADABLE
 
 if TYPE_CHECKING:
@@ -98,7 +99,61 @@ async def diagnose(engine: RedisEngine, *, local_clock: Callable[[], float] = ti
         findings = check_transport(engine.settings.url)
         findings += (await _check_server(engine.server(), local_clock, cluster=False))[0]
     findings += await check_format(engine)
+    findings += await check_schedules(engine)
     return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+
+
+# A scheduler calls at least once a minute (scheduler.py): silence for this long means none runs.
+SCHEDULER_SILENT_MS = 180_000
+
+
+async def check_schedules(engine: RedisEngine) -> list[Finding]:
+    """Schedules declared in Redis that no worker fires: no scheduler seen lately, or ticks overdue."""
+    try:
+        rows = await engine.schedule_rows(await engine.known_queues())
+        now = await engine.redis_time_ms(max_age_ms=0)
+    except EngineError:
+        return []  # the server checks say why
+    return schedule_findings(rows, now)
+
+
+def schedule_findings(rows: Sequence[ScheduleRow], now_ms: int) -> list[Finding]:
+    findings: list[Finding] = []
+    for queue in sorted({row.queue for row in rows}):
+        mine = [row for row in rows if row.queue == queue]
+        seen = mine[0].seen_ms
+        if seen is None or now_ms - seen > SCHEDULER_SILENT_MS:
+            when = "never" if seen is None else f"last {(now_ms - seen) // 1000} s ago"
+            findings.append(
+                Finding(
+                    "warning",
+                    "scheduler",
+                    f"queue {queue} has {_count(len(mine), 'schedule', 'schedules')} but no worker fires "
+                    f"them (scheduler seen {when}): start a worker that imports their Job classes and "
+                    "serves the queue, without --no-schedules",
+                )
+            )
+            continue
+        for row in mine:
+            every = int(row.definition.get("every_ms") or 0)
+            if row.next_tick_ms is not None and now_ms - row.next_tick_ms > max(
+                SCHEDULER_SILENT_MS, 2 * every
+            ):
+                findings.append(
+                    Finding(
+                        "warning",
+                        "scheduler",
+                        f"schedule {row.id} in queue {queue} is overdue by "
+                        f"{(now_ms - row.next_tick_ms) // 1000} s: "
+                        "the workers that fire this queue's schedules do not import its Job class "
+                        f"(gone from the code? aiojobs-redis schedules remove {row.id} --queue {queue})",
+                    )
+                )
+    if rows and not findings:
+        findings.append(
+            Finding("ok", "scheduler", f"{_count(len(rows), 'schedule', 'schedules')} fired on time")
+        )
+    return findings
 
 
 async def check_format(engine: RedisEngine) -> list[Finding]:

@@ -31,6 +31,7 @@ from .errors import EngineError, EngineUnavailable
 from .keys import QueueKeys, format_key, queues_key, validate_queue
 from .records import Claim, ClaimedJob, Reaped, parse_claim
 from .redis_clock import RedisClock
+from .schedule_store import ScheduleStore
 from .scripts import ScriptCall, Scripts, run_pipelined
 from .telemetry_store import TelemetryStore
 from .versioning import FormatGuard
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Redis TIME
 
 
-class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort):
+class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, ScheduleStore):
     """The Redis engine; open it with `aiojobs_redis.connect()` or `async with RedisEngine()`."""
 
     def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:

@@ -126,3 +126,7 @@ class RetryLater(Exception):
 
 class InvalidPayload(PayloadError, ValueError):
     """The payload does not validate as its job class's payload_type."""
+
+
+class InvalidSchedule(AiojobsRedisError, ValueError):
+    """A schedule is not usable as written (its expression, time zone, id or grace)."""

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import MethodType
 from typing import Any, ClassVar, Protocol, Self, cast
 
-from . import registry
+from . import registry, schedules
 from .context import current_engine
 from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
@@ -67,6 +67,9 @@ class Job:
                    handle() gets an instance of it (needs pydantic; see typed_payloads.py)
       name         the name stored in Redis, by which a worker finds the class; default the
                    class's __qualname__ ("SendEmail"), whatever module it is imported as
+      schedule     run the job periodically: Every("+5 minutes") or Cron("0 3 * * *",
+                   tz="Europe/Paris"), or a tuple of them (each with its own payload and id);
+                   see schedules.py. Fired by the workers serving the queue; not inherited
       aliases      more names the class answers to, e.g. ("OldName",) after a rename, so
                    that jobs stored under the old name still run; not inherited
 
@@ -95,6 +98,7 @@ class Job:
     payload_type: ClassVar[type[Any] | None] = None
     name: ClassVar[str] = "Job"
     aliases: ClassVar[tuple[str, ...]] = ()
+    schedule: ClassVar[Any] = None  # Every | Cron | a tuple of them (schedules.py)
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -132,6 +136,7 @@ class Job:
             ):
                 raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
         check_payload_type(cls.__qualname__, cls.payload_type)
+        schedules.of_class(cls)  # a bad schedule fails at import, not in a worker
         _register(cls)
 
     def __init__(self, payload: Any = None) -> None:

@@ -173,6 +173,16 @@ class QueueKeys:
         return f"{self.base}:aborted"
 
     @property
+    def schedule_state(self) -> str:
+        """Hash: each schedule's last tick, last run, skipped counts; _seen (schedules.py)."""
+        return f"{self.base}:cron"
+
+    @property
+    def schedule_defs(self) -> str:
+        """Hash: schedule id -> its definition as JSON, written by the workers declaring it."""
+        return f"{self.base}:sched"
+
+    @property
     def bad_queue(self) -> str:
         """Where claim.lua renames a queue key of another type than a list."""
         return f"{self.base}:bad:queue"

@@ -74,6 +74,7 @@ class Scripts:
     record_events: Script
     format: Script
     abort: Script
+    fire: Script
 
     def __init__(self, redis: Redis, wire: Wire | None = None) -> None:
         for name in SCRIPT_NAMES:

@@ -3,6 +3,8 @@
 Tasks, all in one anyio task group:
   fetcher   claims batches while there is free capacity; waits for work when idle
   promoter  moves due delayed jobs to ready, sleeping until the next one is due
+  scheduler fires the ticks of the schedules of the queues served (scheduler.py); only
+            started when an imported Job class declares a schedule for one of them
   renewer   extends the leases of the jobs this worker runs
   aborts    once every `abort_check` s while jobs run here, asks which were aborted, and
             cancels those (nothing is sent while none runs)
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskStatus
 
-from . import registry, sharding
+from . import registry, schedules, sharding
 from ._slots import SlotPool
 from .clock import ANYIO_CLOCK, WorkerClock
 from .context import use_engine
@@ -46,6 +48,7 @@ from .metrics import JobTracer, PrometheusMetrics
 from .records import ClaimedJob
 from .retry import Backoff
 from .runner import call_on_exhausted, run_handler
+from .scheduler import Scheduler
 from .settle import Settler, job_log, retrying
 from .signals import drain_on_signal
 from .timeparse import to_ms
@@ -123,6 +126,7 @@ class Worker:
         clock: WorkerClock = ANYIO_CLOCK,
         log_jobs: bool = True,
         abort_check: float = 1.0,
+        schedules: bool = True,
     ) -> None:
         if queues is None:
             # No queues given: the registered Job classes' queues, none preferred.
@@ -153,6 +157,8 @@ class Worker:
         if not abort_check > 0:
             raise ValueError(f"abort_check must be > 0, not {abort_check!r}")
         self.abort_check = abort_check
+        self.schedules_enabled = schedules
+        self.scheduler: Scheduler | None = None  # set when run() starts, if there are schedules
         self._lookup = lookup
         self.counters = WorkerCounters()
         self._running: dict[str, _Running] = {}
@@ -228,11 +234,14 @@ class Worker:
             self.concurrency,
             self.lease_ms / 1000,
         )
+        self.scheduler = self._scheduler()  # a bad declaration raises here, before any task
         async with anyio.create_task_group() as side:
             side.start_soon(self._renewer, name="aiojobs-renewer")
             side.start_soon(self._abort_watcher, name="aiojobs-aborts")
             side.start_soon(self._promoter, name="aiojobs-promoter")
             side.start_soon(self._reaper, name="aiojobs-reaper")
+            if self.scheduler is not None:
+                side.start_soon(self.scheduler.run, name="aiojobs-scheduler")
             side.start_soon(self.lifecycle.serve, self.view(), name="aiojobs-telemetry")
             if self.max_time is not None:
                 side.start_soon(self._stop_after, self.max_time, name="aiojobs-max-time")
@@ -547,6 +556,19 @@ class Worker:
             self._promoter_poke = anyio.Event()
             with self.clock.move_on_after(wait):
                 await self._promoter_poke.wait()
+
+    def _scheduler(self) -> Scheduler | None:
+        """The scheduler of the schedules declared for the queues served, if there are any."""
+        if not self.schedules_enabled:
+            return None
+        declared = schedules.declared(registry.runnable(), self.queues)
+        if not declared:
+            return None
+        if not hasattr(self.engine, "fire_schedules"):
+            log.warning("this engine does not fire schedules: %d schedule(s) ignored", len(declared))
+            return None
+        log.info("worker %s fires %d schedule(s)", self.worker_id, len(declared))
+        return Scheduler(self.engine, declared, self.clock, stopping=lambda: self._stopping)  # type: ignore[arg-type]
 
     async def _reaper(self) -> None:
         while True:

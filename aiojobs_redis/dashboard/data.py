@@ -8,6 +8,8 @@ from typing import Any
 
 import anyio
 
+from ..cli_schedules import as_json
+from ..doctor import schedule_findings
 from ..engine import RedisEngine
 from ..errors import MalformedJob
 from ..listing import FailedPage, QueuePage
@@ -56,6 +58,7 @@ async def snapshot(
         tg.start_soon(read, "events", engine.recent_events(queues, events_limit))
         tg.start_soon(read, "oldest", engine.oldest_ready_ms(queues))
         tg.start_soon(read, "totals", engine.lifetime_totals(queues))
+        tg.start_soon(read, "schedules", engine.schedule_rows(queues))
     workers: list[WorkerInfo] = parts["workers"]
     page: FailedPage = parts["failed"]
     return {
@@ -90,6 +93,11 @@ async def snapshot(
         "running": await running_jobs(engine, queues, workers, now_ms, running_limit),
         "workers": workers,
         "events": parts["events"],
+        "schedules": [as_json(row) | {"rule": row.rule} for row in parts["schedules"]],
+        # Said when schedules exist that no worker fires (the doctor's check).
+        "schedule_problems": [
+            f.message for f in schedule_findings(parts["schedules"], now_ms) if f.is_problem
+        ],
     }
 
 

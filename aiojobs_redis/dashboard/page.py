@@ -274,6 +274,22 @@ def worker_rows(workers: Iterable[WorkerInfo], now_ms: int) -> str:
     return "".join(rows) or '<tr class="empty"><td colspan="7">no worker alive</td></tr>'
 
 
+def schedule_rows(schedules: Sequence[dict[str, Any]], now_ms: int) -> str:
+    rows = [
+        f'<tr data-schedule="{e(s["queue"])}/{e(s["id"])}"><td>{e(s["queue"])}</td><td>{e(s["id"])}</td>'
+        f'<td>{e(s["rule"])}</td><td class="num">{e(ago(now_ms, s["last_run_ms"]))}</td>'
+        f'<td class="num">{e(utc(s["next_tick_ms"]))}</td><td class="num">{s["skipped"]}</td>'
+        f'<td class="num">{s["missed"]}</td>'
+        f'<td class="num">{e(ago(now_ms, s["scheduler_seen_ms"]))}</td></tr>'
+        for s in schedules
+    ]
+    return "".join(rows) or '<tr class="empty"><td colspan="8">no schedules</td></tr>'
+
+
+def schedule_problems(problems: Sequence[str]) -> str:
+    return "".join(f'<p class="problem">{e(p)}</p>' for p in problems)
+
+
 def event_rows(events: Iterable[Event], now_ms: int) -> str:
     rows = [
         f'<tr class="kind-{e(ev.kind)}"><td title="{e(utc(ev.at_ms))}">{e(ago(now_ms, ev.at_ms))}</td>'
@@ -374,6 +390,15 @@ def render(
 <th class="num">up for</th><th class="num">last heartbeat</th>
 <th class="num">succeeded / retried / failed</th></tr></thead>
 <tbody id="workers-body">{worker_rows(state["workers"], now)}</tbody></table>
+</section>
+<section id="schedules">
+<h2>Schedules <span class="count" id="schedules-count">{len(state["schedules"])}</span></h2>
+<div id="schedule-problems">{schedule_problems(state["schedule_problems"])}</div>
+<table><thead><tr><th>queue</th><th>schedule</th><th>rule</th><th class="num">last run</th>
+<th class="num">next</th><th class="num" title="ticks skipped while the last run was live">skipped</th>
+<th class="num" title="ticks older than the grace after a downtime">missed</th>
+<th class="num" title="when a worker's scheduler last called">scheduler seen</th></tr></thead>
+<tbody id="schedules-body">{schedule_rows(state["schedules"], now)}</tbody></table>
 </section>
 <section id="events">
 <h2>Recent events</h2>

@@ -220,6 +220,21 @@
     );
   }
 
+  function scheduleRow(s, now) {
+    return el(
+      "tr",
+      { "data-schedule": `${s.queue}/${s.id}` },
+      td(s.queue),
+      td(s.id),
+      td(s.rule),
+      td(ago(now, s.last_run_ms), "num"),
+      td(utc(s.next_tick_ms), "num"),
+      td(String(s.skipped), "num"),
+      td(String(s.missed), "num"),
+      td(ago(now, s.scheduler_seen_ms), "num"),
+    );
+  }
+
   function eventRow(ev, now) {
     return el(
       "tr",
@@ -270,6 +285,11 @@
     fill("failed-body", state.failed.map((job) => failedRow(job, now, open)), 6, "no failed jobs");
     fill("workers-body", state.workers.map((w) => workerRow(w, now)), 7, "no worker alive");
     fill("events-body", state.events.map((ev) => eventRow(ev, now)), 6, "no events yet");
+    fill("schedules-body", state.schedules.map((s) => scheduleRow(s, now)), 8, "no schedules");
+    document.getElementById("schedules-count").textContent = state.schedules.length;
+    document.getElementById("schedule-problems").replaceChildren(
+      ...state.schedule_problems.map((text) => el("p", { class: "problem" }, text)),
+    );
     document.getElementById("running-count").textContent = state.running.length;
     document.getElementById("failed-count").textContent = failedCount(state.failed_page, state.failed.length);
     document.getElementById("failed-pager").replaceChildren(...failedPager(state.failed_page, state.failed.length));
