@@ -8,6 +8,7 @@ from .engine_base import WorkerEngine
 from .errors import (
     AiojobsRedisError,
     ConfigurationError,
+    DuplicateJob,
     DuplicateJobName,
     EmbeddedServerError,
     EngineError,
@@ -41,6 +42,7 @@ from .worker import Worker
 __all__ = [
     "AiojobsRedisError",
     "ConfigurationError",
+    "DuplicateJob",
     "DuplicateJobName",
     "EmbeddedServerError",
     "EngineError",

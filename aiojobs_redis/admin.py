@@ -230,7 +230,7 @@ class Admin(Listing):
     async def _requeue_failed(self, queue: str, ids: list[str]) -> int:
         keys = self.keys(queue)
         async with self._bounded(f"requeue failed jobs of {queue}"):
-            requeued, _skipped = await self.scripts.requeue_failed(
+            requeued, _skipped, _held = await self.scripts.requeue_failed(
                 keys=[keys.failed, keys.ready, keys.wake],
                 args=[keys.base, self._now_arg(), BATCH, *ids],
             )

@@ -126,3 +126,15 @@ class RetryLater(Exception):
 
 class InvalidPayload(PayloadError, ValueError):
     """The payload does not validate as its job class's payload_type."""
+
+
+class DuplicateJob(AiojobsRedisError):
+    """A unique job with `on_duplicate = "error"` was dispatched while a live job holds its key.
+
+    Nothing was stored; `existing_id` is the id of the live job.
+    """
+
+    def __init__(self, existing_id: str, lock: str) -> None:
+        super().__init__(f"a job with unique key {lock!r} is live: {existing_id}")
+        self.existing_id = existing_id
+        self.lock = lock

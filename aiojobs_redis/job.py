@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import MethodType
 from typing import Any, ClassVar, Protocol, Self, cast
 
-from . import registry
+from . import registry, unique
 from .context import current_engine
 from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
@@ -69,6 +69,15 @@ class Job:
                    class's __qualname__ ("SendEmail"), whatever module it is imported as
       aliases      more names the class answers to, e.g. ("OldName",) after a rename, so
                    that jobs stored under the old name still run; not inherited
+      unique       True: at most one live job of this class per unique key (see unique.py)
+      unique_key   the key: a payload field name, a tuple of them, or a method
+                   `def unique_key(self) -> str`; default None: the whole payload
+      unique_until "end" (default): the key is held until the job is done, failed for good
+                   or aborted; "start": until a worker starts it
+      on_duplicate what a dispatch does while a live job holds the key: "keep" (default)
+                   returns the live job's id and sets `job.duplicate`; "error" raises
+                   DuplicateJob; "replace" gives a job not yet started this payload and
+                   delay, or a running one a single pending successor run after it ends
 
     Two different classes may not claim one name (or alias): defining the second raises
     DuplicateJobName; give one of them its own `name`. A class also answers to 0.1's default
@@ -95,6 +104,10 @@ class Job:
     payload_type: ClassVar[type[Any] | None] = None
     name: ClassVar[str] = "Job"
     aliases: ClassVar[tuple[str, ...]] = ()
+    unique: ClassVar[bool] = False
+    unique_key: ClassVar[str | tuple[str, ...] | Callable[..., str] | None] = None
+    unique_until: ClassVar[str] = "end"
+    on_duplicate: ClassVar[str] = "keep"
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -132,6 +145,7 @@ class Job:
             ):
                 raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
         check_payload_type(cls.__qualname__, cls.payload_type)
+        unique.check_options(cls)
         _register(cls)
 
     def __init__(self, payload: Any = None) -> None:
@@ -139,6 +153,7 @@ class Job:
         self.id: str | None = None
         self.attempt: int = 0  # 1 on the first try; set by the worker
         self._delay_ms: int | None = None
+        self.duplicate = False  # set by dispatch: a unique job whose key a live job held
 
     def set_payload(self, payload: Any) -> Self:
         self.payload = payload
