@@ -1,0 +1,40 @@
+"""Unique jobs dispatched from several processes at once: one job is stored."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from redis.asyncio import Redis
+from support import uniqueapp
+from support.keyspace import delete_prefix
+from support.worker_procs import TESTS
+
+from aiojobs_redis.keys import QueueKeys
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_concurrent_dispatches_from_four_processes_store_one_job(
+    redis_url: str, prefix: str, raw_redis: Redis
+) -> None:
+    start = time.time() + 3  # all four are connected by then, even on a busy machine
+    command = [sys.executable, "-m", "support.uniqueapp", redis_url, prefix, str(start), "50"]
+    procs = [
+        subprocess.Popen(command, cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0, 0], [err for _, err in outputs]
+    ids = [line for out, _ in outputs for line in out.split()]
+    keys = QueueKeys.of(prefix, uniqueapp.QUEUE)
+    stored = [k async for k in raw_redis.scan_iter(match=f"{keys.job_prefix}*", count=1000)]
+    queued = await raw_redis.lrange(keys.ready, 0, -1)
+    print(f"\n4 processes x 50 dispatches: {len(ids)} ids, {len(set(ids))} distinct, {len(stored)} stored")
+    assert len(ids) == 200
+    assert len(set(ids)) == 1
+    assert stored == [keys.job(ids[0]).encode()]
+    assert queued == [ids[0].encode()]
+    await delete_prefix(redis_url, prefix)
