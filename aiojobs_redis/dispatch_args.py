@@ -49,15 +49,17 @@ class DispatchArgs:
 
     def _prepare(self, job: Job) -> PendingDispatch:
         """Validate and encode before any I/O: bad input costs nothing."""
-        # Validates the name (it may be set on the instance); a sharded queue's next shard.
-        queue = self.keys(self._router.route(job)).queue
         payload = encode_job_payload(job, self.settings.max_payload_bytes)
+        unique = unique_options(job, payload) if job.unique else None
+        # Validates the name (it may be set on the instance); a sharded queue's next shard
+        # (a unique job's: the one its key hashes to).
+        queue = self.keys(self._router.route(job, unique[0] if unique else "")).queue
         return PendingDispatch(
             queue=queue,
             kind=(job.name, job.attempts, job.effective_delay_ms),
             job_id=new_job_id(),
             payload=payload,
-            unique=unique_options(job, payload) if job.unique else None,
+            unique=unique,
         )
 
     def _dispatch_calls(self, batches: list[list[PendingDispatch]], deadline_ms: int) -> list[ScriptCall]:

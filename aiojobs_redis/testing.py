@@ -187,16 +187,14 @@ class FakeEngine:
         if chunk < 1:
             raise ValueError("chunk must be >= 1")
         # Validated and encoded before anything is stored, as RedisEngine does.
+        encoded = [encode_job_payload(job, self.settings.max_payload_bytes) for job in jobs]
+        locks = [lock_suffix(j, data) if j.unique else "" for j, data in zip(jobs, encoded, strict=True)]
         prepared = [
-            (
-                validate_queue(self._router.route(job)),
-                encode_job_payload(job, self.settings.max_payload_bytes),
-            )
-            for job in jobs
+            (validate_queue(self._router.route(job, lock)), data, lock)
+            for job, data, lock in zip(jobs, encoded, locks, strict=True)
         ]
         ids = []
-        for job, (queue, data) in zip(jobs, prepared, strict=True):
-            lock = lock_suffix(job, data) if job.unique else ""
+        for job, (queue, data, lock) in zip(jobs, prepared, strict=True):
             holder = self.jobs.get(self._locks.get(lock, "")) if lock else None
             if holder is not None and holder.state in ("ready", "delayed", "running"):
                 ids.append(self._duplicate(job, holder, data))

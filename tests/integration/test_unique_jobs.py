@@ -256,3 +256,21 @@ async def test_failed_retry_is_skipped_while_another_job_holds_the_key(
     with pytest.raises(DuplicateJob) as raised:  # the requeued job holds the key again
         await StrictSync.dispatch({"account_id": 5, "region": "eu"})
     assert raised.value.existing_id == failed
+
+
+class ShardedSync(Job):
+    queue = "unique-it-sharded"
+    shards = 4
+    unique = True
+    unique_key = "account_id"
+
+    async def handle(self) -> None:
+        return None
+
+
+async def test_a_sharded_queue_sends_every_duplicate_to_the_shard_of_its_key(
+    clocked_engine: RedisEngine,
+) -> None:
+    ids = [await ShardedSync.dispatch({"account_id": 3}) for _ in range(8)]
+    assert len(set(ids)) == 1
+    assert sum(s.ready for s in await clocked_engine.stats() if s.queue.startswith(ShardedSync.queue)) == 1
