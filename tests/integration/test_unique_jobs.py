@@ -274,3 +274,15 @@ async def test_a_sharded_queue_sends_every_duplicate_to_the_shard_of_its_key(
     ids = [await ShardedSync.dispatch({"account_id": 3}) for _ in range(8)]
     assert len(set(ids)) == 1
     assert sum(s.ready for s in await clocked_engine.stats() if s.queue.startswith(ShardedSync.queue)) == 1
+
+
+async def test_a_quarantined_unique_job_lets_its_key_go(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    first = await SyncAccount.dispatch({"account_id": 13})
+    keys = clocked_engine.keys(QUEUE)
+    await raw_redis.hdel(keys.job(first), "p")  # damaged: it cannot run
+    claim = await claim_from(clocked_engine, QUEUE, 1, worker_id="w1", request_id="r1", lease_ms=LEASE)
+    assert claim.jobs == [] and [q.job_id for q in claim.quarantined] == [first]
+    assert await lock_keys(raw_redis, keys) == []
+    assert await SyncAccount.dispatch({"account_id": 13}) != first
