@@ -76,8 +76,9 @@ class Job:
                    or aborted; "start": until a worker starts it
       on_duplicate what a dispatch does while a live job holds the key: "keep" (default)
                    returns the live job's id and sets `job.duplicate`; "error" raises
-                   DuplicateJob; "replace" gives a job not yet started this payload and
-                   delay, or a running one a single pending successor run after it ends
+                   DuplicateJob; "replace" gives a job not yet started this payload (and
+                   a delayed one this delay), or a running one a single pending successor,
+                   stored when it ends
 
     Two different classes may not claim one name (or alias): defining the second raises
     DuplicateJobName; give one of them its own `name`. A class also answers to 0.1's default
