@@ -286,3 +286,15 @@ async def test_a_quarantined_unique_job_lets_its_key_go(
     assert claim.jobs == [] and [q.job_id for q in claim.quarantined] == [first]
     assert await lock_keys(raw_redis, keys) == []
     assert await SyncAccount.dispatch({"account_id": 13}) != first
+
+
+async def test_a_unique_dispatch_that_reaches_redis_after_its_deadline_stores_nothing(
+    clocked_engine: RedisEngine, clock: FakeClock, raw_redis: Redis
+) -> None:
+    keys = clocked_engine.keys(QUEUE)
+    args = [keys.base, QUEUE, 1000, clock(), SyncAccount.name, 3, 0, clock() - 1]
+    args += ["late-1", b'{"account_id":1}', f"{SyncAccount.name}:1", "u", "keep"]
+    reply = await clocked_engine.scripts.dispatch_ex(keys=[keys.ready, keys.delayed, keys.wake], args=args)
+    assert reply == -1
+    assert await lock_keys(raw_redis, keys) == []
+    assert await raw_redis.exists(keys.job("late-1")) == 0
