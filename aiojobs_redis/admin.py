@@ -286,7 +286,15 @@ class Admin(Listing):
                     report.requeued += await self._requeue_failed(q, batch, report.held)
             return report
         for q in await self._queues(queue):
-            while (done := await self._requeue_failed(q, [], report.held)) > 0:
+            while True:
+                # The oldest failed jobs, past those skipped for a held key (they stay failed).
+                async with self._bounded(f"list failed jobs of {q}"):
+                    oldest = await self.redis.zrange(self.keys(q).failed, 0, len(report.held) + BATCH - 1)
+                batch = [job_id for job_id in map(text, oldest) if job_id not in report.held][:BATCH]
+                held_before = len(report.held)
+                done = await self._requeue_failed(q, batch, report.held) if batch else 0
+                if done == 0 and len(report.held) == held_before:
+                    break
                 report.requeued += done
         return report
 

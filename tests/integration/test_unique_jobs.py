@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from support.clock import FakeClock
-from support.engine_calls import claim_from
+from support.engine_calls import claim_from, fail_new_jobs
 
-from aiojobs_redis import DuplicateJob, Job, RedisEngine
+from aiojobs_redis import DuplicateJob, Job, RedisEngine, admin
 from aiojobs_redis.keys import QueueKeys
 from aiojobs_redis.records import ClaimedJob
 
@@ -298,3 +298,20 @@ async def test_a_unique_dispatch_that_reaches_redis_after_its_deadline_stores_no
     assert reply == -1
     assert await lock_keys(raw_redis, keys) == []
     assert await raw_redis.exists(keys.job("late-1")) == 0
+
+
+async def test_failed_retry_all_gets_past_more_skipped_unique_jobs_than_a_batch(
+    clocked_engine: RedisEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def tick() -> None:
+        clock.advance(0.001)
+
+    monkeypatch.setattr(admin, "BATCH", 5)  # ids per requeue call
+    accounts = [{"account_id": n} for n in range(admin.BATCH + 1)]
+    held = await fail_new_jobs(clocked_engine, SyncAccount, accounts, lambda _: ERROR, between=tick)
+    [plain] = await fail_new_jobs(clocked_engine, Plain, [{"n": 1}], lambda _: ERROR, between=tick)
+    live = await SyncAccount.dispatch_many(accounts)
+    report = await clocked_engine.failed_retry_report(queue=QUEUE)
+    assert report.requeued == 1  # the plain job, failed after all the others
+    assert report.held == dict(zip(held, live, strict=True))
+    assert plain not in {j.id for j in await clocked_engine.failed_list(QUEUE, limit=1000)}
