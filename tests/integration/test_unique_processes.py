@@ -1,10 +1,12 @@
-"""Unique jobs dispatched from several processes at once: one job is stored."""
+"""Unique jobs across processes and tasks: dispatched from four processes at once, and run
+by a Worker while more dispatches of their keys arrive."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+from typing import ClassVar
 
 import pytest
 from redis.asyncio import Redis
@@ -12,6 +14,7 @@ from support import uniqueapp
 from support.keyspace import delete_prefix
 from support.worker_procs import TESTS
 
+from aiojobs_redis import Job, RedisEngine, Worker
 from aiojobs_redis.keys import QueueKeys
 
 pytestmark = pytest.mark.anyio
@@ -38,3 +41,29 @@ async def test_concurrent_dispatches_from_four_processes_store_one_job(
     assert stored == [keys.job(ids[0]).encode()]
     assert queued == [ids[0].encode()]
     await delete_prefix(redis_url, prefix)
+
+
+class Flaky(Job):
+    queue = "unique-worker"
+    unique = True
+    unique_key = "k"
+    attempts = 2
+    runs: ClassVar[list[tuple[int, int]]] = []
+
+    async def handle(self) -> None:
+        self.runs.append((self.payload["k"], self.attempt))
+        # While it runs, the key is held: a dispatch returns this job's id.
+        assert await Flaky.dispatch({"k": self.payload["k"]}) == self.id
+        if self.attempt == 1 and self.payload["k"] % 2:
+            raise RuntimeError("odd keys fail their first try")
+
+
+async def test_a_worker_runs_unique_jobs_to_their_end_and_leaves_no_lock(engine: RedisEngine) -> None:
+    ids = await Flaky.dispatch_many([{"k": k % 10} for k in range(30)])
+    assert len(set(ids)) == 10
+    worker = Worker(engine, [Flaky.queue], burst=True, concurrency=5)
+    await worker.run()
+    assert sorted(Flaky.runs) == sorted([(k, 1) for k in range(10)] + [(k, 2) for k in range(1, 10, 2)])
+    base = engine.keys(Flaky.queue).base
+    assert [k async for k in engine.redis.scan_iter(match=f"{base}:u*")] == []
+    assert await Flaky.dispatch({"k": 0}) not in ids
