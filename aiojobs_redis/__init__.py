@@ -9,6 +9,7 @@ from .engine_base import WorkerEngine
 from .errors import (
     AiojobsRedisError,
     ConfigurationError,
+    DuplicateJob,
     DuplicateJobName,
     EmbeddedServerError,
     EngineError,
@@ -45,6 +46,7 @@ __all__ = [
     "AiojobsRedisError",
     "ConfigurationError",
     "Cron",
+    "DuplicateJob",
     "DuplicateJobName",
     "EmbeddedServerError",
     "EngineError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from redis import exceptions as rex
@@ -220,25 +221,20 @@ class Admin(Listing):
         return located
 
     async def failed_retry(self, ids: Iterable[str] | None = None, *, queue: str | None = None) -> int:
-        """Requeue failed jobs with fresh attempts: the given ids, or every one (in `queue`)."""
-        total = 0
-        if ids is not None:
-            for q, found in (await self._locate_failed(ids, queue)).items():
-                for start in range(0, len(found), BATCH):
-                    total += await self._requeue_failed(q, found[start : start + BATCH])
-            return total
-        for q in await self._queues(queue):
-            while (done := await self._requeue_failed(q, [])) > 0:
-                total += done
-        return total
+        """Requeue failed jobs with fresh attempts: the given ids, or every one (in `queue`).
 
-    async def _requeue_failed(self, queue: str, ids: list[str]) -> int:
+        A unique job whose key a live job holds is skipped: see failed_retry_report."""
+        return (await self.failed_retry_report(ids, queue=queue)).requeued
+
+    async def _requeue_failed(self, queue: str, ids: list[str], held: dict[str, str]) -> int:
         keys = self.keys(queue)
         async with self._bounded(f"requeue failed jobs of {queue}"):
-            requeued, _skipped = await self.scripts.requeue_failed(
+            requeued, _skipped, pairs = await self.scripts.requeue_failed(
                 keys=[keys.failed, keys.ready, keys.wake],
                 args=[keys.base, self._now_arg(), BATCH, *ids],
             )
+        for job_id, holder in zip(pairs[::2], pairs[1::2], strict=True):
+            held[job_id.decode()] = holder.decode()
         return int(requeued)
 
     async def failed_forget(self, ids: Iterable[str], *, queue: str | None = None) -> int:
@@ -281,6 +277,31 @@ class Admin(Listing):
         async with self._bounded("doctor: asking Sentinel for the primary"):
             host, port = await pool.sentinel_manager.discover_master(pool.service_name)
         return str(host), int(port)
+
+    async def failed_retry_report(
+        self, ids: Iterable[str] | None = None, *, queue: str | None = None
+    ) -> RetryReport:
+        """failed_retry, telling which unique jobs were skipped because a live job holds
+        their key (and which job that is)."""
+        report = RetryReport()
+        if ids is not None:
+            for q, found in (await self._locate_failed(ids, queue)).items():
+                for start in range(0, len(found), BATCH):
+                    batch = found[start : start + BATCH]
+                    report.requeued += await self._requeue_failed(q, batch, report.held)
+            return report
+        for q in await self._queues(queue):
+            while True:
+                # The oldest failed jobs, past those skipped for a held key (they stay failed).
+                async with self._bounded(f"list failed jobs of {q}"):
+                    oldest = await self.redis.zrange(self.keys(q).failed, 0, len(report.held) + BATCH - 1)
+                batch = [job_id for job_id in map(text, oldest) if job_id not in report.held][:BATCH]
+                held_before = len(report.held)
+                done = await self._requeue_failed(q, batch, report.held) if batch else 0
+                if done == 0 and len(report.held) == held_before:
+                    break
+                report.requeued += done
+        return report
 
 
 class Refused(Exception):
@@ -408,3 +429,11 @@ def _int(value: str | None) -> int:
         return int(value) if value is not None else 0
     except ValueError:
         return 0
+
+
+@dataclass(slots=True)
+class RetryReport:
+    """What `failed retry` did: jobs requeued, and unique jobs skipped: id -> the live job's id."""
+
+    requeued: int = 0
+    held: dict[str, str] = field(default_factory=dict)

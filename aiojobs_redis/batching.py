@@ -35,6 +35,9 @@ class PendingDispatch(Pending):
     kind: tuple[str, int, int] = ("", 1, 0)  # name, max attempts, delay ms: one call per kind
     job_id: str = ""
     payload: bytes = b""
+    # A unique job's lock suffix, flags and on_duplicate (dispatch_ex.lua); None: plain.
+    unique: tuple[str, str, str] | None = None
+    outcome: str = ""  # dispatch_ex.lua's word for what happened: stored, duplicate, ...
 
 
 @dataclass(slots=True, eq=False)

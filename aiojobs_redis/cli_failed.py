@@ -99,7 +99,10 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
     if command == "retry":
         missing = [] if args.all else await engine.missing_failed(args.ids, queue=args.queue)
         _say_missing(missing)
-        count = await engine.failed_retry(None if args.all else args.ids, queue=args.queue)
+        report = await engine.failed_retry_report(None if args.all else args.ids, queue=args.queue)
+        for job_id, holder in report.held.items():
+            print(f"{job_id} skipped: a job with the same unique key is live ({holder})", file=sys.stderr)
+        count = report.requeued
         print(f"requeued {count} job(s)")
         return 0 if args.all or count == len(args.ids) else 1
     if command == "forget":

@@ -26,7 +26,7 @@ from .admin import BATCH, Admin
 from .batching import GroupCommit, PendingAck, PendingDispatch
 from .boundary import is_wrong_type, map_reply, redis_errors
 from .config import Settings, redact_url
-from .dispatch_args import DispatchArgs, group
+from .dispatch_args import DispatchArgs, group, settle_dispatch_ex
 from .errors import EngineError, EngineUnavailable
 from .keys import QueueKeys, format_key, queues_key, validate_queue
 from .records import Claim, ClaimedJob, Reaped, parse_claim
@@ -147,6 +147,8 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
         durable = self.settings.durable if durable is None else durable
         await (self._durable_dispatches if durable else self._dispatches).submit(pending)
         job.id = pending.job_id
+        if pending.unique is not None:
+            job.duplicate = pending.outcome != "stored"
         return pending.job_id
 
     async def dispatch_many(
@@ -171,6 +173,8 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
                         raise pending.error
         for job, pending in zip(jobs, prepared, strict=True):
             job.id = pending.job_id
+            if pending.unique is not None:
+                job.duplicate = pending.outcome != "stored"
         return [p.job_id for p in prepared]
 
     async def _send_dispatches(self, batch: list[PendingDispatch]) -> None:
@@ -218,6 +222,8 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
                 error = map_reply(reply, "dispatch")
                 for pending in batch:
                     pending.error = error
+            elif batch[0].unique is not None:
+                settle_dispatch_ex(batch, reply)
 
     # -- the worker's transitions -----------------------------------------------------------
 
@@ -372,6 +378,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
                     self.settings.failed_ttl_ms,
                     1 if count_attempt else 0,
                     self._now_arg(),
+                    keys.base,
                 ],
             )
         return bool(done)

@@ -130,3 +130,15 @@ class InvalidPayload(PayloadError, ValueError):
 
 class InvalidSchedule(AiojobsRedisError, ValueError):
     """A schedule is not usable as written (its expression, time zone, id or grace)."""
+
+
+class DuplicateJob(AiojobsRedisError):
+    """A unique job with `on_duplicate = "error"` was dispatched while a live job holds its key.
+
+    Nothing was stored; `existing_id` is the id of the live job.
+    """
+
+    def __init__(self, existing_id: str, lock: str) -> None:
+        super().__init__(f"a job with unique key {lock!r} is live: {existing_id}")
+        self.existing_id = existing_id
+        self.lock = lock

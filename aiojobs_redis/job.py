@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import MethodType
 from typing import Any, ClassVar, Protocol, Self, cast
 
-from . import registry, schedules
+from . import registry, schedules, unique
 from .context import current_engine
 from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
@@ -72,6 +72,16 @@ class Job:
                    see schedules.py. Fired by the workers serving the queue; not inherited
       aliases      more names the class answers to, e.g. ("OldName",) after a rename, so
                    that jobs stored under the old name still run; not inherited
+      unique       True: at most one live job of this class per unique key (see unique.py)
+      unique_key   the key: a payload field name, a tuple of them, or a method
+                   `def unique_key(self) -> str`; default None: the whole payload
+      unique_until "end" (default): the key is held until the job is done, failed for good
+                   or aborted; "start": until a worker starts it
+      on_duplicate what a dispatch does while a live job holds the key: "keep" (default)
+                   returns the live job's id and sets `job.duplicate`; "error" raises
+                   DuplicateJob; "replace" gives a job not yet started this payload (and
+                   a delayed one this delay), or a running one a single pending successor,
+                   stored when it ends
 
     Two different classes may not claim one name (or alias): defining the second raises
     DuplicateJobName; give one of them its own `name`. A class also answers to 0.1's default
@@ -99,6 +109,10 @@ class Job:
     name: ClassVar[str] = "Job"
     aliases: ClassVar[tuple[str, ...]] = ()
     schedule: ClassVar[Any] = None  # Every | Cron | a tuple of them (schedules.py)
+    unique: ClassVar[bool] = False
+    unique_key: ClassVar[str | tuple[str, ...] | Callable[..., str] | None] = None
+    unique_until: ClassVar[str] = "end"
+    on_duplicate: ClassVar[str] = "keep"
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -137,6 +151,7 @@ class Job:
                 raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
         check_payload_type(cls.__qualname__, cls.payload_type)
         schedules.of_class(cls)  # a bad schedule fails at import, not in a worker
+        unique.check_options(cls)
         _register(cls)
 
     def __init__(self, payload: Any = None) -> None:
@@ -144,6 +159,7 @@ class Job:
         self.id: str | None = None
         self.attempt: int = 0  # 1 on the first try; set by the worker
         self._delay_ms: int | None = None
+        self.duplicate = False  # set by dispatch: a unique job whose key a live job held
 
     def set_payload(self, payload: Any) -> Self:
         self.payload = payload

@@ -60,6 +60,7 @@ class Scripts:
 
     # The one list of scripts: lua/<name>.lua each.
     dispatch: Script
+    dispatch_ex: Script
     claim: Script
     ack: Script
     retry: Script
@@ -82,7 +83,7 @@ class Scripts:
 
 
 SCRIPT_NAMES = tuple(Scripts.__annotations__)
-_ON_THE_WIRE = frozenset({"dispatch", "claim", "ack", "retry", "fail", "release"})
+_ON_THE_WIRE = frozenset({"dispatch", "dispatch_ex", "claim", "ack", "retry", "fail", "release"})
 
 
 def evalsha_command(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:

@@ -21,6 +21,7 @@ shards that go away: a worker only serves the shards it is told about.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -107,16 +108,20 @@ def expand(queues: Sequence[str], *, fair: bool = False) -> list[list[str]]:
 
 
 class Router:
-    """Picks the shard for each dispatched job: the next one in turn, per queue and process."""
+    """Picks the shard for each dispatched job: the next one in turn, per queue and process;
+    for a unique job, the shard its lock key hashes to, so that every duplicate meets the lock."""
 
     def __init__(self) -> None:
         self._next: dict[str, int] = {}
 
-    def route(self, job: Job) -> str:
+    def route(self, job: Job, unique_lock: str = "") -> str:
         queue = job.queue
         shards = _declared.get(queue) or _class_shards(type(job))
         if shards <= 1 or SEPARATOR in queue:
             return queue
+        if unique_lock:
+            digest = hashlib.sha1(unique_lock.encode()).digest()
+            return f"{queue}{SEPARATOR}{int.from_bytes(digest[:4], 'big') % shards}"
         turn = self._next.get(queue)
         if turn is None:
             turn = random.randrange(shards)  # processes start at different shards

@@ -28,12 +28,13 @@ from . import context, sharding
 from .abort import abort_error
 from .clock import Changes, FakeClock
 from .config import Settings
-from .errors import EngineUnavailable
+from .errors import DuplicateJob, EngineUnavailable
 from .ids import new_job_id
 from .job import Job
 from .keys import validate_queue
 from .records import Claim, ClaimedJob, Reaped
 from .typed_payloads import decode_job_payload, encode_job_payload
+from .unique import lock_suffix
 from .worker import Worker
 
 __all__ = ["Dispatched", "FakeClock", "FakeEngine", "FakeJob", "fake_clock", "fake_engine"]
@@ -70,6 +71,8 @@ class FakeJob:
     worker: str = ""
     error: dict[str, Any] | None = None
     settled_by: str = ""  # the last ack/retry/fail/release and its token: a replay succeeds
+    lock: str = ""  # a unique job's lock suffix ("<name>:<key>"); "" for a plain job
+    lock_until_start: bool = False
 
 
 class FakeEngine:
@@ -100,6 +103,8 @@ class FakeEngine:
         self._tokens = itertools.count(1)
         self._changed = Changes()
         self._aborted_runs: set[tuple[str, str]] = set()  # (id, token) of runs aborted while running
+        self._locks: dict[str, str] = {}  # unique lock suffix -> the id of the job holding it
+        self._successors: dict[str, tuple[Job, bytes, str]] = {}  # "replace" while running
 
     def __repr__(self) -> str:
         return f"<FakeEngine jobs={len(self.jobs)} dispatched={len(self.dispatched)}>"
@@ -178,30 +183,65 @@ class FakeEngine:
         self, jobs: Sequence[Job], *, chunk: int = 500, durable: bool | None = None
     ) -> list[str]:
         """As RedisEngine's: every dispatch stores a new job (a new id, even for a Job instance
-        dispatched before), and a sharded queue's jobs go to its shards in turn. `chunk` and
+        dispatched before) unless a live job holds its unique key (then on_duplicate decides,
+        as dispatch_ex.lua does), and a sharded queue's jobs go to its shards in turn. `chunk` and
         `durable` are accepted and change nothing here: the fake stores all at once."""
         if chunk < 1:
             raise ValueError("chunk must be >= 1")
         # Validated and encoded before anything is stored, as RedisEngine does.
+        encoded = [encode_job_payload(job, self.settings.max_payload_bytes) for job in jobs]
+        locks = [lock_suffix(j, data) if j.unique else "" for j, data in zip(jobs, encoded, strict=True)]
         prepared = [
-            (
-                validate_queue(self._router.route(job)),
-                encode_job_payload(job, self.settings.max_payload_bytes),
-            )
-            for job in jobs
+            (validate_queue(self._router.route(job, lock)), data, lock)
+            for job, data, lock in zip(jobs, encoded, locks, strict=True)
         ]
         ids = []
-        for job, (queue, data) in zip(jobs, prepared, strict=True):
-            job_id = job.id = new_job_id()
-            stored = self.jobs[job_id] = FakeJob(job_id, job.name, queue, data, job.attempts)
-            delay_ms = job.effective_delay_ms
-            stored.scheduled_ms = self.clock.now_ms + delay_ms
-            payload = decode_job_payload(type(job), data)
-            self.dispatched.append(Dispatched(job_id, type(job), queue, payload, delay_ms))
-            self.queues.add(stored.queue)
-            self._enqueue(stored, delay_ms)
-            ids.append(job_id)
+        for job, (queue, data, lock) in zip(jobs, prepared, strict=True):
+            holder = self.jobs.get(self._locks.get(lock, "")) if lock else None
+            if holder is not None and holder.state in ("ready", "delayed", "running"):
+                ids.append(self._duplicate(job, holder, data))
+                continue
+            ids.append(self._store(job, queue, data, new_job_id(), lock))
         return ids
+
+    def _store(self, job: Job, queue: str, data: bytes, job_id: str, lock: str) -> str:
+        job.id = job_id
+        job.duplicate = False
+        stored = self.jobs[job_id] = FakeJob(job_id, job.name, queue, data, job.attempts)
+        if lock:
+            stored.lock, stored.lock_until_start = lock, job.unique_until == "start"
+            self._locks[lock] = job_id
+        delay_ms = job.effective_delay_ms
+        stored.scheduled_ms = self.clock.now_ms + delay_ms
+        payload = decode_job_payload(type(job), data)
+        self.dispatched.append(Dispatched(job_id, type(job), queue, payload, delay_ms))
+        self.queues.add(stored.queue)
+        self._enqueue(stored, delay_ms)
+        return job_id
+
+    def _duplicate(self, job: Job, holder: FakeJob, data: bytes) -> str:
+        """A unique job whose key `holder` holds: as dispatch_ex.lua answers."""
+        job.id, job.duplicate = holder.id, True
+        if job.on_duplicate == "error":
+            raise DuplicateJob(holder.id, holder.lock)
+        if job.on_duplicate == "replace" and holder.state == "running":
+            self._successors[holder.lock] = (job, data, holder.queue)
+        elif job.on_duplicate == "replace":
+            holder.payload = data
+            if holder.state == "delayed":
+                holder.due_ms = self.clock.now_ms + max(job.effective_delay_ms, 0)
+        return holder.id
+
+    def _finish(self, job: FakeJob) -> None:
+        """The job reached a final state: as finish() in the Lua prelude."""
+        if not job.lock:
+            return
+        if self._locks.get(job.lock) == job.id:
+            del self._locks[job.lock]
+        successor = self._successors.pop(job.lock, None)
+        if successor is not None:
+            new, data, queue = successor
+            self._store(new, queue, data, new_job_id(), job.lock)
 
     async def aclose(self) -> None:
         return None
@@ -228,6 +268,8 @@ class FakeEngine:
             while ready and len(taken) < limit:
                 job = ready.popleft()
                 job.state, job.token, job.worker = "running", str(next(self._tokens)), worker_id
+                if job.lock_until_start and self._locks.get(job.lock) == job.id:
+                    del self._locks[job.lock]
                 job.runs += 1
                 job.lease_until_ms = self.clock.now_ms + lease_ms
                 taken.append(
@@ -343,6 +385,7 @@ class FakeEngine:
         held.state, held.attempts = state, held.attempts + attempts
         if error is not None:
             held.error = error
+        self._finish(held)
         self._notify()
         return True
 
@@ -383,6 +426,7 @@ class FakeEngine:
             job.token, job.worker = "", ""
             if job.stalls > max_stalls:
                 job.state, job.error = "failed", {"reason": "stalled"}
+                self._finish(job)
                 failed.append(job.id)
             else:
                 job.state = "ready"

@@ -47,6 +47,69 @@ local function settled_by(job_key, step, token)
   return false
 end
 
+-- Unique jobs. A unique job's hash has F (flags, below) and u (its lock's suffix,
+-- "<job name>:<key>"); its lock is the string <base>:u:<suffix> whose value is the id of the
+-- job that holds it. The lock has no TTL: it is deleted by the script that ends its job.
+-- Flags in F: 'u' holds a unique lock until the job's final state; 's' holds it only until
+-- the job starts (claim.lua lets it go).
+local function unique_lock(base, suffix) return base .. ':u:' .. suffix end
+local function successor_key(base, suffix) return base .. ':un:' .. suffix end
+
+-- Let a unique lock go, if `id` holds it (a lock taken over by another job stays).
+local function release_unique(base, id, suffix)
+  local lock = unique_lock(base, suffix)
+  if redis.call('GET', lock) == id then redis.call('DEL', lock) end
+end
+
+-- Whether the job at `key` is live (waiting, delayed or running): its state field says so.
+local function is_live(key)
+  local state = hash_field(key, 's')
+  return state == 'ready' or state == 'delayed' or state == 'running'
+end
+
+-- Store one job with options as a hash and make it ready (due <= now) or delayed. `flags`
+-- and `suffix` are false for a job without a unique key. Returns nothing; the caller wakes.
+local function store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix)
+  local key = job_key(base, id)
+  redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', now,
+    'd', due, 's', due > now and 'delayed' or 'ready', 'v', FORMAT_VERSION)
+  if flags then
+    redis.call('HSET', key, 'F', flags, 'u', suffix)
+    redis.call('SET', unique_lock(base, suffix), id)
+  end
+  if due > now then
+    redis.call('ZADD', base .. ':delayed', due, id)
+  else
+    redis.call('RPUSH', base .. ':queue', id)
+  end
+end
+
+-- finish: the last step of every move into a final state (done by ack, failed by fail,
+-- reap's stalled branch or quarantine, aborted), run inside the script that makes the move,
+-- so its effects are atomic with it. Those scripts are token-fenced and answer a replay
+-- through settled_by before they get here, so finish() runs once per job end.
+--   base, id    the job's queue base and id
+--   outcome     'done', 'failed' or 'aborted'
+--   now         ms, Redis time (or the test's)
+--   flags, u    the job's F and u fields, read by the caller before it changes or deletes
+--               the hash (ack reads them with the c it already reads: no extra command)
+-- A plain job has no F: finish() returns at once, without a command. Work hung on a job's
+-- end goes here, each piece behind its own flag letter. Returns nothing.
+local function finish(base, id, outcome, now, flags, u)
+  if not flags then return end
+  if u and string.find(flags, '[us]') then
+    release_unique(base, id, u)
+    -- A "replace" dispatch made while this job ran left the newest payload as its successor.
+    local next_key = successor_key(base, u)
+    local s = redis.call('HMGET', next_key, 'i', 'p', 'n', 'm', 'q', 'y', 'F')
+    if s[1] and redis.call('EXISTS', job_key(base, s[1])) == 0 then
+      store_job(base, s[5], s[1], s[3], s[4], s[2], now, now + (tonumber(s[6]) or 0), s[7], u)
+      wake(base .. ':wake')
+    end
+    redis.call('DEL', next_key)
+  end
+end
+
 local function error_json(reason, kind, message)
   return cjson.encode({reason = reason, type = kind, message = message})
 end
@@ -56,6 +119,7 @@ end
 local function quarantine(base, failed_key, id, reason, message, now, failed_ttl)
   local key = job_key(base, id)
   local kind = key_type(key)
+  local f = kind == 'hash' and redis.call('HMGET', key, 'F', 'u') or {}
   if kind ~= 'hash' and kind ~= 'none' then
     redis.call('RENAME', key, bad_key(base, id))
     redis.call('PEXPIRE', bad_key(base, id), failed_ttl)
@@ -65,6 +129,7 @@ local function quarantine(base, failed_key, id, reason, message, now, failed_ttl
   redis.call('HDEL', key, 't', 'w')
   redis.call('PEXPIRE', key, failed_ttl)
   redis.call('ZADD', failed_key, now, id)
+  finish(base, id, 'failed', now, f[1], f[2])
 end
 
 -- The queue list holds job ids and inline records (see keys.py):
@@ -105,13 +170,14 @@ end
 
 -- Abort: end a job as aborted (no attempt used). It goes to the failed set with reason
 -- "aborted", so `failed list` shows it and `failed retry` revives it. The field x answers a
--- replay of the same abort call (its abort id). Final-state work for an aborted job hangs
--- here: with finish() in this prelude, read the job's F and u (HMGET) before the HSET below
--- and call finish(base, id, 'aborted', now, F, u) after it (a unique lock is released).
+-- replay of the same abort call (its abort id). An aborted job's end is a final state like
+-- any other: finish() releases its unique lock (and stores a "replace" successor).
 local function mark_aborted(base, failed_key, id, abort_id, err, now, failed_ttl)
   local key = job_key(base, id)
+  local f = redis.call('HMGET', key, 'F', 'u')
   redis.call('HSET', key, 's', 'failed', 'f', now, 'e', err, 'x', 'abort ' .. abort_id)
   redis.call('HDEL', key, 't', 'w')
   redis.call('PEXPIRE', key, failed_ttl)
   redis.call('ZADD', failed_key, now, id)
+  finish(base, id, 'aborted', now, f[1], f[2])
 end

@@ -17,14 +17,18 @@ for a = 5, #ARGV, 2 do
   else
     redis.call('ZREM', running_key, id)
     if keep > 0 then
+      local f = redis.call('HMGET', key, 'F', 'u')
       redis.call('HSET', key, 's', 'done', 'f', now, 'x', 'ack ' .. token)
       redis.call('HDEL', key, 't', 'w')
       redis.call('PEXPIRE', key, keep)
+      finish(base, id, 'done', now, f[1], f[2])
     else
-      local created = tonumber(redis.call('HGET', key, 'c')) or 0
+      local f = redis.call('HMGET', key, 'c', 'F', 'u')
+      local created = tonumber(f[1]) or 0
       redis.call('DEL', key)
       local left = created + guard - now
       if left > 0 then redis.call('SET', key, 'done ' .. token, 'PX', left) end
+      finish(base, id, 'done', now, f[2], f[3])
     end
     acked[#acked + 1] = 1
   end

@@ -104,7 +104,7 @@ local function claim_id(id)
   local kind = key_type(key)
   local f = false
   if kind == 'hash' then
-    f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k', 'v')
+    f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k', 'v', 'F', 'u')
     if record_version(f[6]) > FORMAT_VERSION then return record_version(f[6]) end
   end
   if string.len(id) > 64 or not string.find(id, '^[%w_%-]+$') then
@@ -118,6 +118,8 @@ local function claim_id(id)
     set_aside(id, 'missing_field', 'job record lacks a name, payload or attempt count')
   else
     lease_to(id, key, f)
+    -- unique_until = "start": the key is free for a new job once this one runs.
+    if f[7] and f[8] and string.find(f[7], 's', 1, true) then release_unique(base, id, f[8]) end
   end
 end
 

@@ -2,12 +2,15 @@
 -- KEYS[1] running zset  KEYS[2] failed zset  KEYS[3] job hash
 -- ARGV[1] id  ARGV[2] token  ARGV[3] error JSON  ARGV[4] failed TTL ms
 -- ARGV[5] 1 to count this run as an attempt, else 0  ARGV[6] now ms ('' = TIME)
+-- ARGV[7] queue key base (jobs:{q}), for finish()
 -- Returns 1 when moved to failed (now, or already by this token: a replay), 0 when the lease
 -- is no longer held (nothing changes).
 local running_key, failed_key, key = KEYS[1], KEYS[2], KEYS[3]
 local id, token, err, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 if hash_field(key, 't') ~= token then return settled_by(key, 'fail', token) and 1 or 0 end
 local now = now_ms(ARGV[6])
+local base = ARGV[7]
+local f = redis.call('HMGET', key, 'F', 'u')
 redis.call('ZREM', running_key, id)
 if ARGV[5] == '1' then redis.call('HINCRBY', key, 'a', 1) end
 redis.call('HSET', key, 's', 'failed', 'f', now, 'e', err)
@@ -15,4 +18,5 @@ redis.call('HDEL', key, 't', 'w')
 redis.call('HSET', key, 'x', 'fail ' .. token)
 redis.call('PEXPIRE', key, ttl)
 redis.call('ZADD', failed_key, now, id)
+finish(base, id, 'failed', now, f[1], f[2])
 return 1

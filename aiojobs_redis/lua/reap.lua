@@ -42,10 +42,12 @@ for _, id in ipairs(lapsed) do
     local stalls = redis.call('HINCRBY', key, 'l', 1)
     redis.call('HDEL', key, 't', 'w')
     if stalls > max_stalls then
+      local f = redis.call('HMGET', key, 'F', 'u')
       redis.call('HSET', key, 's', 'failed', 'f', now, 'e', error_json('stalled', 'Stalled',
         'the lease lapsed ' .. stalls .. ' times: the job keeps killing or hanging its worker'))
       redis.call('PEXPIRE', key, failed_ttl)
       redis.call('ZADD', failed_key, now, id)
+      finish(base, id, 'failed', now, f[1], f[2])
       stalled[#stalled + 1] = id
     else
       redis.call('HSET', key, 's', 'ready')

@@ -40,6 +40,16 @@ class Ship(Job):
         return None
 
 
+class Refund(Job):
+    queue = QUEUE
+    name = "cli.Refund"
+    unique = True
+    unique_key = "order"
+
+    async def handle(self) -> None:  # pragma: no cover - never run here
+        return None
+
+
 async def fail_jobs(engine: RedisEngine, job: type[Job], count: int, message: str) -> list[str]:
     def error(job_id: str) -> dict[str, Any]:
         return {
@@ -224,3 +234,18 @@ async def test_a_reader_that_leaves_early_gets_no_traceback(
     assert listing.wait(timeout=60) == 141, stderr
     assert orjson.loads(first)["name"] == "cli.Charge"
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+async def test_failed_retry_skips_a_unique_job_whose_key_is_live(
+    engine: RedisEngine, prefix: str, redis_url: str
+) -> None:
+    [failed] = await fail_new_jobs(engine, Refund, [{"order": 7}], lambda _: {"reason": "error"})
+    live = await Refund.dispatch({"order": 7})
+    assert live != failed
+
+    result = await inspect(prefix, redis_url, "failed", "retry", failed)
+    assert result.returncode == 1, result
+    assert "requeued 0 job(s)" in result.stdout, result
+    assert f"{failed} skipped: a job with the same unique key is live ({live})" in result.stderr, result
+    report = await engine.failed_retry_report([failed])
+    assert (report.requeued, report.held) == (0, {failed: live})

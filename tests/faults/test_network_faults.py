@@ -59,7 +59,7 @@ from support.redis_server import RedisServer
 from support.wait import eventually
 from support.worker_procs import TESTS
 
-from aiojobs_redis import EngineUnavailable, RedisEngine, Settings, Worker, use_engine
+from aiojobs_redis import EngineUnavailable, Job, RedisEngine, Settings, Worker, use_engine
 from aiojobs_redis.records import ClaimedJob, parse_inline
 from aiojobs_redis.scripts import SCRIPT_NAMES, source
 
@@ -614,6 +614,35 @@ async def test_n8_replayed_dispatch_stores_once_and_never_again_after_the_job_ra
     assert replayed_at > ended_at, "the replay must come after the run for this check to mean anything"
     assert starts(runs)[first] == starts(runs)[second] == 1
     assert records == set()
+
+
+class UniqueRecord(Job):
+    queue = QUEUE
+    unique = True
+    unique_key = "order"
+
+    async def handle(self) -> None:  # pragma: no cover - never run here
+        return None
+
+
+@slow
+async def test_n8_replayed_unique_dispatch_stores_one_job_and_answers_with_its_id(
+    server: RedisServer, proxy: FaultProxy
+) -> None:
+    settings = Settings(url=proxy.url, prefix=PREFIX, socket_timeout=3, dispatch_timeout=6)
+    async with engines(settings, server) as (engine, direct):
+        proxy.add_rule(Rule("drop_reply", evalsha(sha("dispatch_ex")), fresh_only=True))
+        job = UniqueRecord({"order": 1})
+        first = await engine.dispatch(job)
+        assert replays_by_script(proxy)["dispatch_ex"] == 1, "Redis ran the call, then its replay"
+        records, queued = await job_records(direct), await queued_ids(direct)
+        lock = await direct.redis.get(f"{direct.keys(QUEUE).base}:u:UniqueRecord:1")
+        again = UniqueRecord({"order": 1})
+        second = await engine.dispatch(again)
+    print(f"\nN8 unique dispatch replay: records={len(records)} queued={len(queued)} lock={lock!r}")
+    assert (records, queued, lock) == ({first}, [first], first.encode())
+    assert job.duplicate is False, "the replay's answer is the first one's: stored"
+    assert (second, again.duplicate) == (first, True)
 
 
 @slow

@@ -1,6 +1,6 @@
 """W2b: a Hypothesis state machine drives RedisEngine on the real Redis against a Python model.
 
-Rules interleave dispatch (immediate and delayed), claims by three workers with batch sizes
+Rules interleave dispatch (immediate and delayed; plain and unique), claims by three workers with batch sizes
 1-4 (and replays of a claim), lease renewal, ack, retry (with and without delay), fail,
 release, promote, reap (max stalls 0-2), clock steps, and replays with stale tokens of
 ack/retry/fail/release/renew, plus replayed dispatches, and abort (of a job in any state,
@@ -23,6 +23,9 @@ state of the queue is read back and compared with the model:
   abort call answers true again and changes nothing;
 * stale tokens change nothing: they are refused, except that the run which ended a job may
   resend the very step that ended it (a lost reply) and is told "done" again;
+* a unique key's lock names the job holding it exactly while that job is live (ready,
+  delayed, running): a dispatch of a held key returns the holder's id and stores nothing, and
+  the move into done or failed lets the key go; a replayed unique dispatch changes nothing;
 * no job is claimed before its due time, and no job in the queue list is due later than now;
   claims take jobs from the head of the list: dispatched, retried and promoted jobs join at
   the tail (promoted ones in (due, id) order), released and reaped ones go back to the head.
@@ -114,6 +117,20 @@ class Thrice(Job):
 JOB_CLASSES: dict[int, type[Job]] = {1: Once, 2: Twice, 3: Thrice}
 
 
+class OneAtATime(Job):
+    queue = QUEUE
+    attempts = 2
+    unique = True
+    unique_key = "key"
+
+    async def handle(self) -> None:
+        return None
+
+
+UNIQUE_KEYS = ("a", "b")
+LIVE = ("ready", "delayed", "running")
+
+
 @dataclass
 class ModelJob:
     id: str
@@ -135,6 +152,7 @@ class ModelJob:
     done_at: int | None = None  # fake ms of the ack
     done_real: float | None = None  # monotonic s of the ack
     inline: bool = False  # waits in the queue list as an inline record: no key of its own yet
+    lock: str | None = None  # a unique job's lock suffix ("<name>:<key>")
 
     def entry(self) -> bytes:
         """Its entry in the queue list."""
@@ -211,6 +229,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.stalls_seen: dict[str, int] = {}
         self.aborted_runs: set[tuple[str, str]] = set()  # (id, token) of runs aborted while running
         self.abort_calls: list[tuple[str, str]] = []  # (id, abort id) of the aborts that ended a job
+        self.locks: dict[str, str] = {}  # unique lock suffix -> the live job holding it
+        self.unique_calls: list[tuple[str, str, int]] = []  # stored: id, key, delay
         self.figures.machines += 1
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -230,6 +250,7 @@ class QueueMachine(RuleBasedStateMachine):
         names += [k.claim_receipt(w) for w in WORKERS]
         names += [dispatch_marker(k, call.ids[0]) for call in self.calls]
         names += [k.job(job_id) for job_id in self.jobs]
+        names += [self.lock_key(key) for key in UNIQUE_KEYS]
         for start in range(0, len(names), 500):
             await self.engine.redis.delete(*names[start : start + 500])
 
@@ -262,6 +283,14 @@ class QueueMachine(RuleBasedStateMachine):
     def next_due(self) -> int:
         delayed = self.in_state("delayed")
         return max(0, delayed[0].score - self.now()) if delayed else -1
+
+    def lock_key(self, key: str) -> str:
+        return f"{self.keys.base}:u:{OneAtATime.name}:{key}"
+
+    def ended(self, job: ModelJob) -> None:
+        """The job reached a final state: its unique key (if any) is free."""
+        if job.lock is not None and self.locks.get(job.lock) == job.id:
+            del self.locks[job.lock]
 
     def forget_lease(self, claim: ClaimedJob) -> None:
         for held in self.believed.values():
@@ -309,6 +338,54 @@ class QueueMachine(RuleBasedStateMachine):
                 self.queue.append(job_id)
         self.calls.append(DispatchCall(cls.name, attempts, delay_ms, now, ids, time.monotonic()))
         self.figures.jobs += count
+
+    @rule(key=st.sampled_from(UNIQUE_KEYS), delay_ms=st.sampled_from([0, 0, 500, 2_000]))
+    def enqueue_unique(self, key: str, delay_ms: int) -> None:
+        self.step("enqueue_unique")
+        lock = f"{OneAtATime.name}:{key}"
+        payload = {"key": key, "n": len(self.jobs)}
+        job = OneAtATime(payload).set_delay(delay_ms / 1000)
+        job_id = self.run(self.engine.dispatch(job))
+        holder = self.locks.get(lock)
+        if holder is not None:
+            assert (job_id, job.duplicate) == (holder, True), f"a live {key!r} job holds the key"
+            self.figures.outcomes["unique_duplicate"] += 1
+            return
+        assert job_id not in self.jobs and not job.duplicate, f"the key {key!r} was free"
+        now = self.now()
+        self.jobs[job_id] = ModelJob(
+            id=job_id,
+            name=OneAtATime.name,
+            payload=orjson.dumps(payload),
+            max_attempts=OneAtATime.attempts,
+            created=now,
+            state="delayed" if delay_ms > 0 else "ready",
+            score=now + delay_ms,
+            scheduled=now + delay_ms,
+            lock=lock,
+        )
+        if delay_ms == 0:
+            self.queue.append(job_id)
+        self.locks[lock] = job_id
+        self.unique_calls.append((job_id, key, delay_ms))
+        self.figures.jobs += 1
+        self.figures.outcomes["unique_stored"] += 1
+
+    @precondition(lambda self: any(self.jobs[c[0]].state != "done" for c in self.unique_calls))
+    @rule(pick=PICK)
+    def replay_unique_dispatch(self, pick: int) -> None:
+        """A unique dispatch sent again (its reply was lost) while its job's record exists:
+        it answers "stored" with the same id and changes nothing."""
+        calls = [c for c in self.unique_calls if self.jobs[c[0]].state != "done"]
+        self.step("replay_unique_dispatch")
+        job_id, key, delay_ms = calls[pick % len(calls)]
+        k = self.keys
+        args: list[str | int | bytes] = [k.base, QUEUE, self.settings.max_payload_bytes, self.now()]
+        args += [OneAtATime.name, OneAtATime.attempts, delay_ms, ""]
+        args += [job_id, b'{"replayed":true}', f"{OneAtATime.name}:{key}", "u", "keep"]
+        reply = self.run(self.engine.scripts.dispatch_ex(keys=[k.ready, k.delayed, k.wake], args=args))
+        assert reply == [job_id.encode(), b"stored"], f"a replayed unique dispatch answered {reply}"
+        self.figures.outcomes["unique_replay_ignored"] += 1
 
     def replayable(self, call: DispatchCall) -> bool:
         """Whether what guards a replay of `call` surely still exists (it expires in real time)."""
@@ -456,6 +533,7 @@ class QueueMachine(RuleBasedStateMachine):
             job = self.jobs[claim.id]
             job.state, job.token, job.worker, job.settled_by = "done", None, None, f"ack {claim.token}"
             job.done_at, job.done_real = self.now(), time.monotonic()
+            self.ended(job)
 
     @precondition(lambda self: any(self.believed.values()))
     @rule(pick=PICK, delay_ms=st.sampled_from([0, 0, 1, 1_000, 5_000]))
@@ -495,6 +573,7 @@ class QueueMachine(RuleBasedStateMachine):
             job.attempts += 1 if count_attempt else 0
             job.state, job.score, job.token, job.worker = "failed", self.now(), None, None
             job.settled_by = f"fail {claim.token}"
+            self.ended(job)
 
     @precondition(lambda self: any(self.believed.values()))
     @rule(pick=PICK)
@@ -651,6 +730,7 @@ class QueueMachine(RuleBasedStateMachine):
             if job.stalls > max_stalls:
                 job.state, job.score = "failed", now
                 failed.append(job.id)
+                self.ended(job)
             else:
                 job.state = "ready"
                 requeued.append(job.id)
@@ -676,7 +756,17 @@ class QueueMachine(RuleBasedStateMachine):
                 pipe.get(k.job(job_id))
             else:
                 pipe.hgetall(k.job(job_id))
+        for key in UNIQUE_KEYS:
+            pipe.get(self.lock_key(key))
         replies = self.run(pipe.execute(raise_on_error=False))
+        locks = replies[len(replies) - len(UNIQUE_KEYS) :]
+        del replies[len(replies) - len(UNIQUE_KEYS) :]
+        for key, holder in zip(UNIQUE_KEYS, locks, strict=True):
+            expected_holder = self.locks.get(f"{OneAtATime.name}:{key}")
+            assert all(self.jobs[h].state in LIVE for h in self.locks.values())
+            assert holder == (expected_holder.encode() if expected_holder else None), (
+                f"lock {key!r} is {holder!r}, the model says {expected_holder} after {self.last_rule}"
+            )
         assert sorted(self.queue) == sorted(j.id for j in self.jobs.values() if j.state == "ready")
         expected_entries = [self.jobs[job_id].entry() for job_id in self.queue]
         assert replies[0] == expected_entries, f"queue list differs from the model after {self.last_rule}"
@@ -718,6 +808,7 @@ class QueueMachine(RuleBasedStateMachine):
         before = self.stalls_seen.get(job.id, 0)
         assert stalls >= before and (stalls == before or self.last_rule == "reap"), f"{where}: stalls moved"
         self.stalls_seen[job.id] = stalls
+        assert rec.get("u") == job.lock, f"{where}: unique lock {rec.get('u')} != {job.lock}"
         assert rec.get("x") == job.settled_by, f"{where}: settled by {rec.get('x')} != {job.settled_by}"
         if job.state == "running":
             assert (rec.get("t"), rec.get("w")) == (job.token, job.worker), f"{where}: lease {rec}"

@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from aiojobs_redis import Job, RedisEngine
+from aiojobs_redis import DuplicateJob, Job, RedisEngine
 from aiojobs_redis.records import ClaimedJob
 from aiojobs_redis.sharding import SEPARATOR
 from aiojobs_redis.testing import FakeClock, FakeEngine
@@ -25,6 +25,24 @@ class Noop(Job):
 
 class Spread(Noop):
     shards = 4
+
+
+class Unique(Noop):
+    unique = True
+    unique_key = "k"
+    attempts = 2
+
+
+class Strict(Unique):
+    on_duplicate = "error"
+
+
+class Latest(Unique):
+    on_duplicate = "replace"
+
+
+class AtStart(Unique):
+    unique_until = "start"
 
 
 @pytest.fixture
@@ -130,3 +148,33 @@ async def test_abort_answers_as_abort_lua_does(engine: FakeEngine) -> None:
     assert await claim(engine, "2") == []
     job = engine.jobs[running]
     assert (job.state, job.attempts, job.error and job.error["reason"]) == ("failed", 0, "aborted")
+
+
+async def test_a_unique_key_is_held_from_dispatch_to_the_final_state(engine: FakeEngine) -> None:
+    first = await engine.dispatch(Unique({"k": 1}))
+    job = Unique({"k": 1})
+    assert await engine.dispatch(job) == first and job.duplicate
+    [held] = await claim(engine, "r1")
+    assert await engine.retry(held, 0, {"reason": "error"})
+    assert await engine.dispatch(Unique({"k": 1})) == first  # waiting for its retry
+    [held] = await claim(engine, "r2")
+    assert await engine.fail(held, {"reason": "error"})
+    assert await engine.dispatch(Unique({"k": 1})) != first
+    with pytest.raises(DuplicateJob):
+        await engine.dispatch(Strict({"k": 2}))
+        await engine.dispatch(Strict({"k": 2}))
+
+
+async def test_replace_and_unique_until_start_as_dispatch_ex_lua(engine: FakeEngine) -> None:
+    first = await engine.dispatch(Latest({"k": 1, "v": "a"}))
+    assert await engine.dispatch(Latest({"k": 1, "v": "b"})) == first
+    [held] = await claim(engine, "r1")
+    assert held.payload == b'{"k":1,"v":"b"}'
+    assert await engine.dispatch(Latest({"k": 1, "v": "c"})) == first  # the pending successor
+    assert engine.in_state("ready") == []
+    assert await engine.ack(held)
+    [successor] = await claim(engine, "r2")
+    assert (successor.id != first, successor.payload) == (True, b'{"k":1,"v":"c"}')
+    started = await engine.dispatch(AtStart({"k": 9}))
+    await claim(engine, "r3")
+    assert await engine.dispatch(AtStart({"k": 9})) != started
