@@ -362,6 +362,7 @@ class FakeEngine:
             self._aborted_runs.add((job.id, job.token))
             job.token, job.worker = "", ""
         job.state, job.error = "failed", abort_error(reason)
+        self._finish(job)
         self._notify()
         return True
 

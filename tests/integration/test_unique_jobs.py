@@ -315,3 +315,15 @@ async def test_failed_retry_all_gets_past_more_skipped_unique_jobs_than_a_batch(
     assert report.requeued == 1  # the plain job, failed after all the others
     assert report.held == dict(zip(held, live, strict=True))
     assert plain not in {j.id for j in await clocked_engine.failed_list(QUEUE, limit=1000)}
+
+
+async def test_an_abort_releases_the_unique_key(clocked_engine: RedisEngine) -> None:
+    """Abort is a final state: finish() lets the key go in the same step, waiting or running."""
+    waiting = await SyncAccount.dispatch({"account_id": 501})
+    assert await clocked_engine.abort(waiting) is True
+    running = await SyncAccount.dispatch({"account_id": 501})
+    assert running != waiting
+    held = await claim_one(clocked_engine)
+    assert held.id == running
+    assert await clocked_engine.abort(running) is True
+    assert await SyncAccount.dispatch({"account_id": 501}) not in (waiting, running)

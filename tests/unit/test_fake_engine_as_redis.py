@@ -178,3 +178,9 @@ async def test_replace_and_unique_until_start_as_dispatch_ex_lua(engine: FakeEng
     started = await engine.dispatch(AtStart({"k": 9}))
     await claim(engine, "r3")
     assert await engine.dispatch(AtStart({"k": 9})) != started
+
+
+async def test_an_abort_releases_the_unique_key_as_abort_lua_does(engine: FakeEngine) -> None:
+    first = await engine.dispatch(Unique({"k": 77}))
+    assert await engine.abort(first) is True
+    assert await engine.dispatch(Unique({"k": 77})) != first
