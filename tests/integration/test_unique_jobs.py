@@ -326,4 +326,6 @@ async def test_an_abort_releases_the_unique_key(clocked_engine: RedisEngine) -> 
     held = await claim_one(clocked_engine)
     assert held.id == running
     assert await clocked_engine.abort(running) is True
+    base = QueueKeys.of(clocked_engine.settings.prefix, QUEUE).base
+    assert [k async for k in clocked_engine.redis.scan_iter(match=f"{base}:u:*")] == [], "the lock is gone"
     assert await SyncAccount.dispatch({"account_id": 501}) not in (waiting, running)
