@@ -7,6 +7,7 @@ from .engine import RedisEngine
 from .engine_base import WorkerEngine
 from .errors import (
     AiojobsRedisError,
+    BadResult,
     ConfigurationError,
     DuplicateJobName,
     EmbeddedServerError,
@@ -18,6 +19,9 @@ from .errors import (
     InvalidJobId,
     InvalidPayload,
     InvalidQueueName,
+    JobAborted,
+    JobFailed,
+    JobNotFound,
     MalformedJob,
     NotReplicated,
     PayloadError,
@@ -33,6 +37,7 @@ from .hooks import Hooks, JobContext
 from .job import Job
 from .lifecycle import Observer
 from .records import JobInfo, QueueStats
+from .results import JobRef
 from .sharding import ShardedQueue
 from .signals import drain_on_signal
 from .sync import SyncEngine
@@ -40,6 +45,7 @@ from .worker import Worker
 
 __all__ = [
     "AiojobsRedisError",
+    "BadResult",
     "ConfigurationError",
     "DuplicateJobName",
     "EmbeddedServerError",
@@ -53,8 +59,12 @@ __all__ = [
     "InvalidPayload",
     "InvalidQueueName",
     "Job",
+    "JobAborted",
     "JobContext",
+    "JobFailed",
     "JobInfo",
+    "JobNotFound",
+    "JobRef",
     "MalformedJob",
     "NotReplicated",
     "Observer",

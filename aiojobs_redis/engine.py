@@ -30,6 +30,7 @@ from .errors import EngineError, EngineUnavailable
 from .keys import QueueKeys, format_key, queues_key, validate_queue
 from .records import Claim, ClaimedJob, Reaped, parse_claim
 from .redis_clock import RedisClock
+from .results import Results
 from .scripts import ScriptCall, Scripts, run_pipelined
 from .telemetry_store import TelemetryStore
 from .versioning import FormatGuard
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Redis TIME
 
 
-class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
+class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Results):
     """The Redis engine; open it with `aiojobs_redis.connect()` or `async with RedisEngine()`."""
 
     def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
@@ -116,6 +117,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
             await self.wire.aclose()
         if self._blocking is not None:
             await topology.close(self._blocking)
+        await self._close_waiting()
         await topology.close(self.redis)
 
     def __repr__(self) -> str:
@@ -312,12 +314,15 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
             lost = await self.scripts.renew(keys=[keys.running], args=args)
         return [x.decode() for x in lost]
 
-    async def ack(self, job: ClaimedJob) -> bool:
+    async def ack(self, job: ClaimedJob, *, result: bytes | None = None, keep_ms: int = 0) -> bool:
         """End a job that succeeded; False when this worker no longer holds its lease.
 
+        `result` (JSON) is kept for `keep_ms` when both are given (keep_result; results.py).
         Concurrent acks share a round trip (see batching.py).
         """
         pending = PendingAck(queue=job.queue, job_id=job.id, token=job.token)
+        if result is not None and keep_ms > 0:
+            pending.result, pending.keep_ms = result, keep_ms
         await self._acks.submit(pending)
         return pending.acked
 
@@ -325,6 +330,9 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
         by_queue: dict[str, list[PendingAck]] = {}
         for pending in batch:
             by_queue.setdefault(pending.queue, []).append(pending)
+        if any(pending.result is not None for pending in batch):
+            # Jobs that keep a result go after the others, behind an empty string (ack.lua).
+            by_queue = {q: sorted(items, key=lambda p: p.result is not None) for q, items in by_queue.items()}
         calls: list[ScriptCall] = []
         for queue, items in by_queue.items():
             keys = self.keys(queue)
@@ -334,8 +342,15 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
                 self.settings.replay_guard_ms,
                 self._now_arg(),
             ]
+            kept = False
             for pending in items:
-                args += (pending.job_id, pending.token)
+                if pending.result is None:
+                    args += (pending.job_id, pending.token)
+                else:
+                    if not kept:
+                        args.append("")
+                        kept = True
+                    args += (pending.job_id, pending.token, pending.keep_ms, pending.result)
             calls.append((self.scripts.ack, [keys.running], args))
         try:
             async with redis_errors("ack"):
@@ -358,20 +373,23 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore):
             )
         return bool(done)
 
-    async def fail(self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True) -> bool:
+    async def fail(
+        self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True, notify: bool = False
+    ) -> bool:
+        """Fail the job for good. `notify`: its class keeps results, so tell its waiters."""
         keys = self.keys(job.queue)
+        args: list[Any] = [
+            job.id,
+            job.token,
+            orjson.dumps(error),
+            self.settings.failed_ttl_ms,
+            1 if count_attempt else 0,
+            self._now_arg(),
+        ]
+        if notify:
+            args.append(keys.base)
         async with redis_errors(f"fail {job.id}"):
-            done = await self.scripts.fail(
-                keys=[keys.running, keys.failed, keys.job(job.id)],
-                args=[
-                    job.id,
-                    job.token,
-                    orjson.dumps(error),
-                    self.settings.failed_ttl_ms,
-                    1 if count_attempt else 0,
-                    self._now_arg(),
-                ],
-            )
+            done = await self.scripts.fail(keys=[keys.running, keys.failed, keys.job(job.id)], args=args)
         return bool(done)
 
     async def release(self, job: ClaimedJob) -> bool:

@@ -7,15 +7,21 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import MethodType
-from typing import Any, ClassVar, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 
 from . import registry
+from .codec import encode_payload
 from .context import current_engine
 from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
 from .typed_payloads import check_payload_type
+
+if TYPE_CHECKING:
+    from .engine_base import WorkerEngine
+    from .records import ClaimedJob
+    from .results import JobRef
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:<>\-]{0,199}")
 _UNSET: Any = object()
@@ -69,6 +75,9 @@ class Job:
                    class's __qualname__ ("SendEmail"), whatever module it is imported as
       aliases      more names the class answers to, e.g. ("OldName",) after a rename, so
                    that jobs stored under the old name still run; not inherited
+      keep_result  keep what handle() returns (JSON) this long after the job is done,
+                   e.g. "+1 hour"; None (default) keeps nothing. Read it with
+                   `await SendEmail.ref(job_id).result(timeout=30)` (see results.py)
 
     Two different classes may not claim one name (or alias): defining the second raises
     DuplicateJobName; give one of them its own `name`. A class also answers to 0.1's default
@@ -76,6 +85,8 @@ class Job:
 
     `dispatch` works on the class too: `await SendEmail.dispatch(payload)` is
     `await SendEmail().dispatch(payload)`.
+
+    Inside handle(), `await self.set_progress(value)` records how far the job has got.
 
     Methods you may override: `retry_delay(exc, attempt)` (the wait before the next try)
     and `on_exhausted(exc)` (called once when the job fails for good).
@@ -95,9 +106,11 @@ class Job:
     payload_type: ClassVar[type[Any] | None] = None
     name: ClassVar[str] = "Job"
     aliases: ClassVar[tuple[str, ...]] = ()
+    keep_result: ClassVar[Delay | None] = None
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
+    keep_result_ms: ClassVar[int] = 0
     timeout_ms: ClassVar[int | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
 
@@ -131,6 +144,11 @@ class Job:
                 isinstance(t, type) and issubclass(t, BaseException) for t in types
             ):
                 raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
+        cls.keep_result_ms = 0
+        if cls.keep_result is not None:
+            cls.keep_result_ms = to_ms(cls.keep_result, what=f"{cls.__qualname__}.keep_result")
+            if cls.keep_result_ms <= 0:
+                raise ValueError(f"{cls.__qualname__}.keep_result must be a positive time, or None")
         check_payload_type(cls.__qualname__, cls.payload_type)
         _register(cls)
 
@@ -139,6 +157,7 @@ class Job:
         self.id: str | None = None
         self.attempt: int = 0  # 1 on the first try; set by the worker
         self._delay_ms: int | None = None
+        self._lease: tuple[WorkerEngine, ClaimedJob] | None = None  # set by the worker running it
 
     def set_payload(self, payload: Any) -> Self:
         self.payload = payload
@@ -186,7 +205,29 @@ class Job:
         engine = current_engine()
         return await engine.dispatch_many(jobs, durable=durable)
 
-    async def handle(self) -> None:
+    @classmethod
+    def ref(cls, job_id: str) -> JobRef:
+        """A handle on the job `job_id` of this class, to wait for its result or read its
+        progress (no I/O until used; the engine is the current one, the queue the class's)."""
+        from .results import JobRef  # results imports this module's neighbours
+
+        return JobRef(job_id, cls.queue)
+
+    async def set_progress(self, progress: Any) -> bool:
+        """Record how far this run has got (a small JSON value), for `ref().progress()`, the
+        CLI and the dashboard. One round trip per call.
+
+        False when this run no longer holds the job (its lease lapsed and another run took
+        over): nothing is recorded, and the run should stop. Outside a worker (the sync
+        engine, a test calling handle() itself) it records nothing and returns True.
+        PayloadNotSerializable or PayloadTooLarge (max_payload_bytes) for a bad value.
+        """
+        if self._lease is None:
+            return True
+        engine, claimed = self._lease
+        return await engine.set_progress(claimed, encode_payload(progress, engine.settings.max_payload_bytes))
+
+    async def handle(self) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define async def handle(self)")
 
     def retries(self, exc: BaseException) -> bool:

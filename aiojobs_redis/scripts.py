@@ -73,6 +73,7 @@ class Scripts:
     forget_failed: Script
     record_events: Script
     format: Script
+    progress: Script
 
     def __init__(self, redis: Redis, wire: Wire | None = None) -> None:
         for name in SCRIPT_NAMES:

@@ -450,6 +450,7 @@ class Worker:
         cls = self._lookup(claimed.name.decode("utf-8"))
         job = cls(decode_job_payload(cls, claimed.payload))
         job.id, job.attempt = claimed.id, claimed.attempt
+        job._lease = (self.engine, claimed)  # for set_progress(), fenced by the token
         return job
 
     async def _retrying(

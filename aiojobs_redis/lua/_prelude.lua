@@ -102,3 +102,20 @@ local function parse_inline(entry, from)
   if not id or string.len(id) > 64 or string.len(name) > 200 or payload == '' then return nil end
   return id, name, max_attempts, created, payload
 end
+
+-- Results (keep_result): a job that keeps its result, once done, leaves it at <base>:r:<id>
+-- for keep ms. A job that keeps its result and ends (done, failed, aborted) adds one entry
+-- to <base>:n:<id>, a stream a waiter blocks on with XREAD (non-destructive: every waiter
+-- wakes); it expires after ENDED_NOTICE_MS, the waiter reads the record itself.
+local ENDED_NOTICE_MS = 60000
+
+local function notify_ended(base, id, state)
+  local stream = base .. ':n:' .. id
+  redis.call('XADD', stream, 'MAXLEN', '1', '*', 's', state)
+  redis.call('PEXPIRE', stream, ENDED_NOTICE_MS)
+end
+
+local function keep_result(base, id, keep, result)
+  redis.call('SET', base .. ':r:' .. id, result, 'PX', keep)
+  notify_ended(base, id, 'done')
+end

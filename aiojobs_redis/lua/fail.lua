@@ -2,6 +2,7 @@
 -- KEYS[1] running zset  KEYS[2] failed zset  KEYS[3] job hash
 -- ARGV[1] id  ARGV[2] token  ARGV[3] error JSON  ARGV[4] failed TTL ms
 -- ARGV[5] 1 to count this run as an attempt, else 0  ARGV[6] now ms ('' = TIME)
+-- ARGV[7] (optional) the queue key base when the job keeps its result: its waiters are told
 -- Returns 1 when moved to failed (now, or already by this token: a replay), 0 when the lease
 -- is no longer held (nothing changes).
 local running_key, failed_key, key = KEYS[1], KEYS[2], KEYS[3]
@@ -15,4 +16,5 @@ redis.call('HDEL', key, 't', 'w')
 redis.call('HSET', key, 'x', 'fail ' .. token)
 redis.call('PEXPIRE', key, ttl)
 redis.call('ZADD', failed_key, now, id)
+if ARGV[7] then notify_ended(ARGV[7], id, 'failed') end
 return 1
