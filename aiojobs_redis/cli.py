@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from . import cli_failed, doctor, registry
+from . import cli_failed, cli_job, doctor, registry
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     cli_failed.add_commands(commands, connection, whole_number_at_least_1, whole_number_at_least_0)
+    cli_job.add_command(commands, connection)
 
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
     stats.add_argument("--queue", help="only this queue, with its shards (default: every queue)")
@@ -350,6 +351,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return doctor.exit_code(findings, strict=args.strict)
         if args.command == "dashboard":
             return await _dashboard(engine, args)
+        if args.command == "job":
+            return await cli_job.run(engine, args)
         return await cli_failed.run(engine, args)
 
 
