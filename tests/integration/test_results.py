@@ -17,7 +17,7 @@ from support.resultapp import QUEUE, Briefly, Plain, Refuses, Sum, Unkeepable
 from support.wait import eventually
 from support.worker_procs import Workers
 
-from aiojobs_redis import JobFailed, JobNotFound, RedisEngine, Settings, Worker, use_engine
+from aiojobs_redis import JobAborted, JobFailed, JobNotFound, RedisEngine, Settings, Worker, use_engine
 from aiojobs_redis.batching import PendingAck
 from aiojobs_redis.records import ClaimedJob
 from aiojobs_redis.scripts import SCRIPT_NAMES, source
@@ -230,3 +230,39 @@ async def test_plain_jobs_pay_nothing_on_the_ack_path_and_kept_results_pay_three
     assert plain_cost == {k: v for k, v in PLAIN_ACKS.items() if v}
     extra = {k: kept_cost.get(k, 0) - PLAIN_ACKS.get(k, 0) for k in kept_cost}
     assert {k: v for k, v in extra.items() if v} == {"set": 10, "xadd": 10, "pexpire": 10}
+
+
+# -- ends that send no notice: seen at the waiter's next look -------------------------------------
+
+
+async def test_a_waiter_sees_an_abort_and_a_reaped_stall_within_a_slice(engine: RedisEngine) -> None:
+    aborted_id = await Sum.dispatch({"numbers": [1]})
+    stalled_id = await Sum.dispatch({"numbers": [2]})
+    [claim] = await engine.claim_many([(QUEUE, 2, "1")], worker_id="w", lease_ms=100)
+    assert len(claim.jobs) == 2
+    keys = engine.keys(QUEUE)
+    caught: dict[str, BaseException] = {}
+
+    async def wait(job_id: str) -> None:
+        try:
+            await Sum.ref(job_id).result(timeout=30)
+        except Exception as exc:
+            caught[job_id] = exc
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait, aborted_id)
+        group.start_soon(wait, stalled_id)
+        await anyio.sleep(0.3)
+        # As an abort leaves a running job: final, state "aborted", with its reason.
+        await engine.redis.zrem(keys.running, aborted_id)
+        await engine.redis.hset(keys.job(aborted_id), mapping={"s": "aborted", "X": "user cancelled"})
+        await engine.redis.hdel(keys.job(aborted_id), "t")
+        reaped = await engine.reap(QUEUE, max_stalls=0)  # its lease lapsed: failed as stalled
+        assert reaped.failed == [stalled_id]
+    waited = time.monotonic() - started
+    print(f"\nresults: an abort and a stall, neither notified, seen after {waited:.2f} s")
+    aborted, stalled = caught[aborted_id], caught[stalled_id]
+    assert isinstance(aborted, JobAborted) and aborted.reason == "user cancelled"
+    assert isinstance(stalled, JobFailed) and stalled.reason == "stalled"
+    assert waited < 10
