@@ -129,6 +129,7 @@ async def test_a_wait_that_times_out_leaves_the_job_untouched_and_barely_talks_t
     assert info is not None and info.state == "ready" and stats.ready == 1
 
 
+@pytest.mark.deployments  # also on a Cluster and behind Sentinel: see conftest.py
 async def test_a_waiter_wakes_when_the_job_ends_not_at_its_next_slice(engine: RedisEngine) -> None:
     job_id = await Sum.dispatch({"numbers": [4, 5], "sleep": 0.5})
     async with running_worker(engine):
@@ -140,6 +141,7 @@ async def test_a_waiter_wakes_when_the_job_ends_not_at_its_next_slice(engine: Re
     assert entries == 1
 
 
+@pytest.mark.deployments
 async def test_many_waiters_of_one_job_all_wake(engine: RedisEngine) -> None:
     job_id = await Sum.dispatch({"numbers": [2], "sleep": 0.3})
     got: list[Any] = []
