@@ -60,6 +60,8 @@ class Results:
 
         async def _get_job(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None: ...
 
+        async def _find_inline(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None: ...
+
     _waiting: Redis | None = None  # for XREAD BLOCK (see the module's docstring)
     _waiting_slots: anyio.Semaphore | None = None
 
@@ -110,7 +112,7 @@ class Results:
 
     # -- reading the state ---------------------------------------------------------------------
 
-    async def _outcome(self, queue: str, job_id: str) -> Any:
+    async def _outcome(self, queue: str, job_id: str, *, looked_inline: bool = False) -> Any:
         """The kept result, or PENDING; raises for a job that ended otherwise or is unknown."""
         keys = self.keys(queue)
         reading = redis_errors(f"read the state of {job_id}")
@@ -123,17 +125,13 @@ class Results:
             return orjson.loads(result)
         if kind == b"hash" and isinstance(fields, list):
             return _judge(job_id, *fields)
-        if kind == b"none":
-            # Unknown, or waiting inline in the queue list (no key of its own until claimed).
-            found = await self._get_job(queue, job_id, False)
-            if found is not None and found.state not in ("done", None):
-                if found.state in ("failed", "aborted"):  # ended since it was read: judge its hash
-                    return await self._outcome(queue, job_id)
+        if kind == b"none" and not looked_inline:
+            # Unknown, or waiting inline in the queue list: no key of its own until claimed
+            # (the list is read in slices, O(jobs waiting)). If not there, a claim may have
+            # taken it meanwhile: read again.
+            if await self._find_inline(queue, job_id, False) is not None:
                 return PENDING
-            async with redis_errors(f"read the result of {job_id}"):
-                result = await self.redis.get(keys.result(job_id))  # it may have ended meanwhile
-            if result is not None:
-                return orjson.loads(result)
+            return await self._outcome(queue, job_id, looked_inline=True)
         raise JobNotFound(f"job {job_id} in queue {queue}: unknown, or ended with no result kept")
 
     async def _located(self, queue: str, job_id: str) -> str:
