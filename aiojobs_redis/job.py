@@ -53,6 +53,15 @@ class _Dispatch:
         return cast(_DispatchCall, dispatch_new)
 
 
+class RunHolder(Protocol):
+    """What runs a job (a Worker): its engine, and whom to tell that the lease is gone."""
+
+    @property
+    def engine(self) -> WorkerEngine: ...
+
+    def lease_refused(self, claimed: ClaimedJob) -> None: ...
+
+
 class Job:
     """Subclass, set the class attributes you need, and write `async def handle(self)`.
 
@@ -157,7 +166,7 @@ class Job:
         self.id: str | None = None
         self.attempt: int = 0  # 1 on the first try; set by the worker
         self._delay_ms: int | None = None
-        self._lease: tuple[WorkerEngine, ClaimedJob] | None = None  # set by the worker running it
+        self._lease: tuple[RunHolder, ClaimedJob] | None = None  # set by the worker running it
 
     def set_payload(self, payload: Any) -> Self:
         self.payload = payload
@@ -218,14 +227,21 @@ class Job:
         CLI and the dashboard. One round trip per call.
 
         False when this run no longer holds the job (its lease lapsed and another run took
-        over): nothing is recorded, and the run should stop. Outside a worker (the sync
+        over): nothing is recorded, and the worker cancels the run as it does when a renewal
+        finds the lease lost (its outcome is discarded). Outside a worker (the sync
         engine, a test calling handle() itself) it records nothing and returns True.
         PayloadNotSerializable or PayloadTooLarge (max_payload_bytes) for a bad value.
         """
         if self._lease is None:
             return True
-        engine, claimed = self._lease
-        return await engine.set_progress(claimed, encode_payload(progress, engine.settings.max_payload_bytes))
+        holder, claimed = self._lease
+        engine = holder.engine
+        recorded = await engine.set_progress(
+            claimed, encode_payload(progress, engine.settings.max_payload_bytes)
+        )
+        if not recorded:
+            holder.lease_refused(claimed)
+        return recorded
 
     async def handle(self) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define async def handle(self)")

@@ -190,9 +190,19 @@ async def test_set_progress_of_a_stale_run_is_refused(engine: RedisEngine) -> No
     fresh = await claim("w-b", 30_000)
     assert await engine.set_progress(fresh, b'{"step":"b1"}')
 
+    refused: list[ClaimedJob] = []
+
+    class Holder:  # what a Worker is to the job it runs
+        def __init__(self) -> None:
+            self.engine = engine
+
+        def lease_refused(self, claimed: ClaimedJob) -> None:
+            refused.append(claimed)
+
     job = Sum({"numbers": [1]})
-    job._lease = (engine, stale)
+    job._lease = (Holder(), stale)
     assert await job.set_progress({"step": 2}) is False
+    assert refused == [stale], "the run is told its lease is gone"
     assert await engine.set_progress(stale, b'{"step":3}') is False
     assert await engine.progress(QUEUE, job_id) == {"step": "b1"}
     assert await engine.redis.hget(keys.job(job_id), "t") == fresh.token.encode()

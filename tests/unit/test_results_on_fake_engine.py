@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
 
-from aiojobs_redis import Job, JobFailed, JobNotFound, PermanentFailure, use_engine
+from aiojobs_redis import Job, JobFailed, JobNotFound, PermanentFailure, Worker, use_engine
 from aiojobs_redis.testing import FakeClock, FakeEngine
 
 pytestmark = pytest.mark.anyio
@@ -32,6 +32,20 @@ class Declined(Job):
 
     async def handle(self) -> None:
         raise PermanentFailure("declined")
+
+
+class Overtaken(Job):
+    """Finds its lease taken over while it runs, then reports progress."""
+
+    name = "fake_results.Overtaken"
+    queue = QUEUE
+    engine: FakeEngine
+    answers: ClassVar[list[bool]] = []
+
+    async def handle(self) -> None:
+        self.engine.take_lease(str(self.id))
+        self.answers.append(await self.set_progress("halfway"))
+        await anyio.sleep_forever()  # cancelled: the worker treats the run as lost
 
 
 class Opaque(Job):
@@ -98,3 +112,15 @@ async def test_set_progress_of_a_run_that_lost_its_lease_is_refused(fake: FakeEn
     fake.take_lease(job_id)
     assert not await fake.set_progress(claimed, b"2")
     assert await fake.progress(QUEUE, job_id) == 1
+
+
+async def test_a_worker_cancels_a_run_whose_progress_was_refused(fake: FakeEngine) -> None:
+    Overtaken.engine = fake
+    with use_engine(fake):
+        job_id = await Overtaken.dispatch({})
+    worker = Worker(fake, [QUEUE], burst=True, clock=fake.clock, telemetry=False)
+    with anyio.fail_after(5):
+        await worker.run()
+    assert Overtaken.answers == [False]
+    assert worker.counters.lost == 1 and worker.counters.succeeded == 0
+    assert fake.jobs[job_id].progress is None
