@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from . import sharding, topology
 from .boundary import redis_errors
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 FIRST_SLICE = 1.0  # seconds a waiter blocks before it reads the state again
 LAST_SLICE = 5.0  # ... growing to this
+CLUSTER_BLOCKING_CONNECTIONS = 256  # per node, as topology.open_client(blocking=True) makes them
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,11 @@ class Results:
         client, slots = self._waiting_client()
         stream = self.keys(queue).ended(job_id)
         async with slots, redis_errors(f"wait for {job_id}"):
+            if isinstance(client, RedisCluster):
+                # Discovered once, shielded: many first waits at once, or one cancelled half
+                # way, break redis-py's discovery (as topology.blpop_any does).
+                with anyio.CancelScope(shield=True):
+                    await client.initialize()
             reply: Any = await client.xread({stream: seen}, count=1, block=max(1, round(seconds * 1000)))
         if not reply:
             return seen
@@ -166,18 +172,22 @@ class Results:
         return entries[-1][0].decode() if entries else seen
 
     def _waiting_client(self) -> tuple[Redis, anyio.Semaphore]:
+        """A client like the engine's, with a socket timeout that outlasts a slice, and how
+        many may wait at once (more wait their turn here rather than fail in the pool)."""
         if self._waiting is None or self._waiting_slots is None:
             options = dict(self._options, socket_timeout=LAST_SLICE + self.settings.socket_timeout)
             slots = self.settings.max_connections
-            if topology.of(self.settings).kind == "single":
-                # Waiters beyond the cap queue for a connection rather than fail.
+            kind = topology.of(self.settings).kind
+            if kind == "single":
                 pool = BlockingConnectionPool.from_url(
                     self.settings.url, max_connections=slots, timeout=None, **options
                 )
                 self._waiting = Redis(connection_pool=pool)
-            else:
+            elif kind == "cluster":
                 self._waiting = topology.open_client(self.settings, options, blocking=True)
-                slots = 4  # the blocking clients' own cap (topology.open_client)
+                slots = CLUSTER_BLOCKING_CONNECTIONS
+            else:  # Sentinel: a pool as large as the engine's
+                self._waiting = topology.open_client(self.settings, options)
             self._waiting_slots = anyio.Semaphore(slots)
         return self._waiting, self._waiting_slots
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from support.engine_calls import engine_with
 from support.faultapp import Record  # noqa: F401 - registered for the worker processes' queue
 from support.proxy import FaultProxy, Rule, evalsha
 from support.redis_server import RedisServer
@@ -278,3 +279,20 @@ async def test_a_waiter_sees_an_abort_and_a_reaped_stall_within_a_slice(engine: 
     assert isinstance(aborted, JobAborted) and aborted.reason == "user cancelled"
     assert isinstance(stalled, JobFailed) and stalled.reason == "stalled"
     assert waited < 10
+
+
+async def test_more_waiters_than_connections_take_turns_and_all_get_their_result(settings: Settings) -> None:
+    async with engine_with(settings, max_connections=2) as engine:
+        ids = await Sum.dispatch_many([{"numbers": [n], "sleep": 0.3} for n in range(8)])
+        got: dict[str, Any] = {}
+
+        async def wait(job_id: str) -> None:
+            got[job_id] = await Sum.ref(job_id).result(timeout=60)
+
+        started = time.monotonic()
+        async with running_worker(engine), anyio.create_task_group() as group:
+            for job_id in ids:
+                group.start_soon(wait, job_id)
+        waited = time.monotonic() - started
+    print(f"\nresults: 8 waiters on 2 connections had their results after {waited:.2f} s")
+    assert got == {job_id: {"sum": n} for n, job_id in enumerate(ids)}
