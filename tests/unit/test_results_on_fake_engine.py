@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from aiojobs_redis import Job, JobFailed, JobNotFound, PermanentFailure, Worker, use_engine
+from aiojobs_redis import Job, JobFailed, JobNotFound, PermanentFailure, SyncEngine, Worker, use_engine
 from aiojobs_redis.testing import FakeClock, FakeEngine
 
 pytestmark = pytest.mark.anyio
@@ -124,3 +124,19 @@ async def test_a_worker_cancels_a_run_whose_progress_was_refused(fake: FakeEngin
     assert Overtaken.answers == [False]
     assert worker.counters.lost == 1 and worker.counters.succeeded == 0
     assert fake.jobs[job_id].progress is None
+
+
+async def test_the_sync_engine_keeps_results_as_it_runs_jobs() -> None:
+    sync = SyncEngine(raise_on_failure=False)
+    with use_engine(sync):
+        total = await Total.dispatch({"n": [2, 3]})
+        declined = await Declined.dispatch({})
+        assert await Total.ref(total).result() == {"total": 5}
+        with pytest.raises(JobFailed) as failed:
+            await Declined.ref(declined).result()
+        with pytest.raises(JobNotFound):
+            await Total.ref("unknown").result()
+        opaque = await Opaque.dispatch({})
+        with pytest.raises(JobFailed) as bad:
+            await Opaque.ref(opaque).result()
+    assert failed.value.reason == "permanent" and bad.value.reason == "bad_result"
