@@ -3,9 +3,10 @@ and waiting for work. It never starts tasks, and sleeps only to idle under a pre
 data format is too new for it (versioning.py): the worker does the rest.
 
 Inspection and the failed set are in admin.py, telemetry's reads and writes in
-telemetry_store.py, Redis's clock in redis_clock.py and the building of dispatch calls in
-dispatch_args.py (all mixed into RedisEngine); the mapping of redis-py's errors to ours in
-boundary.py. Together they are all the Redis I/O of the Redis engine.
+telemetry_store.py, Redis's clock in redis_clock.py, the building of dispatch calls in
+dispatch_args.py, results and progress in results.py (all mixed into RedisEngine); the
+mapping of redis-py's errors to ours in boundary.py. Together they are all the Redis I/O of
+the Redis engine.
 """
 
 from __future__ import annotations

@@ -232,9 +232,10 @@ class Job:
         engine, a test calling handle() itself) it records nothing and returns True.
         PayloadNotSerializable or PayloadTooLarge (max_payload_bytes) for a bad value.
         """
-        if self._lease is None:
+        lease = getattr(self, "_lease", None)  # a subclass's __init__ may skip Job's
+        if lease is None:
             return True
-        holder, claimed = self._lease
+        holder, claimed = lease
         engine = holder.engine
         recorded = await engine.set_progress(
             claimed, encode_payload(progress, engine.settings.max_payload_bytes)
