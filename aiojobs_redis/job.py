@@ -232,9 +232,8 @@ class Job:
         engine, a test calling handle() itself) it records nothing and returns True.
         PayloadNotSerializable or PayloadTooLarge (max_payload_bytes) for a bad value.
         """
-        lease: tuple[RunHolder, ClaimedJob] | None = getattr(
-            self, "_lease", None
-        )  # an __init__ may skip Job's
+        # getattr: a subclass's __init__ may not call Job's.
+        lease: tuple[RunHolder, ClaimedJob] | None = getattr(self, "_lease", None)
         if lease is None:
             return True
         holder, claimed = lease
