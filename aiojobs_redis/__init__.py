@@ -8,6 +8,7 @@ from .engine import RedisEngine
 from .engine_base import WorkerEngine
 from .errors import (
     AiojobsRedisError,
+    BadResult,
     ConfigurationError,
     DuplicateJob,
     DuplicateJobName,
@@ -21,6 +22,9 @@ from .errors import (
     InvalidPayload,
     InvalidQueueName,
     InvalidSchedule,
+    JobAborted,
+    JobFailed,
+    JobNotFound,
     MalformedJob,
     NotReplicated,
     PayloadError,
@@ -36,6 +40,7 @@ from .hooks import Hooks, JobContext
 from .job import Job
 from .lifecycle import Observer
 from .records import JobInfo, QueueStats
+from .results import JobRef
 from .schedules import Cron, Every
 from .sharding import ShardedQueue
 from .signals import drain_on_signal
@@ -44,6 +49,7 @@ from .worker import Worker
 
 __all__ = [
     "AiojobsRedisError",
+    "BadResult",
     "ConfigurationError",
     "Cron",
     "DuplicateJob",
@@ -61,8 +67,12 @@ __all__ = [
     "InvalidQueueName",
     "InvalidSchedule",
     "Job",
+    "JobAborted",
     "JobContext",
+    "JobFailed",
     "JobInfo",
+    "JobNotFound",
+    "JobRef",
     "MalformedJob",
     "NotReplicated",
     "Observer",

@@ -46,6 +46,8 @@ class PendingAck(Pending):
     job_id: str = ""
     token: str = ""
     acked: bool = False
+    result: bytes | None = None  # the result JSON to keep, for a class with keep_result
+    keep_ms: int = 0  # how long to keep it
 
 
 P = TypeVar("P", bound=Pending)

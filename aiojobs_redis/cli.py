@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from . import cli_abort, cli_failed, cli_schedules, doctor, registry
+from . import cli_abort, cli_failed, cli_job, cli_schedules, doctor, registry
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_failed.add_commands(commands, connection, whole_number_at_least_1, whole_number_at_least_0)
     cli_abort.add_command(commands, connection)
     cli_schedules.add_commands(commands, connection)
+    cli_job.add_command(commands, connection)
 
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
     stats.add_argument("--queue", help="only this queue, with its shards (default: every queue)")
@@ -371,6 +372,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return await cli_abort.run(engine, args)
         if args.command == "schedules":
             return await cli_schedules.run(engine, args)
+        if args.command == "job":
+            return await cli_job.run(engine, args)
         return await cli_failed.run(engine, args)
 
 

@@ -49,10 +49,7 @@ def add_commands(
     show = failed_cmds.add_parser(
         "show", parents=[connection], help="one job: its record, error and traceback"
     )
-    show.add_argument("id", metavar="JOB_ID", help="the failed job to show")
-    show.add_argument("--queue", help="the job's queue (needed for a job still waiting to run)")
-    show.add_argument("--payload", action="store_true", help="print the payload too (it may hold secrets)")
-    show.add_argument("--json", action="store_true", help="the record as one JSON object")
+    add_one_job_arguments(show, "the failed job to show")
 
     retry = failed_cmds.add_parser(
         "retry", parents=[connection], help="run failed jobs again, with fresh attempts"
@@ -71,6 +68,14 @@ def add_commands(
     flush.add_argument(
         "--yes", action="store_true", help="do not ask for confirmation (needed when not on a terminal)"
     )
+
+
+def add_one_job_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The arguments of a command about one job: its id, --queue, --payload, --json."""
+    parser.add_argument("id", metavar="JOB_ID", help=what)
+    parser.add_argument("--queue", help="the job's queue (needed for a job still waiting to run)")
+    parser.add_argument("--payload", action="store_true", help="print the payload too (it may hold secrets)")
+    parser.add_argument("--json", action="store_true", help="the record as one JSON object")
 
 
 def _check_retry(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
@@ -176,21 +181,31 @@ def _summary(error: dict[str, Any] | None) -> str:
     return f"[{error.get('reason', '?')}] {error.get('type', '')}: {message}".strip()
 
 
-async def _show(engine: RedisEngine, args: argparse.Namespace) -> int:
+async def find_one_job(engine: RedisEngine, args: argparse.Namespace) -> JobInfo | None:
+    """The job of a one-job command (id, --queue, --payload)."""
     try:
-        job = await engine.find_job(args.id, args.queue, with_payload=args.payload)
+        return await engine.find_job(args.id, args.queue, with_payload=args.payload)
     except MalformedJob as exc:  # a payload that is not JSON: shown without it, and said
         print(f"aiojobs-redis: {exc}", file=sys.stderr)
-        job = await engine.find_job(args.id, args.queue)
+        return await engine.find_job(args.id, args.queue)
+
+
+async def events_of(engine: RedisEngine, job: JobInfo) -> list[Event]:
+    """The job's runs still in the event stream; none (and said) when they cannot be read."""
+    try:
+        return await engine.job_events(job.queue, job.id)
+    except EngineError as exc:  # the event stream is extra: an ACL without XREVRANGE, say
+        print(f"aiojobs-redis: runs not shown: {exc}", file=sys.stderr)
+        return []
+
+
+async def _show(engine: RedisEngine, args: argparse.Namespace) -> int:
+    job = await find_one_job(engine, args)
     if job is None:
         where = f" in queue {args.queue}" if args.queue else ""
         print(f"no job with id {args.id}{where}", file=sys.stderr)
         return 1
-    try:
-        events = await engine.job_events(job.queue, job.id)
-    except EngineError as exc:  # the event stream is extra: an ACL without XREVRANGE, say
-        print(f"aiojobs-redis: runs not shown: {exc}", file=sys.stderr)
-        events = []
+    events = await events_of(engine, job)
     if args.json:
         record = orjson.loads(orjson.dumps(job))
         if not args.payload:
@@ -218,6 +233,8 @@ def format_job(job: JobInfo, events: Sequence[Event], *, with_payload: bool) -> 
     ]
     if job.worker:
         lines.append(f"worker     {job.worker}")
+    if job.progress is not None:
+        lines.append(f"progress   {orjson.dumps(job.progress).decode()}")
     runs = [e for e in events if e.kind != "started"]
     if runs:
         lines.append("\nruns still in the event stream (oldest first):")

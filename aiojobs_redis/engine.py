@@ -3,9 +3,10 @@ and waiting for work. It never starts tasks, and sleeps only to idle under a pre
 data format is too new for it (versioning.py): the worker does the rest.
 
 Inspection and the failed set are in admin.py, telemetry's reads and writes in
-telemetry_store.py, Redis's clock in redis_clock.py and the building of dispatch calls in
-dispatch_args.py (all mixed into RedisEngine); the mapping of redis-py's errors to ours in
-boundary.py. Together they are all the Redis I/O of the Redis engine.
+telemetry_store.py, Redis's clock in redis_clock.py, the building of dispatch calls in
+dispatch_args.py, results and progress in results.py (all mixed into RedisEngine); the
+mapping of redis-py's errors to ours in boundary.py. Together they are all the Redis I/O of
+the Redis engine.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .errors import EngineError, EngineUnavailable
 from .keys import QueueKeys, format_key, queues_key, validate_queue
 from .records import Claim, ClaimedJob, Reaped, parse_claim
 from .redis_clock import RedisClock
+from .results import Results
 from .schedule_store import ScheduleStore
 from .scripts import ScriptCall, Scripts, run_pipelined
 from .telemetry_store import TelemetryStore
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Redis TIME
 
 
-class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, ScheduleStore):
+class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, ScheduleStore, Results):
     """The Redis engine; open it with `aiojobs_redis.connect()` or `async with RedisEngine()`."""
 
     def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
@@ -118,6 +120,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
             await self.wire.aclose()
         if self._blocking is not None:
             await topology.close(self._blocking)
+        await self._close_waiting()
         await topology.close(self.redis)
 
     def __repr__(self) -> str:
@@ -320,12 +323,15 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
             lost = await self.scripts.renew(keys=[keys.running], args=args)
         return [x.decode() for x in lost]
 
-    async def ack(self, job: ClaimedJob) -> bool:
+    async def ack(self, job: ClaimedJob, *, result: bytes | None = None, keep_ms: int = 0) -> bool:
         """End a job that succeeded; False when this worker no longer holds its lease.
 
+        `result` (JSON) is kept for `keep_ms` when both are given (keep_result; results.py).
         Concurrent acks share a round trip (see batching.py).
         """
         pending = PendingAck(queue=job.queue, job_id=job.id, token=job.token)
+        if result is not None and keep_ms > 0:
+            pending.result, pending.keep_ms = result, keep_ms
         await self._acks.submit(pending)
         return pending.acked
 
@@ -333,6 +339,9 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
         by_queue: dict[str, list[PendingAck]] = {}
         for pending in batch:
             by_queue.setdefault(pending.queue, []).append(pending)
+        if any(pending.result is not None for pending in batch):
+            # Jobs that keep a result go after the others, behind an empty string (ack.lua).
+            by_queue = {q: sorted(items, key=lambda p: p.result is not None) for q, items in by_queue.items()}
         calls: list[ScriptCall] = []
         for queue, items in by_queue.items():
             keys = self.keys(queue)
@@ -342,8 +351,15 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
                 self.settings.replay_guard_ms,
                 self._now_arg(),
             ]
+            kept = False
             for pending in items:
-                args += (pending.job_id, pending.token)
+                if pending.result is None:
+                    args += (pending.job_id, pending.token)
+                else:
+                    if not kept:
+                        args.append("")
+                        kept = True
+                    args += (pending.job_id, pending.token, pending.keep_ms, pending.result)
             calls.append((self.scripts.ack, [keys.running], args))
         try:
             async with redis_errors("ack"):
@@ -366,21 +382,23 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
             )
         return bool(done)
 
-    async def fail(self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True) -> bool:
+    async def fail(
+        self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True, notify: bool = False
+    ) -> bool:
+        """Fail the job for good. `notify`: its class keeps results, so tell its waiters."""
         keys = self.keys(job.queue)
+        args: list[Any] = [
+            job.id,
+            job.token,
+            orjson.dumps(error),
+            self.settings.failed_ttl_ms,
+            1 if count_attempt else 0,
+            self._now_arg(),
+            keys.base,
+            "1" if notify else "",
+        ]
         async with redis_errors(f"fail {job.id}"):
-            done = await self.scripts.fail(
-                keys=[keys.running, keys.failed, keys.job(job.id)],
-                args=[
-                    job.id,
-                    job.token,
-                    orjson.dumps(error),
-                    self.settings.failed_ttl_ms,
-                    1 if count_attempt else 0,
-                    self._now_arg(),
-                    keys.base,
-                ],
-            )
+            done = await self.scripts.fail(keys=[keys.running, keys.failed, keys.job(job.id)], args=args)
         return bool(done)
 
     async def release(self, job: ClaimedJob) -> bool:

@@ -69,16 +69,20 @@ class WorkerEngine(Engine, Protocol):
         them); a read, called once a second per queue while the worker runs jobs of it."""
         ...
 
-    async def ack(self, job: ClaimedJob) -> bool:
-        """The run succeeded; False when the lease is no longer held."""
+    async def ack(self, job: ClaimedJob, *, result: bytes | None = None, keep_ms: int = 0) -> bool:
+        """The run succeeded; False when the lease is no longer held. `result` (JSON) is kept
+        for `keep_ms` when both are given (the class's keep_result), and its waiters told."""
         ...
 
     async def retry(self, job: ClaimedJob, delay_ms: int, error: dict[str, Any]) -> bool:
         """Run the job again after `delay_ms`, using an attempt; False when not held."""
         ...
 
-    async def fail(self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True) -> bool:
-        """Fail the job for good; False when not held."""
+    async def fail(
+        self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True, notify: bool = False
+    ) -> bool:
+        """Fail the job for good; False when not held. `notify`: the class keeps results, so
+        waiters on its result are told at once."""
         ...
 
     async def release(self, job: ClaimedJob) -> bool:
@@ -109,4 +113,8 @@ class WorkerEngine(Engine, Protocol):
 
     async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
         """Return once work may be ready in `queues`, or after `block_seconds` (then False)."""
+        ...
+
+    async def set_progress(self, job: ClaimedJob, progress: bytes) -> bool:
+        """Record the running job's progress (JSON); False (nothing changes) when not held."""
         ...

@@ -142,3 +142,36 @@ class DuplicateJob(AiojobsRedisError):
         super().__init__(f"a job with unique key {lock!r} is live: {existing_id}")
         self.existing_id = existing_id
         self.lock = lock
+
+
+class JobFailed(AiojobsRedisError):
+    """The job ended in the failed set; `reason`, `type` and `message` say why.
+
+    `error` is the whole error record (with the traceback). reason "bad_result": handle()
+    returned a value that could not be kept (not JSON, or larger than max_payload_bytes).
+    """
+
+    def __init__(self, job_id: str, error: dict[str, object] | None = None) -> None:
+        self.job_id = job_id
+        self.error: dict[str, object] = dict(error or {})
+        self.reason = str(self.error.get("reason") or "error")
+        self.type = str(self.error.get("type") or "")
+        self.message = str(self.error.get("message") or "")
+        detail = f"{self.type}: {self.message}" if self.type else self.message
+        super().__init__(f"job {job_id} failed ({self.reason})" + (f": {detail}" if detail else ""))
+
+
+class JobAborted(AiojobsRedisError):
+    """The job was aborted before it could end; `reason` says why, when one was given."""
+
+    def __init__(self, job_id: str, reason: str | None = None) -> None:
+        self.job_id, self.reason = job_id, reason
+        super().__init__(f"job {job_id} was aborted" + (f": {reason}" if reason else ""))
+
+
+class JobNotFound(AiojobsRedisError, LookupError):
+    """No such job: the id is unknown, or the job ended and its result was not kept or has expired."""
+
+
+class BadResult(AiojobsRedisError, TypeError):
+    """handle() returned a value that cannot be kept: not JSON, or over max_payload_bytes."""

@@ -7,15 +7,21 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import MethodType
-from typing import Any, ClassVar, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 
 from . import registry, schedules, unique
+from .codec import encode_payload
 from .context import current_engine
 from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
 from .typed_payloads import check_payload_type
+
+if TYPE_CHECKING:
+    from .engine_base import WorkerEngine
+    from .records import ClaimedJob
+    from .results import JobRef
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:<>\-]{0,199}")
 _UNSET: Any = object()
@@ -45,6 +51,15 @@ class _Dispatch:
             return method(cls(), *args, **kwargs)
 
         return cast(_DispatchCall, dispatch_new)
+
+
+class RunHolder(Protocol):
+    """What runs a job (a Worker): its engine, and whom to tell that the lease is gone."""
+
+    @property
+    def engine(self) -> WorkerEngine: ...
+
+    def lease_refused(self, claimed: ClaimedJob) -> None: ...
 
 
 class Job:
@@ -82,6 +97,9 @@ class Job:
                    DuplicateJob; "replace" gives a job not yet started this payload (and
                    a delayed one this delay), or a running one a single pending successor,
                    stored when it ends
+      keep_result  keep what handle() returns (JSON) this long after the job is done,
+                   e.g. "+1 hour"; None (default) keeps nothing. Read it with
+                   `await SendEmail.ref(job_id).result(timeout=30)` (see results.py)
 
     Two different classes may not claim one name (or alias): defining the second raises
     DuplicateJobName; give one of them its own `name`. A class also answers to 0.1's default
@@ -89,6 +107,8 @@ class Job:
 
     `dispatch` works on the class too: `await SendEmail.dispatch(payload)` is
     `await SendEmail().dispatch(payload)`.
+
+    Inside handle(), `await self.set_progress(value)` records how far the job has got.
 
     Methods you may override: `retry_delay(exc, attempt)` (the wait before the next try)
     and `on_exhausted(exc)` (called once when the job fails for good).
@@ -113,9 +133,11 @@ class Job:
     unique_key: ClassVar[str | tuple[str, ...] | Callable[..., str] | None] = None
     unique_until: ClassVar[str] = "end"
     on_duplicate: ClassVar[str] = "keep"
+    keep_result: ClassVar[Delay | None] = None
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
+    keep_result_ms: ClassVar[int] = 0
     timeout_ms: ClassVar[int | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
 
@@ -149,6 +171,11 @@ class Job:
                 isinstance(t, type) and issubclass(t, BaseException) for t in types
             ):
                 raise ValueError(f"{cls.__qualname__}.{attr} must be a tuple of exception types")
+        cls.keep_result_ms = 0
+        if cls.keep_result is not None:
+            cls.keep_result_ms = to_ms(cls.keep_result, what=f"{cls.__qualname__}.keep_result")
+            if cls.keep_result_ms <= 0:
+                raise ValueError(f"{cls.__qualname__}.keep_result must be a positive time, or None")
         check_payload_type(cls.__qualname__, cls.payload_type)
         schedules.of_class(cls)  # a bad schedule fails at import, not in a worker
         unique.check_options(cls)
@@ -160,6 +187,7 @@ class Job:
         self.attempt: int = 0  # 1 on the first try; set by the worker
         self._delay_ms: int | None = None
         self.duplicate = False  # set by dispatch: a unique job whose key a live job held
+        self._lease: tuple[RunHolder, ClaimedJob] | None = None  # set by the worker running it
 
     def set_payload(self, payload: Any) -> Self:
         self.payload = payload
@@ -207,7 +235,38 @@ class Job:
         engine = current_engine()
         return await engine.dispatch_many(jobs, durable=durable)
 
-    async def handle(self) -> None:
+    @classmethod
+    def ref(cls, job_id: str) -> JobRef:
+        """A handle on the job `job_id` of this class, to wait for its result or read its
+        progress (no I/O until used; the engine is the current one, the queue the class's)."""
+        from .results import JobRef  # results imports this module's neighbours
+
+        return JobRef(job_id, cls.queue)
+
+    async def set_progress(self, progress: Any) -> bool:
+        """Record how far this run has got (a small JSON value), for `ref().progress()`, the
+        CLI and the dashboard. One round trip per call.
+
+        False when this run no longer holds the job (its lease lapsed and another run took
+        over): nothing is recorded, and the worker cancels the run as it does when a renewal
+        finds the lease lost (its outcome is discarded). Outside a worker (the sync
+        engine, a test calling handle() itself) it records nothing and returns True.
+        PayloadNotSerializable or PayloadTooLarge (max_payload_bytes) for a bad value.
+        """
+        # getattr: a subclass's __init__ may not call Job's.
+        lease: tuple[RunHolder, ClaimedJob] | None = getattr(self, "_lease", None)
+        if lease is None:
+            return True
+        holder, claimed = lease
+        engine = holder.engine
+        recorded = await engine.set_progress(
+            claimed, encode_payload(progress, engine.settings.max_payload_bytes)
+        )
+        if not recorded:
+            holder.lease_refused(claimed)
+        return recorded
+
+    async def handle(self) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define async def handle(self)")
 
     def retries(self, exc: BaseException) -> bool:

@@ -18,6 +18,10 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
     jobs:{payments}:bad:<id>   any   a malformed record moved aside
     jobs:{payments}:bad:queue  any   a queue key of another type than list, moved aside
     jobs:{payments}:claim:<w>  str   worker w's last claim, so a replayed claim is answered again
+    jobs:{payments}:r:<id>     str   the result JSON of a finished job whose class keeps results
+                                     (keep_result), until that time passes (results.py)
+    jobs:{payments}:n:<id>     stream one entry when such a job ends (done or failed), for
+                                     whoever waits on its result (XREAD BLOCK); expires soon
     jobs:{payments}:dd:<id>    str   a dispatch call already ran (<id>: its first job), until the
                                      replay guard passes, so a replayed call pushes nothing
     jobs:queues                set   every queue name ever used under this prefix
@@ -102,6 +106,7 @@ JOB_FIELDS = {
     "x": "last_step",  # "<step> <token>": the last ack/retry/fail/release, to answer replays
     "w": "worker",
     "e": "error",
+    "G": "progress",  # JSON the running job last set with set_progress()
     "r": "raw_entry",  # a queue entry that could not be read, kept by its quarantine record
     "v": "format_version",  # of the record; missing in records written by 0.1 (version 1)
 }
@@ -166,6 +171,14 @@ class QueueKeys:
 
     def job(self, job_id: str) -> str:
         return self.job_prefix + job_id
+
+    def result(self, job_id: str) -> str:
+        """A kept result (keep_result)."""
+        return f"{self.base}:r:{job_id}"
+
+    def ended(self, job_id: str) -> str:
+        """The stream a waiter on a kept result blocks on."""
+        return f"{self.base}:n:{job_id}"
 
     @property
     def aborted(self) -> str:

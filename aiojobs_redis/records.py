@@ -155,6 +155,7 @@ class JobInfo:
     payload: Any = field(default=None, repr=False)
     format_version: int = 1  # of the record as stored; 1 for one written by 0.1
     started_ms: int | None = None  # when its last run began; None if never run (or stored before)
+    progress: Any = None  # what the job last gave set_progress(), if anything
 
     @classmethod
     def from_hash(
@@ -202,6 +203,7 @@ class JobInfo:
             payload=payload,
             format_version=number("format_version") or 1,
             started_ms=number("started_ms"),
+            progress=_json_or_text(fields.get("progress")),
         )
 
     @classmethod
@@ -306,3 +308,13 @@ class Throughput:
     def of(self, kind: str) -> list[int]:
         """The series of a kind (keys.SUCCEEDED, FAILED or RETRIED)."""
         return {SUCCEEDED: self.succeeded, RETRIED: self.retried}.get(kind, self.failed)
+
+
+def _json_or_text(raw: bytes | None) -> Any:
+    """A stored JSON value (progress), or its text if it is not JSON."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")

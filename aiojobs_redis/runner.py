@@ -26,6 +26,7 @@ class Outcome:
     error: BaseException | None = None
     permanent: bool = False
     timed_out: bool = False
+    value: Any = None  # what handle() returned (kept only for a class with keep_result)
 
     @property
     def summary(self) -> str:
@@ -59,12 +60,13 @@ SUCCEEDED = Outcome()  # shared: an Outcome is immutable
 async def run_handler(job: Job) -> Outcome:
     """Await job.handle() within its timeout; never raises except for cancellation."""
     timeout_ms = job.timeout_ms
+    value: Any = None
     try:
         if timeout_ms is None:
-            await job.handle()
+            value = await job.handle()
         else:
             with anyio.move_on_after(timeout_ms / 1000) as scope:
-                await job.handle()
+                value = await job.handle()
             if scope.cancelled_caught:
                 exc = TimeoutError(f"handle() ran past its timeout of {timeout_ms / 1000:g} s")
                 return Outcome(exc, timed_out=True)
@@ -72,7 +74,7 @@ async def run_handler(job: Job) -> Outcome:
         return Outcome(exc, permanent=True)
     except Exception as exc:
         return Outcome(exc)
-    return SUCCEEDED
+    return SUCCEEDED if value is None else Outcome(value=value)
 
 
 # The template is the same for every failure (error trackers group by it and by the attached

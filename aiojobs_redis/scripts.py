@@ -76,6 +76,7 @@ class Scripts:
     format: Script
     abort: Script
     fire: Script
+    progress: Script
 
     def __init__(self, redis: Redis, wire: Wire | None = None) -> None:
         for name in SCRIPT_NAMES:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from .clock import WorkerClock
+from .codec import encode_payload
 from .engine_base import WorkerEngine
-from .errors import EngineError, InvalidPayload, MalformedJob, UnknownJob
+from .errors import BadResult, EngineError, InvalidPayload, MalformedJob, PayloadError, UnknownJob
 from .job import Job
 from .lifecycle import Lifecycle, WorkerCounters
 from .records import ClaimedJob
@@ -165,7 +166,10 @@ class Settler:
         """
         error = outcome.error
         if error is None:  # decide() says Succeeded: skipped on the hot path, saving a call
-            if await self._record(claimed, lambda: self.engine.ack(claimed)):
+            ack: Callable[[], Awaitable[bool]] | None = lambda: self.engine.ack(claimed)  # noqa: E731
+            if job.keep_result_ms:
+                ack = await self._ack_keeping(claimed, job, outcome)
+            if ack is not None and await self._record(claimed, ack):
                 self.counters.succeeded += 1
                 await self.lifecycle.ended(claimed, "succeeded", job)
                 if started is not None:
@@ -182,7 +186,7 @@ class Settler:
         assert not isinstance(decision, Succeeded)
         if isinstance(decision, Fail):
             record = outcome.error_record(decision.reason)
-            if await self._record(claimed, lambda: self.engine.fail(claimed, record)):
+            if await self._record(claimed, lambda: self._fail(claimed, job, record)):
                 self.counters.failed += 1
                 log_failed_for_good(
                     log,
@@ -210,6 +214,34 @@ class Settler:
                 outcome.summary,
             )
         return None
+
+    def _fail(self, claimed: ClaimedJob, job: Job, record: dict[str, Any]) -> Awaitable[bool]:
+        if job.keep_result_ms:  # waiters on its result are told at once
+            return self.engine.fail(claimed, record, notify=True)
+        return self.engine.fail(claimed, record)
+
+    async def _ack_keeping(
+        self, claimed: ClaimedJob, job: Job, outcome: Outcome
+    ) -> Callable[[], Awaitable[bool]] | None:
+        """The ack of a class with keep_result, with what handle() returned as JSON.
+
+        A value that cannot be kept (not JSON, or over max_payload_bytes) fails the job for
+        good instead (then None), reason "bad_result", without a retry (its work is done:
+        running it again could repeat it) and without on_exhausted(); its waiters get
+        JobFailed saying why.
+        """
+        try:
+            result = encode_payload(outcome.value, self.engine.settings.max_payload_bytes)
+        except PayloadError as exc:
+            bad = BadResult(f"{job.name}.handle() returned a value that cannot be kept: {exc}")
+            record = Outcome(bad).error_record("bad_result")
+            if await self._record(claimed, lambda: self.engine.fail(claimed, record, notify=True)):
+                self.counters.failed += 1
+                log.error("job %s %s failed for good (bad_result): %s", claimed.id, job.name, bad)
+                await self.lifecycle.ended(claimed, "failed", job, bad)
+            return None
+        keep_ms = job.keep_result_ms
+        return lambda: self.engine.ack(claimed, result=result, keep_ms=keep_ms)
 
     # -- recording a run's end: done, lost, or gave up ---------------------------------------
 

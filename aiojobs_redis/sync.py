@@ -10,6 +10,9 @@ raised, re-raised once it is in `engine.failed` and on_exhausted() has run (a Ti
 for a timeout). dispatch_many() stops at the first such job. To only log and record it,
 pass `SyncEngine(raise_on_failure=False)`, or set `sync_raise_on_failure=False`
 (environment: JOB_SYNC_RAISE_ON_FAILURE=0).
+
+What a class with keep_result returns is kept in `engine.results` (for as long as the engine
+lives): `SomeJob.ref(job_id).result()` returns it, or raises JobFailed / JobNotFound, at once.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .codec import decode_payload, encode_payload
 from .config import Settings
+from .errors import BadResult, JobFailed, JobNotFound, PayloadError
 from .ids import new_job_id
 from .retry import SUCCEEDED, Fail, decide
-from .runner import call_on_exhausted, log_failed_for_good, run_handler
+from .runner import Outcome, call_on_exhausted, log_failed_for_good, run_handler
 from .typed_payloads import decode_job_payload, encode_job_payload
 
 if TYPE_CHECKING:
@@ -37,6 +42,7 @@ class SyncFailure:
     name: str
     attempts: int
     error: BaseException
+    reason: str = "error"  # as a worker records it: error, permanent, timeout
 
 
 class SyncEngine:
@@ -47,6 +53,7 @@ class SyncEngine:
         )
         self.failed: list[SyncFailure] = []
         self.completed: list[str] = []
+        self.results: dict[str, Any] = {}  # job id -> what handle() returned (keep_result)
 
     async def __aenter__(self) -> SyncEngine:
         return self
@@ -69,6 +76,8 @@ class SyncEngine:
             decision = decide(run, outcome, attempt, job.attempts)
             if decision is SUCCEEDED:
                 self.completed.append(job_id)
+                if job.keep_result_ms:
+                    self._keep(run, outcome.value)
                 return job_id
             assert outcome.error is not None
             if isinstance(decision, Fail):
@@ -82,7 +91,7 @@ class SyncEngine:
                     max_attempts=job.attempts,
                     reason=decision.reason,
                 )
-                self.failed.append(SyncFailure(job_id, job.name, attempt, error))
+                self.failed.append(SyncFailure(job_id, job.name, attempt, error, decision.reason))
                 await call_on_exhausted(run, error)
                 if self.raise_on_failure:
                     raise error
@@ -101,6 +110,26 @@ class SyncEngine:
         for job in jobs:  # validate every payload before running any
             encode_job_payload(job, self.settings.max_payload_bytes)
         return [await self.dispatch(job) for job in jobs]
+
+    def _keep(self, run: Job, value: Any) -> None:
+        """Keep what handle() returned, as JSON gives it back; a value that cannot be kept
+        fails the job as a worker would (bad_result)."""
+        try:
+            self.results[str(run.id)] = decode_payload(encode_payload(value, self.settings.max_payload_bytes))
+        except PayloadError as exc:
+            error = BadResult(f"{run.name}.handle() returned a value that cannot be kept: {exc}")
+            self.failed.append(SyncFailure(str(run.id), run.name, run.attempt, error, "bad_result"))
+            if self.raise_on_failure:
+                raise error from exc
+
+    async def result(self, queue: str, job_id: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """The kept result of a job this engine ran (it has ended by now: no wait)."""
+        if job_id in self.results:
+            return self.results[job_id]
+        for failure in self.failed:
+            if failure.id == job_id:
+                raise JobFailed(job_id, Outcome(failure.error).error_record(failure.reason))
+        raise JobNotFound(f"job {job_id}: not run here, or its class keeps no result (keep_result)")
 
     def __repr__(self) -> str:
         return f"<SyncEngine completed={len(self.completed)} failed={len(self.failed)}>"

@@ -19,16 +19,19 @@ in your conftest.py; `fake_engine` is installed as the engine `Job.dispatch()` u
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from . import context, sharding
 from .abort import abort_error
 from .clock import Changes, FakeClock
 from .config import Settings
-from .errors import DuplicateJob, EngineUnavailable
+from .errors import DuplicateJob, EngineUnavailable, JobAborted, JobFailed, JobNotFound
 from .ids import new_job_id
 from .job import Job
 from .keys import validate_queue
@@ -73,6 +76,9 @@ class FakeJob:
     settled_by: str = ""  # the last ack/retry/fail/release and its token: a replay succeeds
     lock: str = ""  # a unique job's lock suffix ("<name>:<key>"); "" for a plain job
     lock_until_start: bool = False
+    progress: bytes | None = None  # JSON, from set_progress()
+    result: bytes | None = None  # JSON, kept until result_until_ms (keep_result)
+    result_until_ms: int = 0
 
 
 class FakeEngine:
@@ -315,10 +321,15 @@ class FakeEngine:
         self._notify()
         return lost
 
-    async def ack(self, job: ClaimedJob) -> bool:
+    async def ack(self, job: ClaimedJob, *, result: bytes | None = None, keep_ms: int = 0) -> bool:
         """Leaves `attempts` (attempts used) as it was, as ack.lua does; the job stays in
-        state "done" (Redis deletes it unless `keep_done_ms` is set)."""
-        return self._settle(job, "done", attempts=0)
+        state "done" (Redis deletes it unless `keep_done_ms` is set). `result` is kept for
+        `keep_ms` of the clock's time."""
+        held = self.jobs.get(job.id)
+        acked = self._settle(job, "done", attempts=0)
+        if acked and held is not None and result is not None and keep_ms > 0 and held.result is None:
+            held.result, held.result_until_ms = result, self.clock.now_ms + keep_ms
+        return acked
 
     async def retry(self, job: ClaimedJob, delay_ms: int, error: dict[str, Any]) -> bool:
         held = self._held(job, "retry")
@@ -346,7 +357,9 @@ class FakeEngine:
         self._notify()
         return 1
 
-    async def fail(self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True) -> bool:
+    async def fail(
+        self, job: ClaimedJob, error: dict[str, Any], *, count_attempt: bool = True, notify: bool = False
+    ) -> bool:
         return self._settle(job, "failed", error, attempts=1 if count_attempt else 0)
 
     async def abort(self, job_id: str, queue: str | None = None, *, reason: str | None = None) -> bool:
@@ -369,6 +382,39 @@ class FakeEngine:
     async def aborted_runs(self, queue: str, held: Sequence[tuple[str, str]]) -> list[str]:
         self._call("aborted_runs")
         return [job_id for job_id, token in held if (job_id, token) in self._aborted_runs]
+
+    async def set_progress(self, job: ClaimedJob, progress: bytes) -> bool:
+        self._call("set_progress")
+        held = self.jobs.get(job.id)
+        if held is None or held.state != "running" or held.token != job.token:
+            return False
+        held.progress = progress
+        self._notify()
+        return True
+
+    async def progress(self, queue: str, job_id: str) -> Any:
+        """As RedisEngine.progress (a job's progress stays after it is done, here)."""
+        held = self.jobs.get(job_id)
+        return None if held is None or held.progress is None else orjson.loads(held.progress)
+
+    async def result(self, queue: str, job_id: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """As RedisEngine.result; `timeout` is in the fake clock's seconds."""
+        with self.clock.move_on_after(math.inf if timeout is None else timeout):
+            while True:
+                held = self.jobs.get(job_id)
+                if held is None or (held.state == "done" and held.result is None):
+                    raise JobNotFound(f"job {job_id}: unknown, or ended with no result kept")
+                if held.state == "done":
+                    assert held.result is not None
+                    if self.clock.now_ms >= held.result_until_ms:
+                        raise JobNotFound(f"job {job_id}: its result is no longer kept")
+                    return orjson.loads(held.result)
+                if held.state == "aborted" or (held.error or {}).get("reason") == "aborted":
+                    raise JobAborted(job_id, (held.error or {}).get("message"))
+                if held.state == "failed":
+                    raise JobFailed(job_id, held.error)
+                await self._changed.wait()
+        raise TimeoutError(f"job {job_id} did not end within {timeout:g} s (it is left as it is)")
 
     async def release(self, job: ClaimedJob) -> bool:
         held = self._held(job, "release")

@@ -471,6 +471,7 @@ class Worker:
         cls = self._lookup(claimed.name.decode("utf-8"))
         job = cls(decode_job_payload(cls, claimed.payload))
         job.id, job.attempt = claimed.id, claimed.attempt
+        job._lease = (self, claimed)  # for set_progress(), fenced by the token
         return job
 
     async def _retrying(
@@ -526,6 +527,10 @@ class Worker:
                 holder.aborted = True
                 holder.scope.cancel()
                 log.info("job %s in %s: aborted; cancelling", job_id, queue)
+
+    def lease_refused(self, claimed: ClaimedJob) -> None:
+        """A call of the running job (set_progress) found its lease gone: as a renewal would."""
+        self._leases_lost([claimed.id], {claimed.id: claimed.token})
 
     def _leases_lost(self, lost: Sequence[str], sent: dict[str, str]) -> None:
         for job_id in lost:

@@ -159,12 +159,21 @@ async def job_view(
         job = await engine.find_job(job_id, queue, with_payload=show_payloads)
     except MalformedJob:
         job = await engine.find_job(job_id, queue)
-    if job is None:
+    kept, result = await engine.kept_result(queue, job_id)
+    if job is None and not kept:
         return None
+    if job is None:  # done, its record gone, its result kept (keep_result)
+        job = JobInfo(job_id, queue, None, "done", 0, None, 0, 0, None, None, None, None, None)
+    entry = failed_entry(job, show_payloads)
+    # A result, like a payload, may hold what not every viewer should see.
+    entry["progress"] = job.progress
+    entry["result_kept"] = kept
+    if kept and show_payloads:
+        entry["result"] = result
     now_ms = await engine.redis_time_ms(max_age_ms=0)
     return {
         "now_ms": now_ms,
-        "job": failed_entry(job, show_payloads),
+        "job": entry,
         "events": await engine.job_events(job.queue, job.id),
     }
 

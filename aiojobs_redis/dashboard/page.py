@@ -429,6 +429,18 @@ def _payload_block(value: Any) -> str:
     return f'<details class="payload" open><summary>payload</summary><pre>{e(text)}</pre></details>'
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _result_text(job: dict[str, Any]) -> str:
+    if "result" in job:
+        return _json_text(job["result"])
+    if job.get("result_kept"):
+        return "kept (shown with --show-payloads)"
+    return "-"
+
+
 def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_only: bool) -> str:
     """One job: its fields, runs still in the event stream, its last error and traceback, and
     its payload when the dashboard shows payloads."""
@@ -449,6 +461,8 @@ def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_o
         ("last started", when(job["started_ms"])),
         ("ended", when(job["finished_ms"])),
         ("worker", job["worker"] or "-"),
+        ("progress", "-" if job.get("progress") is None else _json_text(job["progress"])),
+        ("result", _result_text(job)),
     ]
     rows = "".join(
         f'<tr><th>{e(k)}</th><td class="{e(k.replace(" ", "-"))}">{e(v)}</td></tr>' for k, v in fields

@@ -168,10 +168,28 @@ local function parse_inline(entry, from)
   return id, name, max_attempts, created, payload
 end
 
+-- Results (keep_result): a job that keeps its result, once done, leaves it at <base>:r:<id>
+-- for keep ms. A job that keeps its result and ends (done, failed, aborted) adds one entry
+-- to <base>:n:<id>, a stream a waiter blocks on with XREAD (non-destructive: every waiter
+-- wakes); it expires after ENDED_NOTICE_MS, the waiter reads the record itself.
+local ENDED_NOTICE_MS = 60000
+
+local function notify_ended(base, id, state)
+  local stream = base .. ':n:' .. id
+  redis.call('XADD', stream, 'MAXLEN', '1', '*', 's', state)
+  redis.call('PEXPIRE', stream, ENDED_NOTICE_MS)
+end
+
+local function keep_result(base, id, keep, result)
+  redis.call('SET', base .. ':r:' .. id, result, 'PX', keep)
+  notify_ended(base, id, 'done')
+end
+
 -- Abort: end a job as aborted (no attempt used). It goes to the failed set with reason
 -- "aborted", so `failed list` shows it and `failed retry` revives it. The field x answers a
 -- replay of the same abort call (its abort id). An aborted job's end is a final state like
--- any other: finish() releases its unique lock (and stores a "replace" successor).
+-- any other: finish() releases its unique lock (and stores a "replace" successor), and
+-- waiters for its result are told.
 local function mark_aborted(base, failed_key, id, abort_id, err, now, failed_ttl)
   local key = job_key(base, id)
   local f = redis.call('HMGET', key, 'F', 'u')
@@ -180,4 +198,5 @@ local function mark_aborted(base, failed_key, id, abort_id, err, now, failed_ttl
   redis.call('PEXPIRE', key, failed_ttl)
   redis.call('ZADD', failed_key, now, id)
   finish(base, id, 'aborted', now, f[1], f[2])
+  notify_ended(base, id, 'aborted')  -- result waiters wake at once
 end

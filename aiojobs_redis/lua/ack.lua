@@ -2,6 +2,8 @@
 -- KEYS[1] running zset
 -- ARGV[1] queue key base (jobs:{q})  ARGV[2] keep finished records ms (0: delete)
 -- ARGV[3] replay guard ms  ARGV[4] now ms ('' = Redis TIME)  ARGV[5..] two per job: id, token
+-- then, for jobs that keep their result (keep_result), an empty string and four per job:
+-- id, token, keep ms, result JSON (kept at <base>:r:<id>: see keep_result in the prelude).
 -- Returns one flag per job: 1 acknowledged (now, or already by this token: a replay), 0 the
 -- lease is no longer held. After deletion a small "done <token>" marker stays at the job key
 -- until created + guard, so that a dispatch replayed by the client cannot store the job again.
@@ -9,7 +11,9 @@ local running_key, base = KEYS[1], ARGV[1]
 local keep, guard = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms(ARGV[4])
 local acked = {}
-for a = 5, #ARGV, 2 do
+local a, stride = 5, 2
+while a <= #ARGV do
+  if ARGV[a] == '' then a, stride = a + 1, 4 end
   local id, token = ARGV[a], ARGV[a + 1]
   local key = job_key(base, id)
   if hash_field(key, 't') ~= token then
@@ -30,7 +34,9 @@ for a = 5, #ARGV, 2 do
       if left > 0 then redis.call('SET', key, 'done ' .. token, 'PX', left) end
       finish(base, id, 'done', now, f[2], f[3])
     end
+    if stride == 4 then keep_result(base, id, tonumber(ARGV[a + 2]), ARGV[a + 3]) end
     acked[#acked + 1] = 1
   end
+  a = a + stride
 end
 return acked
