@@ -614,6 +614,7 @@ class QueueMachine(RuleBasedStateMachine):
         job.state, job.score, job.token, job.worker = "failed", self.now(), None, None
         job.inline = False
         job.settled_by = f"abort {outcome.abort_id}"
+        self.ended(job)  # abort is a final state: finish() frees a unique key
         self.abort_calls.append((job.id, outcome.abort_id))
         self.figures.outcomes[f"aborted_{was}"] += 1
 
