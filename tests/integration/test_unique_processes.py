@@ -44,6 +44,7 @@ async def test_concurrent_dispatches_from_four_processes_store_one_job(
 
 
 class Flaky(Job):
+    name = "unique.Flaky"
     queue = "unique-worker"
     unique = True
     unique_key = "k"
