@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from support.redis_server import free_port, server_binary
+from support.redis_server import PORT_TRIES, free_port, log_size, port_taken, server_binary
 from support.wait import wait_until
 
 # What a node that is starting, stopping or failing over answers meanwhile.
@@ -33,12 +33,41 @@ class Node:
     def __init__(self, directory: Path, *extra: str, port: int | None = None) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.may_move = port is None  # until its first start: then others know the port
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        args = [
+        log = self.directory / "redis.log"
+        for _ in range(PORT_TRIES):
+            offset = log_size(log)
+            self.proc = subprocess.Popen(self._args(log))
+            wait_until(
+                functools.partial(self._answers_or_lost_its_port, log, offset),
+                10,
+                f"redis-server on port {self.port}",
+                ignore=SERVER_ERRORS,
+            )
+            if self.answers():
+                self.may_move = False
+                return
+            self.port = free_port()
+            if "--cluster-port" in self.extra:  # the bus port may be the one taken
+                self.extra[self.extra.index("--cluster-port") + 1] = str(free_port())
+        raise AssertionError(f"redis-server found {PORT_TRIES} ports taken in turn")
+
+    @property
+    def bus_port(self) -> int:
+        """A Cluster node's bus port."""
+        return int(self.extra[self.extra.index("--cluster-port") + 1])
+
+    def _answers_or_lost_its_port(self, log: Path, offset: int) -> bool:
+        """Up, or gone at once because its port was taken (while it may still move)."""
+        return self.answers() or (self.may_move and not self.alive and port_taken(log, offset))
+
+    def _args(self, log: Path) -> list[str]:
+        return [
             server_binary(),
             *self.extra,
             "--port",
@@ -48,10 +77,8 @@ class Node:
             "--dir",
             str(self.directory),
             "--logfile",
-            str(self.directory / "redis.log"),
+            str(log),
         ]
-        self.proc = subprocess.Popen(args)
-        wait_until(self.answers, 10, f"redis-server on port {self.port}", ignore=SERVER_ERRORS)
 
     def answers(self) -> bool:
         try:
@@ -98,7 +125,6 @@ class ClusterDeployment:
         self.directory = directory
         self.primaries_wanted = primaries
         self.replicas = replicas
-        self.bus_ports = [free_port() for _ in range(primaries * (1 + replicas))]
         self.nodes = [
             Node(
                 directory / f"node-{i}",
@@ -109,13 +135,13 @@ class ClusterDeployment:
                 "--cluster-node-timeout",
                 str(node_timeout_ms),
                 "--cluster-port",
-                str(bus_port),
+                str(free_port()),
                 "--save",
                 "",
                 "--appendonly",
                 "yes",
             )
-            for i, bus_port in enumerate(self.bus_ports)
+            for i in range(primaries * (1 + replicas))
         ]
 
     @property
@@ -154,8 +180,8 @@ class ClusterDeployment:
         """What `redis-cli --cluster create` does, for servers that come without redis-cli."""
         primaries = self.nodes[: self.primaries_wanted]
         with self.nodes[0].client() as first:
-            for node, bus_port in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
-                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_port)
+            for node in self.nodes[1:]:
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
         for i, node in enumerate(primaries):
             low = i * 16384 // len(primaries)
             high = (i + 1) * 16384 // len(primaries) - 1
@@ -280,10 +306,8 @@ class SentinelDeployment:
         self.service = service
         persistence = ("--save", "", "--appendonly", "yes")
         self.primary = Node(directory / "primary", *persistence)
-        self.replicas = [
-            Node(directory / f"replica-{i}", *persistence, "--replicaof", "127.0.0.1", str(self.primary.port))
-            for i in range(replicas)
-        ]
+        # Their --replicaof is set once the primary has started: it may move to another port.
+        self.replicas = [Node(directory / f"replica-{i}", *persistence) for i in range(replicas)]
         self.sentinels = [Node(directory / f"sentinel-{i}") for i in range(3)]
 
     @property
@@ -297,8 +321,11 @@ class SentinelDeployment:
 
     def start(self) -> float:
         started = time.monotonic()
-        for node in self.data_nodes:
-            node.start()
+        self.primary.start()
+        for replica in self.replicas:
+            if "--replicaof" not in replica.extra:
+                replica.extra += ["--replicaof", "127.0.0.1", str(self.primary.port)]
+            replica.start()
         for sentinel in self.sentinels:
             sentinel.directory.mkdir(parents=True, exist_ok=True)
             conf = sentinel.directory / "sentinel.conf"
