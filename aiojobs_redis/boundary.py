@@ -11,7 +11,8 @@ the same way whether it came back alone or in a batch:
   a Cluster in failover or resharding
   a Cluster that cannot be reached     EngineUnavailable ("Redis Cluster unavailable")
   uvloop's RuntimeError on a reset     EngineUnavailable ("Redis connection lost")
-  connection
+  connection; redis-py's AttributeError
+  on a connection closed mid-write
   a script's "payload too large"       PayloadTooLarge
   any other error reply or redis-py    EngineError ("Redis refused the command"), an out of
   error                                memory refusal explained as such
@@ -26,6 +27,7 @@ its replays reconnects, and each reconnect waits a socket timeout for the handsh
 
 from __future__ import annotations
 
+import os
 import ssl
 from types import TracebackType
 from typing import Any
@@ -159,8 +161,30 @@ def certificate_error(error: BaseException) -> str | None:
 
 
 def is_closed_transport(error: BaseException) -> bool:
-    """uvloop reports a write to a reset connection as RuntimeError('... handler is closed')."""
-    return isinstance(error, RuntimeError) and "closed" in str(error)
+    """A write to a connection that went away as the call used it.
+
+    uvloop reports a write to a reset connection as RuntimeError('... handler is closed');
+    redis-py's Cluster pipeline, when a failover closes a connection another task is writing
+    to, raises AttributeError("'NoneType' object has no attribute 'writelines'") from inside
+    redis-py (its writer is already None). Only that one, raised in redis-py's own code,
+    counts: an AttributeError of ours is a bug and stays one.
+    """
+    if isinstance(error, RuntimeError):
+        return "closed" in str(error)
+    return (
+        isinstance(error, AttributeError)
+        and str(error).startswith("'NoneType' object has no attribute")
+        and _raised_in_redis_py(error)
+    )
+
+
+def _raised_in_redis_py(error: BaseException) -> bool:
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def is_wrong_type(error: Exception) -> bool:

@@ -165,3 +165,25 @@ async def test_a_bounded_call_in_time_maps_errors_as_ever() -> None:
     with pytest.raises(EngineUnavailable, match=r"act: Redis unavailable \(ConnectionError: reset\)"):
         async with redis_errors("act", timeout=5):
             raise rex.ConnectionError("reset")
+
+
+def _raise_from(filename: str) -> AttributeError:
+    """An AttributeError raised by code that lives in `filename`."""
+    namespace: dict[str, object] = {}
+    code = "def write(conn):\n    conn._writer.writelines([b'x'])\n"
+    exec(compile(code, filename, "exec"), namespace)
+    try:
+        namespace["write"](type("Conn", (), {"_writer": None})())  # type: ignore[operator]
+    except AttributeError as exc:
+        return exc
+    raise AssertionError("no AttributeError")
+
+
+def test_redis_py_writing_to_a_connection_closed_under_it_is_redis_unavailable() -> None:
+    """A Cluster failover closes a connection that a pipeline is writing to: redis-py raises
+    AttributeError from its own code. A worker's reaper once died of it."""
+    inside = _raise_from("/venv/lib/python3.11/site-packages/redis/asyncio/connection.py")
+    mapped = map_error(inside, "reap q")
+    assert isinstance(mapped, EngineUnavailable) and "connection lost" in str(mapped)
+    ours = _raise_from("/src/aiojobs_redis/worker.py")
+    assert map_error(ours, "reap q") is None, "an AttributeError of ours is a bug: left as it is"
