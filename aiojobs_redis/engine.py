@@ -29,6 +29,7 @@ from .boundary import is_wrong_type, map_reply, redis_errors
 from .config import Settings, redact_url
 from .dispatch_args import DispatchArgs, group, settle_dispatch_ex
 from .errors import EngineError, EngineUnavailable
+from .flow import FlowControl
 from .keys import QueueKeys, format_key, queues_key, validate_queue
 from .records import Claim, ClaimedJob, Reaped, parse_claim
 from .redis_clock import RedisClock
@@ -45,10 +46,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LEVEL_HINT = 1000  # what ready_counts counts for a queue with jobs at priority levels other than 0
+
 Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Redis TIME
 
 
-class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, ScheduleStore, Results):
+class RedisEngine(
+    DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, ScheduleStore, Results, FlowControl
+):
     """The Redis engine; open it with `aiojobs_redis.connect()` or `async with RedisEngine()`."""
 
     def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
@@ -304,14 +309,17 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
         async with redis_errors("count ready jobs"), self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.llen(self.keys(queue).ready)
-            counts = await pipe.execute(raise_on_error=False)
-            for count in counts:
-                if isinstance(count, Exception) and not is_wrong_type(count):
-                    raise count
-            return [
-                0 if queue in self._format.queues else 1 if isinstance(n, Exception) else int(n)
-                for queue, n in zip(queues, counts, strict=True)
+                pipe.zcard(self.keys(queue).levels)
+            replies = await pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, Exception) and not is_wrong_type(reply):
+                    raise reply
+            # Jobs at other priority levels count as many: the claim takes what is there.
+            counts = [
+                (1 if isinstance(n, Exception) else int(n)) + (LEVEL_HINT if levels else 0)
+                for n, levels in zip(replies[::2], replies[1::2], strict=True)
             ]
+            return [0 if queue in self._format.queues else n for queue, n in zip(queues, counts, strict=True)]
 
     async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
         """Extend the leases in `held` ((id, token) pairs); return the ids no longer held."""
@@ -378,7 +386,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
         async with redis_errors(f"retry {job.id}"):
             done = await self.scripts.retry(
                 keys=[keys.running, keys.ready, keys.delayed, keys.wake, keys.job(job.id)],
-                args=[job.id, job.token, delay_ms, orjson.dumps(error), self._now_arg()],
+                args=[job.id, job.token, delay_ms, orjson.dumps(error), self._now_arg(), keys.base],
             )
         return bool(done)
 
@@ -406,7 +414,7 @@ class RedisEngine(DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, Schedu
         async with redis_errors(f"release {job.id}"):
             done = await self.scripts.release(
                 keys=[keys.running, keys.ready, keys.wake, keys.job(job.id)],
-                args=[job.id, job.token],
+                args=[job.id, job.token, keys.base],
             )
         return bool(done)
 

@@ -11,6 +11,13 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
     jobs:{payments}:dropped    str   failed jobs the retention (failed_ttl_ms, failed_max) has
                                      dropped from the failed set so far, in all (reap.lua)
     jobs:{payments}:wake       list  a token that wakes one idle worker
+    jobs:{payments}:queue:p<N> list  claimable now at priority level N (-10..10, not 0), as the
+                                     queue list; level 0 is the queue list itself
+    jobs:{payments}:levels     zset  N -> N for each level whose list has jobs (claim.lua)
+    jobs:{payments}:meta       hash  the queue's controls: paused, rate (µs between starts),
+                                     burst, maxrun, and o:<field> overrides set at run time
+                                     (queue_ctl.lua, flow.py); absent on a plain queue
+    jobs:{payments}:rl         str   the start rate's theoretical arrival time (µs; claim.lua)
     jobs:{payments}:aborted    zset  "<id> <token>" of a run aborted while running -> when (ms);
                                      its worker looks for its runs here and cancels them
                                      (abort.lua; marks older than ABORT_MARK_MS are trimmed)
@@ -106,6 +113,7 @@ JOB_FIELDS = {
     "x": "last_step",  # "<step> <token>": the last ack/retry/fail/release, to answer replays
     "w": "worker",
     "e": "error",
+    "o": "priority",  # its level when not 0: where a retried or handed back job goes
     "G": "progress",  # JSON the running job last set with set_progress()
     "r": "raw_entry",  # a queue entry that could not be read, kept by its quarantine record
     "v": "format_version",  # of the record; missing in records written by 0.1 (version 1)
@@ -194,6 +202,20 @@ class QueueKeys:
     def schedule_defs(self) -> str:
         """Hash: schedule id -> its definition as JSON, written by the workers declaring it."""
         return f"{self.base}:sched"
+
+    @property
+    def meta(self) -> str:
+        """Hash: the queue's controls (paused, limits); see flow.py and claim.lua."""
+        return f"{self.base}:meta"
+
+    def level(self, priority: int) -> str:
+        """The list of ready jobs at a priority level other than 0 (claim.lua)."""
+        return f"{self.ready}:p{priority}"
+
+    @property
+    def levels(self) -> str:
+        """Zset: the priority levels whose lists hold jobs."""
+        return f"{self.base}:levels"
 
     @property
     def bad_queue(self) -> str:

@@ -90,11 +90,13 @@ class Claim:
     quarantined: list[Quarantined]  # malformed records moved aside
     next_due_ms: int  # ms until the earliest delayed job is due, -1 when there is none
     more: bool  # ready jobs remain
+    paused: bool = False  # the queue is paused: nothing was claimed (flow.py)
+    wait_ms: int = -1  # a limit held jobs back: claim from this queue again after this long
 
 
 def parse_claim(keys: QueueKeys, reply: Any) -> Claim:
     """claim.lua's reply: the jobs claimed, the records moved aside, when the next is due."""
-    flat, bad, next_due, more, _newer = reply
+    flat, bad, next_due, more, _newer, paused, wait_ms = reply
     jobs = [
         ClaimedJob(
             queue=keys.queue,
@@ -109,12 +111,13 @@ def parse_claim(keys: QueueKeys, reply: Any) -> Claim:
         for i in range(0, len(flat), 7)
     ]
     quarantined = [_quarantined(keys, text(bad[i]), text(bad[i + 1])) for i in range(0, len(bad), 2)]
-    return Claim(jobs, quarantined, int(next_due), bool(more))
+    return Claim(jobs, quarantined, int(next_due), bool(more), bool(paused), int(wait_ms))
 
 
 def _quarantined(keys: QueueKeys, job_id: str, reason: str) -> Quarantined:
-    if job_id == keys.ready:  # the queue key itself, renamed aside: see claim.lua
-        return Quarantined("", reason, keys.bad_queue)
+    if job_id == keys.ready or job_id.startswith(keys.ready + ":p"):
+        # The queue key (or a priority level's) itself, renamed aside: see claim.lua.
+        return Quarantined("", reason, keys.bad_queue + job_id[len(keys.ready) :])
     return Quarantined(job_id, reason, keys.failed)
 
 

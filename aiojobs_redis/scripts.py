@@ -77,6 +77,7 @@ class Scripts:
     abort: Script
     fire: Script
     progress: Script
+    queue_ctl: Script
 
     def __init__(self, redis: Redis, wire: Wire | None = None) -> None:
         for name in SCRIPT_NAMES:

@@ -56,6 +56,8 @@ from .typed_payloads import decode_job_payload
 
 log = logging.getLogger(__name__)
 
+PAUSED_RECHECK = 1.0  # s: a busy worker looks at a paused queue again this often
+
 
 def default_worker_id() -> str:
     host = re.sub(r"[^A-Za-z0-9.\-]", "-", socket.gethostname())[:40] or "host"
@@ -168,6 +170,10 @@ class Worker:
         self._wait_scope: anyio.CancelScope | None = None
         self._request_seq = 0
         self._unanswered_claim: list[tuple[str, int, str]] | None = None
+        # Queues not to claim from for now: queue -> (until, monotonic s; paused). A paused
+        # queue is asked again after the next idle wait (or PAUSED_RECHECK while busy), one a
+        # limit holds back when the limit allows (claim.lua says when).
+        self._held: dict[str, tuple[float, bool]] = {}
         self._ended = 0  # jobs whose task has finished, for burst mode's last look
         # Claimed jobs go to an idle slot, else a new one (up to `concurrency`), else wait.
         self._slots = SlotPool[_Running](concurrency, self._run_job, name="aiojobs-slot")
@@ -284,7 +290,10 @@ class Worker:
                 got, more = await self._claim_round(min(free, self.batch_size))
                 if got == 0 and not more:
                     if not self.burst:
-                        await self._interruptible(self.engine.wait_for_work(self.queues, self.idle_wait))
+                        await self._interruptible(self.engine.wait_for_work(self.queues, self._idle_block()))
+                        self._held = {q: held for q, held in self._held.items() if not held[1]}
+                    elif self._idle_block() < self.idle_wait:
+                        await self._interruptible(self.clock.sleep(self._idle_block()))  # a limit's wait
                     elif await self._burst_done(ended_before):
                         log.info(
                             "worker %s: no ready jobs left (burst)%s",
@@ -312,13 +321,18 @@ class Worker:
         else:
             requests = await self._plan_claim(wanted)
             if not requests:
-                self._promoter_poke.set()  # woken for nothing ready: maybe a new delayed job
+                if not self._held:
+                    self._promoter_poke.set()  # woken for nothing ready: maybe a new delayed job
                 return 0, False
         self._unanswered_claim = requests
         claims = await self.engine.claim_many(requests, worker_id=self.worker_id, lease_ms=self.lease_ms)
         self._unanswered_claim = None
         got, more = 0, False
         for (queue, _, _), claim in zip(requests, claims, strict=True):
+            if claim.paused:
+                self._held[queue] = (self.clock.monotonic() + min(self.idle_wait, PAUSED_RECHECK), True)
+            elif claim.wait_ms >= 0:
+                self._held[queue] = (self.clock.monotonic() + claim.wait_ms / 1000, False)
             for item in claim.quarantined:
                 self.counters.quarantined += 1
                 log.error("%s", item.describe(queue))
@@ -334,16 +348,30 @@ class Worker:
 
     async def _plan_claim(self, wanted: int) -> list[tuple[str, int, str]]:
         """(queue, limit, request id) for each queue to claim from in this round."""
+        queues = self.queues
+        if self._held:
+            now = self.clock.monotonic()
+            self._held = {q: held for q, held in self._held.items() if held[0] > now}
+            queues = [q for q in queues if q not in self._held]
         if len(self.queues) == 1:
-            plan = [(self.queues[0], wanted)]
+            plan = [(queues[0], wanted)] if queues else []
+        elif not queues:
+            plan = []
         else:
-            ready = dict(zip(self.queues, await self.engine.ready_counts(self.queues), strict=True))
+            ready = dict(zip(queues, await self.engine.ready_counts(queues), strict=True))
             plan = sharding.plan_claims(self._groups, ready, wanted, self._request_seq)
         requests = []
         for queue, limit in plan:
             self._request_seq += 1
             requests.append((queue, limit, str(self._request_seq)))
         return requests
+
+    def _idle_block(self) -> float:
+        """How long to wait for work: idle_wait, or less when a limit lets a queue go sooner."""
+        limited = [until for until, paused in self._held.values() if not paused]
+        if not limited:
+            return self.idle_wait
+        return max(0.001, min(self.idle_wait, min(limited) - self.clock.monotonic()))
 
     async def _burst_done(self, ended_before: int) -> bool:
         """Burst mode ends when nothing runs here and no job is ready or due now.
@@ -361,8 +389,9 @@ class Worker:
         if moved or next_due == 0:
             return False
         # The promoter or the reaper may have made jobs ready after the claim looked: this
-        # promote then finds nothing to move, but the jobs are there.
-        return not any(await self.engine.ready_counts(self.queues))
+        # promote then finds nothing to move, but the jobs are there. A paused queue's wait.
+        open_queues = [q for q in self.queues if not self._held.get(q, (0, False))[1]]
+        return not open_queues or not any(await self.engine.ready_counts(open_queues))
 
     async def _left_delayed(self) -> str:
         """What a burst leaves behind, e.g. "; 1 delayed job remains in payments, next due in 1.8 s"."""

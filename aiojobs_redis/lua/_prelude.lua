@@ -47,6 +47,19 @@ local function settled_by(job_key, step, token)
   return false
 end
 
+-- Put job `id` (its hash exists) back among the ready jobs, at the head of its line (a job
+-- handed back) or at the tail: the queue list, or the list of its priority level (field o),
+-- which is then named in <base>:levels (see claim.lua).
+local function push_ready(base, id, at_head)
+  local list = base .. ':queue'
+  local level = tonumber(hash_field(job_key(base, id), 'o') or '')
+  if level and level ~= 0 then
+    list = list .. ':p' .. level
+    redis.call('ZADD', base .. ':levels', level, level)
+  end
+  redis.call(at_head and 'LPUSH' or 'RPUSH', list, id)
+end
+
 -- Unique jobs. A unique job's hash has F (flags, below) and u (its lock's suffix,
 -- "<job name>:<key>"); its lock is the string <base>:u:<suffix> whose value is the id of the
 -- job that holds it. The lock has no TTL: it is deleted by the script that ends its job.
@@ -69,10 +82,11 @@ end
 
 -- Store one job with options as a hash and make it ready (due <= now) or delayed. `flags`
 -- and `suffix` are false for a job without a unique key. Returns nothing; the caller wakes.
-local function store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix)
+local function store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix, level)
   local key = job_key(base, id)
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', now,
     'd', due, 's', due > now and 'delayed' or 'ready', 'v', FORMAT_VERSION)
+  if level and level ~= 0 then redis.call('HSET', key, 'o', level) end
   if flags then
     redis.call('HSET', key, 'F', flags, 'u', suffix)
     redis.call('SET', unique_lock(base, suffix), id)
@@ -80,7 +94,7 @@ local function store_job(base, queue, id, name, max_attempts, payload, now, due,
   if due > now then
     redis.call('ZADD', base .. ':delayed', due, id)
   else
-    redis.call('RPUSH', base .. ':queue', id)
+    push_ready(base, id, false)
   end
 end
 

@@ -13,6 +13,19 @@
 -- A record of a newer format version than FORMAT_VERSION stops the claim: it and the entries
 -- after it go back to the head of the list untouched, for a worker that knows that version.
 -- An entry tagged '!N:' with N newer is such a record even if the rest does not parse.
+-- Flow control (the queue's control hash <base>:meta, queue_ctl.lua): while `paused` is set,
+-- nothing is claimed and the reply says so. A start rate (GCRA: `rate` is the emission
+-- interval in µs, `burst` the jobs that may start at once; the theoretical arrival time, µs,
+-- is kept at <base>:rl) and `maxrun` (jobs running across all workers) cap how many are
+-- taken; a capped claim takes fewer or none and says how long to wait. `o:<field>` (set at
+-- run time) wins over <field> (declared in code); '0' there lifts that limit.
+-- Priority levels: level N != 0 waits in the list <base>:queue:p<N> (inline records or ids,
+-- as the queue list), and <base>:levels (zset, member = score = N) names the non-empty ones.
+-- Higher levels are taken first, then the queue list (level 0), then the negative levels;
+-- FIFO within a level. A job taken from a level list gets its level as field o.
+-- A replayed request returns its receipt before any of this: it spends no allowance twice.
+-- The reply goes on: 1 if the queue is paused else 0, ms to wait before claiming from it
+-- again when a limit held jobs back (-1: none did).
 local ready_key, running_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local failed_key, receipt_key = KEYS[5], KEYS[6]
 local base, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -21,6 +34,7 @@ local failed_ttl = tonumber(ARGV[7])
 local now = now_ms(ARGV[6])
 local jobs, bad = {}, {}
 local newer = 0
+local level = 0  -- the priority level of the list being taken from
 
 local function emit(id, token, fields, runs)
   local n = #jobs
@@ -46,7 +60,36 @@ if receipt then
         emit(id, token, f, f[5])
       end
     end
-    return {jobs, bad, next_due(), 0, 0}
+    return {jobs, bad, next_due(), 0, 0, 0, -1}
+  end
+end
+
+local meta_key = base .. ':meta'
+local ctl = redis.call('HMGET', meta_key, 'paused', 'rate', 'o:rate', 'burst', 'o:burst', 'maxrun', 'o:maxrun')
+if ctl[1] then return {jobs, bad, -1, 0, 0, 1, -1} end
+local function setting(declared, override)
+  local value = tonumber(override or declared)
+  if value and value > 0 then return value end
+  return nil
+end
+local rate, burst, maxrun = setting(ctl[2], ctl[3]), setting(ctl[4], ctl[5]) or 1, setting(ctl[6], ctl[7])
+local wait = -1
+if maxrun then
+  local free = maxrun - redis.call('ZCARD', running_key)
+  if free < limit then
+    limit = math.max(free, 0)
+    wait = 100  -- a slot frees when a job ends anywhere: look again soon
+  end
+end
+local rate_key, tat_us, now_us, rate_capped = base .. ':rl', 0, now * 1000, false
+if rate and limit > 0 then
+  -- GCRA: a start is allowed while the theoretical arrival time is at most
+  -- (burst - 1) emission intervals ahead of now.
+  tat_us = math.max(tonumber(redis.call('GET', rate_key) or '') or 0, now_us)
+  local allowed = math.floor(((burst - 1) * rate - (tat_us - now_us)) / rate) + 1
+  if allowed < limit then
+    limit = math.max(allowed, 0)
+    rate_capped = true
   end
 end
 
@@ -56,6 +99,7 @@ local function lease_to(id, key, f)
   local runs = math.floor(tonumber(f[5]) or 0) + 1
   local token = worker .. ':' .. runs
   redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
+  if level ~= 0 then redis.call('HSET', key, 'o', level) end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, f, runs)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -92,6 +136,7 @@ local function claim_inline(entry)
   local token = worker .. ':1'
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
     'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
+  if level ~= 0 then redis.call('HSET', key, 'o', level) end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, {name, payload, false, max_attempts}, 1)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -123,24 +168,53 @@ local function claim_id(id)
   end
 end
 
-local kind = key_type(ready_key)
-local entries = {}
-if kind ~= 'list' and kind ~= 'none' then
-  -- Not ours to read: moved aside whole (nothing is destroyed), and reported.
-  redis.call('RENAME', ready_key, bad_key(base, 'queue'))
-  redis.call('PEXPIRE', bad_key(base, 'queue'), failed_ttl)
-  bad[#bad + 1] = ready_key; bad[#bad + 1] = 'wrong_type'
-elseif limit > 0 then
-  entries = redis.call('LPOP', ready_key, limit) or {}
+-- The lists to take from, highest level first: positive levels, the queue list, negative ones.
+local levels_key = base .. ':levels'
+local sources, levels = {}, redis.call('ZRANGE', levels_key, 0, -1, 'WITHSCORES')
+for i = #levels - 1, 1, -2 do
+  local n = tonumber(levels[i + 1])
+  if n < 0 and not sources.default then sources[#sources + 1] = {ready_key, 0}; sources.default = true end
+  sources[#sources + 1] = {ready_key .. ':p' .. levels[i], n}
 end
-for i, entry in ipairs(entries) do
-  local too_new
-  if string.sub(entry, 1, 1) == INLINE_TAG then too_new = claim_inline(entry) else too_new = claim_id(entry) end
-  if too_new then
-    newer = too_new
-    for j = #entries, i, -1 do redis.call('LPUSH', ready_key, entries[j]) end
-    break
+if not sources.default then sources[#sources + 1] = {ready_key, 0} end
+
+local taken = 0
+for _, source in ipairs(sources) do
+  local list
+  list, level = source[1], source[2]
+  local kind = key_type(list)
+  local entries = {}
+  if kind ~= 'list' and kind ~= 'none' then
+    -- Not ours to read: moved aside whole (nothing is destroyed), and reported.
+    local aside = bad_key(base, string.sub(list, string.len(base) + 2))
+    redis.call('RENAME', list, aside)
+    redis.call('PEXPIRE', aside, failed_ttl)
+    bad[#bad + 1] = list; bad[#bad + 1] = 'wrong_type'
+  elseif limit > taken then
+    entries = redis.call('LPOP', list, limit - taken) or {}
   end
+  for i, entry in ipairs(entries) do
+    local too_new
+    if string.sub(entry, 1, 1) == INLINE_TAG then too_new = claim_inline(entry) else too_new = claim_id(entry) end
+    if too_new then
+      newer = too_new
+      for j = #entries, i, -1 do redis.call('LPUSH', list, entries[j]) end
+      break
+    end
+  end
+  taken = taken + #entries
+  if level ~= 0 and #entries > 0 and redis.call('LLEN', list) == 0 then redis.call('ZREM', levels_key, level) end
+  if newer > 0 or taken >= limit then break end
+end
+
+local started = #jobs / 7  -- seven fields per claimed job
+if rate and started > 0 then
+  tat_us = tat_us + started * rate
+  redis.call('SET', rate_key, string.format('%d', tat_us), 'PX', math.ceil((tat_us - now_us) / 1000) + 1)
+end
+if rate_capped then
+  -- When the next start is allowed.
+  wait = math.max(wait, 1, math.ceil((tat_us - (burst - 1) * rate - now_us) / 1000))
 end
 
 if #claimed > 1 then
@@ -148,12 +222,13 @@ if #claimed > 1 then
 end
 
 -- Pass the baton: if work remains, make sure another idle worker wakes for it (after a record
--- too new for this claim, one that can read it; this caller is told there is no more).
+-- too new for this claim, one that can read it; this caller is told there is no more). Not
+-- while a limit holds the rest back: the workers come back when it allows.
 local more = 0
-if redis.call('LLEN', ready_key) > 0 then
+if (redis.call('LLEN', ready_key) > 0 or redis.call('EXISTS', levels_key) == 1) and wait < 0 then
   if newer == 0 then more = 1 end
   wake(wake_key)
 end
 local due = -1
-if #jobs / 7 < limit and newer == 0 then due = next_due() end  -- seven fields per claimed job
-return {jobs, bad, due, more, newer}
+if started < limit and newer == 0 then due = next_due() end
+return {jobs, bad, due, more, newer, 0, wait}

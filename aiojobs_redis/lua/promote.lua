@@ -22,7 +22,7 @@ for _, id in ipairs(due) do
     redis.call('HSET', key, 's', 'ready')
   end
   redis.call('ZREM', delayed_key, id)
-  redis.call('RPUSH', ready_key, id)
+  if key_type(key) == 'hash' then push_ready(base, id, false) else redis.call('RPUSH', ready_key, id) end
   moved = moved + 1
 end
 if moved > 0 then wake(wake_key) end

@@ -56,7 +56,7 @@ for _, id in ipairs(lapsed) do
   end
 end
 if #requeued > 0 then
-  for i = #requeued, 1, -1 do redis.call('LPUSH', ready_key, requeued[i]) end
+  for i = #requeued, 1, -1 do push_ready(base, requeued[i], true) end
   wake(wake_key)
 end
 if newer > 0 then return {requeued, stalled, 0, newer} end

@@ -36,7 +36,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', failed_key, id)
     redis.call('HSET', key, 's', 'ready', 'a', 0, 'l', 0, 'd', now)
     redis.call('PERSIST', key)
-    redis.call('RPUSH', ready_key, id)
+    push_ready(base, id, false)
     requeued = requeued + 1
   else
     skipped = skipped + 1

@@ -1,6 +1,7 @@
 -- retry: the attempt failed and attempts remain; queue the job again after a delay.
 -- KEYS[1] running zset  KEYS[2] queue list  KEYS[3] delayed zset  KEYS[4] wake list  KEYS[5] job
 -- ARGV[1] id  ARGV[2] token  ARGV[3] delay ms  ARGV[4] error JSON  ARGV[5] now ms ('' = TIME)
+-- ARGV[6] queue key base (jobs:{q}): a job of a priority level goes back to its level's list
 -- Returns 1 when requeued (now, or already by this token: a replay), 0 when the lease is no
 -- longer held (nothing changes).
 local running_key, ready_key, delayed_key, wake_key, key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -17,7 +18,7 @@ if delay > 0 then
   if redis.call('ZRANGE', delayed_key, 0, 0)[1] == id then wake(wake_key) end
 else
   redis.call('HSET', key, 's', 'ready', 'd', now, 'e', err)
-  redis.call('RPUSH', ready_key, id)
+  push_ready(ARGV[6], id, false)
   wake(wake_key)
 end
 return 1
