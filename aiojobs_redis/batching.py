@@ -32,7 +32,8 @@ class Pending:
 @dataclass(slots=True, eq=False)
 class PendingDispatch(Pending):
     queue: str = ""
-    kind: tuple[str, int, int] = ("", 1, 0)  # name, max attempts, delay ms: one call per kind
+    # name, max attempts, delay ms, priority level, rate group ('' none): one call per kind
+    kind: tuple[str, int, int, int, str] = ("", 1, 0, 0, "")
     job_id: str = ""
     payload: bytes = b""
     # A unique job's lock suffix, flags and on_duplicate (dispatch_ex.lua); None: plain.

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 def group(
     items: list[PendingDispatch],
-) -> dict[tuple[str, tuple[str, int, int], bool], list[PendingDispatch]]:
+) -> dict[tuple[str, tuple[str, int, int, int, str], bool], list[PendingDispatch]]:
     """Dispatches by queue, kind and script (plain or with options), in order: each group is
     one script call."""
-    groups: dict[tuple[str, tuple[str, int, int], bool], list[PendingDispatch]] = {}
+    groups: dict[tuple[str, tuple[str, int, int, int, str], bool], list[PendingDispatch]] = {}
     for pending in items:
         groups.setdefault((pending.queue, pending.kind, pending.unique is None), []).append(pending)
     return groups
@@ -56,7 +56,7 @@ class DispatchArgs:
         queue = self.keys(self._router.route(job, unique[0] if unique else "")).queue
         return PendingDispatch(
             queue=queue,
-            kind=(job.name, job.attempts, job.effective_delay_ms),
+            kind=(job.name, job.attempts, job.effective_delay_ms, job.effective_priority, ""),
             job_id=new_job_id(),
             payload=payload,
             unique=unique,
@@ -64,11 +64,11 @@ class DispatchArgs:
 
     def _dispatch_calls(self, batches: list[list[PendingDispatch]], deadline_ms: int) -> list[ScriptCall]:
         """One dispatch.lua call per batch (each of one queue and kind), or a dispatch_ex.lua
-        call for a batch of jobs with options (their first eight arguments are alike)."""
+        call for a batch of jobs with options (their first ten arguments are alike)."""
         calls: list[ScriptCall] = []
         for batch in batches:
             keys = self.keys(batch[0].queue)
-            name, attempts, delay_ms = batch[0].kind
+            name, attempts, delay_ms, level, rate_group = batch[0].kind
             args: list[Any] = [
                 keys.base,
                 keys.queue,
@@ -80,12 +80,13 @@ class DispatchArgs:
                 deadline_ms,
             ]
             if batch[0].unique is not None:
+                args += (level, rate_group)
                 for pending in batch:
                     assert pending.unique is not None  # a batch is all plain or all with options
                     args += (pending.job_id, pending.payload, *pending.unique)
                 calls.append((self.scripts.dispatch_ex, [keys.ready, keys.delayed, keys.wake], args))
                 continue
-            args.append(self.settings.replay_guard_ms)
+            args += (self.settings.replay_guard_ms, level, rate_group)
             for pending in batch:
                 args += (pending.job_id, pending.payload)
             calls.append((self.scripts.dispatch, [keys.ready, keys.delayed, keys.wake], args))

@@ -134,6 +134,7 @@ class Job:
     unique_until: ClassVar[str] = "end"
     on_duplicate: ClassVar[str] = "keep"
     keep_result: ClassVar[Delay | None] = None
+    priority: ClassVar[int] = 0  # -10..10; higher runs sooner
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -176,6 +177,7 @@ class Job:
             cls.keep_result_ms = to_ms(cls.keep_result, what=f"{cls.__qualname__}.keep_result")
             if cls.keep_result_ms <= 0:
                 raise ValueError(f"{cls.__qualname__}.keep_result must be a positive time, or None")
+        check_priority(cls.priority, f"{cls.__qualname__}.priority")
         check_payload_type(cls.__qualname__, cls.payload_type)
         schedules.of_class(cls)  # a bad schedule fails at import, not in a worker
         unique.check_options(cls)
@@ -186,6 +188,7 @@ class Job:
         self.id: str | None = None
         self.attempt: int = 0  # 1 on the first try; set by the worker
         self._delay_ms: int | None = None
+        self._priority: int | None = None
         self.duplicate = False  # set by dispatch: a unique job whose key a live job held
         self._lease: tuple[RunHolder, ClaimedJob] | None = None  # set by the worker running it
 
@@ -202,9 +205,23 @@ class Job:
     def effective_delay_ms(self) -> int:
         return self.delay_ms if self._delay_ms is None else self._delay_ms
 
+    def set_priority(self, priority: int) -> Self:
+        """Override the class's priority level for this dispatch (-10..10; higher runs sooner)."""
+        self._priority = check_priority(priority)
+        return self
+
+    @property
+    def effective_priority(self) -> int:
+        return self.priority if self._priority is None else self._priority
+
     @_Dispatch
     async def dispatch(
-        self, payload: Any = _UNSET, *, delay: Delay | None = None, durable: bool | None = None
+        self,
+        payload: Any = _UNSET,
+        *,
+        delay: Delay | None = None,
+        priority: int | None = None,
+        durable: bool | None = None,
     ) -> str:
         """Store the job and return its id once Redis has acknowledged it.
 
@@ -217,11 +234,18 @@ class Job:
             self.payload = payload
         if delay is not None:
             self.set_delay(delay)
+        if priority is not None:
+            self.set_priority(priority)
         return await current_engine().dispatch(self, durable=durable)
 
     @classmethod
     async def dispatch_many(
-        cls, payloads: Iterable[Any], *, delay: Delay | None = None, durable: bool | None = None
+        cls,
+        payloads: Iterable[Any],
+        *,
+        delay: Delay | None = None,
+        priority: int | None = None,
+        durable: bool | None = None,
     ) -> list[str]:
         """Store one job of this class per payload, in as few round trips as possible.
 
@@ -232,6 +256,10 @@ class Job:
             delay_ms = to_ms(delay)
             for job in jobs:
                 job._delay_ms = delay_ms
+        if priority is not None:
+            level = check_priority(priority)
+            for job in jobs:
+                job._priority = level
         engine = current_engine()
         return await engine.dispatch_many(jobs, durable=durable)
 
@@ -300,6 +328,16 @@ class Job:
     def __repr__(self) -> str:
         # Never the payload: it may hold secrets.
         return f"<{type(self).__qualname__} id={self.id} queue={self.queue} attempt={self.attempt}>"
+
+
+MIN_PRIORITY, MAX_PRIORITY = -10, 10
+
+
+def check_priority(level: object, what: str = "priority") -> int:
+    """A priority level: an int from MIN_PRIORITY to MAX_PRIORITY (higher runs sooner)."""
+    if not isinstance(level, int) or isinstance(level, bool) or not MIN_PRIORITY <= level <= MAX_PRIORITY:
+        raise ValueError(f"{what} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, not {level!r}")
+    return level
 
 
 def _check_name(name: object, what: str = "job name") -> str:

@@ -178,7 +178,7 @@ for i = #levels - 1, 1, -2 do
 end
 if not sources.default then sources[#sources + 1] = {ready_key, 0} end
 
-local taken = 0
+local taken, levels_left = 0, #levels / 2
 for _, source in ipairs(sources) do
   local list
   list, level = source[1], source[2]
@@ -203,7 +203,10 @@ for _, source in ipairs(sources) do
     end
   end
   taken = taken + #entries
-  if level ~= 0 and #entries > 0 and redis.call('LLEN', list) == 0 then redis.call('ZREM', levels_key, level) end
+  if level ~= 0 and #entries > 0 and redis.call('LLEN', list) == 0 then
+    redis.call('ZREM', levels_key, level)
+    levels_left = levels_left - 1
+  end
   if newer > 0 or taken >= limit then break end
 end
 
@@ -225,7 +228,7 @@ end
 -- too new for this claim, one that can read it; this caller is told there is no more). Not
 -- while a limit holds the rest back: the workers come back when it allows.
 local more = 0
-if (redis.call('LLEN', ready_key) > 0 or redis.call('EXISTS', levels_key) == 1) and wait < 0 then
+if (levels_left > 0 or redis.call('LLEN', ready_key) > 0) and wait < 0 then
   if newer == 0 then more = 1 end
   wake(wake_key)
 end

@@ -3,28 +3,33 @@
 -- ARGV[1] queue key base (jobs:{q})  ARGV[2] queue  ARGV[3] max payload bytes
 -- ARGV[4] now ms ('' = Redis TIME)  ARGV[5] job name  ARGV[6] max attempts  ARGV[7] delay ms
 -- ARGV[8] deadline ms in Redis time ('' = none): a call that reaches Redis later stores nothing
--- ARGV[9] replay guard ms  ARGV[10..] two per job: id, payload JSON
+-- ARGV[9] replay guard ms  ARGV[10] priority level (-10..10; 0: the queue list)
+-- ARGV[11] rate group ('' = none)  ARGV[12..] two per job: id, payload JSON
 -- Returns the number of jobs stored, or -1 when the call came after its deadline (its caller
 -- has given up; a late copy must not store a job that may already have run and ended).
 -- Replaying the whole call changes nothing and returns 0:
--- * jobs to run now are pushed to the queue list as inline records (no key per job), and
+-- * jobs to run now are pushed to the queue list (or their level's list, named in
+--   <base>:levels; see claim.lua) as inline records (no key per job), and
 --   the call leaves a marker <base>:dd:<its first job id> for the replay guard; a call that
 --   finds its marker pushes nothing;
--- * delayed jobs get a hash each; a job whose key already exists is left alone (a replayed
---   call, or the marker of a job already done).
+-- * delayed jobs get a hash each (with its level as field o, when not 0); a job whose key
+--   already exists is left alone (a replayed call, or the marker of a job already done).
 -- Every id, the name and every payload are checked before anything is written, so a bad or
 -- oversized one stores nothing. Keys are built here from the queue's base, so they share its
 -- hash tag (one slot).
 local ready_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local base, queue, max_payload = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local name, max_attempts, delay = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local guard = tonumber(ARGV[9])
+local guard, level = tonumber(ARGV[9]), tonumber(ARGV[10])
 
 if not string.find(name, '^[%a_][%w_%.:<>%-]*$') or string.len(name) > 200 then
   return redis.error_reply('ERR invalid job name')
 end
 if not string.find(max_attempts, '^%d+$') then return redis.error_reply('ERR invalid max attempts') end
-for a = 10, #ARGV, 2 do
+if not level or level ~= math.floor(level) or level < -10 or level > 10 then
+  return redis.error_reply('ERR invalid priority')
+end
+for a = 12, #ARGV, 2 do
   if string.len(ARGV[a + 1]) > max_payload then
     return redis.error_reply('ERR payload too large: ' .. string.len(ARGV[a + 1]) .. ' bytes')
   end
@@ -32,17 +37,21 @@ for a = 10, #ARGV, 2 do
     return redis.error_reply('ERR invalid job id')
   end
 end
-if #ARGV < 10 then return 0 end
+if #ARGV < 12 then return 0 end
 
 local now = now_ms(ARGV[4])
 local deadline = tonumber(ARGV[8])
 if deadline and now > deadline then return -1 end
 
 if delay <= 0 then
-  local marker = dispatch_marker(base, ARGV[10])
+  local marker = dispatch_marker(base, ARGV[12])
   if redis.call('EXISTS', marker) == 1 then return 0 end
+  if level ~= 0 then
+    ready_key = ready_key .. ':p' .. level
+    redis.call('ZADD', base .. ':levels', level, level)
+  end
   local records = {}
-  for a = 10, #ARGV, 2 do
+  for a = 12, #ARGV, 2 do
     records[#records + 1] = inline_record(ARGV[a], name, max_attempts, now, ARGV[a + 1])
     if #records == 1000 then  -- unpack() has a limit: push in slices
       redis.call('RPUSH', ready_key, unpack(records))
@@ -52,17 +61,18 @@ if delay <= 0 then
   if #records > 0 then redis.call('RPUSH', ready_key, unpack(records)) end
   redis.call('SET', marker, 1, 'PX', guard)
   wake(wake_key)
-  return (#ARGV - 9) / 2
+  return (#ARGV - 11) / 2
 end
 
 local due = now + delay
 local stored = 0
-for a = 10, #ARGV, 2 do
+for a = 12, #ARGV, 2 do
   local id = ARGV[a]
   local key = job_key(base, id)
   if redis.call('EXISTS', key) == 0 then
     redis.call('HSET', key, 'n', name, 'q', queue, 'p', ARGV[a + 1], 'm', max_attempts,
       's', 'delayed', 'c', now, 'd', due, 'v', FORMAT_VERSION)
+    if level ~= 0 then redis.call('HSET', key, 'o', level) end
     redis.call('ZADD', delayed_key, due, id)
     stored = stored + 1
   end

@@ -5,7 +5,8 @@
 -- ARGV[1] queue key base (jobs:{q})  ARGV[2] queue  ARGV[3] max payload bytes
 -- ARGV[4] now ms ('' = Redis TIME)  ARGV[5] job name  ARGV[6] max attempts  ARGV[7] delay ms
 -- ARGV[8] deadline ms in Redis time ('' = none): a call that reaches Redis later stores nothing
--- ARGV[9..] five per job: id, payload JSON, unique lock suffix ("<name>:<key>"),
+-- ARGV[9] priority level (-10..10; 0: the queue list)  ARGV[10] rate group ('' = none)
+-- ARGV[11..] five per job: id, payload JSON, unique lock suffix ("<name>:<key>"),
 --   flags ('u': held until the job ends; 's': until it starts), on duplicate ('keep',
 --   'error' or 'replace')
 -- Returns -1 when the call came after its deadline, else two entries per job: an id and
@@ -29,7 +30,11 @@ if not string.find(name, '^[%a_][%w_%.:<>%-]*$') or string.len(name) > 200 then
 end
 if not string.find(max_attempts, '^%d+$') then return redis.error_reply('ERR invalid max attempts') end
 if not delay then return redis.error_reply('ERR invalid delay') end
-for a = 9, #ARGV, 5 do
+local level = tonumber(ARGV[9])
+if not level or level ~= math.floor(level) or level < -10 or level > 10 then
+  return redis.error_reply('ERR invalid priority')
+end
+for a = 11, #ARGV, 5 do
   if string.len(ARGV[a + 1]) > max_payload then
     return redis.error_reply('ERR payload too large: ' .. string.len(ARGV[a + 1]) .. ' bytes')
   end
@@ -50,7 +55,7 @@ if deadline and now > deadline then return -1 end
 local due = now + math.max(delay, 0)
 local out = {}
 local woke = false
-for a = 9, #ARGV, 5 do
+for a = 11, #ARGV, 5 do
   local id, payload, suffix, flags, mode = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local holder = redis.call('GET', unique_lock(base, suffix))
   local holder_key = holder and job_key(base, holder)
@@ -58,7 +63,7 @@ for a = 9, #ARGV, 5 do
   if holder == id or redis.call('EXISTS', job_key(base, id)) == 1 then
     out[#out + 1] = id; out[#out + 1] = 'stored'  -- an earlier copy of this call stored it
   elseif state ~= 'ready' and state ~= 'delayed' and state ~= 'running' then
-    store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix)
+    store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix, level)
     woke = woke or due <= now
     out[#out + 1] = id; out[#out + 1] = 'stored'
   elseif mode ~= 'replace' then

@@ -381,7 +381,7 @@ class QueueMachine(RuleBasedStateMachine):
         job_id, key, delay_ms = calls[pick % len(calls)]
         k = self.keys
         args: list[str | int | bytes] = [k.base, QUEUE, self.settings.max_payload_bytes, self.now()]
-        args += [OneAtATime.name, OneAtATime.attempts, delay_ms, ""]
+        args += [OneAtATime.name, OneAtATime.attempts, delay_ms, "", 0, ""]
         args += [job_id, b'{"replayed":true}', f"{OneAtATime.name}:{key}", "u", "keep"]
         reply = self.run(self.engine.scripts.dispatch_ex(keys=[k.ready, k.delayed, k.wake], args=args))
         assert reply == [job_id.encode(), b"stored"], f"a replayed unique dispatch answered {reply}"
@@ -415,10 +415,11 @@ class QueueMachine(RuleBasedStateMachine):
         call = candidates[pick % len(candidates)]
         k = self.keys
         # dispatch.lua's ARGV: base, queue, max payload, now, name, attempts, delay, deadline
-        # ('' = none), replay guard, then id and payload pairs. Other payloads than the first
+        # ('' = none), replay guard, priority level, rate group, then id and payload pairs.
+        # Other payloads than the first
         # time, so that a job stored again would show.
         args: list[str | int | bytes] = [k.base, QUEUE, self.settings.max_payload_bytes, call.now]
-        args += [call.name, call.max_attempts, call.delay_ms, "", self.settings.replay_guard_ms]
+        args += [call.name, call.max_attempts, call.delay_ms, "", self.settings.replay_guard_ms, 0, ""]
         for job_id in call.ids:
             args += [job_id, b'{"replayed":true}']
         stored = self.run(self.engine.scripts.dispatch(keys=[k.ready, k.delayed, k.wake], args=args))

@@ -186,7 +186,7 @@ async def dispatch_script(
     keys = engine.keys(QUEUE)
     result = await engine.scripts.dispatch(
         keys=[keys.ready, keys.delayed, keys.wake],
-        args=[keys.base, QUEUE, max_payload, now, Mail.name, 1, delay_ms, "", GUARD, job_id, payload],
+        args=[keys.base, QUEUE, max_payload, now, Mail.name, 1, delay_ms, "", GUARD, 0, "", job_id, payload],
     )
     return int(result)
 
@@ -1014,7 +1014,7 @@ async def test_a_replayed_dispatch_call_pushes_nothing(
     clocked_engine: RedisEngine, raw_redis: Redis, prefix: str, clock: Clock
 ) -> None:
     keys = clocked_engine.keys(QUEUE)
-    args: list[str | int | bytes] = [keys.base, QUEUE, 1024, clock(), Mail.name, 2, 0, "", GUARD]
+    args: list[str | int | bytes] = [keys.base, QUEUE, 1024, clock(), Mail.name, 2, 0, "", GUARD, 0, ""]
     args += ["call-1", b"{}", "call-2", b"[1]"]
     call_keys = [keys.ready, keys.delayed, keys.wake]
     assert await clocked_engine.scripts.dispatch(keys=call_keys, args=args) == 2
@@ -1433,13 +1433,14 @@ async def test_a_dispatch_reaching_redis_after_its_deadline_stores_nothing(
     keys = clocked_engine.keys(QUEUE)
     late = await clocked_engine.scripts.dispatch(
         keys=[keys.ready, keys.delayed, keys.wake],
-        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() - 1, GUARD, "latejob", b"{}"],
+        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() - 1, GUARD, 0, "", "latejob", b"{}"],
     )
     assert late == -1
     assert await raw_redis.exists(keys.job("latejob")) == 0
     assert await queued(raw_redis, keys) == []
+    deadline = clock() + 10_000
     on_time = await clocked_engine.scripts.dispatch(
         keys=[keys.ready, keys.delayed, keys.wake],
-        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, clock() + 10_000, GUARD, "ontime", b"{}"],
+        args=[keys.base, QUEUE, 1024, clock(), Mail.name, 1, 0, deadline, GUARD, 0, "", "ontime", b"{}"],
     )
     assert on_time == 1

@@ -292,7 +292,7 @@ async def test_a_unique_dispatch_that_reaches_redis_after_its_deadline_stores_no
     clocked_engine: RedisEngine, clock: FakeClock, raw_redis: Redis
 ) -> None:
     keys = clocked_engine.keys(QUEUE)
-    args = [keys.base, QUEUE, 1000, clock(), SyncAccount.name, 3, 0, clock() - 1]
+    args = [keys.base, QUEUE, 1000, clock(), SyncAccount.name, 3, 0, clock() - 1, 0, ""]
     args += ["late-1", b'{"account_id":1}', f"{SyncAccount.name}:1", "u", "keep"]
     reply = await clocked_engine.scripts.dispatch_ex(keys=[keys.ready, keys.delayed, keys.wake], args=args)
     assert reply == -1
