@@ -14,6 +14,7 @@ from .codec import encode_payload
 from .context import current_engine
 from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
+from .middleware import Middleware, middleware_tuple
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
 from .typed_payloads import check_payload_type
@@ -100,6 +101,8 @@ class Job:
       keep_result  keep what handle() returns (JSON) this long after the job is done,
                    e.g. "+1 hour"; None (default) keeps nothing. Read it with
                    `await SendEmail.ref(job_id).result(timeout=30)` (see results.py)
+      middleware   coroutine functions `(ctx, call_next)` run around handle(), inside the
+                   worker's middleware, in order (see middleware.py); default ()
 
     Two different classes may not claim one name (or alias): defining the second raises
     DuplicateJobName; give one of them its own `name`. A class also answers to 0.1's default
@@ -134,6 +137,7 @@ class Job:
     unique_until: ClassVar[str] = "end"
     on_duplicate: ClassVar[str] = "keep"
     keep_result: ClassVar[Delay | None] = None
+    middleware: ClassVar[tuple[Middleware, ...]] = ()
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -176,6 +180,7 @@ class Job:
             cls.keep_result_ms = to_ms(cls.keep_result, what=f"{cls.__qualname__}.keep_result")
             if cls.keep_result_ms <= 0:
                 raise ValueError(f"{cls.__qualname__}.keep_result must be a positive time, or None")
+        cls.middleware = middleware_tuple(cls.middleware, f"{cls.__qualname__}.middleware")
         check_payload_type(cls.__qualname__, cls.payload_type)
         schedules.of_class(cls)  # a bad schedule fails at import, not in a worker
         unique.check_options(cls)
