@@ -127,7 +127,7 @@ def load(spec: str) -> Middleware:
     """The middleware named by "module:attribute" (the worker command's --middleware)."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        raise InvalidMiddleware(f"--middleware takes module:attribute, e.g. app.middleware:tenant, not {spec!r}")
+        raise InvalidMiddleware(f"--middleware takes module:attribute, e.g. app.mw:tenant, not {spec!r}")
     try:
         found: Any = importlib.import_module(module_name)
     except ImportError as exc:
