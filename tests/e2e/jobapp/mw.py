@@ -1,6 +1,7 @@
 """A middleware for the worker command's --middleware (jobapp.mw:noting): it records each
-run it wraps in Redis, as jobapp's handlers do, under ``<prefix>e2e:middleware`` (a hash:
-job id -> "before handle() / after handle()"), and skips the jobs whose payload says so."""
+run it wraps in Redis, as jobapp's handlers do, under ``<prefix>e2e:middleware`` (a list of
+"<job id> before", "<job id> after" or "<job id> skipped"), and skips the jobs whose payload
+says so."""
 
 from __future__ import annotations
 
@@ -33,5 +34,4 @@ async def noting(ctx: JobContext, call_next: Callable[[], Awaitable[Any]]) -> An
 async def _note(job_id: str, what: str) -> None:
     client = Redis.from_url(os.environ.get("REDIS_URL", DEFAULT_URL))
     async with client:
-        key = middleware_key(os.environ["REDIS_JOB_PREFIX"])
-        await client.hset(key, job_id, ((await client.hget(key, job_id)) or b"").decode() + what + ";")
+        await client.rpush(middleware_key(os.environ["REDIS_JOB_PREFIX"]), f"{job_id} {what}")
