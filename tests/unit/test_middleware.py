@@ -4,13 +4,13 @@ timeouts, cancellation, context variables, and the checks on what is given as mi
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import anyio
 import pytest
+from test_worker_on_fake_engine import running
 
 from aiojobs_redis import (
     Hooks,
@@ -213,15 +213,6 @@ async def run_due(engine: FakeEngine, **options: Any) -> int:
 def make_worker(engine: FakeEngine, **options: Any) -> Worker:
     options = {"lease": 3.0, "reap_interval": 1000, "promote_interval": 1000, "idle_wait": 1000, **options}
     return Worker(engine, [QUEUE], clock=engine.clock, telemetry=False, tracing=False, **options)
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-            await tg.start(worker.run)
-            yield worker
-            worker.stop()
 
 
 # -- order ------------------------------------------------------------------------------------
