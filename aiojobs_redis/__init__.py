@@ -19,6 +19,7 @@ from .errors import (
     InvalidDelay,
     InvalidJobClass,
     InvalidJobId,
+    InvalidMiddleware,
     InvalidPayload,
     InvalidQueueName,
     InvalidSchedule,
@@ -39,6 +40,7 @@ from .errors import (
 from .hooks import Hooks, JobContext
 from .job import Job
 from .lifecycle import Observer
+from .middleware import Middleware
 from .records import JobInfo, QueueStats
 from .results import JobRef
 from .schedules import Cron, Every
@@ -63,6 +65,7 @@ __all__ = [
     "InvalidDelay",
     "InvalidJobClass",
     "InvalidJobId",
+    "InvalidMiddleware",
     "InvalidPayload",
     "InvalidQueueName",
     "InvalidSchedule",
@@ -74,6 +77,7 @@ __all__ = [
     "JobNotFound",
     "JobRef",
     "MalformedJob",
+    "Middleware",
     "NotReplicated",
     "Observer",
     "PayloadError",

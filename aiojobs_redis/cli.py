@@ -2,6 +2,7 @@
 
 aiojobs-redis work --import app.jobs --queue payments --queue default --concurrency 100
 aiojobs-redis work --import app.jobs --queue tenant-a --queue tenant-b --fair
+aiojobs-redis work --import app.jobs --middleware app.mw:tenant
 aiojobs-redis failed list|show|retry|forget|flush ...
 aiojobs-redis abort JOB_ID [--queue Q] [--reason TEXT]
 aiojobs-redis stats
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from . import cli_abort, cli_failed, cli_job, cli_schedules, doctor, registry
+from . import cli_abort, cli_failed, cli_job, cli_schedules, doctor, middleware, registry
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
@@ -112,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="module defining Job classes, resolved from the current directory, e.g. app.jobs "
         "(repeatable; default: none)",
+    )
+    work.add_argument(
+        "--middleware",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="middleware to run around every job's handle(), e.g. app.mw:tenant, imported like "
+        "--import (repeatable, outermost first; default: none)",
     )
     work.add_argument(
         "--queue",
@@ -304,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(url=args.url, prefix=args.prefix, db=args.db, engine="redis")
         if args.command == "work":
             _import_job_modules(args.imports)
+            args.middleware = [middleware.load(spec) for spec in args.middleware]
         return anyio.run(_run, args, settings, **_backend())
     except AiojobsRedisError as exc:
         print(f"aiojobs-redis: error: {exc}", file=sys.stderr)
@@ -419,6 +429,7 @@ async def _work(engine: RedisEngine, args: argparse.Namespace) -> int:
         telemetry=args.telemetry,
         log_jobs=args.log_jobs,
         schedules=args.schedules,
+        middleware=args.middleware,
     )
     return await drain_on_signal(worker)
 

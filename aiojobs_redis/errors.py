@@ -105,6 +105,10 @@ class InvalidJobClass(AiojobsRedisError, TypeError):
     """A Job subclass is not usable as written (its handle() must be `async def`)."""
 
 
+class InvalidMiddleware(AiojobsRedisError, TypeError):
+    """A middleware must be a callable taking (ctx, call_next) and returning an awaitable: an `async def`."""
+
+
 class PermanentFailure(Exception):
     """Raise inside handle() to fail the job now, without using its remaining attempts."""
 

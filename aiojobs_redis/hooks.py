@@ -24,7 +24,9 @@ Hooks are plain functions or coroutine functions taking a `JobContext`. `before`
 before `handle()`; `after` hooks once the run's end is known, whatever it was (`ctx.result`,
 see `Result`); `on_failure` hooks (before the `after` ones) when `handle()` raised or timed out. A hook
 that raises, or runs past `timeout`, is logged with the job's id and skipped: it never
-changes what happens to the job. Hooks run where the job runs, so a slow hook holds one of
+changes what happens to the job (code that should change it is middleware, see middleware.py:
+`before` hooks run before the middleware, `after` ones once the chain's outcome is recorded).
+Hooks run where the job runs, so a slow hook holds one of
 the worker's `concurrency` slots while it runs.
 
 The worker reports the same moments to its observers (Prometheus metrics, the event stream

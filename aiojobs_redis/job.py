@@ -14,6 +14,7 @@ from .codec import encode_payload
 from .context import current_engine
 from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
 from .keys import validate_queue
+from .middleware import Middleware, middleware_tuple
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
 from .typed_payloads import check_payload_type
@@ -100,6 +101,8 @@ class Job:
       keep_result  keep what handle() returns (JSON) this long after the job is done,
                    e.g. "+1 hour"; None (default) keeps nothing. Read it with
                    `await SendEmail.ref(job_id).result(timeout=30)` (see results.py)
+      middleware   coroutine functions `(ctx, call_next)` run around handle(), inside the
+                   worker's middleware, in order (see middleware.py); default ()
 
     Two different classes may not claim one name (or alias): defining the second raises
     DuplicateJobName; give one of them its own `name`. A class also answers to 0.1's default
@@ -135,6 +138,7 @@ class Job:
     on_duplicate: ClassVar[str] = "keep"
     keep_result: ClassVar[Delay | None] = None
     priority: ClassVar[int] = 0  # -10..10; higher runs sooner
+    middleware: ClassVar[tuple[Middleware, ...]] = ()
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -178,6 +182,7 @@ class Job:
             if cls.keep_result_ms <= 0:
                 raise ValueError(f"{cls.__qualname__}.keep_result must be a positive time, or None")
         check_priority(cls.priority, f"{cls.__qualname__}.priority")
+        cls.middleware = middleware_tuple(cls.middleware, f"{cls.__qualname__}.middleware")
         check_payload_type(cls.__qualname__, cls.payload_type)
         schedules.of_class(cls)  # a bad schedule fails at import, not in a worker
         unique.check_options(cls)

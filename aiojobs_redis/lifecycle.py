@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .hooks import Hooks
     from .job import Job
     from .metrics import JobTracer
+    from .middleware import Chain
     from .records import ClaimedJob
     from .runner import Outcome
 
@@ -35,9 +36,16 @@ or the engine stayed unreachable until the lease ran out, so the outcome was not
 aborted while running (abort.py: its end, aborted, was recorded by the abort)."""
 
 
+class Handler(Protocol):
+    """What runs one job: runner.run_handler."""
+
+    def __call__(self, job: Job, ctx: JobContext | None = None, chain: Chain = ()) -> Awaitable[Outcome]: ...
+
+
 @dataclass(slots=True, eq=False)
 class JobContext:
-    """One run of one job, as hooks and observers see it. Never holds the payload's text."""
+    """One run of one job, as hooks, observers and middleware see it. Never holds the
+    payload's text (`job`, the Job, holds the payload)."""
 
     worker_id: str
     queue: str
@@ -157,14 +165,17 @@ class Lifecycle:
             job=job,
         )
 
-    async def run(
-        self, claimed: ClaimedJob, job: Job, handler: Callable[[Job], Awaitable[Outcome]]
-    ) -> Outcome:
-        """Run `handler(job)` with the before hooks, the observers and a tracing span around it."""
+    async def run(self, claimed: ClaimedJob, job: Job, handler: Handler, chain: Chain = ()) -> Outcome:
+        """Run `handler(job, ctx, chain)` (runner.run_handler: handle() inside the middleware
+        `chain`) with the before hooks, the observers and a tracing span around it."""
         tracer = self.tracer
         traced = tracer is not None and tracer.active
         if self.hooks is None and not self.observers and not traced:
-            return await handler(job)  # nothing listens: cost nothing
+            if not chain:
+                return await handler(job)  # nothing listens, nothing wraps: cost nothing
+            ctx = self._context(claimed, job)  # for the middleware alone
+            ctx.started_ms = now_ms()
+            return await handler(job, ctx, chain)
         ctx = self._context(claimed, job)
         ctx.started_ms = now_ms()
         self.running[claimed.id, claimed.token] = ctx
@@ -179,9 +190,9 @@ class Lifecycle:
         try:
             if traced:
                 assert tracer is not None
-                outcome = await tracer.trace(ctx, lambda: handler(job))
+                outcome = await tracer.trace(ctx, lambda: handler(job, ctx, chain))
             else:
-                outcome = await handler(job)  # no span to make: no wrapper either
+                outcome = await handler(job, ctx, chain)  # no span to make: no wrapper either
         finally:
             ctx.duration = time.perf_counter() - started
         ctx.error = outcome.error

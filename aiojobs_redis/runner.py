@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .errors import PermanentFailure
+from .middleware import Chain, context_of, run_chain
 
 if TYPE_CHECKING:
     from .job import Job
+    from .lifecycle import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ class Outcome:
     error: BaseException | None = None
     permanent: bool = False
     timed_out: bool = False
-    value: Any = None  # what handle() returned (kept only for a class with keep_result)
+    value: Any = None  # what handle(), or a middleware, returned (kept only with keep_result)
 
     @property
     def summary(self) -> str:
@@ -57,18 +59,20 @@ class Outcome:
 SUCCEEDED = Outcome()  # shared: an Outcome is immutable
 
 
-async def run_handler(job: Job) -> Outcome:
-    """Await job.handle() within its timeout; never raises except for cancellation."""
+async def run_handler(job: Job, ctx: JobContext | None = None, chain: Chain = ()) -> Outcome:
+    """Await job.handle() inside its middleware `chain`, within its timeout; never raises
+    except for cancellation. The middleware get `ctx`, else one made of the job alone."""
     timeout_ms = job.timeout_ms
     value: Any = None
     try:
         if timeout_ms is None:
-            value = await job.handle()
+            value = await (job.handle() if not chain else run_chain(chain, ctx or context_of(job), job))
         else:
             with anyio.move_on_after(timeout_ms / 1000) as scope:
-                value = await job.handle()
+                value = await (job.handle() if not chain else run_chain(chain, ctx or context_of(job), job))
             if scope.cancelled_caught:
-                exc = TimeoutError(f"handle() ran past its timeout of {timeout_ms / 1000:g} s")
+                what = "handle()" if not chain else "handle() with its middleware"
+                exc = TimeoutError(f"{what} ran past its timeout of {timeout_ms / 1000:g} s")
                 return Outcome(exc, timed_out=True)
     except PermanentFailure as exc:
         return Outcome(exc, permanent=True)

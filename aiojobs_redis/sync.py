@@ -11,6 +11,9 @@ for a timeout). dispatch_many() stops at the first such job. To only log and rec
 pass `SyncEngine(raise_on_failure=False)`, or set `sync_raise_on_failure=False`
 (environment: JOB_SYNC_RAISE_ON_FAILURE=0).
 
+Middleware run as in a worker: each job class's own, inside the engine's
+`SyncEngine(middleware=[...])` (a Worker's `middleware`, for tests of code that needs it).
+
 What a class with keep_result returns is kept in `engine.results` (for as long as the engine
 lives): `SomeJob.ref(job_id).result()` returns it, or raises JobFailed / JobNotFound, at once.
 """
@@ -26,6 +29,7 @@ from .codec import decode_payload, encode_payload
 from .config import Settings
 from .errors import BadResult, JobFailed, JobNotFound, PayloadError
 from .ids import new_job_id
+from .middleware import Chains, Middleware, middleware_tuple
 from .retry import SUCCEEDED, Fail, decide
 from .runner import Outcome, call_on_exhausted, log_failed_for_good, run_handler
 from .typed_payloads import decode_job_payload, encode_job_payload
@@ -46,7 +50,13 @@ class SyncFailure:
 
 
 class SyncEngine:
-    def __init__(self, settings: Settings | None = None, *, raise_on_failure: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        raise_on_failure: bool | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
         self.settings = settings or Settings(engine="sync")
         self.raise_on_failure = (
             self.settings.sync_raise_on_failure if raise_on_failure is None else raise_on_failure
@@ -54,6 +64,9 @@ class SyncEngine:
         self.failed: list[SyncFailure] = []
         self.completed: list[str] = []
         self.results: dict[str, Any] = {}  # job id -> what handle() returned (keep_result)
+        # Run as a Worker(middleware=...) would, outside each job class's own.
+        self.middleware = middleware_tuple(middleware, "SyncEngine(middleware=...)")
+        self._chains = Chains(self.middleware)
 
     async def __aenter__(self) -> SyncEngine:
         return self
@@ -72,7 +85,7 @@ class SyncEngine:
         for attempt in range(1, job.attempts + 1):
             run = type(job)(decode_job_payload(type(job), data))
             run.id, run.attempt = job_id, attempt
-            outcome = await run_handler(run)
+            outcome = await run_handler(run, None, self._chains[type(run)])
             decision = decide(run, outcome, attempt, job.attempts)
             if decision is SUCCEEDED:
                 self.completed.append(job_id)

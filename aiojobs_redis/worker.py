@@ -45,6 +45,7 @@ from .job import Job
 from .keys import validate_queue
 from .lifecycle import Lifecycle, Observer, WorkerCounters, WorkerView, observers_for
 from .metrics import JobTracer, PrometheusMetrics
+from .middleware import Chains, Middleware, middleware_tuple
 from .records import ClaimedJob
 from .retry import Backoff
 from .runner import call_on_exhausted, run_handler
@@ -98,7 +99,8 @@ class Worker:
 
     `queues=None` serves default_queues(): every queue a registered Job class uses, side by
     side. `log_jobs=False` drops the INFO line each finished job logs (logger
-    ``aiojobs_redis.worker.jobs``); retries and failures are still logged.
+    ``aiojobs_redis.worker.jobs``); retries and failures are still logged. `middleware`
+    runs around every job's handle(), outside the job class's own (see middleware.py).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class Worker:
         log_jobs: bool = True,
         abort_check: float = 1.0,
         schedules: bool = True,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if queues is None:
             # No queues given: the registered Job classes' queues, none preferred.
@@ -162,6 +165,8 @@ class Worker:
         self.schedules_enabled = schedules
         self.scheduler: Scheduler | None = None  # set when run() starts, if there are schedules
         self._lookup = lookup
+        self.middleware = middleware_tuple(middleware, "Worker(middleware=...)")
+        self._chains = Chains(self.middleware)  # this worker's middleware + each class's
         self.counters = WorkerCounters()
         self._running: dict[str, _Running] = {}
         self._slot_freed = anyio.Event()
@@ -461,7 +466,7 @@ class Worker:
             # Timed only when the line is wanted: a check of the logger's level costs nothing.
             started = self.clock.monotonic() if self.log_jobs and job_log.isEnabledFor(logging.INFO) else None
             with running.scope:
-                outcome = await self.lifecycle.run(claimed, job, run_handler)
+                outcome = await self.lifecycle.run(claimed, job, run_handler, self._chains[type(job)])
             running.handled = True
             if running.aborted:  # recorded by abort itself, whether handle() heeded the cancel
                 await self._settler.aborted(claimed)

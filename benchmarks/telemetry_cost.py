@@ -1,6 +1,6 @@
-"""What metrics and events cost a worker on its hot path: drain N no-op jobs, with them and without.
+"""What metrics, events and middleware cost a worker on its hot path: drain N no-op jobs, with and without.
 
-    .venv/bin/python benchmarks/telemetry_cost.py [--jobs 20000] [--rounds 3]
+    .venv/bin/python benchmarks/telemetry_cost.py [--jobs 20000] [--rounds 3] [--modes off,mw]
 
 Starts a private redis-server on a free loopback port (--save "" --appendonly no), and for
 each round and mode dispatches N no-op jobs under a fresh prefix, then drains them with one
@@ -11,6 +11,7 @@ reports its own jobs/s from start to exit (the final flush of events included). 
     metrics  Prometheus metrics (served on a free port) and the OpenTelemetry span per run
     events   the Redis event stream, throughput buckets and heartbeat
     all      everything above
+    mw       as off, with one worker middleware that only awaits call_next()
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]  # the repository: tests.support's private server
 
-MODES = ("off", "metrics", "events", "all")
+MODES = ("off", "metrics", "events", "all", "mw")
 
 
 def child(url: str, prefix: str, mode: str, jobs: int) -> None:
@@ -50,6 +51,7 @@ def child(url: str, prefix: str, mode: str, jobs: int) -> None:
                 metrics=metrics,
                 telemetry=mode in ("events", "all"),
                 tracing=mode in ("metrics", "all"),
+                middleware=[_passing] if mode == "mw" else (),
             )
             redis_cpu = await _redis_cpu(engine)
             started, cpu = time.perf_counter(), time.process_time()
@@ -71,6 +73,11 @@ def child(url: str, prefix: str, mode: str, jobs: int) -> None:
 
     result = anyio.run(drain, backend_options={"use_uvloop": True})
     print(json.dumps(result))
+
+
+async def _passing(ctx: Any, call_next: Any) -> Any:
+    """The cheapest middleware there is."""
+    return await call_next()
 
 
 async def _redis_cpu(engine: Any) -> float:
@@ -143,13 +150,40 @@ def hot_path(n: int = 50_000) -> dict[str, float]:
 
     if tracer is not None:
         costs["OpenTelemetry span (no SDK)"] = anyio.run(spans)
+    costs.update(anyio.run(_middleware_runs, n))
     return costs
+
+
+async def _middleware_runs(n: int) -> dict[str, float]:
+    """A run through Lifecycle.run (nothing listening) with 1 and 3 middleware, against none."""
+    from aiojobs_redis.lifecycle import Lifecycle
+    from aiojobs_redis.records import ClaimedJob
+    from aiojobs_redis.runner import run_handler
+    from tests.support.dashjobs import Noop
+
+    lifecycle = Lifecycle("w")
+    claimed = ClaimedJob("bench", "job1", "tok1", b"dashjobs.Noop", b"{}", 0, 1, 1)
+    job = Noop({})
+
+    async def timed(chain: tuple[Any, ...]) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            await lifecycle.run(claimed, job, run_handler, chain)
+        return time.perf_counter() - started
+
+    none = await timed(())
+    one, three = await timed((_passing,)), await timed((_passing,) * 3)
+    return {
+        "middleware: 1 (+ its context)": (one - none) / n * 1e6,
+        "middleware: each of 3": (three - none) / n / 3 * 1e6,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, 'off' always included")
     parser.add_argument("--child", nargs=3, metavar=("URL", "PREFIX", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -161,11 +195,15 @@ def main() -> None:
 
     from tests.support.redis_server import RedisServer
 
-    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    unknown = set(args.modes.split(",")) - set(MODES)
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(sorted(unknown))}: choose from {', '.join(MODES)}")
+    modes = ["off", *(m for m in MODES if m in args.modes.split(",") and m != "off")]
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as scratch, RedisServer(Path(scratch), aof=False) as server:
         print(f"private redis-server on port {server.port}; {args.jobs} no-op jobs per run")
         for round_ in range(args.rounds):
-            for mode in MODES if round_ % 2 == 0 else reversed(MODES):
+            for mode in modes if round_ % 2 == 0 else reversed(modes):
                 prefix = f"bench-{uuid.uuid4().hex[:8]}:"
                 dispatch(server.url, prefix, args.jobs)
                 out = subprocess.run(
@@ -198,7 +236,7 @@ def main() -> None:
         "\ntime and moves with whatever else the machine runs; CPU time per job moves less)"
     )
     print(f"  {'mode':<8} {'jobs/s':>8} {'':>8} {'worker CPU/job':>15} {'':>8} {'Redis CPU/job':>14}")
-    for mode in MODES:
+    for mode in modes:
         rate, cpu, redis_cpu = (median(mode, f) for f in ("jobs_per_s", "worker_cpu_us", "redis_cpu_us"))
         print(
             f"  {mode:<8} {rate:>8,.0f} {paired(mode, 'jobs_per_s'):>+7.1f}% "

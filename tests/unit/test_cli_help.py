@@ -119,3 +119,13 @@ def test_a_missing_module_gets_no_file_hint() -> None:
     with pytest.raises(AiojobsRedisError) as error:
         cli._import_job_modules(["no_such_module_here"])
     assert "give a module name" not in str(error.value)
+
+
+def test_a_bad_middleware_stops_the_worker_command_before_it_connects(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")  # nothing answers there: never reached
+    assert cli.main(["work", "--middleware", "json:__name__"]) == 1
+    err = capsys.readouterr().err
+    assert "aiojobs-redis: error: --middleware json:__name__: 'json' is not callable" in err
+    assert "waiting for Redis" not in err

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from aiojobs_redis import Job
 from aiojobs_redis.lifecycle import JobContext, Lifecycle, Observer, WorkerCounters, WorkerView
 from aiojobs_redis.metrics import PrometheusMetrics
+from aiojobs_redis.middleware import Chain
 from aiojobs_redis.records import ClaimedJob
 from aiojobs_redis.runner import SUCCEEDED, Outcome
 from aiojobs_redis.testing import FakeEngine
@@ -39,7 +40,7 @@ class Noop(Job):
         return None
 
 
-async def handler(job: Job) -> Outcome:
+async def handler(job: Job, ctx: JobContext | None = None, chain: Chain = ()) -> Outcome:
     return SUCCEEDED
 
 
