@@ -39,6 +39,7 @@ from .errors import (
 from .hooks import Hooks, JobContext
 from .job import Job
 from .lifecycle import Observer
+from .limits import InvalidLimit, QueueLimits
 from .records import JobInfo, QueueStats
 from .results import JobRef
 from .schedules import Cron, Every
@@ -63,6 +64,7 @@ __all__ = [
     "InvalidDelay",
     "InvalidJobClass",
     "InvalidJobId",
+    "InvalidLimit",
     "InvalidPayload",
     "InvalidQueueName",
     "InvalidSchedule",
@@ -80,6 +82,7 @@ __all__ = [
     "PayloadNotSerializable",
     "PayloadTooLarge",
     "PermanentFailure",
+    "QueueLimits",
     "QueueStats",
     "RedisAuthError",
     "RedisEngine",
