@@ -41,6 +41,7 @@ async def record_start(job: Job) -> None:
     engine = current_engine()
     assert isinstance(engine, RedisEngine)
     claimed_ms = await engine.redis.hget(engine.keys(job.queue).job(str(job.id)), "b")
+    assert claimed_ms is not None, "a running job's hash has its claim time"
     _write(job.payload["ledger"], job, "start", int(claimed_ms) / 1000)
 
 
