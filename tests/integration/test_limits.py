@@ -170,6 +170,9 @@ async def test_a_worker_writes_the_declared_limits_when_it_starts_a_sharded_queu
     QueueLimits(QUEUE, rate="50/second", burst=5, max_running=3, group_rate="1/second")
     QueueLimits("limits-it-sharded", rate="30/second", max_running=6)
     caplog.set_level(logging.INFO, logger="aiojobs_redis.worker")
+    # Limits another deployment declared for a queue served here without a declaration.
+    elsewhere = {"rate": "1000", "burst": None, "v": "elsewhere"}
+    await engine.declare_controls("limits-it-plain", elsewhere)
     for _ in range(2):  # the second worker finds the same version: nothing written or logged
         queues = [QUEUE, "limits-it-sharded", "limits-it-plain"]
         await Worker(engine, queues, burst=True, schedules=False).run()
@@ -181,7 +184,7 @@ async def test_a_worker_writes_the_declared_limits_when_it_starts_a_sharded_queu
         "grate": "1000000",
     }
     assert [(m["rate"], m["maxrun"], "burst" in m) for m in metas[1:]] == [("100000", "2", False)] * 3
-    assert (await engine.controls(["limits-it-plain"]))[0] == {}  # no declaration: left alone
+    assert (await engine.controls(["limits-it-plain"]))[0] == {"rate": "1000", "v": "elsewhere"}  # left alone
     written = [r.getMessage() for r in caplog.records if "limits from the code set" in r.getMessage()]
     assert len(written) == 4, written
     assert any("divided among it and its 2 shards" in line for line in written)
