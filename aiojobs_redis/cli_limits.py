@@ -41,12 +41,20 @@ def _rate(text: str) -> float:
 
 
 def _count(text: str) -> int:
+    return _whole(text, 0, "a whole number >= 0 (0: no limit)")
+
+
+def _burst(text: str) -> int:
+    return _whole(text, 1, "a whole number >= 1")
+
+
+def _whole(text: str, minimum: int, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0: no limit), not {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
     return value
 
 
@@ -65,13 +73,13 @@ def add_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
     )
     setter.add_argument("queue", metavar="QUEUE", help="the queue (a sharded one: divided among its shards)")
     for field, option in _OPTIONS.items():
-        rate = field in ("rate", "grate")
+        rate, burst = field in ("rate", "grate"), field in ("burst", "gburst")
         setter.add_argument(
             option,
             dest=field,
-            type=_rate if rate else _count,
+            type=_rate if rate else _burst if burst else _count,
             metavar="N/UNIT" if rate else "N",
-            help=_HELP[field] + " (default: unchanged; 0: no limit)",
+            help=_HELP[field] + (" (default: unchanged)" if burst else " (default: unchanged; 0: no limit)"),
         )
     clear = actions.add_parser(
         "clear", parents=[connection], help="drop overrides (default: all), so the code's limits apply"

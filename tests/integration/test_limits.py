@@ -211,5 +211,8 @@ def test_the_limits_command_sets_shows_and_clears_overrides(
     with pytest.raises(SystemExit):
         cli.main(["limits", "set", QUEUE, "--rate", "10/fortnight", *base])
     assert "invalid rate '10/fortnight'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["limits", "set", QUEUE, "--burst", "0", *base])
+    assert "expected a whole number >= 1, not '0'" in capsys.readouterr().err
     assert cli.main(["limits", "set", QUEUE, *base]) == 1
     assert "give at least one limit" in capsys.readouterr().err
