@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import anyio
 import pytest
 from support.clock import FakeClock
 from support.engine_calls import claim_from
@@ -216,3 +217,22 @@ def test_the_limits_command_sets_shows_and_clears_overrides(
     assert "expected a whole number >= 1, not '0'" in capsys.readouterr().err
     assert cli.main(["limits", "set", QUEUE, *base]) == 1
     assert "give at least one limit" in capsys.readouterr().err
+
+
+async def test_an_override_of_a_sharded_queue_is_divided_among_the_queue_and_its_shards(
+    engine: RedisEngine, redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    members = ["limits-it-cli", "limits-it-cli#0", "limits-it-cli#1"]
+    await engine.register_queues(members)  # as the workers serving it do; the command has no code
+    base = ["--url", redis_url, "--prefix", prefix]
+    overrides = ["--rate", "30/second", "--max-running", "4", "--group-rate", "2/s"]
+    argv = ["limits", "set", "limits-it-cli", *overrides, *base]
+    assert await anyio.to_thread.run_sync(cli.main, argv) == 0
+    shown = capsys.readouterr().out
+    assert all(f"{q}\n" in shown for q in members), shown
+    metas = await engine.controls(members)
+    assert [(m["o:rate"], m["o:maxrun"], m["o:grate"]) for m in metas] == [
+        ("100000", "2", "500000"),
+        ("100000", "1", "500000"),
+        ("100000", "1", "500000"),
+    ]
