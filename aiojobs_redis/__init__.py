@@ -40,6 +40,7 @@ from .errors import (
 from .hooks import Hooks, JobContext
 from .job import Job
 from .lifecycle import Observer
+from .limits import InvalidLimit, QueueLimits
 from .middleware import Middleware
 from .records import JobInfo, QueueStats
 from .results import JobRef
@@ -65,6 +66,7 @@ __all__ = [
     "InvalidDelay",
     "InvalidJobClass",
     "InvalidJobId",
+    "InvalidLimit",
     "InvalidMiddleware",
     "InvalidPayload",
     "InvalidQueueName",
@@ -84,6 +86,7 @@ __all__ = [
     "PayloadNotSerializable",
     "PayloadTooLarge",
     "PermanentFailure",
+    "QueueLimits",
     "QueueStats",
     "RedisAuthError",
     "RedisEngine",

@@ -5,6 +5,7 @@ aiojobs-redis work --import app.jobs --queue tenant-a --queue tenant-b --fair
 aiojobs-redis work --import app.jobs --middleware app.mw:tenant
 aiojobs-redis failed list|show|retry|forget|flush ...
 aiojobs-redis abort JOB_ID [--queue Q] [--reason TEXT]
+aiojobs-redis limits show|set|clear QUEUE ...
 aiojobs-redis stats
 aiojobs-redis dashboard --port 8080
 """
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from . import cli_abort, cli_failed, cli_job, cli_schedules, doctor, middleware, registry
+from . import cli_abort, cli_failed, cli_job, cli_limits, cli_schedules, doctor, middleware, registry
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_failed.add_commands(commands, connection, whole_number_at_least_1, whole_number_at_least_0)
     cli_abort.add_command(commands, connection)
     cli_schedules.add_commands(commands, connection)
+    cli_limits.add_commands(commands, connection)
     cli_job.add_command(commands, connection)
 
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
@@ -382,6 +384,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return await cli_abort.run(engine, args)
         if args.command == "schedules":
             return await cli_schedules.run(engine, args)
+        if args.command == "limits":
+            return await cli_limits.run(engine, args)
         if args.command == "job":
             return await cli_job.run(engine, args)
         return await cli_failed.run(engine, args)

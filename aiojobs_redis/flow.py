@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from . import sharding
-from .boundary import redis_errors
+from .boundary import redis_errors, text
 from .keys import validate_queue
 
 if TYPE_CHECKING:
@@ -66,6 +66,27 @@ class FlowControl:
         """Set control fields of `queue`'s hash (None clears one); see claim.lua for them."""
         pairs = [item for field, value in fields.items() for item in (field, value or "")]
         await self._control([validate_queue(queue)], *pairs, action=f"set the controls of {queue}")
+
+    async def declare_controls(self, queue: str, fields: Mapping[str, str | None]) -> bool:
+        """Write fields a declaration owns (limits.py; None clears one) with their version `v`,
+        unless the hash holds that version already. True when written."""
+        async with redis_errors(f"read the controls of {queue}", timeout=self.settings.dispatch_timeout):
+            stored = await self.redis.hget(self.keys(queue).meta, "v")
+        if stored is not None and text(stored) == fields.get("v"):
+            return False
+        await self.set_controls(queue, fields)
+        return True
+
+    async def controls(self, queues: Sequence[str]) -> list[dict[str, str]]:
+        """Each of `queues`' control hash (empty for a queue with no controls)."""
+        async with (
+            redis_errors("read the queue controls", timeout=self.settings.dispatch_timeout),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            for queue in queues:
+                pipe.hgetall(self.keys(queue).meta)
+            replies = await pipe.execute()
+        return [{text(k): text(v) for k, v in reply.items()} for reply in replies]
 
     async def _control(self, queues: Sequence[str], *pairs: str, action: str) -> None:
         """Set (or, with an empty value, clear) control fields of each of `queues`."""

@@ -15,8 +15,10 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
                                      queue list; level 0 is the queue list itself
     jobs:{payments}:levels     zset  N -> N for each level whose list has jobs (claim.lua)
     jobs:{payments}:meta       hash  the queue's controls: paused, rate (µs between starts),
-                                     burst, maxrun, and o:<field> overrides set at run time
-                                     (queue_ctl.lua, flow.py); absent on a plain queue
+                                     burst, maxrun, grate, gburst, gmaxrun (each group's), v (the
+                                     version of the limits declared in code: limits.py), and
+                                     o:<field> overrides set at run time (queue_ctl.lua, flow.py,
+                                     cli_limits.py); absent on a plain queue
     jobs:{payments}:rl         str   the start rate's theoretical arrival time (µs; claim.lua)
     jobs:{payments}:aborted    zset  "<id> <token>" of a run aborted while running -> when (ms);
                                      its worker looks for its runs here and cancels them

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskStatus
 
-from . import registry, schedules, sharding
+from . import limits, registry, schedules, sharding
 from ._slots import SlotPool
 from .clock import ANYIO_CLOCK, WorkerClock
 from .context import use_engine
@@ -238,6 +238,7 @@ class Worker:
     async def _run(self, task_status: TaskStatus[None]) -> None:
         started = self.clock.monotonic()
         await self._retrying("register queues", lambda: self.engine.register_queues(self.queues))
+        await self._retrying("declare queue limits", self._declare_limits)
         log.info(
             "worker %s serving %s, concurrency %d, lease %.1f s",
             self.worker_id,
@@ -507,6 +508,16 @@ class Worker:
         job.id, job.attempt = claimed.id, claimed.attempt
         job._lease = (self, claimed)  # for set_progress(), fenced by the token
         return job
+
+    async def _declare_limits(self) -> None:
+        """Write the QueueLimits declared for the queues served into their control hashes."""
+        to_write = limits.controls_to_write(self.queues)
+        declare = getattr(self.engine, "declare_controls", None)
+        if not to_write or declare is None:
+            return
+        for queue, (part, fields) in to_write.items():
+            if await declare(queue, fields):
+                log.info("queue %s: limits from the code set: %s", queue, limits.describe_part(queue, part))
 
     async def _retrying(
         self, what: str, call: Callable[[], Awaitable[object]], deadline: float = math.inf
