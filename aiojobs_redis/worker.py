@@ -331,6 +331,8 @@ class Worker:
         for (queue, _, _), claim in zip(requests, claims, strict=True):
             if claim.paused:
                 self._held[queue] = (self.clock.monotonic() + min(self.idle_wait, PAUSED_RECHECK), True)
+                # Its share of this round is lost: plan again at once, for the other queues.
+                more = True
             elif claim.wait_ms >= 0:
                 self._held[queue] = (self.clock.monotonic() + claim.wait_ms / 1000, False)
             for item in claim.quarantined:
