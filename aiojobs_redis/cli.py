@@ -274,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show payloads on the failed list, job and queue pages (they may hold secrets; default: hidden)",
     )
-    board.add_argument("--read-only", action="store_true", help="no retry or forget actions")
+    board.add_argument(
+        "--read-only", action="store_true", help="no actions (retry, forget, abort, pause, resume)"
+    )
 
     server = commands.add_parser(
         "server", help="run a Valkey server for development, in the foreground (the 'embedded' extra)"
