@@ -24,28 +24,24 @@ RESUME_DESCRIPTION = "Resume paused queues (with their shards): idle workers sta
 EPILOG = "exit status: 0 when every queue is paused (resumed) now, also if it was already; 1 on an error."
 
 
+COMMANDS = {
+    "pause": ("pause queues: workers start none of their jobs until resumed", PAUSE_DESCRIPTION),
+    "resume": ("resume paused queues", RESUME_DESCRIPTION),
+}
+
+
 def add_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
-    pause = commands.add_parser(
-        "pause",
-        parents=[connection],
-        help="pause queues: workers start none of their jobs until resumed",
-        description=PAUSE_DESCRIPTION,
-        epilog=EPILOG,
-    )
-    pause.add_argument("queues", nargs="+", metavar="QUEUE", help="a queue to pause")
-    pause.add_argument(
-        "--new",
-        action="store_true",
-        help="pause a queue no job or worker has used yet (default: such a name is refused as a typo)",
-    )
-    resume = commands.add_parser(
-        "resume",
-        parents=[connection],
-        help="resume paused queues",
-        description=RESUME_DESCRIPTION,
-        epilog=EPILOG,
-    )
-    resume.add_argument("queues", nargs="+", metavar="QUEUE", help="a queue to resume")
+    for name, (summary, description) in COMMANDS.items():
+        command = commands.add_parser(
+            name, parents=[connection], help=summary, description=description, epilog=EPILOG
+        )
+        command.add_argument("queues", nargs="+", metavar="QUEUE", help=f"a queue to {name}")
+        if name == "pause":
+            command.add_argument(
+                "--new",
+                action="store_true",
+                help="pause a queue no job or worker has used yet (default: refused, as a typo)",
+            )
 
 
 async def run(engine: RedisEngine, args: argparse.Namespace) -> int:

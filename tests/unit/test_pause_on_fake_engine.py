@@ -8,12 +8,11 @@ module-level pause()/resume() and what the sync engine says to them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import anyio
 import pytest
+from test_worker_on_fake_engine import running
 
 import aiojobs_redis
 from aiojobs_redis import (
@@ -30,7 +29,7 @@ from aiojobs_redis.worker import PAUSED_RECHECK
 
 pytestmark = pytest.mark.anyio
 
-LIMIT = 5  # seconds of real time any test may take: a guard, never a wait
+LIMIT = 5  # seconds of real time a burst may take: a guard, never a wait
 IDLE_WAIT = 5.0
 QUEUE_A, QUEUE_B = "pause-rules-a", "pause-rules-b"
 SHARDED = ShardedQueue("pause-rules-sharded", shards=3)
@@ -89,27 +88,13 @@ def gates() -> Gates:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def engine(clock: FakeClock) -> FakeEngine:
-    return FakeEngine(clock)
+def engine() -> FakeEngine:
+    return FakeEngine(FakeClock())
 
 
 def worker_of(engine: FakeEngine, queues: list[str], **options: Any) -> Worker:
     options = {"reap_interval": 1000, "promote_interval": 1000, "idle_wait": IDLE_WAIT, **options}
     return Worker(engine, queues, clock=engine.clock, telemetry=False, tracing=False, **options)
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[Worker]:
-    with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-            await tg.start(worker.run)
-            yield worker
-            worker.stop()
 
 
 async def settle() -> None:
@@ -119,8 +104,9 @@ async def settle() -> None:
 
 
 async def test_a_paused_queue_starts_nothing_new_while_its_running_jobs_finish(
-    engine: FakeEngine, clock: FakeClock, gates: Gates
+    engine: FakeEngine, gates: Gates
 ) -> None:
+    clock = engine.clock
     await engine.dispatch_many([OnA({"tag": f"r{n}", "gated": True}) for n in range(2)])
     async with running(worker_of(engine, [QUEUE_A], concurrency=4)):
         await gates.until(lambda: len(gates.started) == 2)
@@ -155,8 +141,9 @@ async def test_a_worker_of_two_queues_drains_the_one_not_paused(engine: FakeEngi
 
 
 async def test_a_busy_worker_picks_up_a_resumed_queue_after_the_recheck(
-    engine: FakeEngine, clock: FakeClock, gates: Gates
+    engine: FakeEngine, gates: Gates
 ) -> None:
+    clock = engine.clock
     await engine.pause(QUEUE_A)
     await engine.dispatch(OnA({"tag": "a"}))
     await engine.dispatch_many([OnB({"tag": f"b{n}", "gated": True}) for n in range(6)])
