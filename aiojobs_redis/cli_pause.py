@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Any
 
-from . import sharding
 from .engine import RedisEngine
+from .flow import unknown_queues
 from .keys import validate_queue
 
 PAUSE_DESCRIPTION = (
@@ -47,7 +47,7 @@ def add_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
 async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
     queues = [validate_queue(q) for q in dict.fromkeys(args.queues)]  # all checked before any change
     if not getattr(args, "new", False):
-        unknown = _unknown(queues, await engine.known_queues())
+        unknown = unknown_queues(queues, await engine.known_queues())
         if unknown:
             hint = " (pass --new to pause it before first use)" if args.command == "pause" else ""
             print(
@@ -62,10 +62,3 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
         else:
             print(f"resumed {queue}" if await engine.resume(queue) else f"{queue} was not paused")
     return 0
-
-
-def _unknown(queues: list[str], known: list[str]) -> list[str]:
-    """The names in `queues` that Redis does not know as a queue (or as a sharded queue)."""
-    known_set = set(known)
-    parents = {q.partition(sharding.SEPARATOR)[0] for q in known}
-    return [q for q in queues if q not in known_set and q not in parents]

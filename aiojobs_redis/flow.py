@@ -37,6 +37,13 @@ def queue_and_shards(queue: str) -> list[str]:
     return [q for group in sharding.expand([validate_queue(queue)]) for q in group]
 
 
+def unknown_queues(queues: Sequence[str], known: Sequence[str]) -> list[str]:
+    """The names in `queues` that are not among the `known` queues, nor a sharded queue of
+    known shards (the command line and the dashboard refuse them as typos)."""
+    parents = {q.partition(sharding.SEPARATOR)[0] for q in known}
+    return [q for q in queues if q not in parents and q not in known]
+
+
 async def pause(queue: str) -> bool:
     """Pause `queue` (and its shards) through the current engine: see FlowControl.pause."""
     return bool(await _flow_method("pause", queue)(queue))

@@ -12,7 +12,7 @@
     POST /api/failed/forget     queue, id: delete a failed job
     POST /api/failed/retry-all  queue: run every failed job of a queue again
     POST /api/abort             queue, id: abort a job not yet ended (it ends failed, "aborted")
-    POST /api/queue/pause       queue: pause a queue (and its shards): workers start none of its jobs
+    POST /api/queue/pause       queue: pause a known queue (and its shards): no job of it starts
     POST /api/queue/resume      queue: resume it
     GET  /static/<file>         dashboard.js, dashboard.css
 
@@ -34,6 +34,7 @@ import orjson
 from ..context import current_engine
 from ..engine import RedisEngine
 from ..errors import ConfigurationError, EngineError, InvalidJobId, InvalidQueueName
+from ..flow import unknown_queues
 from ..keys import validate_job_id, validate_queue
 from . import auth, page
 from .data import FailedQuery, job_view, queue_view, snapshot
@@ -327,6 +328,8 @@ class Dashboard:
                 log.info("dashboard: retried all %d failed job(s) of %s", count, queue)
                 return self._answer(request, {"requeued": count})
             if action in ("pause", "resume"):
+                if unknown_queues([queue], await engine.known_queues()):
+                    return self._answer(request, {"error": f"unknown queue {queue!r}"}, 404)
                 changed = await (engine.pause if action == "pause" else engine.resume)(queue)
                 log.info("dashboard: %s of queue %s (changed: %s)", action, queue, changed)
                 return self._answer(

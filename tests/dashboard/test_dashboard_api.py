@@ -442,6 +442,9 @@ async def test_pause_and_resume_a_queue_from_the_main_and_queue_pages(engine: Re
         assert bad.status_code == 400 and "invalid queue name" in bad.json()["error"]
         missing = await http.post("api/queue/pause", data={}, headers=headers)
         assert missing.status_code == 400
+        unknown = await http.post("api/queue/pause", data={"queue": "board-typo"}, headers=headers)
+        assert unknown.status_code == 404 and unknown.json() == {"error": "unknown queue 'board-typo'"}
+        assert "board-typo" not in await engine.known_queues()
 
     async with dashboard(engine, read_only=True) as url, httpx.AsyncClient(base_url=url) as http:
         main = (await http.get("")).text
