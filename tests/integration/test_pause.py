@@ -72,6 +72,16 @@ async def test_a_paused_queue_takes_dispatches_and_its_claims_take_nothing(engin
     assert Held.ran == [0, 1, 2, 3, 4], "in order, once resumed"
 
 
+async def test_a_claim_replayed_after_the_pause_still_gets_what_it_took(engine: RedisEngine) -> None:
+    # Its reply was lost on the wire: the worker asks again with the same request id.
+    [first] = await Held.dispatch_many([{"n": 1}])
+    taken = await claim_from(engine, QUEUE, 1, worker_id="w1", request_id="7", lease_ms=LEASE_MS)
+    await engine.pause(QUEUE)
+    again = await claim_from(engine, QUEUE, 1, worker_id="w1", request_id="7", lease_ms=LEASE_MS)
+    assert [j.id for j in again.jobs] == [j.id for j in taken.jobs] == [first]
+    assert again.paused is False, "the receipt is answered before the pause is looked at"
+
+
 async def test_resume_wakes_an_idle_worker_and_pause_does_not(engine: RedisEngine) -> None:
     wake = engine.keys(QUEUE).wake
     await engine.pause(QUEUE)
