@@ -128,6 +128,28 @@ async def test_a_paused_queue_starts_nothing_new_while_its_running_jobs_finish(
         assert await engine.resume(QUEUE_A) is False, "not paused any more"
 
 
+async def test_the_worker_logs_once_that_a_queue_is_paused_and_once_that_it_was_resumed(
+    engine: FakeEngine, gates: Gates, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="aiojobs_redis.worker")
+    await engine.pause(SHARDED.name)
+    await engine.dispatch_many([OnSharded({"tag": f"s{n}"}) for n in range(3)])
+    clock = engine.clock
+    async with running(worker_of(engine, [SHARDED.name])) as worker:
+        for _ in range(3):
+            clock.advance(IDLE_WAIT)
+            await settle()
+        await engine.resume(SHARDED.name)
+        await gates.until(lambda: len(gates.ended) == 3)
+    said = [
+        r.getMessage() for r in caplog.records if "paused" in r.getMessage() or "resumed" in r.getMessage()
+    ]
+    assert said == [
+        f"worker {worker.worker_id}: queue {SHARDED.name} is paused; its jobs wait until it is resumed",
+        f"worker {worker.worker_id}: queue {SHARDED.name} was resumed",
+    ]
+
+
 async def test_a_worker_of_two_queues_drains_the_one_not_paused(engine: FakeEngine, gates: Gates) -> None:
     await engine.pause(QUEUE_A)
     await engine.dispatch_many([OnA({"tag": f"a{n}"}) for n in range(100)])
