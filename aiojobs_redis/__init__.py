@@ -37,6 +37,7 @@ from .errors import (
     RetryLater,
     UnknownJob,
 )
+from .flow import pause, resume
 from .hooks import Hooks, JobContext
 from .job import Job
 from .lifecycle import Observer
@@ -103,5 +104,7 @@ __all__ = [
     "current_engine",
     "drain_on_signal",
     "open_engine",
+    "pause",
+    "resume",
     "use_engine",
 ]

@@ -92,11 +92,12 @@ class Admin(Listing):
                 for key in (keys.delayed, keys.running, keys.failed):
                     pipe.zcard(key)
                 pipe.get(keys.dropped)
+                pipe.hexists(keys.meta, "paused")
             counts = await pipe.execute()
-        rows = [counts[i * 5 : i * 5 + 5] for i in range(len(queues))]
+        rows = [counts[i * 6 : i * 6 + 6] for i in range(len(queues))]
         return [
-            QueueStats(q, ready, delayed, running, failed, int(dropped or 0))
-            for q, (ready, delayed, running, failed, dropped) in zip(queues, rows, strict=True)
+            QueueStats(q, ready, delayed, running, failed, int(dropped or 0), bool(paused))
+            for q, (ready, delayed, running, failed, dropped, paused) in zip(queues, rows, strict=True)
         ]
 
     # -- one job ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ aiojobs-redis work --import app.jobs --middleware app.mw:tenant
 aiojobs-redis failed list|show|retry|forget|flush ...
 aiojobs-redis abort JOB_ID [--queue Q] [--reason TEXT]
 aiojobs-redis limits show|set|clear QUEUE ...
+aiojobs-redis pause|resume QUEUE [QUEUE ...]
 aiojobs-redis stats
 aiojobs-redis dashboard --port 8080
 """
@@ -27,7 +28,17 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from . import cli_abort, cli_failed, cli_job, cli_limits, cli_schedules, doctor, middleware, registry
+from . import (
+    cli_abort,
+    cli_failed,
+    cli_job,
+    cli_limits,
+    cli_pause,
+    cli_schedules,
+    doctor,
+    middleware,
+    registry,
+)
 from .config import Settings
 from .engine import RedisEngine
 from .errors import AiojobsRedisError, EngineUnavailable
@@ -47,6 +58,7 @@ examples:
   aiojobs-redis work --import app.jobs --queue payments --queue default
   aiojobs-redis work --import app.jobs --burst          run what is ready, then exit
   aiojobs-redis stats                                   jobs per queue and state
+  aiojobs-redis pause payments                          start no more jobs of a queue (resume: again)
   aiojobs-redis failed list --queue payments
   aiojobs-redis failed retry --all
   aiojobs-redis doctor                                  check the Redis deployment
@@ -242,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_failed.add_commands(commands, connection, whole_number_at_least_1, whole_number_at_least_0)
     cli_abort.add_command(commands, connection)
+    cli_pause.add_commands(commands, connection)
     cli_schedules.add_commands(commands, connection)
     cli_limits.add_commands(commands, connection)
     cli_job.add_command(commands, connection)
@@ -282,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show payloads on the failed list, job and queue pages (they may hold secrets; default: hidden)",
     )
-    board.add_argument("--read-only", action="store_true", help="no retry or forget actions")
+    board.add_argument(
+        "--read-only", action="store_true", help="no actions (retry, forget, abort, pause, resume)"
+    )
 
     server = commands.add_parser(
         "server", help="run a Valkey server for development, in the foreground (the 'embedded' extra)"
@@ -382,6 +397,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return await _dashboard(engine, args)
         if args.command == "abort":
             return await cli_abort.run(engine, args)
+        if args.command in ("pause", "resume"):
+            return await cli_pause.run(engine, args)
         if args.command == "schedules":
             return await cli_schedules.run(engine, args)
         if args.command == "limits":
@@ -508,9 +525,10 @@ async def _stats(engine: RedisEngine, args: argparse.Namespace) -> int:
         for row in rows:
             print(orjson.dumps({**dataclasses.asdict(row), "format_version": version}).decode())
         return 0
-    print(f"{'queue':<24} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9}")
+    print(f"{'queue':<24} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9} {'paused':>7}")
     for row in rows:
-        print(f"{row.queue:<24} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9}")
+        paused = "yes" if row.paused else "no"
+        print(f"{row.queue:<24} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9} {paused:>7}")
     dropped = ", ".join(f"{row.queue} {row.failed_dropped}" for row in rows if row.failed_dropped)
     if dropped:
         print(f"\nfailed jobs dropped by retention: {dropped}")

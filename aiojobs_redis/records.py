@@ -136,6 +136,7 @@ class QueueStats:
     running: int
     failed: int
     failed_dropped: int = 0  # failed jobs dropped by retention (failed_ttl_ms, failed_max), in all
+    paused: bool = False  # the queue is paused: workers start none of its jobs (flow.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from . import context, sharding
+from . import context, flow, sharding
 from .abort import abort_error
 from .clock import Changes, FakeClock
 from .config import Settings
@@ -91,7 +91,8 @@ class FakeEngine:
     It answers as RedisEngine and the Lua scripts do (ids, attempts used, shards, the order
     of claims, requeues and promotions, claim replays, token fences and settle replays), but
     keeps finished jobs in state "done" and failed ones for ever, and has no wake tokens,
-    telemetry, retention trimming or data-format version checks.
+    telemetry, retention trimming or data-format version checks. `pause(queue)` holds a
+    queue's jobs back as claim.lua does (the queues in `paused_queues`) until `resume(queue)`.
     """
 
     def __init__(self, clock: FakeClock | None = None, settings: Settings | None = None) -> None:
@@ -100,6 +101,7 @@ class FakeEngine:
         self.dispatched: list[Dispatched] = []
         self.jobs: dict[str, FakeJob] = {}
         self.queues: set[str] = set()  # dispatched to, or registered by a worker
+        self.paused_queues: set[str] = set()
         self.calls: Counter[str] = Counter()
         self.unavailable = False
         self._ready: dict[str, deque[FakeJob]] = {}
@@ -269,6 +271,9 @@ class FakeEngine:
                 # The same claim again: what it took, still held (only the last one is kept).
                 again = [c for c in last[1] if self._held_quietly(c)]
                 claims.append(Claim(again, [], self._next_due(queue), False))
+                continue
+            if queue in self.paused_queues:  # as claim.lua: nothing claimed, the reply says so
+                claims.append(Claim([], [], -1, False, paused=True))
                 continue
             ready, taken = self._queue(queue), list[ClaimedJob]()
             while ready and len(taken) < limit:
@@ -483,10 +488,42 @@ class FakeEngine:
         self._notify()
         return Reaped([j.id for j in requeued], failed, 0)
 
+    # -- flow control (flow.py) -----------------------------------------------------------
+
+    async def pause(self, queue: str) -> bool:
+        """As RedisEngine.pause: no claim takes jobs of `queue` (or its shards) until resume()."""
+        self._call("pause")
+        queues = self._with_shards(queue)
+        paused = not set(queues) <= self.paused_queues
+        self.paused_queues.update(queues)
+        self.queues.update(queues)
+        self._notify()
+        return paused
+
+    async def resume(self, queue: str) -> bool:
+        """As RedisEngine.resume; a waiting worker looks at the queue again."""
+        self._call("resume")
+        queues = self._with_shards(queue)
+        resumed = bool(self.paused_queues & set(queues))
+        self.paused_queues.difference_update(queues)
+        self._notify()
+        return resumed
+
+    async def paused(self, queues: Sequence[str]) -> list[bool]:
+        self._call("paused")
+        return [q in self.paused_queues for q in queues]
+
+    def _with_shards(self, queue: str) -> list[str]:
+        """The queue, its declared shards and the shards of it used so far."""
+        known = sorted(q for q in self.queues if q.startswith(queue + sharding.SEPARATOR))
+        return list(dict.fromkeys([*flow.queue_and_shards(queue), *known]))
+
     async def wait_for_work(self, queues: Sequence[str], block_seconds: float) -> bool:
+        """Wakes for ready jobs of a queue not paused (Redis wakes for any dispatch: the
+        worker then finds the queue paused and waits again)."""
         self._call("wait_for_work")
         with self.clock.move_on_after(block_seconds):
-            while not any(self._queue(q) for q in queues):
+            while not any(self._queue(q) for q in queues if q not in self.paused_queues):
                 await self._changed.wait()
             return True
         return False

@@ -179,6 +179,7 @@ class Worker:
         # queue is asked again after the next idle wait (or PAUSED_RECHECK while busy), one a
         # limit holds back when the limit allows (claim.lua says when).
         self._held: dict[str, tuple[float, bool]] = {}
+        self._paused_seen: set[str] = set()  # queues found paused, for the log (sharded: by name)
         self._ended = 0  # jobs whose task has finished, for burst mode's last look
         # Claimed jobs go to an idle slot, else a new one (up to `concurrency`), else wait.
         self._slots = SlotPool[_Running](concurrency, self._run_job, name="aiojobs-slot")
@@ -335,8 +336,11 @@ class Worker:
         self._unanswered_claim = None
         got, more = 0, False
         for (queue, _, _), claim in zip(requests, claims, strict=True):
+            self._note_pause(queue, claim.paused)
             if claim.paused:
                 self._held[queue] = (self.clock.monotonic() + min(self.idle_wait, PAUSED_RECHECK), True)
+                # Its share of this round is lost: plan again at once, for the other queues.
+                more = True
             elif claim.wait_ms >= 0:
                 self._held[queue] = (self.clock.monotonic() + claim.wait_ms / 1000, False)
             for item in claim.quarantined:
@@ -351,6 +355,16 @@ class Worker:
             got += len(claim.jobs)
             more = more or claim.more
         return got, more
+
+    def _note_pause(self, queue: str, paused: bool) -> None:
+        """Log when a queue (a sharded one once, not per shard) is found paused, and resumed."""
+        name = queue.partition(sharding.SEPARATOR)[0]
+        if paused and name not in self._paused_seen:
+            self._paused_seen.add(name)
+            log.info("worker %s: queue %s is paused; its jobs wait until it is resumed", self.worker_id, name)
+        elif not paused and name in self._paused_seen:
+            self._paused_seen.discard(name)
+            log.info("worker %s: queue %s was resumed", self.worker_id, name)
 
     async def _plan_claim(self, wanted: int) -> list[tuple[str, int, str]]:
         """(queue, limit, request id) for each queue to claim from in this round."""

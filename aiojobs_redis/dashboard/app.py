@@ -1,4 +1,4 @@
-"""The dashboard as a Starlette app: one page, a JSON state endpoint, four POST actions.
+"""The dashboard as a Starlette app: one page, a JSON state endpoint, six POST actions.
 
     GET  /                      the page (sets the CSRF cookie); ?offset=N&name=TEXT&error=TEXT
                                 page and filter the failed jobs
@@ -12,6 +12,8 @@
     POST /api/failed/forget     queue, id: delete a failed job
     POST /api/failed/retry-all  queue: run every failed job of a queue again
     POST /api/abort             queue, id: abort a job not yet ended (it ends failed, "aborted")
+    POST /api/queue/pause       queue: pause a known queue (and its shards): no job of it starts
+    POST /api/queue/resume      queue: resume it
     GET  /static/<file>         dashboard.js, dashboard.css
 
 POST bodies are form-encoded or JSON. An action answers JSON when the request accepts it,
@@ -32,6 +34,7 @@ import orjson
 from ..context import current_engine
 from ..engine import RedisEngine
 from ..errors import ConfigurationError, EngineError, InvalidJobId, InvalidQueueName
+from ..flow import unknown_queues
 from ..keys import validate_job_id, validate_queue
 from . import auth, page
 from .data import FailedQuery, job_view, queue_view, snapshot
@@ -302,6 +305,12 @@ class Dashboard:
     async def abort(self, request: Request) -> Response:
         return await self._act(request, "abort")
 
+    async def pause(self, request: Request) -> Response:
+        return await self._act(request, "pause")
+
+    async def resume(self, request: Request) -> Response:
+        return await self._act(request, "resume")
+
     async def _act(self, request: Request, action: str) -> Response:
         if self.options.read_only:
             return self._answer(request, {"error": "the dashboard is read-only"}, 403)
@@ -318,6 +327,14 @@ class Dashboard:
                 count = await engine.failed_retry(None, queue=queue)
                 log.info("dashboard: retried all %d failed job(s) of %s", count, queue)
                 return self._answer(request, {"requeued": count})
+            if action in ("pause", "resume"):
+                if unknown_queues([queue], await engine.known_queues()):
+                    return self._answer(request, {"error": f"unknown queue {queue!r}"}, 404)
+                changed = await (engine.pause if action == "pause" else engine.resume)(queue)
+                log.info("dashboard: %s of queue %s (changed: %s)", action, queue, changed)
+                return self._answer(
+                    request, {"queue": queue, "paused": action == "pause", "changed": changed}
+                )
             job_id = validate_job_id(fields.get("id"))
             if action == "abort":
                 aborted = await engine.abort(job_id, queue, reason="aborted from the dashboard")
@@ -415,6 +432,8 @@ def create_app(
         Route("/api/failed/forget", dashboard.forget, methods=["POST"]),
         Route("/api/failed/retry-all", dashboard.retry_all, methods=["POST"]),
         Route("/api/abort", dashboard.abort, methods=["POST"]),
+        Route("/api/queue/pause", dashboard.pause, methods=["POST"]),
+        Route("/api/queue/resume", dashboard.resume, methods=["POST"]),
         Route("/static/{name}", dashboard.static, methods=["GET"]),
     ]
     app = Starlette(routes=routes)

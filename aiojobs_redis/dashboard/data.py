@@ -72,6 +72,7 @@ async def snapshot(
                 "delayed": s.delayed,
                 "running": s.running,
                 "failed": s.failed,
+                "paused": s.paused,
                 "oldest_ready_ms": parts["oldest"][s.queue],
                 "latency_ms": _age(now_ms, parts["oldest"][s.queue]),
                 "throughput": parts["throughput"][s.queue],
@@ -181,16 +182,18 @@ async def job_view(
 async def queue_view(
     engine: RedisEngine, queue: str, *, ready_offset: int, delayed_offset: int, show_payloads: bool
 ) -> dict[str, Any]:
-    """One queue: its counts, a page of its ready jobs and a page of its delayed jobs."""
+    """One queue: whether it is paused, a page of its ready jobs and a page of its delayed jobs."""
     now_ms = await engine.redis_time_ms(max_age_ms=0)
     ready = await engine.ready_jobs(queue, offset=ready_offset, limit=QUEUE_PAGE, with_payload=show_payloads)
     delayed = await engine.delayed_jobs(
         queue, offset=delayed_offset, limit=QUEUE_PAGE, with_payload=show_payloads
     )
     oldest = (await engine.oldest_ready_ms([queue]))[queue]
+    [paused] = await engine.paused([queue])
     return {
         "now_ms": now_ms,
         "queue": queue,
+        "paused": paused,
         "show_payloads": show_payloads,
         "latency_ms": _age(now_ms, oldest),
         "ready": _queue_page(ready, show_payloads),

@@ -137,6 +137,23 @@ def abort_form(queue: str, job_id: str, csrf: str, read_only: bool) -> str:
     return _form("api/abort", csrf, fields, "Abort", "abort", f"Abort job {job_id}? It will not run (again).")
 
 
+def pause_form(queue: str, paused: bool, csrf: str, read_only: bool) -> str:
+    """The Pause button of a queue, or Resume of a paused one (none on a read-only dashboard)."""
+    if read_only:
+        return ""
+    if paused:
+        return _form("api/queue/resume", csrf, {"queue": queue}, "Resume", "resume")
+    ask = f"Pause queue {queue}? Workers start none of its jobs until it is resumed; running jobs finish."
+    return _form("api/queue/pause", csrf, {"queue": queue}, "Pause", "pause", ask)
+
+
+PAUSED_TITLE = "paused: workers start none of its jobs; dispatch and delayed jobs still fill it"
+
+
+def paused_badge(paused: bool) -> str:
+    return f' <span class="badge paused" title="{e(PAUSED_TITLE)}">paused</span>' if paused else ""
+
+
 def retry_all_confirm(queue: str) -> str:
     return f"Retry every failed job of queue {queue}?"
 
@@ -150,9 +167,9 @@ def queue_rows(queues: Sequence[dict[str, Any]], csrf: str, read_only: bool) -> 
         return '<tr class="empty"><td colspan="9">no queues yet</td></tr>'
     rows = []
     for q in queues:
-        action = ""
+        action = pause_form(q["queue"], q["paused"], csrf, read_only)
         if q["failed"] and not read_only:
-            action = _form(
+            action += _form(
                 "api/failed/retry-all",
                 csrf,
                 {"queue": q["queue"]},
@@ -160,7 +177,9 @@ def queue_rows(queues: Sequence[dict[str, Any]], csrf: str, read_only: bool) -> 
                 "retry-all",
                 retry_all_confirm(q["queue"]),
             )
-        name = f'<a href="{e(link("queue", queue=q["queue"]))}">{e(q["queue"])}</a>'
+        name = (
+            f'<a href="{e(link("queue", queue=q["queue"]))}">{e(q["queue"])}</a>{paused_badge(q["paused"])}'
+        )
         rows.append(
             f'<tr data-queue="{e(q["queue"])}"><td class="name">{name}</td>'
             + "".join(f'<td class="num {k}">{q[k]}</td>' for k in ("ready", "delayed", "running", "failed"))
@@ -584,8 +603,9 @@ def render_queue(view: dict[str, Any], *, base: str, csrf: str, title: str, read
 <tbody id="{which}-body">{_waiting_rows(view, which, csrf, read_only)}</tbody></table>
 </section>"""
         )
-    main = f"""<section id="queue" data-queue="{e(queue)}">
-<h2>Queue {e(queue)} <span class="count" id="latency">{e(latency)}</span></h2>
+    main = f"""<section id="queue" data-queue="{e(queue)}" data-paused="{int(view["paused"])}">
+<h2>Queue {e(queue)}{paused_badge(view["paused"])} <span class="count" id="latency">{e(latency)}</span></h2>
+<div class="toolbar actions">{pause_form(queue, view["paused"], csrf, read_only)}</div>
 </section>
 {"".join(sections)}"""
     return frame(

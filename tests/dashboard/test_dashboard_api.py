@@ -403,3 +403,52 @@ async def test_abort_from_the_job_and_queue_pages(engine: RedisEngine) -> None:
         assert 'action="api/abort"' not in job_page and 'action="api/failed/retry"' in job_page
         assert "aborted from the dashboard" in job_page
     assert await failed_count(engine) == 2
+
+
+async def test_pause_and_resume_a_queue_from_the_main_and_queue_pages(engine: RedisEngine) -> None:
+    await Waiting.dispatch_many([{}, {}])
+    async with dashboard(engine) as url, httpx.AsyncClient(base_url=url) as http:
+        main = (await http.get("")).text
+        csrf = csrf_in(main)
+        assert 'action="api/queue/pause"' in main and "badge paused" not in main
+        headers = {"accept": "application/json", "x-csrf-token": csrf}
+        refused = await http.post(
+            "api/queue/pause", data={"queue": OTHER}, headers={"x-csrf-token": "x" * 43}
+        )
+        assert refused.status_code == 403 and await engine.paused([OTHER]) == [False], "CSRF applies"
+
+        paused = await http.post("api/queue/pause", data={"queue": OTHER}, headers=headers)
+        assert paused.json() == {"queue": OTHER, "paused": True, "changed": True}
+        again = await http.post("api/queue/pause", data={"queue": OTHER}, headers=headers)
+        assert again.json() == {"queue": OTHER, "paused": True, "changed": False}
+        assert await engine.paused([OTHER]) == [True]
+
+        [row] = [q for q in (await http.get("api/state")).json()["queues"] if q["queue"] == OTHER]
+        assert (row["ready"], row["paused"]) == (2, True)
+        main = (await http.get("")).text
+        assert "badge paused" in main and 'action="api/queue/resume"' in main
+        queue_api = (await http.get("api/queue", params={"queue": OTHER})).json()
+        assert queue_api["paused"] is True
+        queue_page = (await http.get("queue", params={"queue": OTHER})).text
+        assert 'data-paused="1"' in queue_page and 'action="api/queue/resume"' in queue_page
+
+        # The form a browser without JavaScript submits: the token in a field, then back to the page.
+        form = await http.post("api/queue/resume", data={"csrf": csrf, "queue": OTHER})
+        assert form.status_code == 303 and await engine.paused([OTHER]) == [False]
+        queue_page = (await http.get("queue", params={"queue": OTHER})).text
+        assert 'data-paused="0"' in queue_page and 'action="api/queue/pause"' in queue_page
+
+        bad = await http.post("api/queue/pause", data={"queue": "a b"}, headers=headers)
+        assert bad.status_code == 400 and "invalid queue name" in bad.json()["error"]
+        missing = await http.post("api/queue/pause", data={}, headers=headers)
+        assert missing.status_code == 400
+        unknown = await http.post("api/queue/pause", data={"queue": "board-typo"}, headers=headers)
+        assert unknown.status_code == 404 and unknown.json() == {"error": "unknown queue 'board-typo'"}
+        assert "board-typo" not in await engine.known_queues()
+
+    async with dashboard(engine, read_only=True) as url, httpx.AsyncClient(base_url=url) as http:
+        main = (await http.get("")).text
+        assert "api/queue/" not in main, "no buttons on a read-only dashboard"
+        refused = await http.post("api/queue/pause", data={"queue": OTHER, "csrf": csrf_in(main)})
+        assert refused.status_code == 403
+    assert await engine.paused([OTHER]) == [False]

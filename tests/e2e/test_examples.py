@@ -234,6 +234,7 @@ async def test_aiohttp_example_runs_the_jobs_in_process_and_drains_on_sigterm(
             "running": 0,
             "failed": 1,
             "failed_dropped": 0,
+            "paused": False,
         }
         assert await app.terminate() == 0
         assert re.search(r"worker \S+ stopped after [0-9.]+ s: .*\b2 succeeded", app.output()), "it drained"

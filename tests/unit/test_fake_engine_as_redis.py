@@ -184,3 +184,20 @@ async def test_an_abort_releases_the_unique_key_as_abort_lua_does(engine: FakeEn
     first = await engine.dispatch(Unique({"k": 77}))
     assert await engine.abort(first) is True
     assert await engine.dispatch(Unique({"k": 77})) != first
+
+
+async def test_pause_answers_as_queue_ctl_and_claim_lua_do(engine: FakeEngine) -> None:
+    """RedisEngine's signatures; a replayed claim still gets its receipt; a paused claim takes
+    nothing and says so; a retry of a job running when the pause came waits in the queue."""
+    for name in ("pause", "resume", "paused"):
+        assert inspect.signature(getattr(FakeEngine, name)) == inspect.signature(getattr(RedisEngine, name))
+    first, second = await engine.dispatch_many([Noop({"n": 1}), Noop({"n": 2})])
+    [held] = await claim(engine, "1")
+    assert await engine.pause(QUEUE) is True and await engine.pause(QUEUE) is False
+    assert [j.id for j in await claim(engine, "1")] == [first], "the receipt comes before the pause"
+    (paused,) = await engine.claim_many([(QUEUE, 5, "2")], worker_id="w", lease_ms=1000)
+    assert (paused.jobs, paused.paused, paused.more, paused.next_due_ms) == ([], True, False, -1)
+    assert await engine.retry(held, 0, {"reason": "error"})
+    assert await claim(engine, "3") == [] and len(engine.in_state("ready")) == 2
+    assert await engine.resume(QUEUE) is True and await engine.resume(QUEUE) is False
+    assert [j.id for j in await claim(engine, "4", limit=2)] == [second, first]

@@ -134,14 +134,22 @@
 
   // -- the tables ---------------------------------------------------------------------------
 
+  const pausedTitle = "paused: workers start none of its jobs; dispatch and delayed jobs still fill it";
+
   function queueRow(q) {
     const name = el("td", { class: "name" }, el("a", { href: link("queue", { queue: q.queue }) }, q.queue));
+    if (q.paused) name.append(" ", el("span", { class: "badge paused", title: pausedTitle }, "paused"));
     const row = el("tr", { "data-queue": q.queue }, name);
     for (const key of ["ready", "delayed", "running", "failed"]) row.append(td(q[key], `num ${key}`));
     row.append(td(span(q.latency_ms), "num latency"));
     row.append(el("td", { class: "throughput" }, ...chart(q.throughput)));
     row.append(td(`${q.totals.succeeded} succeeded / ${q.totals.failed} failed`, "num totals"));
     const actions = el("td", { class: "actions" });
+    if (!readOnly && q.paused) actions.append(actionForm("api/queue/resume", { queue: q.queue }, "Resume", "resume"));
+    if (!readOnly && !q.paused) {
+      const ask = `Pause queue ${q.queue}? Workers start none of its jobs until it is resumed; running jobs finish.`;
+      actions.append(actionForm("api/queue/pause", { queue: q.queue }, "Pause", "pause", ask));
+    }
     if (q.failed && !readOnly) {
       const ask = `Retry every failed job of queue ${q.queue}?`;
       actions.append(actionForm("api/failed/retry-all", { queue: q.queue }, "Retry all failed", "retry-all", ask));
@@ -355,6 +363,8 @@
       if ("requeued" in data) flash(`requeued ${data.requeued} job(s)`);
       else if ("forgotten" in data) flash(`forgot ${data.forgotten} job(s)`);
       else if ("aborted" in data) flash(data.aborted ? "aborted" : "not aborted: it has ended already");
+      else if ("paused" in data) flash(`${data.paused ? "paused" : "resumed"} ${data.queue}`);
+      if ("paused" in data && pageKind !== "main") window.location.reload(); // its button flips
     } catch (error) {
       flash(`failed: ${error.message}`, true);
     }
