@@ -335,7 +335,7 @@ class Worker:
         claims = await self.engine.claim_many(requests, worker_id=self.worker_id, lease_ms=self.lease_ms)
         self._unanswered_claim = None
         got, more = 0, False
-        for (queue, _, _), claim in zip(requests, claims, strict=True):
+        for (queue, limit, _), claim in zip(requests, claims, strict=True):
             self._note_pause(queue, claim.paused)
             if claim.paused:
                 self._held[queue] = (self.clock.monotonic() + min(self.idle_wait, PAUSED_RECHECK), True)
@@ -343,6 +343,8 @@ class Worker:
                 more = True
             elif claim.wait_ms >= 0:
                 self._held[queue] = (self.clock.monotonic() + claim.wait_ms / 1000, False)
+                # A limit let it take less than its share: the rest goes to the other queues.
+                more = more or len(claim.jobs) < limit
             for item in claim.quarantined:
                 self.counters.quarantined += 1
                 log.error("%s", item.describe(queue))

@@ -4,7 +4,7 @@ clock, overrides, the declaration a worker writes, and the `limits` command."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import anyio
 import pytest
@@ -236,3 +236,54 @@ async def test_an_override_of_a_sharded_queue_is_divided_among_the_queue_and_its
         ("100000", "1", "500000"),
         ("100000", "1", "500000"),
     ]
+
+
+class HoldsItsSlot(Job):
+    """Runs until the test ends, so max_running=1 stays reached."""
+
+    name = "limits.HoldsItsSlot"
+    queue = "limits-first"
+
+    async def handle(self) -> None:
+        await anyio.sleep(60)
+
+
+class QuickAfter(Job):
+    name = "limits.QuickAfter"
+    queue = "limits-second"
+    done = 0
+
+    async def handle(self) -> None:
+        await anyio.sleep(0.05)  # a round per slot freed: the first queue's hold lapses meanwhile
+        QuickAfter.done += 1
+
+
+async def test_a_queue_a_limit_holds_back_does_not_starve_the_next_queue(engine: RedisEngine) -> None:
+    """The first queue in priority order has more ready jobs than a round claims, but its
+    max_running is reached: each round's share goes to the next queue instead of an idle wait."""
+    await engine.set_controls("limits-first", {"maxrun": "1"})
+    await HoldsItsSlot.dispatch_many([{"n": n} for n in range(300)])
+    await QuickAfter.dispatch_many([{"n": n} for n in range(40)])
+    QuickAfter.done = 0
+    worker = Worker(
+        engine, ["limits-first", "limits-second"], concurrency=3, batch_size=2, telemetry=False, grace=0
+    )
+    idle_waits_before_drained = 0  # idle waits while the second queue still had ready jobs
+    wait_for_work = engine.wait_for_work
+
+    async def counted_wait(queues: Sequence[str], block_seconds: float) -> bool:
+        nonlocal idle_waits_before_drained
+        idle_waits_before_drained += worker.counters.claimed < 41
+        return await wait_for_work(queues, block_seconds)
+
+    engine.wait_for_work = counted_wait  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with anyio.move_on_after(30):
+            while QuickAfter.done < 40:
+                await anyio.sleep(0.02)
+        worker.stop()
+    assert QuickAfter.done == 40
+    assert worker.counters.claimed == 41  # one of the first queue's, all of the second's
+    # The second queue's jobs were claimed round after round, with no idle wait between.
+    assert idle_waits_before_drained == 0
