@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 from . import registry, schedules, unique
 from .codec import encode_payload
 from .context import current_engine
-from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
-from .keys import validate_queue
+from .errors import AiojobsRedisError, InvalidJobClass, InvalidPriority, RetryLater
+from .keys import MAX_PRIORITY, MIN_PRIORITY, validate_queue
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
 from .typed_payloads import check_payload_type
@@ -330,13 +330,10 @@ class Job:
         return f"<{type(self).__qualname__} id={self.id} queue={self.queue} attempt={self.attempt}>"
 
 
-MIN_PRIORITY, MAX_PRIORITY = -10, 10
-
-
 def check_priority(level: object, what: str = "priority") -> int:
     """A priority level: an int from MIN_PRIORITY to MAX_PRIORITY (higher runs sooner)."""
     if not isinstance(level, int) or isinstance(level, bool) or not MIN_PRIORITY <= level <= MAX_PRIORITY:
-        raise ValueError(f"{what} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, not {level!r}")
+        raise InvalidPriority(f"{what} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, not {level!r}")
     return level
 
 

@@ -96,6 +96,8 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")
 FORMAT_VERSION = 2
 
 # Job hash fields. Single letters keep a queued job's record small (see benchmarks, W4).
+MIN_PRIORITY, MAX_PRIORITY = -10, 10  # priority levels (higher runs sooner); 0 is the queue list
+
 JOB_FIELDS = {
     "n": "name",
     "q": "queue",

@@ -203,7 +203,8 @@ for _, source in ipairs(sources) do
     end
   end
   taken = taken + #entries
-  if level ~= 0 and #entries > 0 and redis.call('LLEN', list) == 0 then
+  -- A level's list left empty (or moved aside, or emptied by abort) leaves <base>:levels.
+  if level ~= 0 and redis.call('LLEN', list) == 0 then
     redis.call('ZREM', levels_key, level)
     levels_left = levels_left - 1
   end
