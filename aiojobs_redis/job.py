@@ -29,7 +29,12 @@ _UNSET: Any = object()
 
 class _DispatchCall(Protocol):
     def __call__(
-        self, payload: Any = ..., *, delay: Delay | None = None, durable: bool | None = None
+        self,
+        payload: Any = ...,
+        *,
+        delay: Delay | None = None,
+        priority: int | None = None,
+        durable: bool | None = None,
     ) -> Coroutine[Any, Any, str]: ...
 
 

@@ -478,8 +478,9 @@ def _payload(raw: bytes) -> Any:
 
 
 def is_level(raw: bytes) -> bool:
-    """A member of the levels zset that names a level list (claim.lua writes no other)."""
+    """A member of the levels zset that names a level's list, as claim.lua reads them."""
     try:
-        return MIN_PRIORITY <= int(raw) <= MAX_PRIORITY and int(raw) != 0
+        level = int(raw)
     except ValueError:
         return False
+    return level != 0 and MIN_PRIORITY <= level <= MAX_PRIORITY and raw == str(level).encode()
