@@ -12,9 +12,10 @@
 -- An inline record is removed with LREM of that exact entry from the list it waits in (the
 -- queue list or its level's, <base>:queue:p<N>); when it is gone (a claim took it meanwhile)
 -- the job's hash decides, in this same call. A job waiting by id is taken out of the list of
--- its level (field o). A level list left empty is dropped from <base>:levels. A running job is final at once:
--- its holder's late ack, retry or fail finds no token and changes nothing; the holder sees
--- the mark in KEYS[5] (one read per second while it runs jobs) and cancels handle().
+-- its level (field o). A level list left empty is dropped from <base>:levels. A running job
+-- is final at once: its holder's late ack, retry or fail finds no token and changes nothing;
+-- the holder sees the mark in KEYS[5] (one read per second while it runs jobs) and cancels
+-- handle().
 local ready_key, delayed_key, running_key, failed_key, marks_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local base, id, abort_id, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local failed_ttl, entry, queue, keep_mark = tonumber(ARGV[5]), ARGV[7], ARGV[8], tonumber(ARGV[9])

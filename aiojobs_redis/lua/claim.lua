@@ -174,7 +174,7 @@ local sources, levels = {}, redis.call('ZRANGE', levels_key, 0, -1, 'WITHSCORES'
 local levels_left = 0
 for i = #levels - 1, 1, -2 do
   local n = tonumber(levels[i + 1])
-  if n ~= math.floor(n) or n == 0 or n < -10 or n > 10 or levels[i] ~= string.format('%d', n) then
+  if not n or n ~= math.floor(n) or n == 0 or n < -10 or n > 10 or levels[i] ~= string.format('%d', n) then
     redis.call('ZREM', levels_key, levels[i])  -- names no level's list (written by hand): dropped
   else
     if n < 0 and not sources.default then sources[#sources + 1] = {ready_key, 0}; sources.default = true end

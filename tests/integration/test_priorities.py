@@ -287,7 +287,7 @@ async def test_members_of_the_levels_zset_that_name_no_level_are_ignored_and_dro
     engine: RedisEngine,
 ) -> None:
     job_id = await PrioStep().dispatch({"tag": 1}, priority=2)
-    junk = {"junk": 1, "0": 0, "11": 11, "02": 2, "1.5": 1.5}  # not the name of a level's list
+    junk = {"junk": 1, "0": 0, "11": 11, "02": 2, "1.5": 1.5, "inf": float("inf")}  # no level list
     await engine.redis.zadd(engine.keys(QUEUE).levels, junk)
     assert (await engine.stats(QUEUE))[0].ready == 1
     assert (await engine.ready_jobs(QUEUE)).total == 1
