@@ -2,7 +2,8 @@
 
 `abort()` ends a job that has not ended yet as aborted, whatever it is doing:
 
-* waiting (inline in the queue list, by id, delayed, or waiting for a retry): it never runs;
+* waiting (inline in a ready list of any priority level, by id, delayed, or waiting for a
+  retry): it never runs;
 * running in any worker: its lease is revoked at once, so its late ack, retry or fail is
   refused, and its worker, which looks for aborted runs once a second while it runs jobs
   (`aborted_runs`), cancels handle().
@@ -80,7 +81,7 @@ class Abort:
 
         async def _queues(self, queue: str | None) -> list[str]: ...
 
-        async def _inline_entry(self, queue: str, job_id: str) -> bytes | None: ...
+        async def _inline_entry_at(self, queue: str, job_id: str) -> tuple[bytes, int] | None: ...
 
     async def abort(self, job_id: str, queue: str | None = None, *, reason: str | None = None) -> bool:
         """Abort the job: True when this call ended it as aborted, False when it had ended
@@ -107,16 +108,18 @@ class Abort:
                 if outcome.state != "not_found":
                     return outcome
         for q in queues:
-            entry = await self._inline_entry(q, job_id)
-            if entry is not None:
-                outcome = await self._abort_in(q, job_id, abort_id, error, entry)
+            found = await self._inline_entry_at(q, job_id)
+            if found is not None:
+                outcome = await self._abort_in(q, job_id, abort_id, error, *found)
                 if outcome.state != "not_found":
                     return outcome
         return outcome
 
     async def _abort_in(
-        self, queue: str, job_id: str, abort_id: str, error: bytes, entry: bytes
+        self, queue: str, job_id: str, abort_id: str, error: bytes, entry: bytes, level: int = 0
     ) -> AbortOutcome:
+        """abort.lua on one queue; `entry` is the job's inline record as found in the ready
+        list of priority `level` (b"": none found)."""
         keys = self.keys(queue)
         async with redis_errors(f"abort {job_id}"):
             done, state = await self.scripts.abort(
@@ -131,6 +134,7 @@ class Abort:
                     entry,
                     queue,
                     ABORT_MARK_MS,
+                    level,
                 ],
             )
         return AbortOutcome(bool(done), text(state), queue, abort_id)

@@ -20,7 +20,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from . import sharding
 from .boundary import is_wrong_type, map_reply, redis_errors, text
 from .keys import JOB_FIELD, QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
-from .listing import Listing
+from .listing import Listing, is_level
 from .records import JobInfo, LeasedJob, QueueStats, inline_prefix
 from .versioning import stored_version
 
@@ -84,6 +84,7 @@ class Admin(Listing):
             return await stored_version(self.redis, self.settings.prefix)
 
     async def stats(self, queue: str | None = None) -> list[QueueStats]:
+        """Each queue's jobs by state; `ready` counts the lists of every priority level."""
         queues = await self._queues(queue)
         async with self._bounded("stats"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
@@ -93,11 +94,28 @@ class Admin(Listing):
                     pipe.zcard(key)
                 pipe.get(keys.dropped)
                 pipe.hexists(keys.meta, "paused")
+                pipe.zrange(keys.levels, 0, -1)
             counts = await pipe.execute()
-        rows = [counts[i * 6 : i * 6 + 6] for i in range(len(queues))]
+        rows = [counts[i * 7 : i * 7 + 7] for i in range(len(queues))]
+        # Then the level lists the levels zsets name, in a second round trip (none: no call).
+        lists = [
+            (i, self.keys(q).level(int(n))) for i, q in enumerate(queues) for n in rows[i][6] if is_level(n)
+        ]
+        at_levels = [0] * len(queues)
+        if lists:
+            async with self._bounded("stats"), self.redis.pipeline(transaction=False) as pipe:
+                for _, key in lists:
+                    pipe.llen(key)
+                lengths: list[Any] = await pipe.execute(raise_on_error=False)
+            for (i, _), length in zip(lists, lengths, strict=True):
+                if isinstance(length, Exception) and not is_wrong_type(length):
+                    raise map_reply(length, "stats") from length
+                at_levels[i] += 0 if isinstance(length, Exception) else int(length)
         return [
-            QueueStats(q, ready, delayed, running, failed, int(dropped or 0), bool(paused))
-            for q, (ready, delayed, running, failed, dropped, paused) in zip(queues, rows, strict=True)
+            QueueStats(q, ready + extra, delayed, running, failed, int(dropped or 0), bool(paused))
+            for q, extra, (ready, delayed, running, failed, dropped, paused, _) in zip(
+                queues, at_levels, rows, strict=True
+            )
         ]
 
     # -- one job ----------------------------------------------------------------------------
@@ -135,12 +153,30 @@ class Admin(Listing):
         return JobInfo.from_hash(queue, job_id, raw, with_payload) if raw else None
 
     async def _find_inline(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
-        entry = await self._inline_entry(queue, job_id)
-        return None if entry is None else JobInfo.from_inline(queue, entry, with_payload)
+        found = await self._inline_entry_at(queue, job_id)
+        if found is None:
+            return None
+        return JobInfo.from_inline(queue, found[0], with_payload, priority=found[1])
 
     async def _inline_entry(self, queue: str, job_id: str) -> bytes | None:
-        """The queue list entry of a job waiting there inline, as stored; None if none is."""
-        key = self.keys(queue).ready
+        """The ready list entry of a job waiting inline, as stored; None if none is."""
+        found = await self._inline_entry_at(queue, job_id)
+        return None if found is None else found[0]
+
+    async def _inline_entry_at(self, queue: str, job_id: str) -> tuple[bytes, int] | None:
+        """The entry of a job waiting inline in one of the queue's ready lists (of each
+        priority level the levels zset names, then the queue list), and its level."""
+        keys = self.keys(queue)
+        async with self._bounded(f"find job {job_id}"):
+            named: list[bytes] = await self.redis.zrange(keys.levels, 0, -1)  # type: ignore[assignment]
+        for level in [int(n) for n in named if is_level(n)] + [0]:
+            entry = await self._find_in_list(keys.ready if level == 0 else keys.level(level), job_id)
+            if entry is not None:
+                return entry, level
+        return None
+
+    async def _find_in_list(self, key: str, job_id: str) -> bytes | None:
+        """The entry of a job waiting inline in the list at `key`; None if none is."""
         head = inline_prefix(job_id)
         seen = 0
         async with self._bounded(f"find job {job_id}"):

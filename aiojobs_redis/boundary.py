@@ -40,6 +40,7 @@ from .errors import (
     AiojobsRedisError,
     EngineError,
     EngineUnavailable,
+    InvalidPriority,
     PayloadTooLarge,
     RedisAuthError,
     RedisTLSError,
@@ -103,6 +104,8 @@ def map_error(error: BaseException, action: str) -> Exception | None:
         return EngineError(f"{action}: Redis Cluster refused the command: {error}")
     if isinstance(error, rex.ResponseError) and "payload too large" in str(error):
         return PayloadTooLarge(f"{action}: {error}")
+    if isinstance(error, rex.ResponseError) and "invalid priority" in str(error):
+        return InvalidPriority(f"{action}: Redis refused the priority level (an int from -10 to 10)")
     if isinstance(error, rex.RedisError):
         return EngineError(f"{action}: Redis refused the command: {explain(error)}")
     if is_closed_transport(error):

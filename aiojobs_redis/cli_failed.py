@@ -224,6 +224,7 @@ def format_job(job: JobInfo, events: Sequence[Event], *, with_payload: bool) -> 
         f"name       {job.name or '?'}",
         f"queue      {job.queue}",
         f"state      {job.state or '?'}",
+        f"priority   {job.priority} (higher runs sooner; 0 is the default)",
         f"attempts   {job.attempts} of {job.max_attempts or '?'} used, {job.runs} run(s), "
         f"{job.stalls} stall(s)",
         f"dispatched {_when(job.created_ms)} UTC",

@@ -28,6 +28,10 @@ class InvalidDelay(AiojobsRedisError, ValueError):
     """A delay must be "now", "+N unit" (second/minute/hour/day/week), seconds or a timedelta."""
 
 
+class InvalidPriority(AiojobsRedisError, ValueError):
+    """A priority level must be an int from -10 to 10 (higher runs sooner); not a bool."""
+
+
 class InvalidQueueName(AiojobsRedisError, ValueError):
     """A queue name must be 1-64 characters of letters, digits, '_', '-' and '.'."""
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 from . import registry, schedules, unique
 from .codec import encode_payload
 from .context import current_engine
-from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
-from .keys import validate_queue
+from .errors import AiojobsRedisError, InvalidJobClass, InvalidPriority, RetryLater
+from .keys import MAX_PRIORITY, MIN_PRIORITY, validate_queue
 from .middleware import Middleware, middleware_tuple
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
@@ -30,7 +30,12 @@ _UNSET: Any = object()
 
 class _DispatchCall(Protocol):
     def __call__(
-        self, payload: Any = ..., *, delay: Delay | None = None, durable: bool | None = None
+        self,
+        payload: Any = ...,
+        *,
+        delay: Delay | None = None,
+        priority: int | None = None,
+        durable: bool | None = None,
     ) -> Coroutine[Any, Any, str]: ...
 
 
@@ -335,13 +340,10 @@ class Job:
         return f"<{type(self).__qualname__} id={self.id} queue={self.queue} attempt={self.attempt}>"
 
 
-MIN_PRIORITY, MAX_PRIORITY = -10, 10
-
-
 def check_priority(level: object, what: str = "priority") -> int:
     """A priority level: an int from MIN_PRIORITY to MAX_PRIORITY (higher runs sooner)."""
     if not isinstance(level, int) or isinstance(level, bool) or not MIN_PRIORITY <= level <= MAX_PRIORITY:
-        raise ValueError(f"{what} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, not {level!r}")
+        raise InvalidPriority(f"{what} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, not {level!r}")
     return level
 
 

@@ -25,7 +25,8 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
                                      (abort.lua; marks older than ABORT_MARK_MS are trimmed)
     jobs:{payments}:j:<id>     hash  the job record (fields in JOB_FIELDS)
     jobs:{payments}:bad:<id>   any   a malformed record moved aside
-    jobs:{payments}:bad:queue  any   a queue key of another type than list, moved aside
+    jobs:{payments}:bad:queue  any   a queue key of another type than list, moved aside (a level's
+                                     list: bad:queue:p<N>)
     jobs:{payments}:claim:<w>  str   worker w's last claim, so a replayed claim is answered again
     jobs:{payments}:r:<id>     str   the result JSON of a finished job whose class keeps results
                                      (keep_result), until that time passes (results.py)
@@ -98,6 +99,8 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")
 FORMAT_VERSION = 2
 
 # Job hash fields. Single letters keep a queued job's record small (see benchmarks, W4).
+MIN_PRIORITY, MAX_PRIORITY = -10, 10  # priority levels (higher runs sooner); 0 is the queue list
+
 JOB_FIELDS = {
     "n": "name",
     "q": "queue",

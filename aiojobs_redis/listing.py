@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .boundary import is_wrong_type, map_reply, redis_errors, text
-from .keys import JOB_FIELD, QueueKeys, validate_job_id, validate_queue
+from .keys import JOB_FIELD, MAX_PRIORITY, MIN_PRIORITY, QueueKeys, validate_job_id, validate_queue
 from .records import Event, JobInfo, parse_inline
 
 if TYPE_CHECKING:
@@ -28,7 +28,15 @@ FILTER_SCAN_MAX = 10_000  # failed ids a filtered listing reads per call, at mos
 EVENTS_SCAN = 2_000  # stream entries job_events reads, at most
 _CHUNK = 500  # ids per round trip while filtering
 _WHEN_READY_FIELDS = [JOB_FIELD["scheduled_ms"], JOB_FIELD["created_ms"]]
-_QUEUED_FIELDS = [JOB_FIELD[n] for n in ("name", "max_attempts", "attempts", "created_ms", "scheduled_ms")]
+_QUEUED_FIELDS = [
+    JOB_FIELD[n] for n in ("name", "max_attempts", "attempts", "created_ms", "scheduled_ms", "priority")
+]
+
+
+def claim_order(levels: Iterable[int]) -> list[int]:
+    """Priority levels in the order claim.lua takes them: highest first, level 0 (the queue
+    list) always among them, between the positive and the negative levels."""
+    return sorted({0, *levels}, reverse=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,7 @@ class QueuedJob:
     attempts: int  # attempts used up so far (a retried job waits with some used)
     max_attempts: int | None
     payload: Any = None
+    priority: int = 0  # the level it waits at (a delayed one: the level it will wait at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,38 +281,72 @@ class Listing:
 
     # -- waiting jobs ---------------------------------------------------------------------------
 
+    async def ready_lists(self, queue: str) -> list[tuple[int, str, int]]:
+        """The ready lists of one queue (or shard), in the order claims take them: (priority
+        level, list key, jobs in it). The queue list (level 0) is always there; a key of
+        another type than a list counts 0 (a claim moves it aside)."""
+        keys = self.keys(validate_queue(queue))
+        async with redis_errors(f"list the priority levels of {queue}"):
+            raw: list[bytes] = await self.redis.zrange(keys.levels, 0, -1)  # type: ignore[assignment]
+            named = [int(level) for level in raw if is_level(level)]
+            lists = [(n, keys.ready if n == 0 else keys.level(n)) for n in claim_order(named)]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, key in lists:
+                    pipe.llen(key)
+                counts: list[Any] = await pipe.execute(raise_on_error=False)
+        for count in counts:
+            if isinstance(count, Exception) and not is_wrong_type(count):
+                raise map_reply(count, f"count the ready jobs of {queue}") from count
+        return [
+            (n, key, 0 if isinstance(count, Exception) else int(count))
+            for (n, key), count in zip(lists, counts, strict=True)
+        ]
+
     async def ready_jobs(
         self, queue: str, *, offset: int = 0, limit: int = 50, with_payload: bool = False
     ) -> QueuePage:
-        """The ready list of one queue (or one shard), next to run first: LRANGE of one page.
+        """The ready jobs of one queue (or one shard), next to run first: the lists of its
+        priority levels, highest first (see claim.lua), read as one; LRANGE of one page.
 
         Inline records are decoded in place; an id entry's fields come from its hash.
         """
         offset, limit = _page_bounds(offset, limit)
         keys = self.keys(validate_queue(queue))
-        async with redis_errors(f"list ready jobs of {queue}"):
-            if await self.redis.type(keys.ready) not in (b"list", b"none"):
-                return QueuePage(queue, "ready", 0, offset, [])
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.llen(keys.ready)
-                pipe.lrange(keys.ready, offset, offset + limit - 1)
-                total, entries = await pipe.execute()
-        inline: dict[int, QueuedJob] = {}
-        ids: list[tuple[int, bytes]] = []
-        for index, entry in enumerate(entries):
-            parsed = parse_inline(entry)
-            if parsed is not None:
+        lists = await self.ready_lists(queue)
+        slices: list[tuple[int, str, int, int]] = []  # level, key, first, last index
+        start = 0
+        for level, key, count in lists:
+            first, last = max(offset - start, 0), min(offset + limit - start, count) - 1
+            if count and first <= last:
+                slices.append((level, key, first, last))
+            start += count
+        async with (
+            redis_errors(f"list ready jobs of {queue}"),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            for _, key, first, last in slices:
+                pipe.lrange(key, first, last)
+            pages: list[Any] = await pipe.execute(raise_on_error=False)
+        listed: list[QueuedJob | bytes] = []  # an id entry: its hash is read below
+        for (level, _, _, _), entries in zip(slices, pages, strict=True):
+            if isinstance(entries, Exception):
+                if not is_wrong_type(entries):
+                    raise map_reply(entries, f"list ready jobs of {queue}") from entries
+                continue  # retyped since it was counted: a claim moves it aside
+            for entry in entries:
+                parsed = parse_inline(entry)
+                if parsed is None:
+                    listed.append(entry)
+                    continue
                 job_id, name, max_attempts, created, raw_payload = parsed
                 payload = _payload(raw_payload) if with_payload else None
-                inline[index] = QueuedJob(
-                    queue, job_id, name, "ready", created, created, 0, max_attempts, payload
+                listed.append(
+                    QueuedJob(queue, job_id, name, "ready", created, created, 0, max_attempts, payload, level)
                 )
-            else:
-                ids.append((index, entry))
-        by_id = await self._queued_records(keys, [(raw_id, None) for _, raw_id in ids], "ready", with_payload)
-        for (index, _), job in zip(ids, by_id, strict=True):
-            inline[index] = job
-        return QueuePage(queue, "ready", int(total), offset, [inline[i] for i in sorted(inline)])
+        ids = [(raw_id, None) for raw_id in listed if isinstance(raw_id, bytes)]
+        by_id = iter(await self._queued_records(keys, ids, "ready", with_payload))
+        jobs = [item if isinstance(item, QueuedJob) else next(by_id) for item in listed]
+        return QueuePage(queue, "ready", sum(count for _, _, count in lists), offset, jobs)
 
     async def delayed_jobs(
         self, queue: str, *, offset: int = 0, limit: int = 50, with_payload: bool = False
@@ -337,8 +380,8 @@ class Listing:
                 if not is_wrong_type(reply):
                     raise map_reply(reply, action) from reply
                 reply = [None] * len(fields)
-            name, max_attempts, attempts, created, scheduled = reply[:5]
-            payload = _payload(reply[5]) if with_payload and reply[5] is not None else None
+            name, max_attempts, attempts, created, scheduled, level = reply[:6]
+            payload = _payload(reply[6]) if with_payload and reply[6] is not None else None
             found.append(
                 QueuedJob(
                     keys.queue,
@@ -350,6 +393,7 @@ class Listing:
                     _number(attempts) or 0,
                     _number(max_attempts),
                     payload,
+                    _number(level) or 0,
                 )
             )
         return found
@@ -359,31 +403,47 @@ class Listing:
 
         Two round trips for all queues: LINDEX 0 of each ready list (an inline record carries
         its dispatch time), then the hashes of heads that are ids (when they were last made
-        ready: dispatch, retry, promotion or requeue). The age is the queue's latency.
+        ready: dispatch, retry, promotion or requeue); one more for queues with jobs at
+        priority levels other than 0 (the head of each level's list: the oldest of them
+        counts). The age is the queue's latency.
         """
         async with redis_errors("read queue latency"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
                 pipe.lindex(self.keys(q).ready, 0)
-            heads: list[Any] = await pipe.execute(raise_on_error=False)
-        oldest: dict[str, int | None] = {}
+                pipe.zrange(self.keys(q).levels, 0, -1)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        heads = [(q, head) for q, head in zip(queues, replies[::2], strict=True)]
+        lists = [
+            (q, self.keys(q).level(int(n)))
+            for q, named in zip(queues, replies[1::2], strict=True)
+            if not isinstance(named, Exception)
+            for n in named
+            if is_level(n)
+        ]
+        if lists:
+            async with redis_errors("read queue latency"), self.redis.pipeline(transaction=False) as pipe:
+                for _, key in lists:
+                    pipe.lindex(key, 0)
+                more: list[Any] = await pipe.execute(raise_on_error=False)
+            heads += [(q, head) for (q, _), head in zip(lists, more, strict=True)]
+        found: dict[str, list[int]] = {q: [] for q in queues}
         by_id: list[tuple[str, bytes]] = []
-        for q, head in zip(queues, heads, strict=True):
+        for q, head in heads:
             if isinstance(head, Exception) or head is None:
-                oldest[q] = None  # empty, or not a list (a claim moves that aside)
-            elif (parsed := parse_inline(head)) is not None:
-                oldest[q] = parsed[3]
+                continue  # empty, or not a list (a claim moves that aside)
+            if (parsed := parse_inline(head)) is not None:
+                found[q].append(parsed[3])
             else:
                 by_id.append((q, head))
         async with redis_errors("read queue latency"), self.redis.pipeline(transaction=False) as pipe:
             for q, raw_id in by_id:
-                pipe.hmget(
-                    self.keys(q).job_prefix.encode() + raw_id,
-                    [JOB_FIELD["scheduled_ms"], JOB_FIELD["created_ms"]],
-                )
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for (q, _), reply in zip(by_id, replies, strict=True):
-            oldest[q] = None if isinstance(reply, Exception) else _number(reply[0]) or _number(reply[1])
-        return oldest
+                pipe.hmget(self.keys(q).job_prefix.encode() + raw_id, _WHEN_READY_FIELDS)
+            records: list[Any] = await pipe.execute(raise_on_error=False)
+        for (q, _), record in zip(by_id, records, strict=True):
+            when = None if isinstance(record, Exception) else _number(record[0]) or _number(record[1])
+            if when is not None:
+                found[q].append(when)
+        return {q: min(times, default=None) for q, times in found.items()}
 
     # -- lifetime totals ------------------------------------------------------------------------
 
@@ -415,3 +475,12 @@ def _payload(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return raw.decode("utf-8", "replace")
+
+
+def is_level(raw: bytes) -> bool:
+    """A member of the levels zset that names a level's list, as claim.lua reads them."""
+    try:
+        level = int(raw)
+    except ValueError:
+        return False
+    return level != 0 and MIN_PRIORITY <= level <= MAX_PRIORITY and raw == str(level).encode()

@@ -160,6 +160,7 @@ class JobInfo:
     format_version: int = 1  # of the record as stored; 1 for one written by 0.1
     started_ms: int | None = None  # when its last run began; None if never run (or stored before)
     progress: Any = None  # what the job last gave set_progress(), if anything
+    priority: int = 0  # its priority level (higher runs sooner; see claim.lua)
 
     @classmethod
     def from_hash(
@@ -208,11 +209,15 @@ class JobInfo:
             format_version=number("format_version") or 1,
             started_ms=number("started_ms"),
             progress=_json_or_text(fields.get("progress")),
+            priority=number("priority") or 0,
         )
 
     @classmethod
-    def from_inline(cls, queue: str, entry: bytes, with_payload: bool = False) -> JobInfo | None:
-        """A job waiting inline in the queue list (no hash yet): ready, never run."""
+    def from_inline(
+        cls, queue: str, entry: bytes, with_payload: bool = False, *, priority: int = 0
+    ) -> JobInfo | None:
+        """A job waiting inline in a ready list (no hash yet): ready, never run; `priority`
+        is the level of the list it waits in."""
         parsed = parse_inline(entry)
         if parsed is None:
             return None
@@ -240,6 +245,7 @@ class JobInfo:
             error=None,
             payload=payload,
             format_version=version,
+            priority=priority,
         )
 
 

@@ -119,6 +119,7 @@ class ScheduleStore:
                     schedule.attempts,
                     schedule.payload_json,
                     schedule.job_id(call.tick_ms),
+                    schedule.priority,
                 ]
             script_calls.append((self.scripts.fire, [keys.schedule_state, keys.ready, keys.wake], args))
         async with redis_errors("fire schedules"):

@@ -84,6 +84,7 @@ class Schedule:
     grace_ms: int | None = None
     interval_ms: int = 0  # Every only
     zone: ZoneInfo = field(default=ZoneInfo("UTC"))
+    priority: int = 0  # the class's level: each run waits in that level's list (fire.lua)
 
     @property
     def overlap(self) -> bool:
@@ -194,6 +195,7 @@ def _resolve(cls: type[Job], rule: Rule, schedule_id: str) -> Schedule:
         "payload_json": payload_json,
         "attempts": cls.attempts,
         "grace_ms": grace_ms,
+        "priority": cls.priority,
     }
     if isinstance(rule, Every):
         try:

@@ -52,6 +52,7 @@ class Dispatched:
     queue: str
     payload: Any
     delay_ms: int
+    priority: int = 0
 
 
 @dataclass(eq=False)
@@ -79,6 +80,7 @@ class FakeJob:
     progress: bytes | None = None  # JSON, from set_progress()
     result: bytes | None = None  # JSON, kept until result_until_ms (keep_result)
     result_until_ms: int = 0
+    priority: int = 0  # its level: it waits in that level's line (field o in Redis)
 
 
 class FakeEngine:
@@ -89,10 +91,11 @@ class FakeEngine:
     calls by name; `until(predicate)` waits, without polling, until a call makes it true.
 
     It answers as RedisEngine and the Lua scripts do (ids, attempts used, shards, the order
-    of claims, requeues and promotions, claim replays, token fences and settle replays), but
-    keeps finished jobs in state "done" and failed ones for ever, and has no wake tokens,
-    telemetry, retention trimming or data-format version checks. `pause(queue)` holds a
-    queue's jobs back as claim.lua does (the queues in `paused_queues`) until `resume(queue)`.
+    of claims across priority levels and within each, requeues and promotions, claim
+    replays, token fences and settle replays), but keeps finished jobs in state "done" and
+    failed ones for ever, and has no wake tokens, telemetry, retention trimming, rate limits
+    or data-format version checks. `pause(queue)` holds a queue's jobs back as claim.lua does
+    (the queues in `paused_queues`) until `resume(queue)`.
     """
 
     def __init__(self, clock: FakeClock | None = None, settings: Settings | None = None) -> None:
@@ -104,7 +107,8 @@ class FakeEngine:
         self.paused_queues: set[str] = set()
         self.calls: Counter[str] = Counter()
         self.unavailable = False
-        self._ready: dict[str, deque[FakeJob]] = {}
+        # Ready jobs: queue -> priority level -> FIFO line (the level lists of claim.lua).
+        self._ready: dict[str, dict[int, deque[FakeJob]]] = {}
         # Each worker's last claim per queue, as claim.lua keeps it: (request id, jobs, until ms).
         self._receipts: dict[tuple[str, str], tuple[str, list[ClaimedJob], int]] = {}
         self._router = sharding.Router()
@@ -168,18 +172,24 @@ class FakeEngine:
     def _notify(self) -> None:
         self._changed.notify()
 
-    def _queue(self, queue: str) -> deque[FakeJob]:
-        ready = self._ready.get(queue)
-        if ready is None:
-            ready = self._ready[queue] = deque()
-        return ready
+    def _line(self, job: FakeJob) -> deque[FakeJob]:
+        """The line `job` waits in when ready: its queue's, at its priority level."""
+        return self._ready.setdefault(job.queue, {}).setdefault(job.priority, deque())
+
+    def _lines(self, queue: str) -> list[deque[FakeJob]]:
+        """The queue's non-empty lines in the order claims take them: highest level first."""
+        levels = self._ready.get(queue, {})
+        return [levels[n] for n in sorted(levels, reverse=True) if levels[n]]
+
+    def _waiting(self, queue: str) -> int:
+        return sum(len(line) for line in self._lines(queue))
 
     def _enqueue(self, job: FakeJob, delay_ms: int, *, head: bool = False) -> None:
         if delay_ms > 0:
             job.state, job.due_ms = "delayed", self.clock.now_ms + delay_ms
         else:
             job.state = "ready"
-            (self._queue(job.queue).appendleft if head else self._queue(job.queue).append)(job)
+            (self._line(job).appendleft if head else self._line(job).append)(job)
         self._notify()
 
     # -- Engine: dispatch -------------------------------------------------------------------
@@ -216,13 +226,14 @@ class FakeEngine:
         job.id = job_id
         job.duplicate = False
         stored = self.jobs[job_id] = FakeJob(job_id, job.name, queue, data, job.attempts)
+        stored.priority = job.effective_priority
         if lock:
             stored.lock, stored.lock_until_start = lock, job.unique_until == "start"
             self._locks[lock] = job_id
         delay_ms = job.effective_delay_ms
         stored.scheduled_ms = self.clock.now_ms + delay_ms
         payload = decode_job_payload(type(job), data)
-        self.dispatched.append(Dispatched(job_id, type(job), queue, payload, delay_ms))
+        self.dispatched.append(Dispatched(job_id, type(job), queue, payload, delay_ms, stored.priority))
         self.queues.add(stored.queue)
         self._enqueue(stored, delay_ms)
         return job_id
@@ -275,9 +286,9 @@ class FakeEngine:
             if queue in self.paused_queues:  # as claim.lua: nothing claimed, the reply says so
                 claims.append(Claim([], [], -1, False, paused=True))
                 continue
-            ready, taken = self._queue(queue), list[ClaimedJob]()
-            while ready and len(taken) < limit:
-                job = ready.popleft()
+            taken = list[ClaimedJob]()
+            while (lines := self._lines(queue)) and len(taken) < limit:
+                job = lines[0].popleft()
                 job.state, job.token, job.worker = "running", str(next(self._tokens)), worker_id
                 if job.lock_until_start and self._locks.get(job.lock) == job.id:
                     del self._locks[job.lock]
@@ -298,7 +309,7 @@ class FakeEngine:
             if taken:  # as claim.lua: an empty claim leaves the last receipt, which lasts a lease
                 self._receipts[worker_id, queue] = (request_id, taken, self.clock.now_ms + lease_ms)
             due = self._next_due(queue) if len(taken) < limit else -1
-            claims.append(Claim(taken, [], due, bool(ready)))
+            claims.append(Claim(taken, [], due, bool(self._lines(queue))))
         self._notify()
         return claims
 
@@ -312,7 +323,7 @@ class FakeEngine:
 
     async def ready_counts(self, queues: Sequence[str]) -> list[int]:
         self._call("ready_counts")
-        return [len(self._queue(q)) for q in queues]
+        return [self._waiting(q) for q in queues]
 
     async def renew(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[str]:
         self._call("renew")
@@ -375,7 +386,7 @@ class FakeEngine:
         if job is None or job.state in ("done", "failed") or queue not in (None, job.queue):
             return False
         if job.state == "ready":
-            self._queue(job.queue).remove(job)
+            self._line(job).remove(job)
         elif job.state == "running":
             self._aborted_runs.add((job.id, job.token))
             job.token, job.worker = "", ""
@@ -483,8 +494,10 @@ class FakeEngine:
             else:
                 job.state = "ready"
                 requeued.append(job)
-        # At the head of the queue, in the order their leases lapsed (as reap.lua pushes them).
-        self._queue(queue).extendleft(reversed(requeued))
+        # At the head of their level's line, in the order their leases lapsed (as reap.lua
+        # pushes them).
+        for job in reversed(requeued):
+            self._line(job).appendleft(job)
         self._notify()
         return Reaped([j.id for j in requeued], failed, 0)
 
@@ -523,7 +536,7 @@ class FakeEngine:
         worker then finds the queue paused and waits again)."""
         self._call("wait_for_work")
         with self.clock.move_on_after(block_seconds):
-            while not any(self._queue(q) for q in queues if q not in self.paused_queues):
+            while not any(self._lines(q) for q in queues if q not in self.paused_queues):
                 await self._changed.wait()
             return True
         return False

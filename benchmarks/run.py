@@ -269,9 +269,10 @@ class Lib:
 
 
 class Harness:
-    def __init__(self, redis: PrivateRedis, logdir: Path) -> None:
+    def __init__(self, redis: PrivateRedis, logdir: Path, priority: int = 0) -> None:
         self.redis = redis
         self.logdir = logdir
+        self.priority = priority  # aiojobs-redis's jobs' level (--priority); 0: the plain path
         self._seq = 0
         self._procs: list[tuple[subprocess.Popen[bytes], Path]] = []
 
@@ -283,6 +284,8 @@ class Harness:
             and not k.startswith("BENCH_")
         }
         path = [str(lib.source)] if lib.source else []
+        if self.priority and lib.name.split("@")[0] == OURS:
+            env["BENCH_PRIORITY"] = str(self.priority)
         env.update(
             PYTHONPATH=os.pathsep.join([*path, str(HERE / "common")]),
             BENCH_REDIS_URL=self.redis.url,
@@ -998,6 +1001,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=HERE / ".baseline",
         help="where the baseline's package files are extracted (default benchmarks/.baseline)",
     )
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="dispatch aiojobs-redis's jobs at this priority level (-10..10; default 0, the plain "
+        "path); the other libraries ignore it",
+    )
     p.add_argument("--note", help="a sentence for the report, e.g. where the measured package came from")
     p.add_argument(
         "--render",
@@ -1014,6 +1024,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [x for x in args.libs if x not in LIBS] + [x for x in args.workloads if x not in WORKLOADS]
     if unknown:
         p.error(f"unknown: {', '.join(unknown)}")
+    if not -10 <= args.priority <= 10:
+        p.error(f"--priority must be from -10 to 10, not {args.priority}")
     if args.baseline_ref and OURS not in args.libs:
         p.error(f"--baseline-ref needs {OURS} in --libs")
     return args
@@ -1118,7 +1130,7 @@ def main(argv: list[str] | None = None) -> int:
         redis.start()
         try:
             say(f"private Redis {redis.version()} on port {redis.port}")
-            h = Harness(redis, Path(tmp))
+            h = Harness(redis, Path(tmp), args.priority)
             for lib in list(libs):
                 try:
                     lib.info = h.role(lib, ["info"], timeout=120)
@@ -1137,6 +1149,7 @@ def main(argv: list[str] | None = None) -> int:
                 "quick": args.quick,
                 "note": args.note,
                 "baseline": baseline,
+                "priority": args.priority,
                 "machine": machine_facts(redis),
                 "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                 "busy_at_start": busy_processes(),

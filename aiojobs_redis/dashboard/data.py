@@ -131,6 +131,7 @@ def failed_entry(job: JobInfo, show_payloads: bool) -> dict[str, Any]:
         "id": job.id,
         "name": job.name,
         "state": job.state,
+        "priority": job.priority,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "runs": job.runs,
@@ -211,6 +212,7 @@ def _queue_page(page: QueuePage, show_payloads: bool) -> dict[str, Any]:
             "created_ms": job.created_ms,
             "attempts": job.attempts,
             "max_attempts": job.max_attempts,
+            "priority": job.priority,
         }
         if show_payloads:
             entry["payload"] = job.payload

@@ -473,6 +473,7 @@ def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_o
         ("name", job["name"] or "?"),
         ("queue", job["queue"]),
         ("state", job["state"] or "?"),
+        ("priority", str(job.get("priority", 0))),
         ("attempts used", f"{job['attempts']} of {job['max_attempts'] or '?'}"),
         ("runs / stalls", f"{job['runs']} / {job['stalls']}"),
         ("dispatched", when(job["created_ms"])),
@@ -568,12 +569,14 @@ def _waiting_rows(view: dict[str, Any], which: str, csrf: str, read_only: bool) 
             when = f"in {span(max(0, due - now))}" if due and due > now else "due now"
         else:
             when = ago(now, due)
-        payload = ""
+        payload, level = "", ""
+        if job.get("priority"):
+            level = f' <span class="badge priority" title="level">priority {int(job["priority"])}</span>'
         if "payload" in job:
             text = orjson.dumps(job["payload"], option=orjson.OPT_INDENT_2).decode()[:4000]
             payload = f'<details class="payload"><summary>payload</summary><pre>{e(text)}</pre></details>'
         rows.append(
-            f'<tr data-id="{e(job["id"])}"><td>{job_cell(queue, job["id"], job["name"])}{payload}</td>'
+            f'<tr data-id="{e(job["id"])}"><td>{job_cell(queue, job["id"], job["name"])}{level}{payload}</td>'
             f'<td class="num due" title="{e(utc(due))}">{e(when)}</td>'
             f'<td class="num">{job["attempts"]}/{e(job["max_attempts"] or "?")}</td>'
             f'<td class="num" title="{e(utc(job["created_ms"]))}">{e(ago(now, job["created_ms"]))}</td>'

@@ -115,9 +115,10 @@ local function finish(base, id, outcome, now, flags, u)
     release_unique(base, id, u)
     -- A "replace" dispatch made while this job ran left the newest payload as its successor.
     local next_key = successor_key(base, u)
-    local s = redis.call('HMGET', next_key, 'i', 'p', 'n', 'm', 'q', 'y', 'F')
+    local s = redis.call('HMGET', next_key, 'i', 'p', 'n', 'm', 'q', 'y', 'F', 'o')
     if s[1] and redis.call('EXISTS', job_key(base, s[1])) == 0 then
-      store_job(base, s[5], s[1], s[3], s[4], s[2], now, now + (tonumber(s[6]) or 0), s[7], u)
+      store_job(base, s[5], s[1], s[3], s[4], s[2], now, now + (tonumber(s[6]) or 0), s[7], u,
+        tonumber(s[8] or ''))
       wake(base .. ':wake')
     end
     redis.call('DEL', next_key)

@@ -171,14 +171,20 @@ end
 -- The lists to take from, highest level first: positive levels, the queue list, negative ones.
 local levels_key = base .. ':levels'
 local sources, levels = {}, redis.call('ZRANGE', levels_key, 0, -1, 'WITHSCORES')
+local levels_left = 0
 for i = #levels - 1, 1, -2 do
   local n = tonumber(levels[i + 1])
-  if n < 0 and not sources.default then sources[#sources + 1] = {ready_key, 0}; sources.default = true end
-  sources[#sources + 1] = {ready_key .. ':p' .. levels[i], n}
+  if not n or n ~= math.floor(n) or n == 0 or n < -10 or n > 10 or levels[i] ~= string.format('%d', n) then
+    redis.call('ZREM', levels_key, levels[i])  -- names no level's list (written by hand): dropped
+  else
+    if n < 0 and not sources.default then sources[#sources + 1] = {ready_key, 0}; sources.default = true end
+    sources[#sources + 1] = {ready_key .. ':p' .. levels[i], n}
+    levels_left = levels_left + 1
+  end
 end
 if not sources.default then sources[#sources + 1] = {ready_key, 0} end
 
-local taken, levels_left = 0, #levels / 2
+local taken = 0
 for _, source in ipairs(sources) do
   local list
   list, level = source[1], source[2]
@@ -203,7 +209,8 @@ for _, source in ipairs(sources) do
     end
   end
   taken = taken + #entries
-  if level ~= 0 and #entries > 0 and redis.call('LLEN', list) == 0 then
+  -- A level's list left empty (or moved aside, or emptied by abort) leaves <base>:levels.
+  if level ~= 0 and redis.call('LLEN', list) == 0 then
     redis.call('ZREM', levels_key, level)
     levels_left = levels_left - 1
   end

@@ -14,8 +14,10 @@
 --   'stored'     the job was stored under its own id (or was by an earlier copy of this call)
 --   'duplicate'  nothing stored: the id is the live job that holds the key
 --   'replaced'   the live job (the id), not yet started, now has this payload and due time
+--                (it keeps its place, and so its priority level)
 --   'pending'    the live job (the id) is running; this payload is its one pending
---                successor, stored when it ends (a newer 'replace' overwrites it)
+--                successor, stored when it ends (a newer 'replace' overwrites it), at
+--                this call's priority level (field o of the successor hash)
 -- Replaying the whole call changes nothing and answers alike: a job whose lock already names
 -- it, or whose key exists (its record, or the "done" marker ack leaves), is not stored again.
 -- A lock whose holder is no longer live (a record deleted by hand) is taken over.
@@ -70,7 +72,7 @@ for a = 11, #ARGV, 5 do
     out[#out + 1] = holder; out[#out + 1] = 'duplicate'
   elseif state == 'running' then
     redis.call('HSET', successor_key(base, suffix), 'i', id, 'p', payload, 'n', name,
-      'm', max_attempts, 'q', queue, 'y', math.max(delay, 0), 'F', flags)
+      'm', max_attempts, 'q', queue, 'y', math.max(delay, 0), 'F', flags, 'o', level)
     out[#out + 1] = holder; out[#out + 1] = 'pending'
   else
     -- Not started: the newest payload and due time win (repeated dispatches debounce).

@@ -5,6 +5,7 @@
 -- ARGV[5] tick ms: the latest tick at or before now, as the caller reckons
 -- ARGV[6] the tick after it  ARGV[7] grace ms  ARGV[8] overlap allowed ('1') or not ('0')
 -- ARGV[9] job name  ARGV[10] max attempts  ARGV[11] payload JSON  ARGV[12] the run's job id
+-- ARGV[13] the job's priority level (-10..10; '' or 0: the queue list; see claim.lua)
 -- Returns {outcome, Redis now ms, job id or ''}; outcome is one of
 --   seen     ARGV[4] was '' (nothing else done)
 --   early    the tick is later than Redis's now (a caller's clock ahead): nothing done
@@ -20,7 +21,7 @@
 -- Fields of KEYS[1], per schedule id S: S:last (tick handled) S:job (last run's id)
 -- S:ran (Redis ms of the last run) S:next S:skipped (overlap) S:missed (late); and
 -- _seen: Redis ms of the last call, which shows that some worker runs the schedules.
-local state, ready_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
+local state, wake_key = KEYS[1], KEYS[3]  -- KEYS[2]: push_ready() names the list itself
 local base, queue = ARGV[1], ARGV[2]
 local id = ARGV[4]
 local now = now_ms(ARGV[3])
@@ -31,6 +32,7 @@ if id == '' then
 end
 local tick, next_tick, grace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local name, max_attempts, payload, job_id = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local level = tonumber(ARGV[13] or '') or 0
 if not tick or not next_tick or not grace or next_tick <= tick then
   return redis.error_reply('ERR invalid schedule tick')
 end
@@ -39,6 +41,9 @@ if not string.find(name, '^[%a_][%w_%.:<>%-]*$') or not string.find(max_attempts
 end
 if string.len(job_id) > 64 or not string.find(job_id, '^[%w_%-]+$') then
   return redis.error_reply('ERR invalid job id')
+end
+if level ~= math.floor(level) or level < -10 or level > 10 then
+  return redis.error_reply('ERR invalid priority')
 end
 
 redis.call('HSET', state, '_seen', now)
@@ -70,7 +75,8 @@ if redis.call('EXISTS', key) == 0 then
   -- Due at its tick (d), as a delayed job is at its due time.
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 's', 'ready',
     'c', now, 'd', tick, 'v', FORMAT_VERSION)
-  redis.call('RPUSH', ready_key, job_id)
+  if level ~= 0 then redis.call('HSET', key, 'o', level) end
+  push_ready(base, job_id, false)
   wake(wake_key)
 end
 redis.call('HSET', state, id .. ':job', job_id, id .. ':ran', now)

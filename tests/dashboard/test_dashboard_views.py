@@ -148,6 +148,20 @@ async def test_the_queue_page_lists_ready_and_delayed_jobs_with_paging(engine: R
     assert bad.status_code == 400
 
 
+async def test_the_queue_page_lists_ready_jobs_in_claim_order_with_priorities(engine: RedisEngine) -> None:
+    plain = await Charge.dispatch_many([{"n": n} for n in range(2)])
+    urgent = await Charge().dispatch({"n": "urgent"}, priority=4)
+    async with dashboard(engine) as url, httpx.AsyncClient(base_url=url) as http:
+        page = (await http.get("queue", params={"queue": QUEUE})).text
+        api = (await http.get("api/queue", params={"queue": QUEUE})).json()
+        job = (await http.get("job", params={"queue": QUEUE, "id": urgent})).text
+
+    assert rows_of(page, "ready-body") == [urgent, *plain] and "1-3 of 3" in page
+    assert page.count('<span class="badge priority" title="level">priority 4</span>') == 1
+    assert [(j["id"], j["priority"]) for j in api["ready"]["jobs"]] == [(urgent, 4), *((i, 0) for i in plain)]
+    assert re.search(r'<th>priority</th><td class="priority">4</td>', job)
+
+
 async def test_the_caption_counts_jobs_failed_for_good_as_the_row_does(engine: RedisEngine) -> None:
     """A job that fails on each of its 3 attempts: 2 retried runs, then 1 job in the failed set."""
     job_id = await Charge().dispatch({})

@@ -53,6 +53,16 @@ def test_quick_benchmark_run_measures_every_workload(tmp_path: Path) -> None:
         assert medians and all(m > 0 for m in medians), f"{workload}: {variants}"
 
 
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="the runner starts its own redis-server")
+def test_a_priority_run_dispatches_every_aiojobs_redis_job_at_that_level(tmp_path: Path) -> None:
+    results, _ = run_quick(tmp_path / "quick.json", "--n", "200", "--workloads", "w2,w4", "--priority", "3")
+    assert results["meta"]["priority"] == 3
+    assert results["libraries"]["aiojobs-redis"]["priority"] == 3  # what its job class says
+    for workload in ("W2", "W4"):
+        medians = [v["aiojobs-redis"]["median"] for v in results["workloads"][workload].values()]
+        assert medians and all(m > 0 for m in medians), workload
+
+
 def test_costs_script_measures_every_part(redis_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "benchmarks/costs.py"],

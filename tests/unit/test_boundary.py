@@ -12,6 +12,7 @@ from aiojobs_redis.boundary import is_wrong_type, map_error, map_reply, redis_er
 from aiojobs_redis.errors import (
     EngineError,
     EngineUnavailable,
+    InvalidPriority,
     PayloadTooLarge,
     RedisAuthError,
     RedisTLSError,
@@ -37,6 +38,7 @@ MAPPED: list[tuple[Exception, type[Exception], str]] = [
         "act: Redis Cluster refused the command: No way",
     ),
     (rex.ResponseError("ERR payload too large (70000 bytes)"), PayloadTooLarge, "act: ERR payload too large"),
+    (rex.ResponseError("ERR invalid priority"), InvalidPriority, "act: Redis refused the priority level"),
     (
         rex.ResponseError("OOM command not allowed when used memory > 'maxmemory'."),
         EngineError,

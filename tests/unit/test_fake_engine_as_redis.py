@@ -96,6 +96,24 @@ async def test_reaped_jobs_go_to_the_head_in_the_order_their_leases_lapsed(engin
     assert [j.id for j in await claim(engine, "4", limit=4)] == [first, second, third, waiting]
 
 
+async def test_priority_levels_are_claimed_highest_first_and_reaped_jobs_keep_theirs(
+    engine: FakeEngine,
+) -> None:
+    """As claim.lua and reap.lua (tests/integration/test_priorities.py runs the same on Redis)."""
+    plain, low, high, high2 = await engine.dispatch_many(
+        [
+            Noop({"n": 0}),
+            Noop({"n": 1}).set_priority(-1),
+            Noop({"n": 2}).set_priority(3),
+            Noop({"n": 3}).set_priority(3),
+        ]
+    )
+    assert [j.id for j in await claim(engine, "1", limit=2)] == [high, high2]
+    engine.clock.advance(2)
+    assert (await engine.reap(QUEUE, max_stalls=3)).requeued == [high, high2]
+    assert [j.id for j in await claim(engine, "2", limit=4)] == [high, high2, plain, low]
+
+
 async def test_only_a_worker_s_last_claim_replays_and_only_for_a_lease(engine: FakeEngine) -> None:
     a, b = await engine.dispatch_many([Noop({"n": 1}), Noop({"n": 2})])
     assert [j.id for j in await claim(engine, "1")] == [a]

@@ -29,6 +29,7 @@ def info() -> None:
             "concurrency_knob": "--concurrency 100",
             "polling": "no polling: idle workers block on a wake list (BLPOP, re-armed every 5 s)",
             "bulk_api": "Job.dispatch_many" if hasattr(BenchJob, "dispatch_many") else None,
+            "priority": getattr(BenchJob, "priority", 0),
             "notes": (
                 "finished jobs deleted at once (keep_done_ms=0, the default); per-job script "
                 "calls over one multiplexed connection (multiplex=True, the default)"
