@@ -98,8 +98,8 @@ local claimed = {request}
 local function lease_to(id, key, f)
   local runs = math.floor(tonumber(f[5]) or 0) + 1
   local token = worker .. ':' .. runs
+  -- A job id in a level's list has that level as field o already (push_ready, store_job).
   redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
-  if level ~= 0 then redis.call('HSET', key, 'o', level) end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, f, runs)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -134,9 +134,10 @@ local function claim_inline(entry)
     return
   end
   local token = worker .. ':1'
-  redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
-    'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
-  if level ~= 0 then redis.call('HSET', key, 'o', level) end
+  local fields = {'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created, 'd', created,
+    's', 'running', 'k', 1, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION}
+  if level ~= 0 then fields[#fields + 1] = 'o'; fields[#fields + 1] = level end  -- one HSET still
+  redis.call('HSET', key, unpack(fields))
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, {name, payload, false, max_attempts}, 1)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -223,8 +224,9 @@ if rate and started > 0 then
   redis.call('SET', rate_key, string.format('%d', tat_us), 'PX', math.ceil((tat_us - now_us) / 1000) + 1)
 end
 if rate_capped then
-  -- When the next start is allowed.
-  wait = math.max(wait, 1, math.ceil((tat_us - (burst - 1) * rate - now_us) / 1000))
+  -- When the next start is allowed (none to wait for when the allowance outlasted the jobs).
+  local next_ms = math.ceil((tat_us - (burst - 1) * rate - now_us) / 1000)
+  if next_ms > 0 then wait = math.max(wait, next_ms) end
 end
 
 if #claimed > 1 then
