@@ -124,6 +124,10 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+class InvalidGroupKey(AiojobsRedisError, ValueError):
+    """A rate group key must be 1-200 letters, digits and '_.:@+-', from a payload that has its fields."""
+
+
 class InvalidPayload(PayloadError, ValueError):
     """The payload does not validate as its job class's payload_type."""
 

@@ -1,0 +1,140 @@
+"""Rate groups (per-key limits) on the real Redis, driven by direct engine calls.
+
+Time moves only through the FakeClock. The queue's per-group limits are written as the
+control fields claim.lua reads (`grate` µs per start, `gburst`, `gmaxrun`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from support.clock import FakeClock
+from support.engine_calls import claim_from
+
+from aiojobs_redis import InvalidGroupKey, Job, RedisEngine
+from aiojobs_redis.records import Claim
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "groups-it"
+LEASE = 30_000
+ERROR: dict[str, Any] = {"reason": "error", "type": "ValueError", "message": "boom"}
+
+
+class TenantMail(Job):
+    queue = QUEUE
+    group = "{tenant}"
+    attempts = 3
+
+    async def handle(self) -> None:
+        return None
+
+
+class MethodGroupMail(Job):
+    queue = QUEUE
+
+    def group(self) -> str:
+        return f"m-{self.payload['n'] % 2}"
+
+    async def handle(self) -> None:
+        return None
+
+
+class PlainGroupsMail(Job):
+    queue = QUEUE
+
+    async def handle(self) -> None:
+        return None
+
+
+class LaterTenantMail(Job):
+    queue = QUEUE
+    group = "{tenant}"
+    delay = "+5 seconds"
+
+    async def handle(self) -> None:
+        return None
+
+
+class UniqueTenantMail(Job):
+    queue = QUEUE
+    group = "{tenant}"
+    unique = True
+    unique_key = "n"
+
+    async def handle(self) -> None:
+        return None
+
+
+async def claim(engine: RedisEngine, limit: int, request: str, worker: str = "w1") -> Claim:
+    return await claim_from(engine, QUEUE, limit, worker_id=worker, request_id=request, lease_ms=LEASE)
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def tenants(claimed: Claim) -> list[str]:
+    import orjson
+
+    return [orjson.loads(job.payload).get("tenant", "-") for job in claimed.jobs]
+
+
+async def running_counts(raw: Redis, engine: RedisEngine) -> dict[str, int]:
+    counts = await raw.hgetall(engine.keys(QUEUE).group_running)
+    return {text(k): int(v) for k, v in counts.items()}
+
+
+async def test_group_key_from_a_method_and_a_dispatch_override(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    await MethodGroupMail.dispatch({"n": 3})
+    await TenantMail().dispatch({"tenant": "x"}, group="acme")
+    ring = {text(g) for g in await raw_redis.lrange(clocked_engine.keys(QUEUE).ring, 0, -1)}
+    assert ring == {"m-1", "acme"}
+
+
+async def test_bad_group_keys_raise_before_anything_is_stored(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    with pytest.raises(InvalidGroupKey, match="no field 'tenant'"):
+        await TenantMail.dispatch({"other": 1})
+    with pytest.raises(InvalidGroupKey, match="payload mapping"):
+        await TenantMail.dispatch([1, 2])
+    with pytest.raises(InvalidGroupKey, match="invalid group key"):
+        await TenantMail.dispatch({"tenant": "has space"})
+    with pytest.raises(InvalidGroupKey, match="invalid group key"):
+        await TenantMail.dispatch({"tenant": "x" * 201})
+    with pytest.raises(InvalidGroupKey):
+        await TenantMail().dispatch({"tenant": "a"}, group="")
+    with pytest.raises(InvalidGroupKey, match="not both"):
+        await TenantMail().dispatch({"tenant": "a"}, priority=3)
+    assert await raw_redis.exists(clocked_engine.keys(QUEUE).ring) == 0
+
+
+def test_priority_and_group_on_one_class_are_refused() -> None:
+    with pytest.raises(ValueError, match="both priority and group"):
+
+        class PriorityTenantMail(Job):
+            queue = QUEUE
+            group = "{tenant}"
+            priority = 2
+
+            async def handle(self) -> None:
+                return None
+
+
+async def test_delayed_and_hash_jobs_carry_their_group(
+    clocked_engine: RedisEngine, clock: FakeClock, raw_redis: Redis
+) -> None:
+    later = await LaterTenantMail.dispatch({"tenant": "late"})
+    unique = await UniqueTenantMail.dispatch({"tenant": "uniq", "n": 1})
+    keys = clocked_engine.keys(QUEUE)
+    assert await raw_redis.hget(keys.job(later), "g") == b"late"
+    assert await raw_redis.lrange(keys.group("uniq"), 0, -1) == [unique.encode()]
+    clock.advance(5)
+    await clocked_engine.promote([QUEUE])
+    assert await raw_redis.lrange(keys.group("late"), 0, -1) == [later.encode()]
+    assert [text(g) for g in await raw_redis.lrange(keys.ring, 0, -1)] == ["uniq", "late"]
