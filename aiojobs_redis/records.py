@@ -118,6 +118,9 @@ def _quarantined(keys: QueueKeys, job_id: str, reason: str) -> Quarantined:
     if job_id == keys.ready or job_id.startswith(keys.ready + ":p"):
         # The queue key (or a priority level's) itself, renamed aside: see claim.lua.
         return Quarantined("", reason, keys.bad_queue + job_id[len(keys.ready) :])
+    if job_id.startswith(keys.group("")):
+        # A rate group's list, renamed aside: <base>:bad:g:<group>.
+        return Quarantined("", reason, f"{keys.base}:bad:{job_id[len(keys.base) + 1 :]}")
     return Quarantined(job_id, reason, keys.failed)
 
 

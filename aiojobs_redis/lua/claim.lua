@@ -23,9 +23,18 @@
 -- as the queue list), and <base>:levels (zset, member = score = N) names the non-empty ones.
 -- Higher levels are taken first, then the queue list (level 0), then the negative levels;
 -- FIFO within a level. A job taken from a level list gets its level as field o.
+-- Rate groups (per-key limits; keys in the prelude): <base>:ring lists the groups with
+-- claimable jobs that no limit holds. The claim rotates it (LMOVE ring ring LEFT RIGHT) and
+-- takes one job per group per turn, so a group with 10,000 jobs waiting delays one with 10
+-- by one turn, not 10,000 jobs. Jobs without a group (the queue and level lists) count as
+-- one more group of the turn. Groups in <base>:gwait (held, scored with when to look again)
+-- come back to the ring at the next claim once due. A job taken from a group's list gets
+-- the group as field g. A group list of another type than a list is moved aside to
+-- <base>:bad:g:<group> and reported.
 -- A replayed request returns its receipt before any of this: it spends no allowance twice.
 -- The reply goes on: 1 if the queue is paused else 0, ms to wait before claiming from it
--- again when a limit held jobs back (-1: none did).
+-- again when a limit held jobs back (-1: none did; with nothing else to take, the earliest
+-- time a held group may start again).
 local ready_key, running_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local failed_key, receipt_key = KEYS[5], KEYS[6]
 local base, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -35,6 +44,7 @@ local now = now_ms(ARGV[6])
 local jobs, bad = {}, {}
 local newer = 0
 local level = 0  -- the priority level of the list being taken from
+local GROUP_RECHECK_MS = 250
 
 local function emit(id, token, fields, runs)
   local n = #jobs
@@ -95,11 +105,14 @@ end
 
 local claimed = {request}
 
+local group = false  -- the rate group whose list is being taken from
+
 local function lease_to(id, key, f)
   local runs = math.floor(tonumber(f[5]) or 0) + 1
   local token = worker .. ':' .. runs
   redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
   if level ~= 0 then redis.call('HSET', key, 'o', level) end
+  if group and not f[9] then redis.call('HSET', key, 'g', group) end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, f, runs)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -137,6 +150,7 @@ local function claim_inline(entry)
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
     'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
   if level ~= 0 then redis.call('HSET', key, 'o', level) end
+  if group then redis.call('HSET', key, 'g', group) end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, {name, payload, false, max_attempts}, 1)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -149,7 +163,7 @@ local function claim_id(id)
   local kind = key_type(key)
   local f = false
   if kind == 'hash' then
-    f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k', 'v', 'F', 'u')
+    f = redis.call('HMGET', key, 'n', 'p', 'a', 'm', 'k', 'v', 'F', 'u', 'g')
     if record_version(f[6]) > FORMAT_VERSION then return record_version(f[6]) end
   end
   if string.len(id) > 64 or not string.find(id, '^[%w_%-]+$') then
@@ -168,46 +182,101 @@ local function claim_id(id)
   end
 end
 
--- The lists to take from, highest level first: positive levels, the queue list, negative ones.
-local levels_key = base .. ':levels'
-local sources, levels = {}, redis.call('ZRANGE', levels_key, 0, -1, 'WITHSCORES')
-for i = #levels - 1, 1, -2 do
-  local n = tonumber(levels[i + 1])
-  if n < 0 and not sources.default then sources[#sources + 1] = {ready_key, 0}; sources.default = true end
-  sources[#sources + 1] = {ready_key .. ':p' .. levels[i], n}
-end
-if not sources.default then sources[#sources + 1] = {ready_key, 0} end
-
-local taken, levels_left = 0, #levels / 2
-for _, source in ipairs(sources) do
-  local list
-  list, level = source[1], source[2]
-  local kind = key_type(list)
-  local entries = {}
-  if kind ~= 'list' and kind ~= 'none' then
-    -- Not ours to read: moved aside whole (nothing is destroyed), and reported.
-    local aside = bad_key(base, string.sub(list, string.len(base) + 2))
-    redis.call('RENAME', list, aside)
-    redis.call('PEXPIRE', aside, failed_ttl)
-    bad[#bad + 1] = list; bad[#bad + 1] = 'wrong_type'
-  elseif limit > taken then
-    entries = redis.call('LPOP', list, limit - taken) or {}
-  end
+-- Take one entry: a job (inline record or id) from `list`. Returns true when the claim must
+-- stop (a record too new for this claim: it and the rest go back to the head of `list`).
+local function take_entries(list, entries)
   for i, entry in ipairs(entries) do
     local too_new
     if string.sub(entry, 1, 1) == INLINE_TAG then too_new = claim_inline(entry) else too_new = claim_id(entry) end
     if too_new then
       newer = too_new
       for j = #entries, i, -1 do redis.call('LPUSH', list, entries[j]) end
-      break
+      return true
     end
   end
-  taken = taken + #entries
-  if level ~= 0 and #entries > 0 and redis.call('LLEN', list) == 0 then
-    redis.call('ZREM', levels_key, level)
-    levels_left = levels_left - 1
+  return false
+end
+
+local function move_aside(list)
+  -- Not ours to read: moved aside whole (nothing is destroyed), and reported.
+  local aside = bad_key(base, string.sub(list, string.len(base) + 2))
+  redis.call('RENAME', list, aside)
+  redis.call('PEXPIRE', aside, failed_ttl)
+  bad[#bad + 1] = list; bad[#bad + 1] = 'wrong_type'
+end
+
+-- The jobs without a group, up to `upto` taken in all: the lists to take from, highest
+-- level first: positive levels, the queue list, negative ones.
+local levels_key = base .. ':levels'
+local taken, levels_left = 0, 0
+local function take_lists(upto)
+  local sources, levels = {}, redis.call('ZRANGE', levels_key, 0, -1, 'WITHSCORES')
+  levels_left = #levels / 2
+  for i = #levels - 1, 1, -2 do
+    local n = tonumber(levels[i + 1])
+    if n < 0 and not sources.default then sources[#sources + 1] = {ready_key, 0}; sources.default = true end
+    sources[#sources + 1] = {ready_key .. ':p' .. levels[i], n}
   end
-  if newer > 0 or taken >= limit then break end
+  if not sources.default then sources[#sources + 1] = {ready_key, 0} end
+  for _, source in ipairs(sources) do
+    local list
+    list, level = source[1], source[2]
+    local kind = key_type(list)
+    local entries = {}
+    if kind ~= 'list' and kind ~= 'none' then
+      move_aside(list)
+    elseif upto > taken then
+      entries = redis.call('LPOP', list, upto - taken) or {}
+    end
+    local stop = take_entries(list, entries)
+    taken = taken + #entries
+    if level ~= 0 and #entries > 0 and redis.call('LLEN', list) == 0 then
+      redis.call('ZREM', levels_key, level)
+      levels_left = levels_left - 1
+    end
+    if stop or taken >= upto then break end
+  end
+  level = 0
+end
+
+-- One turn of the ring: its first group moves to the tail and gives one job. Returns false
+-- when the ring is empty.
+local ring_key, gwait_key = base .. ':ring', base .. ':gwait'
+local function take_group()
+  group = redis.call('LMOVE', ring_key, ring_key, 'LEFT', 'RIGHT')
+  if not group then return false end
+  local list = base .. ':g:' .. group
+  local kind = key_type(list)
+  if kind ~= 'list' then
+    redis.call('RPOP', ring_key)  -- it is the tail now: an emptied group leaves the turn
+    if kind ~= 'none' then move_aside(list) end
+    return true
+  end
+  local entries = redis.call('LPOP', list, 1) or {}
+  local stop = take_entries(list, entries)
+  taken = taken + #entries
+  if not stop and redis.call('LLEN', list) == 0 then redis.call('RPOP', ring_key) end
+  return not stop
+end
+
+local ring_len = 0
+if limit > 0 then
+  -- Groups whose wait is over take their turns again.
+  local due_groups = redis.call('ZRANGEBYSCORE', gwait_key, '-inf', now, 'LIMIT', 0, 1000)
+  if #due_groups > 0 then
+    redis.call('ZREM', gwait_key, unpack(due_groups))
+    redis.call('RPUSH', ring_key, unpack(due_groups))
+  end
+  ring_len = redis.call('LLEN', ring_key)
+end
+if ring_len == 0 then
+  take_lists(limit)
+else
+  -- The jobs without a group are one more group of the turn: their share first.
+  take_lists(math.ceil(limit / (ring_len + 1)))
+  while newer == 0 and taken < limit and take_group() do end
+  group = false
+  if newer == 0 and taken < limit then take_lists(limit) end
 end
 
 local started = #jobs / 7  -- seven fields per claimed job
@@ -228,9 +297,15 @@ end
 -- too new for this claim, one that can read it; this caller is told there is no more). Not
 -- while a limit holds the rest back: the workers come back when it allows.
 local more = 0
-if (levels_left > 0 or redis.call('LLEN', ready_key) > 0) and wait < 0 then
+local groups_left = redis.call('LLEN', ring_key) > 0
+if (levels_left > 0 or groups_left or redis.call('LLEN', ready_key) > 0) and wait < 0 then
   if newer == 0 then more = 1 end
   wake(wake_key)
+elseif wait < 0 and newer == 0 then
+  -- Nothing else to take now: come back when the first held group may start again (within
+  -- GROUP_RECHECK_MS: a job of a new group, dispatched meanwhile, is not held for long).
+  local first = redis.call('ZRANGE', gwait_key, 0, 0, 'WITHSCORES')
+  if first[2] then wait = math.min(GROUP_RECHECK_MS, math.max(1, tonumber(first[2]) - now)) end
 end
 local due = -1
 if started < limit and newer == 0 then due = next_due() end

@@ -138,3 +138,49 @@ async def test_delayed_and_hash_jobs_carry_their_group(
     await clocked_engine.promote([QUEUE])
     assert await raw_redis.lrange(keys.group("late"), 0, -1) == [later.encode()]
     assert [text(g) for g in await raw_redis.lrange(keys.ring, 0, -1)] == ["uniq", "late"]
+    claimed = await claim(clocked_engine, 10, "r1")
+    assert {j.id for j in claimed.jobs} == {later, unique}
+
+
+async def test_round_robin_one_job_per_group_per_turn(clocked_engine: RedisEngine, raw_redis: Redis) -> None:
+    for _ in range(5):
+        await TenantMail.dispatch({"tenant": "big"})
+    await TenantMail.dispatch({"tenant": "small"})
+    await TenantMail.dispatch({"tenant": "small"})
+    await TenantMail.dispatch({"tenant": "tiny"})
+    keys = clocked_engine.keys(QUEUE)
+    assert await raw_redis.llen(keys.group("big")) == 5
+    assert [text(g) for g in await raw_redis.lrange(keys.ring, 0, -1)] == ["big", "small", "tiny"]
+    first = await claim(clocked_engine, 4, "r1")
+    assert tenants(first) == ["big", "small", "tiny", "big"]
+    rest = await claim(clocked_engine, 10, "r2")
+    assert tenants(rest) == ["small", "big", "big", "big"]
+    assert not rest.more
+    assert await raw_redis.exists(keys.ring, keys.group("big"), keys.group("small")) == 0
+    assert await raw_redis.hget(keys.job(first.jobs[0].id), "g") == b"big"  # field g
+
+
+async def test_jobs_without_a_group_take_one_turn_among_the_groups(clocked_engine: RedisEngine) -> None:
+    for _ in range(4):
+        await PlainGroupsMail.dispatch({})
+    for tenant in ("a", "b", "c"):
+        for _ in range(4):
+            await TenantMail.dispatch({"tenant": tenant})
+    claimed = await claim(clocked_engine, 8, "r1")
+    # Share of the ungrouped lists: ceil(8 / (3 groups + 1)) = 2; then the ring.
+    assert tenants(claimed) == ["-", "-", "a", "b", "c", "a", "b", "c"]
+
+
+async def test_a_group_list_of_another_type_is_moved_aside_and_reported(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    await TenantMail.dispatch({"tenant": "ok"})
+    keys = clocked_engine.keys(QUEUE)
+    await raw_redis.rpush(keys.ring, "broken")
+    await raw_redis.set(keys.group("broken"), "not a list")
+    claimed = await claim(clocked_engine, 10, "r1")
+    assert tenants(claimed) == ["ok"]
+    [bad] = claimed.quarantined
+    assert bad.moved_to == f"{keys.base}:bad:g:broken"
+    assert await raw_redis.get(bad.moved_to) == b"not a list"
+    assert await raw_redis.llen(keys.ring) == 0
