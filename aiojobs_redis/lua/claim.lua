@@ -27,10 +27,12 @@
 -- claimable jobs that no limit holds. The claim rotates it (LMOVE ring ring LEFT RIGHT) and
 -- takes one job per group per turn, so a group with 10,000 jobs waiting delays one with 10
 -- by one turn, not 10,000 jobs. Jobs without a group (the queue and level lists) count as
--- one more group of the turn. Groups in <base>:gwait (held, scored with when to look again)
--- come back to the ring at the next claim once due. A job taken from a group's list gets
--- the group as field g. A group list of another type than a list is moved aside to
--- <base>:bad:g:<group> and reported.
+-- one more group of the turn, without group limits. Per group, every group alike: a start
+-- rate (GCRA: `grate` µs per start, `gburst`; TAT at <base>:grl:<group>). A group the rate
+-- holds leaves the ring for <base>:gwait, scored with its next start; due ones come back to
+-- the ring at the next claim. The claim never looks at a held group: no head-of-line
+-- blocking. A job taken from a group's list gets the group as field g. A group list of
+-- another type than a list is moved aside to <base>:bad:g:<group> and reported.
 -- A replayed request returns its receipt before any of this: it spends no allowance twice.
 -- The reply goes on: 1 if the queue is paused else 0, ms to wait before claiming from it
 -- again when a limit held jobs back (-1: none did; with nothing else to take, the earliest
@@ -75,7 +77,8 @@ if receipt then
 end
 
 local meta_key = base .. ':meta'
-local ctl = redis.call('HMGET', meta_key, 'paused', 'rate', 'o:rate', 'burst', 'o:burst', 'maxrun', 'o:maxrun')
+local ctl = redis.call('HMGET', meta_key, 'paused', 'rate', 'o:rate', 'burst', 'o:burst', 'maxrun', 'o:maxrun',
+  'grate', 'o:grate', 'gburst', 'o:gburst')
 if ctl[1] then return {jobs, bad, -1, 0, 0, 1, -1} end
 local function setting(declared, override)
   local value = tonumber(override or declared)
@@ -83,6 +86,7 @@ local function setting(declared, override)
   return nil
 end
 local rate, burst, maxrun = setting(ctl[2], ctl[3]), setting(ctl[4], ctl[5]) or 1, setting(ctl[6], ctl[7])
+local grate, gburst = setting(ctl[8], ctl[9]), setting(ctl[10], ctl[11]) or 1
 local wait = -1
 if maxrun then
   local free = maxrun - redis.call('ZCARD', running_key)
@@ -239,8 +243,8 @@ local function take_lists(upto)
   level = 0
 end
 
--- One turn of the ring: its first group moves to the tail and gives one job. Returns false
--- when the ring is empty.
+-- One turn of the ring: its first group moves to the tail and gives one job, or, held by a
+-- limit, leaves the ring for gwait. Returns false when the ring is empty.
 local ring_key, gwait_key = base .. ':ring', base .. ':gwait'
 local function take_group()
   group = redis.call('LMOVE', ring_key, ring_key, 'LEFT', 'RIGHT')
@@ -252,9 +256,23 @@ local function take_group()
     if kind ~= 'none' then move_aside(list) end
     return true
   end
+  local again
+  local grl_key = base .. ':grl:' .. group
+  local gtat = tonumber(redis.call('GET', grl_key) or '') or 0
+  local slack = grate and (gburst - 1) * grate or 0
+  if not again and gtat - now_us > slack then again = math.ceil((gtat - slack) / 1000) end
+  if again then
+    redis.call('RPOP', ring_key)
+    redis.call('ZADD', gwait_key, again, group)
+    return true
+  end
   local entries = redis.call('LPOP', list, 1) or {}
   local stop = take_entries(list, entries)
   taken = taken + #entries
+  if not stop and grate then
+    gtat = math.max(gtat, now_us) + grate
+    redis.call('SET', grl_key, string.format('%d', gtat), 'PX', math.ceil((gtat - now_us) / 1000) + 1)
+  end
   if not stop and redis.call('LLEN', list) == 0 then redis.call('RPOP', ring_key) end
   return not stop
 end

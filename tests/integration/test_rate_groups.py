@@ -184,3 +184,46 @@ async def test_a_group_list_of_another_type_is_moved_aside_and_reported(
     assert bad.moved_to == f"{keys.base}:bad:g:broken"
     assert await raw_redis.get(bad.moved_to) == b"not a list"
     assert await raw_redis.llen(keys.ring) == 0
+
+
+async def test_group_rate_holds_a_group_without_scanning_it(
+    clocked_engine: RedisEngine, clock: FakeClock, raw_redis: Redis
+) -> None:
+    await clocked_engine.set_controls(QUEUE, {"grate": "1000000", "gburst": "2"})  # 1/s, bursts of 2
+    for tenant in ("a", "b"):
+        for _ in range(5):
+            await TenantMail.dispatch({"tenant": tenant})
+    first = await claim(clocked_engine, 100, "r1")
+    assert tenants(first) == ["a", "b", "a", "b"]  # the burst of each
+    keys = clocked_engine.keys(QUEUE)
+    assert await raw_redis.llen(keys.ring) == 0  # both held: in gwait, not in the ring
+    assert await raw_redis.zcard(keys.group_wait) == 2
+    assert await raw_redis.zscore(keys.group_wait, "a") == await raw_redis.zscore(keys.group_wait, "b")
+    assert await raw_redis.zscore(keys.group_wait, "a") == clock.now_ms + 1000
+    again = await claim(clocked_engine, 100, "r2")
+    assert again.jobs == [] and not again.more
+    assert 1 <= again.wait_ms <= 250  # come back by then (capped: a new group may arrive)
+    clock.advance(0.999)
+    assert (await claim(clocked_engine, 100, "r3")).jobs == []
+    clock.advance(0.001)
+    assert tenants(await claim(clocked_engine, 100, "r4")) == ["a", "b"]
+    # The override wins; '0' lifts the limit: once the starts the rate already allowed are
+    # past (its last theoretical arrival time), a group takes all its jobs at once.
+    await clocked_engine.set_controls(QUEUE, {"o:grate": "0"})
+    clock.advance(2)
+    assert sorted(tenants(await claim(clocked_engine, 100, "r5"))) == ["a", "a", "b", "b"]
+
+
+async def test_a_replayed_claim_spends_no_group_allowance_twice(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    await clocked_engine.set_controls(QUEUE, {"grate": "1000000", "gburst": "1"})
+    for tenant in ("a", "b"):
+        for _ in range(3):
+            await TenantMail.dispatch({"tenant": tenant})
+    keys = clocked_engine.keys(QUEUE)
+    first = await claim(clocked_engine, 10, "same")
+    tat = await raw_redis.get(keys.group_rate("a"))
+    replay = await claim(clocked_engine, 10, "same")
+    assert [j.id for j in replay.jobs] == [j.id for j in first.jobs]
+    assert await raw_redis.get(keys.group_rate("a")) == tat
