@@ -425,7 +425,15 @@ class RedisEngine(
         async with redis_errors(f"defer {job.id}"):
             answer = await self.scripts.defer(
                 keys=[keys.running, keys.delayed, keys.wake, keys.job(job.id)],
-                args=[job.id, job.token, delay_ms, orjson.dumps(error), give_up_after_ms, self._now_arg()],
+                args=[
+                    job.id,
+                    job.token,
+                    delay_ms,
+                    orjson.dumps(error),
+                    give_up_after_ms,
+                    self._now_arg(),
+                    keys.base,
+                ],
             )
         return int(answer)
 

@@ -38,6 +38,7 @@ if record_version(f[4]) > FORMAT_VERSION then return {0, 'too_new'} end
 local state
 if f[2] and redis.call('ZSCORE', running_key, id) then
   redis.call('ZREM', running_key, id)
+  group_left(base, redis.call('HGET', key, 'g'))
   redis.call('ZREMRANGEBYSCORE', marks_key, '-inf', now - keep_mark)
   redis.call('ZADD', marks_key, now, id .. ' ' .. f[2])
   state = 'running'

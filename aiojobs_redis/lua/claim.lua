@@ -28,8 +28,10 @@
 -- takes one job per group per turn, so a group with 10,000 jobs waiting delays one with 10
 -- by one turn, not 10,000 jobs. Jobs without a group (the queue and level lists) count as
 -- one more group of the turn, without group limits. Per group, every group alike: a start
--- rate (GCRA: `grate` µs per start, `gburst`; TAT at <base>:grl:<group>). A group the rate
--- holds leaves the ring for <base>:gwait, scored with its next start; due ones come back to
+-- rate (GCRA: `grate` µs per start, `gburst`; TAT at <base>:grl:<group>) and `gmaxrun` (its jobs running, as
+-- counted in <base>:gst: +1 here per lease, -1 by the scripts a run leaves running by). A
+-- group a limit holds leaves the ring for <base>:gwait, scored with when to look again
+-- (the rate's next start; 100 ms later for gmaxrun, as for maxrun); due ones come back to
 -- the ring at the next claim. The claim never looks at a held group: no head-of-line
 -- blocking. A job taken from a group's list gets the group as field g. A group list of
 -- another type than a list is moved aside to <base>:bad:g:<group> and reported.
@@ -78,7 +80,7 @@ end
 
 local meta_key = base .. ':meta'
 local ctl = redis.call('HMGET', meta_key, 'paused', 'rate', 'o:rate', 'burst', 'o:burst', 'maxrun', 'o:maxrun',
-  'grate', 'o:grate', 'gburst', 'o:gburst')
+  'grate', 'o:grate', 'gburst', 'o:gburst', 'gmaxrun', 'o:gmaxrun')
 if ctl[1] then return {jobs, bad, -1, 0, 0, 1, -1} end
 local function setting(declared, override)
   local value = tonumber(override or declared)
@@ -86,7 +88,7 @@ local function setting(declared, override)
   return nil
 end
 local rate, burst, maxrun = setting(ctl[2], ctl[3]), setting(ctl[4], ctl[5]) or 1, setting(ctl[6], ctl[7])
-local grate, gburst = setting(ctl[8], ctl[9]), setting(ctl[10], ctl[11]) or 1
+local grate, gburst, gmaxrun = setting(ctl[8], ctl[9]), setting(ctl[10], ctl[11]) or 1, setting(ctl[12], ctl[13])
 local wait = -1
 if maxrun then
   local free = maxrun - redis.call('ZCARD', running_key)
@@ -110,13 +112,18 @@ end
 local claimed = {request}
 
 local group = false  -- the rate group whose list is being taken from
+local gst_key = base .. ':gst'
 
 local function lease_to(id, key, f)
   local runs = math.floor(tonumber(f[5]) or 0) + 1
   local token = worker .. ':' .. runs
   redis.call('HSET', key, 's', 'running', 'k', runs, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
   if level ~= 0 then redis.call('HSET', key, 'o', level) end
-  if group and not f[9] then redis.call('HSET', key, 'g', group) end
+  local of = f[9] or group  -- a job's group: its field g, else the list's
+  if of then
+    if not f[9] then redis.call('HSET', key, 'g', of) end
+    redis.call('HINCRBY', gst_key, of, 1)
+  end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, f, runs)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -154,7 +161,10 @@ local function claim_inline(entry)
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
     'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
   if level ~= 0 then redis.call('HSET', key, 'o', level) end
-  if group then redis.call('HSET', key, 'g', group) end
+  if group then
+    redis.call('HSET', key, 'g', group)
+    redis.call('HINCRBY', gst_key, group, 1)
+  end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, {name, payload, false, max_attempts}, 1)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -257,6 +267,7 @@ local function take_group()
     return true
   end
   local again
+  if gmaxrun and (tonumber(redis.call('HGET', gst_key, group)) or 0) >= gmaxrun then again = now + 100 end
   local grl_key = base .. ':grl:' .. group
   local gtat = tonumber(redis.call('GET', grl_key) or '') or 0
   local slack = grate and (gburst - 1) * grate or 0

@@ -14,7 +14,7 @@ from support.clock import FakeClock
 from support.engine_calls import claim_from
 
 from aiojobs_redis import InvalidGroupKey, Job, RedisEngine
-from aiojobs_redis.records import Claim
+from aiojobs_redis.records import Claim, ClaimedJob
 
 pytestmark = pytest.mark.anyio
 
@@ -140,6 +140,7 @@ async def test_delayed_and_hash_jobs_carry_their_group(
     assert [text(g) for g in await raw_redis.lrange(keys.ring, 0, -1)] == ["uniq", "late"]
     claimed = await claim(clocked_engine, 10, "r1")
     assert {j.id for j in claimed.jobs} == {later, unique}
+    assert await running_counts(raw_redis, clocked_engine) == {"late": 1, "uniq": 1}
 
 
 async def test_round_robin_one_job_per_group_per_turn(clocked_engine: RedisEngine, raw_redis: Redis) -> None:
@@ -157,7 +158,9 @@ async def test_round_robin_one_job_per_group_per_turn(clocked_engine: RedisEngin
     assert tenants(rest) == ["small", "big", "big", "big"]
     assert not rest.more
     assert await raw_redis.exists(keys.ring, keys.group("big"), keys.group("small")) == 0
-    assert await raw_redis.hget(keys.job(first.jobs[0].id), "g") == b"big"  # field g
+    # Field g, and the running count per group.
+    assert await raw_redis.hget(keys.job(first.jobs[0].id), "g") == b"big"
+    assert await running_counts(raw_redis, clocked_engine) == {"big": 5, "small": 2, "tiny": 1}
 
 
 async def test_jobs_without_a_group_take_one_turn_among_the_groups(clocked_engine: RedisEngine) -> None:
@@ -227,3 +230,55 @@ async def test_a_replayed_claim_spends_no_group_allowance_twice(
     replay = await claim(clocked_engine, 10, "same")
     assert [j.id for j in replay.jobs] == [j.id for j in first.jobs]
     assert await raw_redis.get(keys.group_rate("a")) == tat
+    assert await running_counts(raw_redis, clocked_engine) == {"a": 1, "b": 1}
+
+
+async def test_group_max_running_and_every_way_a_run_ends(
+    clocked_engine: RedisEngine, clock: FakeClock, raw_redis: Redis
+) -> None:
+    await clocked_engine.set_controls(QUEUE, {"gmaxrun": "1"})
+    for _ in range(9):
+        await TenantMail.dispatch({"tenant": "solo"})
+    endings: list[str] = []
+
+    async def one() -> ClaimedJob:
+        clock.advance(0.1)  # a held group is looked at again after 100 ms
+        got = await claim(clocked_engine, 5, f"r{clock.now_ms}")
+        assert len(got.jobs) == 1, endings
+        assert await running_counts(raw_redis, clocked_engine) == {"solo": 1}
+        blocked = await claim(clocked_engine, 5, f"b{clock.now_ms}")
+        assert blocked.jobs == [] and blocked.wait_ms == 100
+        return got.jobs[0]
+
+    job = await one()
+    assert await clocked_engine.ack(job)
+    endings.append("ack")
+    job = await one()
+    assert await clocked_engine.fail(job, ERROR)
+    endings.append("fail")
+    job = await one()
+    assert await clocked_engine.retry(job, 0, ERROR)
+    endings.append("retry")
+    job = await one()
+    assert await clocked_engine.release(job)
+    endings.append("release")
+    job = await one()
+    assert await clocked_engine.defer(job, 10, ERROR, give_up_after_ms=60_000) == 1
+    endings.append("defer")
+    job = await one()
+    assert await clocked_engine.abort(job.id, QUEUE)
+    endings.append("abort")
+    job = await one()
+    clock.advance(LEASE / 1000 + 1)
+    reaped = await clocked_engine.reap(QUEUE, max_stalls=5)
+    assert reaped.requeued == [job.id]
+    assert await running_counts(raw_redis, clocked_engine) == {}
+    # Replays of the ends change nothing: failed twice, one slot freed once.
+    job = await one()
+    await TenantMail.dispatch({"tenant": "solo"})
+    assert await clocked_engine.fail(job, ERROR)
+    job = await one()
+    assert await clocked_engine.fail(job, ERROR)
+    assert await clocked_engine.fail(job, ERROR)
+    assert await clocked_engine.retry(job, 0, ERROR) is False
+    assert await running_counts(raw_redis, clocked_engine) == {}
