@@ -437,6 +437,18 @@ class RedisEngine(
             )
         return int(answer)
 
+    async def throttle(self, job: ClaimedJob, retry_after_ms: int, max_throttles: int) -> int:
+        """handle() raised RateLimited: put the job back, using no attempt, and hold its group
+        (or queue) for `retry_after_ms` (throttle.lua). 1 when done, 0 when not held, -1
+        (nothing changes) when it was throttled `max_throttles` times already."""
+        keys = self.keys(job.queue)
+        async with redis_errors(f"throttle {job.id}"):
+            answer = await self.scripts.throttle(
+                keys=[keys.running, keys.wake, keys.job(job.id)],
+                args=[job.id, job.token, keys.base, retry_after_ms, max_throttles, self._now_arg()],
+            )
+        return int(answer)
+
     async def promote(self, queues: Sequence[str], limit: int = BATCH) -> tuple[int, int]:
         """Move due delayed jobs to ready. Returns (moved, ms until the next is due or -1)."""
         if self._format.refused:

@@ -28,9 +28,12 @@ _GROUP_RE = re.compile(r"[A-Za-z0-9_.:@+\-]{1,200}")
 
 
 def check_option(cls: type[Job]) -> None:
-    """Raise ValueError naming a bad `group` option of `cls` (or one set with a priority)."""
+    """Raise ValueError naming a bad `group` (or one set with a priority) or `max_throttles`."""
     spec = cls.group
     where = cls.__qualname__
+    throttles = cls.max_throttles
+    if not isinstance(throttles, int) or isinstance(throttles, bool) or throttles < 0:
+        raise ValueError(f"{where}.max_throttles must be an int >= 0, not {throttles!r}")
     if spec is not None and not isinstance(spec, str) and not callable(spec):
         raise ValueError(f"{where}.group must be a format string over the payload, a method, or None")
     if spec is not None and cls.priority != 0:

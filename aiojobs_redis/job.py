@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 from . import groups, registry, schedules, unique
 from .codec import encode_payload
 from .context import current_engine
-from .errors import AiojobsRedisError, InvalidJobClass, RetryLater
+from .errors import AiojobsRedisError, InvalidJobClass, RateLimited, RetryLater
 from .keys import validate_queue
 from .retry import RetryPolicy
 from .timeparse import Delay, to_ms
@@ -107,6 +107,8 @@ class Job:
                    groups.py): a format string over the payload mapping, e.g.
                    "{tenant_id}", or a method `def group(self) -> str`; None (default):
                    none. Not with a priority other than 0
+      max_throttles  times handle() may raise RateLimited without using an attempt
+                   (default 25); after that each one counts as a failed attempt
       keep_result  keep what handle() returns (JSON) this long after the job is done,
                    e.g. "+1 hour"; None (default) keeps nothing. Read it with
                    `await SendEmail.ref(job_id).result(timeout=30)` (see results.py)
@@ -146,6 +148,7 @@ class Job:
     keep_result: ClassVar[Delay | None] = None
     priority: ClassVar[int] = 0  # -10..10; higher runs sooner
     group: ClassVar[str | Callable[..., str] | None] = None  # rate group (groups.py)
+    max_throttles: ClassVar[int] = 25  # RateLimited raised this often uses no attempt
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -320,7 +323,7 @@ class Job:
 
     def retries(self, exc: BaseException) -> bool:
         """Whether `exc`, raised by handle(), may be retried (`retry_on` and `fail_on` decide)."""
-        if isinstance(exc, RetryLater):
+        if isinstance(exc, RetryLater | RateLimited):
             return True  # asked for in so many words
         if self.fail_on and isinstance(exc, self.fail_on):
             return False

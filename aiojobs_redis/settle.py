@@ -24,7 +24,15 @@ from typing import Any, Final
 from .clock import WorkerClock
 from .codec import encode_payload
 from .engine_base import WorkerEngine
-from .errors import BadResult, EngineError, InvalidPayload, MalformedJob, PayloadError, UnknownJob
+from .errors import (
+    BadResult,
+    EngineError,
+    InvalidPayload,
+    MalformedJob,
+    PayloadError,
+    RateLimited,
+    UnknownJob,
+)
 from .job import Job
 from .lifecycle import Lifecycle, WorkerCounters
 from .records import ClaimedJob
@@ -182,6 +190,8 @@ class Settler:
                         claimed.max_attempts,
                     )
             return None
+        if isinstance(error, RateLimited) and await self._throttled(claimed, job, error):
+            return None
         decision = decide(job, outcome, claimed.attempt, claimed.max_attempts)
         assert not isinstance(decision, Succeeded)
         if isinstance(decision, Fail):
@@ -200,7 +210,7 @@ class Settler:
                 await self.lifecycle.ended(claimed, "failed", job, error)
                 return error
             return None
-        record = outcome.error_record()
+        record = outcome.error_record("rate_limited" if isinstance(error, RateLimited) else None)
         if await self._record(claimed, lambda: self.engine.retry(claimed, decision.delay_ms, record)):
             self.counters.retried += 1
             await self.lifecycle.ended(claimed, "retried", job, error)
@@ -214,6 +224,32 @@ class Settler:
                 outcome.summary,
             )
         return None
+
+    async def _throttled(self, claimed: ClaimedJob, job: Job, error: RateLimited) -> bool:
+        """handle() raised RateLimited: put the job back using no attempt, its group (or queue)
+        held for the error's retry_after. True when done (or the lease is gone); False when it
+        was throttled `job.max_throttles` times already: the run is then a failed attempt."""
+        over = False
+
+        async def throttle() -> bool:
+            nonlocal over
+            answer = await self.engine.throttle(claimed, error.retry_after_ms, job.max_throttles)
+            over = answer < 0
+            return answer != 0
+
+        if not await self._record(claimed, throttle):
+            return True
+        if over:
+            return False
+        self.counters.throttled += 1
+        await self.lifecycle.ended(claimed, "released", job, error)
+        log.info(
+            "job %s %s rate limited: put back, no attempt used; its group waits %.3f s",
+            claimed.id,
+            job.name,
+            error.retry_after_ms / 1000,
+        )
+        return True
 
     def _fail(self, claimed: ClaimedJob, job: Job, record: dict[str, Any]) -> Awaitable[bool]:
         if job.keep_result_ms:  # waiters on its result are told at once

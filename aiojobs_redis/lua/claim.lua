@@ -28,13 +28,15 @@
 -- takes one job per group per turn, so a group with 10,000 jobs waiting delays one with 10
 -- by one turn, not 10,000 jobs. Jobs without a group (the queue and level lists) count as
 -- one more group of the turn, without group limits. Per group, every group alike: a start
--- rate (GCRA: `grate` µs per start, `gburst`; TAT at <base>:grl:<group>) and `gmaxrun` (its jobs running, as
+-- rate (GCRA: `grate` µs per start, `gburst`; TAT at <base>:grl:<group>, also moved by
+-- throttle.lua, which is obeyed even without `grate`) and `gmaxrun` (its jobs running, as
 -- counted in <base>:gst: +1 here per lease, -1 by the scripts a run leaves running by). A
 -- group a limit holds leaves the ring for <base>:gwait, scored with when to look again
 -- (the rate's next start; 100 ms later for gmaxrun, as for maxrun); due ones come back to
 -- the ring at the next claim. The claim never looks at a held group: no head-of-line
 -- blocking. A job taken from a group's list gets the group as field g. A group list of
 -- another type than a list is moved aside to <base>:bad:g:<group> and reported.
+-- `hold` (ms, set by throttle.lua for a job without a group) holds the whole queue.
 -- A replayed request returns its receipt before any of this: it spends no allowance twice.
 -- The reply goes on: 1 if the queue is paused else 0, ms to wait before claiming from it
 -- again when a limit held jobs back (-1: none did; with nothing else to take, the earliest
@@ -80,7 +82,7 @@ end
 
 local meta_key = base .. ':meta'
 local ctl = redis.call('HMGET', meta_key, 'paused', 'rate', 'o:rate', 'burst', 'o:burst', 'maxrun', 'o:maxrun',
-  'grate', 'o:grate', 'gburst', 'o:gburst', 'gmaxrun', 'o:gmaxrun')
+  'hold', 'grate', 'o:grate', 'gburst', 'o:gburst', 'gmaxrun', 'o:gmaxrun')
 if ctl[1] then return {jobs, bad, -1, 0, 0, 1, -1} end
 local function setting(declared, override)
   local value = tonumber(override or declared)
@@ -88,8 +90,12 @@ local function setting(declared, override)
   return nil
 end
 local rate, burst, maxrun = setting(ctl[2], ctl[3]), setting(ctl[4], ctl[5]) or 1, setting(ctl[6], ctl[7])
-local grate, gburst, gmaxrun = setting(ctl[8], ctl[9]), setting(ctl[10], ctl[11]) or 1, setting(ctl[12], ctl[13])
+local grate, gburst, gmaxrun = setting(ctl[9], ctl[10]), setting(ctl[11], ctl[12]) or 1, setting(ctl[13], ctl[14])
 local wait = -1
+local hold = tonumber(ctl[8] or '')
+if hold and hold > now then
+  limit, wait = 0, hold - now
+end
 if maxrun then
   local free = maxrun - redis.call('ZCARD', running_key)
   if free < limit then

@@ -266,6 +266,9 @@ async def test_group_max_running_and_every_way_a_run_ends(
     assert await clocked_engine.defer(job, 10, ERROR, give_up_after_ms=60_000) == 1
     endings.append("defer")
     job = await one()
+    assert await clocked_engine.throttle(job, 0, 25) == 1
+    endings.append("throttle")
+    job = await one()
     assert await clocked_engine.abort(job.id, QUEUE)
     endings.append("abort")
     job = await one()
@@ -282,3 +285,45 @@ async def test_group_max_running_and_every_way_a_run_ends(
     assert await clocked_engine.fail(job, ERROR)
     assert await clocked_engine.retry(job, 0, ERROR) is False
     assert await running_counts(raw_redis, clocked_engine) == {}
+
+
+async def test_throttle_holds_its_group_only_and_uses_no_attempt(
+    clocked_engine: RedisEngine, clock: FakeClock, raw_redis: Redis
+) -> None:
+    for tenant in ("a", "b"):
+        for _ in range(3):
+            await TenantMail.dispatch({"tenant": tenant})
+    got = await claim(clocked_engine, 1, "r1")
+    [job] = got.jobs
+    assert tenants(got) == ["a"]
+    assert await clocked_engine.throttle(job, 2000, 25) == 1
+    assert await clocked_engine.throttle(job, 2000, 25) == 1  # a replay: the same answer
+    keys = clocked_engine.keys(QUEUE)
+    record = await raw_redis.hgetall(keys.job(job.id))
+    assert record[b"h"] == b"1" and record[b"s"] == b"ready" and b"a" not in record
+    assert await raw_redis.lindex(keys.group("a"), 0) == job.id.encode()  # back at the head
+    during = await claim(clocked_engine, 10, "r2")
+    assert tenants(during) == ["b", "b", "b"]
+    clock.advance(1.999)
+    assert (await claim(clocked_engine, 10, "r3")).jobs == []
+    clock.advance(0.001)
+    after = await claim(clocked_engine, 10, "r4")
+    assert after.jobs[0].id == job.id and after.jobs[0].attempts_used == 0
+    assert tenants(after) == ["a", "a", "a"]
+    # Throttled max_throttles times: -1, and nothing changes.
+    again = after.jobs[0]
+    assert await clocked_engine.throttle(again, 10, 1) == -1
+    assert await raw_redis.hget(keys.job(again.id), "s") == b"running"
+
+
+async def test_throttle_of_a_job_without_a_group_holds_its_queue(
+    clocked_engine: RedisEngine, clock: FakeClock
+) -> None:
+    await PlainGroupsMail.dispatch({})
+    await PlainGroupsMail.dispatch({})
+    [job] = (await claim(clocked_engine, 1, "r1")).jobs
+    assert await clocked_engine.throttle(job, 3000, 25) == 1
+    held = await claim(clocked_engine, 10, "r2")
+    assert held.jobs == [] and held.wait_ms == 3000
+    clock.advance(3)
+    assert (await claim(clocked_engine, 10, "r3")).jobs[0].id == job.id
