@@ -80,7 +80,9 @@ class Abort:
 
         async def _queues(self, queue: str | None) -> list[str]: ...
 
-        async def _inline_entry(self, queue: str, job_id: str) -> bytes | None: ...
+        async def _inline_entry(self, queue: str, job_id: str, key: str = "") -> bytes | None: ...
+
+        async def _inline_in_groups(self, queue: str, job_id: str) -> tuple[str, bytes | None]: ...
 
     async def abort(self, job_id: str, queue: str | None = None, *, reason: str | None = None) -> bool:
         """Abort the job: True when this call ended it as aborted, False when it had ended
@@ -112,15 +114,23 @@ class Abort:
                 outcome = await self._abort_in(q, job_id, abort_id, error, entry)
                 if outcome.state != "not_found":
                     return outcome
+        for q in queues:  # waiting inline in a rate group's list
+            key, entry = await self._inline_in_groups(q, job_id)
+            if entry is not None:
+                outcome = await self._abort_in(q, job_id, abort_id, error, entry, key)
+                if outcome.state != "not_found":
+                    return outcome
         return outcome
 
     async def _abort_in(
-        self, queue: str, job_id: str, abort_id: str, error: bytes, entry: bytes
+        self, queue: str, job_id: str, abort_id: str, error: bytes, entry: bytes, in_list: str = ""
     ) -> AbortOutcome:
+        """abort.lua on `queue`; `entry` is the job's inline record as found in `in_list` (the
+        queue list unless given)."""
         keys = self.keys(queue)
         async with redis_errors(f"abort {job_id}"):
             done, state = await self.scripts.abort(
-                keys=[keys.ready, keys.delayed, keys.running, keys.failed, keys.aborted],
+                keys=[in_list or keys.ready, keys.delayed, keys.running, keys.failed, keys.aborted],
                 args=[
                     keys.base,
                     job_id,

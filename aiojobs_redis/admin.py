@@ -8,8 +8,9 @@ here is on a job's path. The paged views (`failed_page`, `find_job`, `ready_jobs
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -84,6 +85,7 @@ class Admin(Listing):
             return await stored_version(self.redis, self.settings.prefix)
 
     async def stats(self, queue: str | None = None) -> list[QueueStats]:
+        """Counts per queue; ready counts the jobs waiting in its rate groups' lists too."""
         queues = await self._queues(queue)
         async with self._bounded("stats"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
@@ -94,10 +96,38 @@ class Admin(Listing):
                 pipe.get(keys.dropped)
             counts = await pipe.execute()
         rows = [counts[i * 5 : i * 5 + 5] for i in range(len(queues))]
+        grouped = await self._group_waiting(queues)
         return [
-            QueueStats(q, ready, delayed, running, failed, int(dropped or 0))
-            for q, (ready, delayed, running, failed, dropped) in zip(queues, rows, strict=True)
+            QueueStats(q, ready + waiting, delayed, running, failed, int(dropped or 0))
+            for q, (ready, delayed, running, failed, dropped), waiting in zip(
+                queues, rows, grouped, strict=True
+            )
         ]
+
+    async def _group_lists(self, queues: Sequence[str]) -> list[list[str]]:
+        """Per queue, the lists of its rate groups that may hold jobs: the groups in its ring
+        and those a limit holds (gwait); a group with jobs waiting is in one of them."""
+        async with self._bounded("list rate groups"), self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.lrange(self.keys(q).ring, 0, -1)
+                pipe.zrange(self.keys(q).group_wait, 0, -1)
+            replies = await pipe.execute(raise_on_error=False)
+        lists = []
+        for q, ring, held in zip(queues, replies[::2], replies[1::2], strict=True):
+            names = [*(ring if isinstance(ring, list) else []), *(held if isinstance(held, list) else [])]
+            lists.append([self.keys(q).group(text(name)) for name in dict.fromkeys(names)])
+        return lists
+
+    async def _group_waiting(self, queues: Sequence[str]) -> list[int]:
+        """Per queue, the jobs waiting in its rate groups' lists (one LLEN per group)."""
+        lists = await self._group_lists(queues)
+        if not any(lists):
+            return [0] * len(queues)
+        async with self._bounded("count rate groups' jobs"), self.redis.pipeline(transaction=False) as pipe:
+            for key in (key for keys in lists for key in keys):
+                pipe.llen(key)
+            lengths = iter(await pipe.execute(raise_on_error=False))
+        return [sum(n for n in itertools.islice(lengths, len(keys)) if isinstance(n, int)) for keys in lists]
 
     # -- one job ----------------------------------------------------------------------------
 
@@ -135,11 +165,22 @@ class Admin(Listing):
 
     async def _find_inline(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
         entry = await self._inline_entry(queue, job_id)
+        if entry is None:
+            entry = (await self._inline_in_groups(queue, job_id))[1]
         return None if entry is None else JobInfo.from_inline(queue, entry, with_payload)
 
-    async def _inline_entry(self, queue: str, job_id: str) -> bytes | None:
-        """The queue list entry of a job waiting there inline, as stored; None if none is."""
-        key = self.keys(queue).ready
+    async def _inline_in_groups(self, queue: str, job_id: str) -> tuple[str, bytes | None]:
+        """The rate group list where a job waits inline, and its entry; ("", None) if none."""
+        for key in (await self._group_lists([queue]))[0]:
+            entry = await self._inline_entry(queue, job_id, key)
+            if entry is not None:
+                return key, entry
+        return "", None
+
+    async def _inline_entry(self, queue: str, job_id: str, key: str = "") -> bytes | None:
+        """The entry of a job waiting inline in the queue list (or list `key`), as stored;
+        None if none is."""
+        key = key or self.keys(queue).ready
         head = inline_prefix(job_id)
         seen = 0
         async with self._bounded(f"find job {job_id}"):

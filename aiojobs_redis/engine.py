@@ -310,14 +310,16 @@ class RedisEngine(
             for queue in queues:
                 pipe.llen(self.keys(queue).ready)
                 pipe.zcard(self.keys(queue).levels)
+                pipe.exists(self.keys(queue).ring, self.keys(queue).group_wait)
             replies = await pipe.execute(raise_on_error=False)
             for reply in replies:
                 if isinstance(reply, Exception) and not is_wrong_type(reply):
                     raise reply
-            # Jobs at other priority levels count as many: the claim takes what is there.
+            # Jobs at other priority levels, or in rate groups (held ones too: only a claim
+            # brings them back when due), count as many: the claim takes what is there.
             counts = [
-                (1 if isinstance(n, Exception) else int(n)) + (LEVEL_HINT if levels else 0)
-                for n, levels in zip(replies[::2], replies[1::2], strict=True)
+                (1 if isinstance(n, Exception) else int(n)) + (LEVEL_HINT if levels or groups else 0)
+                for n, levels, groups in zip(replies[::3], replies[1::3], replies[2::3], strict=True)
             ]
             return [0 if queue in self._format.queues else n for queue, n in zip(queues, counts, strict=True)]
 

@@ -3,7 +3,8 @@
 -- KEYS[5] aborted runs zset ("<id> <token>" -> when aborted, ms): what workers look for
 -- ARGV[1] queue key base  ARGV[2] id  ARGV[3] abort id (unique per abort call)
 -- ARGV[4] error JSON  ARGV[5] failed TTL ms  ARGV[6] now ms ('' = TIME)
--- ARGV[7] the job's inline record in the queue list, as the caller found it ('' = none)
+-- ARGV[7] the job's inline record in the queue list (or the rate group list passed as
+--   KEYS[1] instead), as the caller found it ('' = none)
 -- ARGV[8] queue name  ARGV[9] how long a mark in KEYS[5] is kept, ms
 -- Returns {1, state it was in (ready, delayed, running)} when aborted now, {1, 'replayed'}
 -- when this abort id already did it (a replayed call), else {0, 'already_final'} (done or
@@ -17,6 +18,13 @@ local base, id, abort_id, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local failed_ttl, entry, queue, keep_mark = tonumber(ARGV[5]), ARGV[7], ARGV[8], tonumber(ARGV[9])
 local now = now_ms(ARGV[6])
 local key = job_key(base, id)
+
+-- Where a ready job's id waits: its rate group's list (field g), else the queue list.
+local function group_of_ready(job, list)
+  local group = redis.call('HGET', job, 'g')
+  if group then return group_list(base, group) end
+  return list
+end
 
 if entry ~= '' and key_type(key) == 'none' then
   local version, from = inline_version(entry)
@@ -44,7 +52,7 @@ if f[2] and redis.call('ZSCORE', running_key, id) then
   state = 'running'
 elseif redis.call('ZREM', delayed_key, id) == 1 then
   state = 'delayed'
-elseif f[1] == 'ready' and redis.call('LREM', ready_key, 1, id) == 1 then
+elseif f[1] == 'ready' and redis.call('LREM', group_of_ready(key, ready_key), 1, id) == 1 then
   state = 'ready'
 elseif f[1] == 'done' or f[1] == 'failed' or redis.call('ZSCORE', failed_key, id) then
   return {0, 'already_final'}

@@ -327,3 +327,33 @@ async def test_throttle_of_a_job_without_a_group_holds_its_queue(
     assert held.jobs == [] and held.wait_ms == 3000
     clock.advance(3)
     assert (await claim(clocked_engine, 10, "r3")).jobs[0].id == job.id
+
+
+async def test_stats_get_job_and_abort_see_jobs_waiting_in_groups(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    await clocked_engine.set_controls(QUEUE, {"grate": "1000000"})
+    await TenantMail.dispatch({"tenant": "a"})
+    await TenantMail.dispatch({"tenant": "b"})
+    waiting = await TenantMail.dispatch({"tenant": "b"})
+    await UniqueTenantMail.dispatch({"tenant": "c", "n": 7})
+    await PlainGroupsMail.dispatch({})
+    assert (await clocked_engine.stats(QUEUE))[0].ready == 5
+    claimed = await claim(clocked_engine, 10, "r1")
+    assert tenants(claimed) == ["-", "a", "b", "c"]
+    keys = clocked_engine.keys(QUEUE)
+    assert await raw_redis.zscore(keys.group_wait, "b") is not None  # held: its rate
+    assert (await clocked_engine.stats(QUEUE))[0].ready == 1
+    # get_job and abort find a job waiting inline in a group held by its limit...
+    info = await clocked_engine.get_job(QUEUE, waiting)
+    assert info is not None and info.state == "ready"
+    assert await clocked_engine.abort(waiting, QUEUE)
+    assert await raw_redis.llen(keys.group("b")) == 0
+    # ...and a job with a hash waiting in its group's list.
+    hashed = await UniqueTenantMail.dispatch({"tenant": "c", "n": 8})
+    assert await raw_redis.lrange(keys.group("c"), 0, -1) == [hashed.encode()]
+    info = await clocked_engine.get_job(QUEUE, hashed)
+    assert info is not None and info.state == "ready"
+    assert await clocked_engine.abort(hashed, QUEUE)
+    assert await raw_redis.llen(keys.group("c")) == 0
+    assert (await clocked_engine.stats(QUEUE))[0].ready == 0
