@@ -76,12 +76,29 @@ local function group_ready(base, group, len, pushed)
   end
 end
 
+-- Add `by` to the running count of group `group` (false: none), the field <group> of the
+-- hash <base>:gst. A gst of another type is moved aside to <base>:bad:gst, a field that is
+-- not a count is dropped: the counts start again rather than the script failing halfway.
+local function count_running(base, group, by)
+  if not group then return end
+  local gst = base .. ':gst'
+  local n = redis.pcall('HINCRBY', gst, group, by)
+  if type(n) == 'table' then
+    if string.find(n.err or '', 'WRONGTYPE', 1, true) then
+      redis.call('RENAME', gst, bad_key(base, 'gst'))
+    else
+      redis.call('HDEL', gst, group)
+    end
+    n = redis.call('HINCRBY', gst, group, by)
+  end
+  if n <= 0 then redis.call('HDEL', gst, group) end
+end
+
 -- A run of group `group` (false: none) stopped running (it ended, was handed back, retried,
 -- throttled or reaped): one fewer running. Called only by the fenced branch of a script, so
 -- once per run; claim.lua counts the run when it leases it.
 local function group_left(base, group)
-  if not group then return end
-  if redis.call('HINCRBY', base .. ':gst', group, -1) <= 0 then redis.call('HDEL', base .. ':gst', group) end
+  count_running(base, group, -1)
 end
 
 -- Put job `id` (its hash exists) back among the ready jobs, at the head of its line (a job

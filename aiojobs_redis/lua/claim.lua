@@ -128,7 +128,7 @@ local function lease_to(id, key, f)
   local of = f[9] or group  -- a job's group: its field g, else the list's
   if of then
     if not f[9] then redis.call('HSET', key, 'g', of) end
-    redis.call('HINCRBY', gst_key, of, 1)
+    count_running(base, of, 1)
   end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, f, runs)
@@ -169,7 +169,7 @@ local function claim_inline(entry)
   if level ~= 0 then redis.call('HSET', key, 'o', level) end
   if group then
     redis.call('HSET', key, 'g', group)
-    redis.call('HINCRBY', gst_key, group, 1)
+    count_running(base, group, 1)
   end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, {name, payload, false, max_attempts}, 1)
@@ -225,6 +225,18 @@ local function move_aside(list)
   bad[#bad + 1] = list; bad[#bad + 1] = 'wrong_type'
 end
 
+-- A command on one of the queue's own keys (`key` first); a key of another type is moved
+-- aside and reported, and the command runs on the now missing key.
+local function guarded(key, command, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
+    move_aside(key)
+    reply = redis.call(command, key, ...)
+  end
+  return reply
+end
+
 -- The jobs without a group, up to `upto` taken in all: the lists to take from, highest
 -- level first: positive levels, the queue list, negative ones.
 local levels_key = base .. ':levels'
@@ -273,9 +285,9 @@ local function take_group()
     return true
   end
   local again
-  if gmaxrun and (tonumber(redis.call('HGET', gst_key, group)) or 0) >= gmaxrun then again = now + 100 end
+  if gmaxrun and (tonumber(guarded(gst_key, 'HGET', group)) or 0) >= gmaxrun then again = now + 100 end
   local grl_key = base .. ':grl:' .. group
-  local gtat = tonumber(redis.call('GET', grl_key) or '') or 0
+  local gtat = tonumber(guarded(grl_key, 'GET') or '') or 0
   local slack = grate and (gburst - 1) * grate or 0
   if not again and gtat - now_us > slack then again = math.ceil((gtat - slack) / 1000) end
   if again then
@@ -297,12 +309,12 @@ end
 local ring_len = 0
 if limit > 0 then
   -- Groups whose wait is over take their turns again.
-  local due_groups = redis.call('ZRANGEBYSCORE', gwait_key, '-inf', now, 'LIMIT', 0, 1000)
+  local due_groups = guarded(gwait_key, 'ZRANGEBYSCORE', '-inf', now, 'LIMIT', 0, 1000)
   if #due_groups > 0 then
     redis.call('ZREM', gwait_key, unpack(due_groups))
     redis.call('RPUSH', ring_key, unpack(due_groups))
   end
-  ring_len = redis.call('LLEN', ring_key)
+  ring_len = guarded(ring_key, 'LLEN')
 end
 if ring_len == 0 then
   take_lists(limit)

@@ -357,3 +357,25 @@ async def test_stats_get_job_and_abort_see_jobs_waiting_in_groups(
     assert await clocked_engine.abort(hashed, QUEUE)
     assert await raw_redis.llen(keys.group("c")) == 0
     assert (await clocked_engine.stats(QUEUE))[0].ready == 0
+
+
+@pytest.mark.parametrize("which", ["ring", "gwait", "gst"])
+async def test_group_keys_of_another_type_are_moved_aside_and_reported(
+    clocked_engine: RedisEngine, raw_redis: Redis, which: str
+) -> None:
+    await clocked_engine.set_controls(QUEUE, {"gmaxrun": "5"})
+    await TenantMail.dispatch({"tenant": "ok"})
+    keys = clocked_engine.keys(QUEUE)
+    key = {"ring": keys.ring, "gwait": keys.group_wait, "gst": keys.group_running}[which]
+    await raw_redis.set(key, "junk")
+    claimed = await claim(clocked_engine, 10, "r1")
+    [bad] = claimed.quarantined
+    assert bad.moved_to == f"{keys.base}:bad:{which}"
+    assert "held another type" in bad.describe(QUEUE)
+    assert await raw_redis.get(bad.moved_to) == b"junk"
+    if which != "ring":  # (the ring itself was lost: its group's jobs wait for a new dispatch)
+        assert tenants(claimed) == ["ok"]
+        job = claimed.jobs[0]
+        await raw_redis.set(keys.group_running, "junk again")
+        assert await clocked_engine.ack(job)  # the count starts again; the ack is not refused
+        assert await raw_redis.type(keys.group_running) in (b"none", b"hash")
