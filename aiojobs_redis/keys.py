@@ -15,8 +15,10 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
                                      queue list; level 0 is the queue list itself
     jobs:{payments}:levels     zset  N -> N for each level whose list has jobs (claim.lua)
     jobs:{payments}:meta       hash  the queue's controls: paused, rate (µs between starts),
-                                     burst, maxrun, and o:<field> overrides set at run time
-                                     (queue_ctl.lua, flow.py); absent on a plain queue
+                                     burst, maxrun, per rate group grate, gburst, gmaxrun, and
+                                     o:<field> overrides set at run time (queue_ctl.lua,
+                                     flow.py); hold (ms: no start before, set by throttle.lua
+                                     for a job without a group); absent on a plain queue
     jobs:{payments}:rl         str   the start rate's theoretical arrival time (µs; claim.lua)
     jobs:{payments}:g:<group>  list  claimable jobs of rate group <group> (inline records or
                                      ids, as the queue list); see claim.lua

@@ -188,3 +188,6 @@ async def test_after_max_throttles_a_429_is_a_failed_attempt(engine: RedisEngine
     assert (int(throttles), int(attempts)) == (2, 1)
     assert orjson.loads(error)["reason"] == "rate_limited"
     assert await engine.redis.hlen(engine.keys(HOLD_QUEUE).group_running) == 0
+    # `failed retry` gives it fresh attempts and a fresh allowance of throttles.
+    assert await engine.failed_retry([job_id], queue=HOLD_QUEUE) == 1
+    assert await engine.redis.hget(engine.keys(HOLD_QUEUE).job(job_id), "h") is None
