@@ -135,29 +135,15 @@ class WaitsToBeAborted(Job):
         record(self.payload["ledger"], self, "end")
 
 
-class GroupRecord(Job):
+class GroupRecord(Record):
     """Record, in the rate group payload["g"]."""
 
     name = "faultapp.GroupRecord"
-    queue = "faults"
     group = "{g}"
 
-    async def handle(self) -> None:
-        record(self.payload["ledger"], self, "start")
-        await anyio.sleep(self.payload.get("sleep", 0))
-        record(self.payload["ledger"], self, "end")
 
-
-class GroupHangsFirstTime(Job):
+class GroupHangsFirstTime(HangsFirstTime):
     """HangsFirstTime, in the rate group payload["g"]."""
 
     name = "faultapp.GroupHangsFirstTime"
-    queue = "faults"
     group = "{g}"
-
-    async def handle(self) -> None:
-        first = previous_starts(self.payload["ledger"], str(self.id)) == 0
-        record(self.payload["ledger"], self, "start")
-        if first:
-            await anyio.sleep(3600)
-        record(self.payload["ledger"], self, "end")
