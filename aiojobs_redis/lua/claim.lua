@@ -164,13 +164,12 @@ local function claim_inline(entry)
     return
   end
   local token = worker .. ':1'
-  redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
-    'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION)
-  if level ~= 0 then redis.call('HSET', key, 'o', level) end
-  if group then
-    redis.call('HSET', key, 'g', group)
-    count_running(base, group, 1)
-  end
+  local fields = {'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', created,
+    'd', created, 's', 'running', 'k', 1, 't', token, 'w', worker, 'b', now, 'v', FORMAT_VERSION}
+  if level ~= 0 then fields[#fields + 1] = 'o'; fields[#fields + 1] = level end
+  if group then fields[#fields + 1] = 'g'; fields[#fields + 1] = group end
+  redis.call('HSET', key, unpack(fields))
+  if group then count_running(base, group, 1) end
   redis.call('ZADD', running_key, now + lease, id)
   emit(id, token, {name, payload, false, max_attempts}, 1)
   claimed[#claimed + 1] = id .. ' ' .. token
@@ -278,12 +277,6 @@ local function take_group()
   group = redis.call('LMOVE', ring_key, ring_key, 'LEFT', 'RIGHT')
   if not group then return false end
   local list = base .. ':g:' .. group
-  local kind = key_type(list)
-  if kind ~= 'list' then
-    redis.call('RPOP', ring_key)  -- it is the tail now: an emptied group leaves the turn
-    if kind ~= 'none' then move_aside(list) end
-    return true
-  end
   local again
   if gmaxrun and (tonumber(guarded(gst_key, 'HGET', group)) or 0) >= gmaxrun then again = now + 100 end
   local grl_key = base .. ':grl:' .. group
@@ -295,14 +288,23 @@ local function take_group()
     redis.call('ZADD', gwait_key, again, group)
     return true
   end
-  local entries = redis.call('LPOP', list, 1) or {}
+  local entries = redis.pcall('LPOP', list, 1)
+  if type(entries) ~= 'table' or entries.err then
+    -- Empty (or not a list: moved aside): the group leaves the turn; it is the tail now.
+    redis.call('RPOP', ring_key)
+    if entries and entries.err then
+      if not string.find(entries.err, 'WRONGTYPE', 1, true) then error(entries) end
+      move_aside(list)
+    end
+    return true
+  end
   local stop = take_entries(list, entries)
   taken = taken + #entries
   if not stop and grate then
     gtat = math.max(gtat, now_us) + grate
     redis.call('SET', grl_key, string.format('%d', gtat), 'PX', math.ceil((gtat - now_us) / 1000) + 1)
   end
-  if not stop and redis.call('LLEN', list) == 0 then redis.call('RPOP', ring_key) end
+  -- A group whose list this emptied leaves the ring at its next turn (no LLEN per job).
   return not stop
 end
 
