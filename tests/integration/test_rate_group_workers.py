@@ -4,6 +4,7 @@ the figures it measured."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -77,7 +78,9 @@ class AlwaysLimitedJob(Job):
 
 
 @asynccontextmanager
-async def workers(engine: RedisEngine, queue: str, count: int, **options: Any) -> AsyncIterator[None]:
+async def workers(
+    engine: RedisEngine, queue: str, count: int, **options: Any
+) -> AsyncIterator[list[RedisEngine]]:
     """`count` workers, each on an engine of its own (as each would be in its own process)."""
     options.setdefault("idle_wait", 1.0)
     async with AsyncExitStack() as stack:
@@ -87,7 +90,7 @@ async def workers(engine: RedisEngine, queue: str, count: int, **options: Any) -
             for runner in runners:
                 await tg.start(runner.run)
             try:
-                yield
+                yield engines
             finally:
                 for runner in runners:
                     runner.stop()
@@ -191,3 +194,40 @@ async def test_after_max_throttles_a_429_is_a_failed_attempt(engine: RedisEngine
     # `failed retry` gives it fresh attempts and a fresh allowance of throttles.
     assert await engine.failed_retry([job_id], queue=HOLD_QUEUE) == 1
     assert await engine.redis.hget(engine.keys(HOLD_QUEUE).job(job_id), "h") is None
+
+
+class PacedJob(Job):
+    queue = FAIR_QUEUE
+    group = "{g}"
+
+    async def handle(self) -> None:
+        return None
+
+
+async def test_a_worker_waiting_on_a_group_neither_polls_nor_oversleeps(settings: Settings) -> None:
+    async with engine_with(settings, keep_done_ms=600_000) as engine:
+        await engine.set_controls(FAIR_QUEUE, {"grate": "1000000", "gburst": "1"})  # 1 start/s
+        ids = await PacedJob.dispatch_many([{"g": "slow"}] * 4)
+        claims = 0
+        async with workers(engine, FAIR_QUEUE, 1, concurrency=10, idle_wait=5.0) as engines:
+            [worker_engine] = engines
+            original = worker_engine.claim_many
+
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                nonlocal claims
+                claims += 1
+                return await original(*args, **kwargs)
+
+            worker_engine.claim_many = counted  # type: ignore[method-assign]
+            with anyio.fail_after(15):
+                while (await engine.stats(FAIR_QUEUE))[0].ready:
+                    await anyio.sleep(0.1)
+        starts = []
+        for job_id in ids:
+            b = await engine.redis.hget(engine.keys(FAIR_QUEUE).job(job_id), "b")
+            assert b is not None
+            starts.append(int(b))
+    gaps = [(later - earlier) / 1000 for earlier, later in itertools.pairwise(sorted(starts))]
+    print(f"\n1 start/s: gaps between starts {[f'{g:.2f}' for g in gaps]} s; {claims} claim calls in all")
+    assert all(0.99 <= gap <= 1.5 for gap in gaps)  # not before its time, nor long after
+    assert claims <= 40  # it waits for the group's time (in slices of at most 250 ms): no polling
