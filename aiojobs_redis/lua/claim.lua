@@ -304,7 +304,9 @@ local function take_group()
     gtat = math.max(gtat, now_us) + grate
     redis.call('SET', grl_key, string.format('%d', gtat), 'PX', math.ceil((gtat - now_us) / 1000) + 1)
   end
-  -- A group whose list this emptied leaves the ring at its next turn (no LLEN per job).
+  -- A group whose list this emptied leaves the ring now: a job dispatched to it later puts
+  -- it back once (a group left in the ring while empty would come back twice).
+  if not stop and redis.call('LLEN', list) == 0 then redis.call('RPOP', ring_key) end
   return not stop
 end
 

@@ -379,3 +379,38 @@ async def test_group_keys_of_another_type_are_moved_aside_and_reported(
         await raw_redis.set(keys.group_running, "junk again")
         assert await clocked_engine.ack(job)  # the count starts again; the ack is not refused
         assert await raw_redis.type(keys.group_running) in (b"none", b"hash")
+
+
+async def test_a_group_emptied_and_refilled_keeps_one_turn(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    await TenantMail.dispatch({"tenant": "a"})
+    await TenantMail.dispatch({"tenant": "b"})
+    assert tenants(await claim(clocked_engine, 1, "r1")) == ["a"]  # a's list is empty now
+    await TenantMail.dispatch({"tenant": "a"})
+    ring = [text(g) for g in await raw_redis.lrange(clocked_engine.keys(QUEUE).ring, 0, -1)]
+    assert ring == ["b", "a"]
+
+
+class ShardedTenantMail(Job):
+    queue = "groups-it-sharded"
+    shards = 4
+    group = "{tenant}"
+
+    async def handle(self) -> None:
+        return None
+
+
+async def test_a_sharded_queue_keeps_each_group_on_one_shard(
+    clocked_engine: RedisEngine, raw_redis: Redis
+) -> None:
+    for tenant in ("x", "y"):
+        for _ in range(6):
+            await ShardedTenantMail.dispatch({"tenant": tenant})
+        holding = [
+            shard
+            for shard in range(4)
+            if await raw_redis.llen(clocked_engine.keys(f"groups-it-sharded#{shard}").group(tenant))
+        ]
+        assert len(holding) == 1
+        assert await raw_redis.llen(clocked_engine.keys(f"groups-it-sharded#{holding[0]}").group(tenant)) == 6
