@@ -310,8 +310,10 @@ local function take_group()
   return not stop
 end
 
+-- A queue without rate groups pays one EXISTS for them per claim call, and nothing more.
+local grouped = limit > 0 and redis.call('EXISTS', ring_key, gwait_key) > 0
 local ring_len = 0
-if limit > 0 then
+if grouped then
   -- Groups whose wait is over take their turns again.
   local due_groups = guarded(gwait_key, 'ZRANGEBYSCORE', '-inf', now, 'LIMIT', 0, 1000)
   if #due_groups > 0 then
@@ -348,11 +350,11 @@ end
 -- too new for this claim, one that can read it; this caller is told there is no more). Not
 -- while a limit holds the rest back: the workers come back when it allows.
 local more = 0
-local groups_left = redis.call('LLEN', ring_key) > 0
+local groups_left = grouped and redis.call('LLEN', ring_key) > 0
 if (levels_left > 0 or groups_left or redis.call('LLEN', ready_key) > 0) and wait < 0 then
   if newer == 0 then more = 1 end
   wake(wake_key)
-elseif wait < 0 and newer == 0 then
+elseif grouped and wait < 0 and newer == 0 then
   -- Nothing else to take now: come back when the first held group may start again (within
   -- GROUP_RECHECK_MS: a job of a new group, dispatched meanwhile, is not held for long).
   local first = redis.call('ZRANGE', gwait_key, 0, 0, 'WITHSCORES')
