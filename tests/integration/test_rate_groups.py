@@ -16,7 +16,7 @@ from support.engine_calls import claim_from
 from aiojobs_redis import InvalidGroupKey, Job, RedisEngine
 from aiojobs_redis.records import Claim, ClaimedJob
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.deployments]  # also on a Cluster and behind Sentinel
 
 QUEUE = "groups-it"
 LEASE = 30_000
