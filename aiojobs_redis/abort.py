@@ -83,6 +83,8 @@ class Abort:
 
         async def _inline_entry_at(self, queue: str, job_id: str) -> tuple[bytes, int] | None: ...
 
+        async def _inline_in_groups(self, queue: str, job_id: str) -> tuple[str, bytes | None]: ...
+
     async def abort(self, job_id: str, queue: str | None = None, *, reason: str | None = None) -> bool:
         """Abort the job: True when this call ended it as aborted, False when it had ended
         already (done, failed, aborted) or is not found. `queue=None` looks in every queue."""
@@ -113,17 +115,31 @@ class Abort:
                 outcome = await self._abort_in(q, job_id, abort_id, error, *found)
                 if outcome.state != "not_found":
                     return outcome
+        for q in queues:  # waiting inline in a rate group's list
+            key, entry = await self._inline_in_groups(q, job_id)
+            if entry is not None:
+                outcome = await self._abort_in(q, job_id, abort_id, error, entry, in_list=key)
+                if outcome.state != "not_found":
+                    return outcome
         return outcome
 
     async def _abort_in(
-        self, queue: str, job_id: str, abort_id: str, error: bytes, entry: bytes, level: int = 0
+        self,
+        queue: str,
+        job_id: str,
+        abort_id: str,
+        error: bytes,
+        entry: bytes,
+        level: int = 0,
+        in_list: str = "",
     ) -> AbortOutcome:
         """abort.lua on one queue; `entry` is the job's inline record as found in the ready
-        list of priority `level` (b"": none found)."""
+        list of priority `level`, or in the list `in_list` (a rate group's) when given (b"":
+        none found)."""
         keys = self.keys(queue)
         async with redis_errors(f"abort {job_id}"):
             done, state = await self.scripts.abort(
-                keys=[keys.ready, keys.delayed, keys.running, keys.failed, keys.aborted],
+                keys=[in_list or keys.ready, keys.delayed, keys.running, keys.failed, keys.aborted],
                 args=[
                     keys.base,
                     job_id,

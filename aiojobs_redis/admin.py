@@ -8,8 +8,9 @@ here is on a job's path. The paged views (`failed_page`, `find_job`, `ready_jobs
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -84,7 +85,8 @@ class Admin(Listing):
             return await stored_version(self.redis, self.settings.prefix)
 
     async def stats(self, queue: str | None = None) -> list[QueueStats]:
-        """Each queue's jobs by state; `ready` counts the lists of every priority level."""
+        """Each queue's jobs by state; `ready` counts the lists of every priority level and
+        rate group too."""
         queues = await self._queues(queue)
         async with self._bounded("stats"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
@@ -111,12 +113,38 @@ class Admin(Listing):
                 if isinstance(length, Exception) and not is_wrong_type(length):
                     raise map_reply(length, "stats") from length
                 at_levels[i] += 0 if isinstance(length, Exception) else int(length)
+        grouped = await self._group_waiting(queues)
         return [
-            QueueStats(q, ready + extra, delayed, running, failed, int(dropped or 0), bool(paused))
-            for q, extra, (ready, delayed, running, failed, dropped, paused, _) in zip(
-                queues, at_levels, rows, strict=True
+            QueueStats(q, ready + extra + waiting, delayed, running, failed, int(dropped or 0), bool(paused))
+            for q, extra, waiting, (ready, delayed, running, failed, dropped, paused, _) in zip(
+                queues, at_levels, grouped, rows, strict=True
             )
         ]
+
+    async def _group_lists(self, queues: Sequence[str]) -> list[list[str]]:
+        """Per queue, the lists of its rate groups that may hold jobs: the groups in its ring
+        and those a limit holds (gwait); a group with jobs waiting is in one of them."""
+        async with self._bounded("list rate groups"), self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.lrange(self.keys(q).ring, 0, -1)
+                pipe.zrange(self.keys(q).group_wait, 0, -1)
+            replies = await pipe.execute(raise_on_error=False)
+        lists = []
+        for q, ring, held in zip(queues, replies[::2], replies[1::2], strict=True):
+            names = [*(ring if isinstance(ring, list) else []), *(held if isinstance(held, list) else [])]
+            lists.append([self.keys(q).group(text(name)) for name in dict.fromkeys(names)])
+        return lists
+
+    async def _group_waiting(self, queues: Sequence[str]) -> list[int]:
+        """Per queue, the jobs waiting in its rate groups' lists (one LLEN per group)."""
+        lists = await self._group_lists(queues)
+        if not any(lists):
+            return [0] * len(queues)
+        async with self._bounded("count rate groups' jobs"), self.redis.pipeline(transaction=False) as pipe:
+            for key in (key for keys in lists for key in keys):
+                pipe.llen(key)
+            lengths = iter(await pipe.execute(raise_on_error=False))
+        return [sum(n for n in itertools.islice(lengths, len(keys)) if isinstance(n, int)) for keys in lists]
 
     # -- one job ----------------------------------------------------------------------------
 
@@ -154,9 +182,18 @@ class Admin(Listing):
 
     async def _find_inline(self, queue: str, job_id: str, with_payload: bool) -> JobInfo | None:
         found = await self._inline_entry_at(queue, job_id)
-        if found is None:
-            return None
-        return JobInfo.from_inline(queue, found[0], with_payload, priority=found[1])
+        if found is not None:
+            return JobInfo.from_inline(queue, found[0], with_payload, priority=found[1])
+        entry = (await self._inline_in_groups(queue, job_id))[1]
+        return None if entry is None else JobInfo.from_inline(queue, entry, with_payload)
+
+    async def _inline_in_groups(self, queue: str, job_id: str) -> tuple[str, bytes | None]:
+        """The rate group list where a job waits inline, and its entry; ("", None) if none."""
+        for key in (await self._group_lists([queue]))[0]:
+            entry = await self._find_in_list(key, job_id)
+            if entry is not None:
+                return key, entry
+        return "", None
 
     async def _inline_entry(self, queue: str, job_id: str) -> bytes | None:
         """The ready list entry of a job waiting inline, as stored; None if none is."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .batching import PendingDispatch
-from .errors import DuplicateJob
+from .errors import DuplicateJob, InvalidGroupKey
+from .groups import group_of
 from .ids import new_job_id
 from .typed_payloads import encode_job_payload
 from .unique import lock_suffix
@@ -51,12 +52,17 @@ class DispatchArgs:
         """Validate and encode before any I/O: bad input costs nothing."""
         payload = encode_job_payload(job, self.settings.max_payload_bytes)
         unique = unique_options(job, payload) if job.unique else None
+        rate_group, level = group_of(job, payload), job.effective_priority
         # Validates the name (it may be set on the instance); a sharded queue's next shard
-        # (a unique job's: the one its key hashes to).
-        queue = self.keys(self._router.route(job, unique[0] if unique else "")).queue
+        # (a unique job's: the one its key hashes to; a grouped job's: its group's, so that
+        # per-group limits hold on one shard).
+        shard_key = unique[0] if unique else f"g:{rate_group}" if rate_group else ""
+        queue = self.keys(self._router.route(job, shard_key)).queue
+        if rate_group and level:
+            raise InvalidGroupKey(f"{type(job).__qualname__}: a job has a priority or a rate group, not both")
         return PendingDispatch(
             queue=queue,
-            kind=(job.name, job.attempts, job.effective_delay_ms, job.effective_priority, ""),
+            kind=(job.name, job.attempts, job.effective_delay_ms, level, rate_group),
             job_id=new_job_id(),
             payload=payload,
             unique=unique,

@@ -310,14 +310,16 @@ class RedisEngine(
             for queue in queues:
                 pipe.llen(self.keys(queue).ready)
                 pipe.zcard(self.keys(queue).levels)
+                pipe.exists(self.keys(queue).ring, self.keys(queue).group_wait)
             replies = await pipe.execute(raise_on_error=False)
             for reply in replies:
                 if isinstance(reply, Exception) and not is_wrong_type(reply):
                     raise reply
-            # Jobs at other priority levels count as many: the claim takes what is there.
+            # Jobs at other priority levels, or in rate groups (held ones too: only a claim
+            # brings them back when due), count as many: the claim takes what is there.
             counts = [
-                (1 if isinstance(n, Exception) else int(n)) + (LEVEL_HINT if levels else 0)
-                for n, levels in zip(replies[::2], replies[1::2], strict=True)
+                (1 if isinstance(n, Exception) else int(n)) + (LEVEL_HINT if levels or groups else 0)
+                for n, levels, groups in zip(replies[::3], replies[1::3], replies[2::3], strict=True)
             ]
             return [0 if queue in self._format.queues else n for queue, n in zip(queues, counts, strict=True)]
 
@@ -425,7 +427,27 @@ class RedisEngine(
         async with redis_errors(f"defer {job.id}"):
             answer = await self.scripts.defer(
                 keys=[keys.running, keys.delayed, keys.wake, keys.job(job.id)],
-                args=[job.id, job.token, delay_ms, orjson.dumps(error), give_up_after_ms, self._now_arg()],
+                args=[
+                    job.id,
+                    job.token,
+                    delay_ms,
+                    orjson.dumps(error),
+                    give_up_after_ms,
+                    self._now_arg(),
+                    keys.base,
+                ],
+            )
+        return int(answer)
+
+    async def throttle(self, job: ClaimedJob, retry_after_ms: int, max_throttles: int) -> int:
+        """handle() raised RateLimited: put the job back, using no attempt, and hold its group
+        (or queue) for `retry_after_ms` (throttle.lua). 1 when done, 0 when not held, -1
+        (nothing changes) when it was throttled `max_throttles` times already."""
+        keys = self.keys(job.queue)
+        async with redis_errors(f"throttle {job.id}"):
+            answer = await self.scripts.throttle(
+                keys=[keys.running, keys.wake, keys.job(job.id)],
+                args=[job.id, job.token, keys.base, retry_after_ms, max_throttles, self._now_arg()],
             )
         return int(answer)
 

@@ -99,6 +99,13 @@ class WorkerEngine(Engine, Protocol):
         """
         ...
 
+    async def throttle(self, job: ClaimedJob, retry_after_ms: int, max_throttles: int) -> int:
+        """handle() raised RateLimited: put the job back at the head of its line, using no
+        attempt, and start no job of its rate group (a job without one: of its queue) for
+        `retry_after_ms`. 1 when done, 0 when not held, -1 (nothing changes) when it was
+        throttled `max_throttles` times already: the caller counts the run as an attempt."""
+        ...
+
     async def promote(self, queues: Sequence[str]) -> tuple[int, int]:
         """Make due delayed jobs ready: (how many, ms until the next is due or -1 for none)."""
         ...

@@ -132,6 +132,28 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+class InvalidGroupKey(AiojobsRedisError, ValueError):
+    """A rate group key must be 1-200 letters, digits and '_.:@+-', from a payload that has its fields."""
+
+
+class RateLimited(Exception):
+    """Raise inside handle() when a partner says "too many requests" (an HTTP 429).
+
+    The job goes back to the head of its group (or queue), using no attempt, and no worker
+    starts a job of its group (a job without a group: of its queue) until `retry_after`
+    has passed. After the class's `max_throttles` throttles, a further one counts as a
+    failed attempt (reason "rate_limited"), so a job throttled for ever still ends.
+    `retry_after` is checked here: a bad one is an InvalidDelay raised where it is written.
+    """
+
+    def __init__(self, retry_after: float | str | timedelta = "+1 second", message: str = "") -> None:
+        from .timeparse import to_ms  # timeparse imports this module
+
+        self.retry_after_ms = to_ms(retry_after, what="RateLimited retry_after")
+        super().__init__(message or f"rate limited, retry after {self.retry_after_ms / 1000:g} s")
+        self.retry_after = retry_after
+
+
 class InvalidPayload(PayloadError, ValueError):
     """The payload does not validate as its job class's payload_type."""
 

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import MethodType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 
-from . import registry, schedules, unique
+from . import groups, registry, schedules, unique
 from .codec import encode_payload
 from .context import current_engine
-from .errors import AiojobsRedisError, InvalidJobClass, InvalidPriority, RetryLater
+from .errors import AiojobsRedisError, InvalidJobClass, InvalidPriority, RateLimited, RetryLater
 from .keys import MAX_PRIORITY, MIN_PRIORITY, validate_queue
 from .middleware import Middleware, middleware_tuple
 from .retry import RetryPolicy
@@ -35,6 +35,7 @@ class _DispatchCall(Protocol):
         *,
         delay: Delay | None = None,
         priority: int | None = None,
+        group: str | None = None,
         durable: bool | None = None,
     ) -> Coroutine[Any, Any, str]: ...
 
@@ -103,6 +104,12 @@ class Job:
                    DuplicateJob; "replace" gives a job not yet started this payload (and
                    a delayed one this delay), or a running one a single pending successor,
                    stored when it ends
+      group        the job's rate group (per-key limits, round-robin across groups; see
+                   groups.py): a format string over the payload mapping, e.g.
+                   "{tenant_id}", or a method `def group(self) -> str`; None (default):
+                   none. Not with a priority other than 0
+      max_throttles  times handle() may raise RateLimited without using an attempt
+                   (default 25); after that each one counts as a failed attempt
       keep_result  keep what handle() returns (JSON) this long after the job is done,
                    e.g. "+1 hour"; None (default) keeps nothing. Read it with
                    `await SendEmail.ref(job_id).result(timeout=30)` (see results.py)
@@ -144,6 +151,8 @@ class Job:
     keep_result: ClassVar[Delay | None] = None
     priority: ClassVar[int] = 0  # -10..10; higher runs sooner
     middleware: ClassVar[tuple[Middleware, ...]] = ()
+    group: ClassVar[str | Callable[..., str] | None] = None  # rate group (groups.py)
+    max_throttles: ClassVar[int] = 25  # RateLimited raised this often uses no attempt
 
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
@@ -188,6 +197,7 @@ class Job:
                 raise ValueError(f"{cls.__qualname__}.keep_result must be a positive time, or None")
         check_priority(cls.priority, f"{cls.__qualname__}.priority")
         cls.middleware = middleware_tuple(cls.middleware, f"{cls.__qualname__}.middleware")
+        groups.check_option(cls)
         check_payload_type(cls.__qualname__, cls.payload_type)
         schedules.of_class(cls)  # a bad schedule fails at import, not in a worker
         unique.check_options(cls)
@@ -199,6 +209,7 @@ class Job:
         self.attempt: int = 0  # 1 on the first try; set by the worker
         self._delay_ms: int | None = None
         self._priority: int | None = None
+        self._group: str | None = None
         self.duplicate = False  # set by dispatch: a unique job whose key a live job held
         self._lease: tuple[RunHolder, ClaimedJob] | None = None  # set by the worker running it
 
@@ -224,6 +235,11 @@ class Job:
     def effective_priority(self) -> int:
         return self.priority if self._priority is None else self._priority
 
+    def set_group(self, group: str) -> Self:
+        """Override the class's rate group for this dispatch (see groups.py for the rule)."""
+        self._group = groups.validate_group(group)
+        return self
+
     @_Dispatch
     async def dispatch(
         self,
@@ -231,6 +247,7 @@ class Job:
         *,
         delay: Delay | None = None,
         priority: int | None = None,
+        group: str | None = None,
         durable: bool | None = None,
     ) -> str:
         """Store the job and return its id once Redis has acknowledged it.
@@ -246,6 +263,8 @@ class Job:
             self.set_delay(delay)
         if priority is not None:
             self.set_priority(priority)
+        if group is not None:
+            self.set_group(group)
         return await current_engine().dispatch(self, durable=durable)
 
     @classmethod
@@ -309,7 +328,7 @@ class Job:
 
     def retries(self, exc: BaseException) -> bool:
         """Whether `exc`, raised by handle(), may be retried (`retry_on` and `fail_on` decide)."""
-        if isinstance(exc, RetryLater):
+        if isinstance(exc, RetryLater | RateLimited):
             return True  # asked for in so many words
         if self.fail_on and isinstance(exc, self.fail_on):
             return False

@@ -15,11 +15,18 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
                                      queue list; level 0 is the queue list itself
     jobs:{payments}:levels     zset  N -> N for each level whose list has jobs (claim.lua)
     jobs:{payments}:meta       hash  the queue's controls: paused, rate (µs between starts),
-                                     burst, maxrun, grate, gburst, gmaxrun (each group's), v (the
-                                     version of the limits declared in code: limits.py), and
-                                     o:<field> overrides set at run time (queue_ctl.lua, flow.py,
-                                     cli_limits.py); absent on a plain queue
+                                     burst, maxrun, per rate group grate, gburst, gmaxrun, and
+                                     o:<field> overrides set at run time (queue_ctl.lua,
+                                     flow.py); hold (ms: no start before, set by throttle.lua
+                                     for a job without a group); absent on a plain queue
     jobs:{payments}:rl         str   the start rate's theoretical arrival time (µs; claim.lua)
+    jobs:{payments}:g:<group>  list  claimable jobs of rate group <group> (inline records or
+                                     ids, as the queue list); see claim.lua
+    jobs:{payments}:ring       list  groups with claimable jobs and no limit holding them:
+                                     claim.lua takes one job per group per turn, rotating it
+    jobs:{payments}:gwait      zset  group -> when (ms) a limit lets it start jobs again
+    jobs:{payments}:grl:<group> str  the group's start rate's theoretical arrival time (µs)
+    jobs:{payments}:gst        hash  group -> jobs of it running now
     jobs:{payments}:aborted    zset  "<id> <token>" of a run aborted while running -> when (ms);
                                      its worker looks for its runs here and cancels them
                                      (abort.lua; marks older than ABORT_MARK_MS are trimmed)
@@ -119,6 +126,8 @@ JOB_FIELDS = {
     "w": "worker",
     "e": "error",
     "o": "priority",  # its level when not 0: where a retried or handed back job goes
+    "g": "group",  # its rate group: where a retried or handed back job goes; counted in gst
+    "h": "throttles",  # times handle() raised RateLimited (throttle.lua), no attempt used
     "G": "progress",  # JSON the running job last set with set_progress()
     "r": "raw_entry",  # a queue entry that could not be read, kept by its quarantine record
     "v": "format_version",  # of the record; missing in records written by 0.1 (version 1)
@@ -221,6 +230,29 @@ class QueueKeys:
     def levels(self) -> str:
         """Zset: the priority levels whose lists hold jobs."""
         return f"{self.base}:levels"
+
+    def group(self, group: str) -> str:
+        """The list of claimable jobs of a rate group (claim.lua)."""
+        return f"{self.base}:g:{group}"
+
+    @property
+    def ring(self) -> str:
+        """List: the rate groups with claimable jobs that no limit holds, in turn order."""
+        return f"{self.base}:ring"
+
+    @property
+    def group_wait(self) -> str:
+        """Zset: rate groups a limit holds -> when (ms) to look at them again."""
+        return f"{self.base}:gwait"
+
+    @property
+    def group_running(self) -> str:
+        """Hash: rate group -> how many of its jobs run now."""
+        return f"{self.base}:gst"
+
+    def group_rate(self, group: str) -> str:
+        """A rate group's GCRA theoretical arrival time (µs)."""
+        return f"{self.base}:grl:{group}"
 
     @property
     def bad_queue(self) -> str:

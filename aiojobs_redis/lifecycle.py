@@ -77,6 +77,7 @@ class WorkerCounters:
     abandoned: int = 0  # outcome not recorded: the engine stayed unreachable past the lease
     quarantined: int = 0
     aborted: int = 0  # aborted while running here (abort.py): cancelled
+    throttled: int = 0  # put back unrun-counted: handle() raised RateLimited (no attempt used)
 
     def describe(self) -> str:
         """In words, e.g. "5 claimed, 4 succeeded, 1 failed for good, 0 retried, 0 handed back";
@@ -94,6 +95,7 @@ class WorkerCounters:
             "aborted": self.aborted,
             "bad records set aside": self.quarantined,
             "put back (no class by that name here)": self.deferred,
+            "rate limited (put back, no attempt used)": self.throttled,
         }
         words += [f"{count} {what}" for what, count in rare.items() if count]
         return ", ".join(words)

@@ -79,6 +79,8 @@ class Quarantined(NamedTuple):
     moved_to: str
 
     def describe(self, queue: str) -> str:
+        if not self.job_id and ":bad:queue" not in self.moved_to:
+            return f"queue {queue}: a key of it held another type than expected: renamed to {self.moved_to}"
         if not self.job_id:
             return f"queue {queue}: its key held another type than a list: renamed to {self.moved_to}"
         return f"job {self.job_id} in queue {queue} is malformed ({self.reason}): moved to {self.moved_to}"
@@ -118,6 +120,10 @@ def _quarantined(keys: QueueKeys, job_id: str, reason: str) -> Quarantined:
     if job_id == keys.ready or job_id.startswith(keys.ready + ":p"):
         # The queue key (or a priority level's) itself, renamed aside: see claim.lua.
         return Quarantined("", reason, keys.bad_queue + job_id[len(keys.ready) :])
+    if job_id.startswith(keys.base + ":"):
+        # Another key of the queue's (a rate group's list, its ring...), renamed aside to
+        # <base>:bad:<its suffix>; a job id has no ':'.
+        return Quarantined("", reason, f"{keys.base}:bad:{job_id[len(keys.base) + 1 :]}")
     return Quarantined(job_id, reason, keys.failed)
 
 

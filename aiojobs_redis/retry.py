@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from .errors import RetryLater
+from .errors import RateLimited, RetryLater
 
 if TYPE_CHECKING:
     from .job import Job
@@ -61,7 +61,7 @@ class Retry:
 class Fail:
     """Fail the job for good; `reason` is the error record's reason code."""
 
-    reason: str  # "error" (no attempts left), "permanent" or "timeout"
+    reason: str  # "error" (no attempts left), "permanent", "timeout" or "rate_limited"
 
 
 Decision: TypeAlias = Succeeded | Retry | Fail
@@ -75,10 +75,14 @@ def decide(job: Job, outcome: Outcome, attempt: int, max_attempts: int) -> Decis
     set) fails at once; otherwise the job is retried while attempts are left, after the
     RetryLater delay if one was given, else `job.retry_delay(exc, attempt)`. A RetryLater
     with no attempts left gets a note saying so (the one change made to `outcome`).
+    A RateLimited that reaches here (the job was throttled `max_throttles` times already)
+    is a failed attempt with reason "rate_limited", retried after its retry_after.
     """
     error = outcome.error
     if error is None:
         return SUCCEEDED
+    if isinstance(error, RateLimited):
+        return Fail("rate_limited") if attempt >= max_attempts else Retry(error.retry_after_ms)
     if outcome.permanent or not job.retries(error):
         return Fail("timeout" if outcome.timed_out else "permanent")
     if attempt >= max_attempts:

@@ -67,6 +67,7 @@ class Scripts:
     fail: Script
     release: Script
     defer: Script
+    throttle: Script
     renew: Script
     promote: Script
     reap: Script

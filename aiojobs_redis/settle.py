@@ -24,7 +24,15 @@ from typing import Any, Final
 from .clock import WorkerClock
 from .codec import encode_payload
 from .engine_base import WorkerEngine
-from .errors import BadResult, EngineError, InvalidPayload, MalformedJob, PayloadError, UnknownJob
+from .errors import (
+    BadResult,
+    EngineError,
+    InvalidPayload,
+    MalformedJob,
+    PayloadError,
+    RateLimited,
+    UnknownJob,
+)
 from .job import Job
 from .lifecycle import Lifecycle, WorkerCounters
 from .records import ClaimedJob
@@ -75,19 +83,13 @@ class Settler:
     async def _defer_unknown(self, claimed: ClaimedJob, exc: UnknownJob) -> None:
         delay_ms = unknown_retry_delay_ms(claimed.runs)
         record = Outcome(exc).error_record("unknown_job")
-        expired = False
-
-        async def defer() -> bool:
-            nonlocal expired
-            answer = await self.engine.defer(
-                claimed, delay_ms, record, give_up_after_ms=self.unknown_job_grace_ms
-            )
-            expired = answer < 0
-            return answer != 0
-
-        if not await self._record(claimed, defer):
+        answer = await self._answer(
+            claimed,
+            lambda: self.engine.defer(claimed, delay_ms, record, give_up_after_ms=self.unknown_job_grace_ms),
+        )
+        if answer is None:
             return
-        if expired:
+        if answer < 0:
             grace = self.unknown_job_grace_ms / 1000
             await self._fail_unrunnable(claimed, exc, f", and has been due for over {grace:g} s")
             return
@@ -182,6 +184,8 @@ class Settler:
                         claimed.max_attempts,
                     )
             return None
+        if isinstance(error, RateLimited) and await self._throttled(claimed, job, error):
+            return None
         decision = decide(job, outcome, claimed.attempt, claimed.max_attempts)
         assert not isinstance(decision, Succeeded)
         if isinstance(decision, Fail):
@@ -200,7 +204,7 @@ class Settler:
                 await self.lifecycle.ended(claimed, "failed", job, error)
                 return error
             return None
-        record = outcome.error_record()
+        record = outcome.error_record("rate_limited" if isinstance(error, RateLimited) else None)
         if await self._record(claimed, lambda: self.engine.retry(claimed, decision.delay_ms, record)):
             self.counters.retried += 1
             await self.lifecycle.ended(claimed, "retried", job, error)
@@ -214,6 +218,27 @@ class Settler:
                 outcome.summary,
             )
         return None
+
+    async def _throttled(self, claimed: ClaimedJob, job: Job, error: RateLimited) -> bool:
+        """handle() raised RateLimited: put the job back using no attempt, its group (or queue)
+        held for the error's retry_after. True when done (or the lease is gone); False when it
+        was throttled `job.max_throttles` times already: the run is then a failed attempt."""
+        answer = await self._answer(
+            claimed, lambda: self.engine.throttle(claimed, error.retry_after_ms, job.max_throttles)
+        )
+        if answer is None:
+            return True
+        if answer < 0:
+            return False
+        self.counters.throttled += 1
+        await self.lifecycle.ended(claimed, "released", job, error)
+        log.info(
+            "job %s %s rate limited: put back, no attempt used; its group waits %.3f s",
+            claimed.id,
+            job.name,
+            error.retry_after_ms / 1000,
+        )
+        return True
 
     def _fail(self, claimed: ClaimedJob, job: Job, record: dict[str, Any]) -> Awaitable[bool]:
         if job.keep_result_ms:  # waiters on its result are told at once
@@ -244,6 +269,18 @@ class Settler:
         return lambda: self.engine.ack(claimed, result=result, keep_ms=keep_ms)
 
     # -- recording a run's end: done, lost, or gave up ---------------------------------------
+
+    async def _answer(self, claimed: ClaimedJob, call: Callable[[], Awaitable[int]]) -> int | None:
+        """A fenced call that answers 1 (done), 0 (not held) or -1 (refused, nothing changed):
+        its answer once recorded, None when not (lost or abandoned, said by _record)."""
+        answer = 0
+
+        async def record() -> bool:
+            nonlocal answer
+            answer = await call()
+            return answer != 0
+
+        return answer if await self._record(claimed, record) else None
 
     async def _record(self, claimed: ClaimedJob, call: Callable[[], Awaitable[bool]]) -> bool:
         """Run a token-fenced transition; True when recorded. Otherwise says why, here only:

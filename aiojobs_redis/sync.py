@@ -3,7 +3,9 @@
 For tests and development. Jobs keep their semantics (payloads go through JSON, attempts,
 PermanentFailure, retry_on/fail_on, on_exhausted, timeouts) and the retry-or-fail decision is
 the worker's (retry.decide), but delays and retry waits are skipped: a job dispatched with
-"+5 minutes" runs at once, and its retries run back to back.
+"+5 minutes" runs at once, and its retries run back to back. A job whose handle() raises
+RateLimited runs again at once too, using no attempt, up to its class's max_throttles
+times; after that a RateLimited is a failed attempt (reason "rate_limited"), as in a worker.
 
 A job that fails for good raises in the caller of dispatch(): the exception its last try
 raised, re-raised once it is in `engine.failed` and on_exhausted() has run (a TimeoutError
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import decode_payload, encode_payload
 from .config import Settings
-from .errors import BadResult, JobFailed, JobNotFound, PayloadError
+from .errors import BadResult, JobFailed, JobNotFound, PayloadError, RateLimited
 from .ids import new_job_id
 from .middleware import Chains, Middleware, middleware_tuple
 from .retry import SUCCEEDED, Fail, decide
@@ -46,7 +48,7 @@ class SyncFailure:
     name: str
     attempts: int
     error: BaseException
-    reason: str = "error"  # as a worker records it: error, permanent, timeout
+    reason: str = "error"  # as a worker records it: error, permanent, timeout, rate_limited
 
 
 class SyncEngine:
@@ -82,10 +84,15 @@ class SyncEngine:
         data = encode_job_payload(job, self.settings.max_payload_bytes)
         job_id = new_job_id()
         job.id = job_id
-        for attempt in range(1, job.attempts + 1):
+        attempt, throttles = 1, 0
+        while attempt <= job.attempts:
             run = type(job)(decode_job_payload(type(job), data))
             run.id, run.attempt = job_id, attempt
             outcome = await run_handler(run, None, self._chains[type(run)])
+            if isinstance(outcome.error, RateLimited) and throttles < job.max_throttles:
+                throttles += 1  # no wait here: run it again, using no attempt
+                log.info("job %s %s rate limited (%d), running it again", job_id, job.name, throttles)
+                continue
             decision = decide(run, outcome, attempt, job.attempts)
             if decision is SUCCEEDED:
                 self.completed.append(job_id)
@@ -116,6 +123,7 @@ class SyncEngine:
                 attempt,
                 outcome.summary,
             )
+            attempt += 1
         return job_id
 
     async def dispatch_many(self, jobs: Sequence[Job], *, durable: bool | None = None) -> list[str]:

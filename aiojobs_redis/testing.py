@@ -32,6 +32,7 @@ from .abort import abort_error
 from .clock import Changes, FakeClock
 from .config import Settings
 from .errors import DuplicateJob, EngineUnavailable, JobAborted, JobFailed, JobNotFound
+from .groups import group_of
 from .ids import new_job_id
 from .job import Job
 from .keys import validate_queue
@@ -81,6 +82,8 @@ class FakeJob:
     result: bytes | None = None  # JSON, kept until result_until_ms (keep_result)
     result_until_ms: int = 0
     priority: int = 0  # its level: it waits in that level's line (field o in Redis)
+    group: str = ""  # its rate group ("" for none); the fake applies no group limits
+    throttles: int = 0  # times handle() raised RateLimited (field h in Redis)
 
 
 class FakeEngine:
@@ -209,6 +212,8 @@ class FakeEngine:
         # Validated and encoded before anything is stored, as RedisEngine does.
         encoded = [encode_job_payload(job, self.settings.max_payload_bytes) for job in jobs]
         locks = [lock_suffix(j, data) if j.unique else "" for j, data in zip(jobs, encoded, strict=True)]
+        for job, data in zip(jobs, encoded, strict=True):
+            group_of(job, data)  # a bad group key raises before anything is stored
         prepared = [
             (validate_queue(self._router.route(job, lock)), data, lock)
             for job, data, lock in zip(jobs, encoded, locks, strict=True)
@@ -227,6 +232,7 @@ class FakeEngine:
         job.duplicate = False
         stored = self.jobs[job_id] = FakeJob(job_id, job.name, queue, data, job.attempts)
         stored.priority = job.effective_priority
+        stored.group = group_of(job, data)
         if lock:
             stored.lock, stored.lock_until_start = lock, job.unique_until == "start"
             self._locks[lock] = job_id
@@ -371,6 +377,22 @@ class FakeEngine:
         held.error = error
         held.state, held.due_ms = "delayed", self.clock.now_ms + delay_ms
         self._notify()
+        return 1
+
+    async def throttle(self, job: ClaimedJob, retry_after_ms: int, max_throttles: int) -> int:
+        """As throttle.lua, but the fake has no rate limits: the job itself waits
+        `retry_after_ms` (delayed; at the head of its queue when 0), using no attempt; -1
+        (nothing changes) once it was throttled `max_throttles` times."""
+        self._call("settle")
+        held = self.jobs.get(job.id)
+        if held is None or held.state != "running" or held.token != job.token:
+            self._notify()
+            return int(held is not None and held.settled_by == f"throttle {job.token}")
+        if held.throttles >= max_throttles:
+            return -1
+        held.token, held.worker, held.settled_by = "", "", f"throttle {job.token}"
+        held.throttles += 1
+        self._enqueue(held, retry_after_ms, head=True)
         return 1
 
     async def fail(

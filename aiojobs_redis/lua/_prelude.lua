@@ -47,12 +47,73 @@ local function settled_by(job_key, step, token)
   return false
 end
 
+-- Rate groups (per-key limits; see claim.lua). A job of group G waits in the list
+-- <base>:g:G; <base>:ring lists the groups with claimable jobs that no limit holds (in turn
+-- order); <base>:gwait (zset) holds the groups a limit holds -> when to look again (ms);
+-- <base>:gst (hash) counts each group's running jobs (G -> n). A group key is 1-200
+-- characters of letters, digits and '_.:@+-' (checked by dispatch; see groups.py).
+local function group_list(base, group) return base .. ':g:' .. group end
+
+local function valid_group(group)
+  return string.len(group) <= 200 and string.find(group, '^[%w_%.:@%+%-]+$') ~= nil
+end
+
+-- A group list's key when it is a list or free; a key of another type is renamed aside to
+-- <base>:bad:g:<group> first (nothing is destroyed; claim.lua reports the ones it finds).
+local function usable_group_list(base, group)
+  local list = group_list(base, group)
+  local kind = key_type(list)
+  if kind ~= 'list' and kind ~= 'none' then redis.call('RENAME', list, bad_key(base, 'g:' .. group)) end
+  return list
+end
+
+-- After `pushed` entries made a group's list `len` long: a list that was empty joins the
+-- ring, unless a limit holds the group (it is in gwait; claim.lua brings it back). A group
+-- whose list an abort emptied may sit in the ring twice: claim.lua drops the extra turn.
+local function group_ready(base, group, len, pushed)
+  if len == pushed and not redis.call('ZSCORE', base .. ':gwait', group) then
+    redis.call('RPUSH', base .. ':ring', group)
+  end
+end
+
+-- Add `by` to the running count of group `group` (false: none), the field <group> of the
+-- hash <base>:gst. A gst of another type is moved aside to <base>:bad:gst, a field that is
+-- not a count is dropped: the counts start again rather than the script failing halfway.
+local function count_running(base, group, by)
+  if not group then return end
+  local gst = base .. ':gst'
+  local n = redis.pcall('HINCRBY', gst, group, by)
+  if type(n) == 'table' then
+    if string.find(n.err or '', 'WRONGTYPE', 1, true) then
+      redis.call('RENAME', gst, bad_key(base, 'gst'))
+    else
+      redis.call('HDEL', gst, group)
+    end
+    n = redis.call('HINCRBY', gst, group, by)
+  end
+  if n <= 0 then redis.call('HDEL', gst, group) end
+end
+
+-- A run of group `group` (false: none) stopped running (it ended, was handed back, retried,
+-- throttled or reaped): one fewer running. Called only by the fenced branch of a script, so
+-- once per run; claim.lua counts the run when it leases it.
+local function group_left(base, group)
+  count_running(base, group, -1)
+end
+
 -- Put job `id` (its hash exists) back among the ready jobs, at the head of its line (a job
--- handed back) or at the tail: the queue list, or the list of its priority level (field o),
--- which is then named in <base>:levels (see claim.lua).
+-- handed back) or at the tail: the queue list, the list of its priority level (field o),
+-- which is then named in <base>:levels, or its rate group's list (field g), whose group
+-- then joins the ring (see claim.lua).
 local function push_ready(base, id, at_head)
+  local f = redis.call('HMGET', job_key(base, id), 'o', 'g')
+  if f[2] then
+    local len = redis.call(at_head and 'LPUSH' or 'RPUSH', usable_group_list(base, f[2]), id)
+    group_ready(base, f[2], len, 1)
+    return
+  end
   local list = base .. ':queue'
-  local level = tonumber(hash_field(job_key(base, id), 'o') or '')
+  local level = tonumber(f[1] or '')
   if level and level ~= 0 then
     list = list .. ':p' .. level
     redis.call('ZADD', base .. ':levels', level, level)
@@ -81,12 +142,13 @@ local function is_live(key)
 end
 
 -- Store one job with options as a hash and make it ready (due <= now) or delayed. `flags`
--- and `suffix` are false for a job without a unique key. Returns nothing; the caller wakes.
-local function store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix, level)
+-- and `suffix` are false for a job without a unique key, `group` for one without a group. Returns nothing; the caller wakes.
+local function store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix, level, group)
   local key = job_key(base, id)
   redis.call('HSET', key, 'n', name, 'q', queue, 'p', payload, 'm', max_attempts, 'c', now,
     'd', due, 's', due > now and 'delayed' or 'ready', 'v', FORMAT_VERSION)
   if level and level ~= 0 then redis.call('HSET', key, 'o', level) end
+  if group then redis.call('HSET', key, 'g', group) end
   if flags then
     redis.call('HSET', key, 'F', flags, 'u', suffix)
     redis.call('SET', unique_lock(base, suffix), id)
@@ -115,10 +177,10 @@ local function finish(base, id, outcome, now, flags, u)
     release_unique(base, id, u)
     -- A "replace" dispatch made while this job ran left the newest payload as its successor.
     local next_key = successor_key(base, u)
-    local s = redis.call('HMGET', next_key, 'i', 'p', 'n', 'm', 'q', 'y', 'F', 'o')
+    local s = redis.call('HMGET', next_key, 'i', 'p', 'n', 'm', 'q', 'y', 'F', 'o', 'g')
     if s[1] and redis.call('EXISTS', job_key(base, s[1])) == 0 then
       store_job(base, s[5], s[1], s[3], s[4], s[2], now, now + (tonumber(s[6]) or 0), s[7], u,
-        tonumber(s[8] or ''))
+        tonumber(s[8] or ''), s[9])
       wake(base .. ':wake')
     end
     redis.call('DEL', next_key)

@@ -3,7 +3,8 @@
 -- KEYS[5] aborted runs zset ("<id> <token>" -> when aborted, ms): what workers look for
 -- ARGV[1] queue key base  ARGV[2] id  ARGV[3] abort id (unique per abort call)
 -- ARGV[4] error JSON  ARGV[5] failed TTL ms  ARGV[6] now ms ('' = TIME)
--- ARGV[7] the job's inline record in the queue list, as the caller found it ('' = none)
+-- ARGV[7] the job's inline record in the queue list (or the rate group list passed as
+--   KEYS[1] instead), as the caller found it ('' = none)
 -- ARGV[8] queue name  ARGV[9] how long a mark in KEYS[5] is kept, ms
 -- ARGV[10] the priority level of the list the caller found the record in ('' or 0: KEYS[1])
 -- Returns {1, state it was in (ready, delayed, running)} when aborted now, {1, 'replayed'}
@@ -37,6 +38,12 @@ local function take_out(level, entry)
   return 1
 end
 
+-- LREM job id `id` from the list it waits in: its rate group's (field g), else its level's.
+local function take_out_id(level, group)
+  if group then return redis.call('LREM', group_list(base, group), 1, id) end
+  return take_out(level, id)
+end
+
 if entry ~= '' and key_type(key) == 'none' then
   local version, from = inline_version(entry)
   local found, name, max_attempts, created, payload = parse_inline(entry, from)
@@ -53,18 +60,19 @@ end
 local kind = key_type(key)
 if kind == 'string' then return {0, 'already_final'} end  -- acked: "done <token>"
 if kind ~= 'hash' then return {0, 'not_found'} end
-local f = redis.call('HMGET', key, 's', 't', 'x', 'v', 'o')
+local f = redis.call('HMGET', key, 's', 't', 'x', 'v', 'o', 'g')
 if f[3] == 'abort ' .. abort_id then return {1, 'replayed'} end
 if record_version(f[4]) > FORMAT_VERSION then return {0, 'too_new'} end
 local state
 if f[2] and redis.call('ZSCORE', running_key, id) then
   redis.call('ZREM', running_key, id)
+  group_left(base, redis.call('HGET', key, 'g'))
   redis.call('ZREMRANGEBYSCORE', marks_key, '-inf', now - keep_mark)
   redis.call('ZADD', marks_key, now, id .. ' ' .. f[2])
   state = 'running'
 elseif redis.call('ZREM', delayed_key, id) == 1 then
   state = 'delayed'
-elseif f[1] == 'ready' and take_out(f[5], id) == 1 then
+elseif f[1] == 'ready' and take_out_id(f[5], f[6]) == 1 then
   state = 'ready'
 elseif f[1] == 'done' or f[1] == 'failed' or redis.call('ZSCORE', failed_key, id) then
   return {0, 'already_final'}

@@ -21,13 +21,15 @@ while a <= #ARGV do
   else
     redis.call('ZREM', running_key, id)
     if keep > 0 then
-      local f = redis.call('HMGET', key, 'F', 'u')
+      local f = redis.call('HMGET', key, 'F', 'u', 'g')
+      group_left(base, f[3])
       redis.call('HSET', key, 's', 'done', 'f', now, 'x', 'ack ' .. token)
       redis.call('HDEL', key, 't', 'w')
       redis.call('PEXPIRE', key, keep)
       finish(base, id, 'done', now, f[1], f[2])
     else
-      local f = redis.call('HMGET', key, 'c', 'F', 'u')
+      local f = redis.call('HMGET', key, 'c', 'F', 'u', 'g')
+      group_left(base, f[4])
       local created = tonumber(f[1]) or 0
       redis.call('DEL', key)
       local left = created + guard - now

@@ -4,7 +4,8 @@
 -- ARGV[1] id  ARGV[2] token  ARGV[3] delay ms  ARGV[4] error JSON
 -- ARGV[5] give up after ms: when the job has been due (field d; else created, c) for longer,
 --         nothing changes and -1 is returned (the caller fails it)
--- ARGV[6] now ms ('' = TIME)
+-- ARGV[6] now ms ('' = TIME)  ARGV[7] queue key base (jobs:{q}): a job of a rate group
+-- leaves its group's running count
 -- Returns 1 when deferred (now, or already by this token: a replay), 0 when the lease is no
 -- longer held, -1 when the job has waited past ARGV[5] (nothing changes).
 -- Field d is left as it was: it keeps saying since when the job has been due, which is what
@@ -16,6 +17,7 @@ local now = now_ms(ARGV[6])
 local since = tonumber(redis.call('HGET', key, 'd') or '') or tonumber(redis.call('HGET', key, 'c') or '') or now
 if now - since >= give_up then return -1 end
 redis.call('ZREM', running_key, id)
+group_left(ARGV[7], redis.call('HGET', key, 'g'))
 redis.call('HDEL', key, 't', 'w')
 redis.call('HSET', key, 's', 'delayed', 'e', err, 'x', 'defer ' .. token)
 redis.call('ZADD', delayed_key, now + delay, id)

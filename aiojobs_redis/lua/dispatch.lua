@@ -4,7 +4,9 @@
 -- ARGV[4] now ms ('' = Redis TIME)  ARGV[5] job name  ARGV[6] max attempts  ARGV[7] delay ms
 -- ARGV[8] deadline ms in Redis time ('' = none): a call that reaches Redis later stores nothing
 -- ARGV[9] replay guard ms  ARGV[10] priority level (-10..10; 0: the queue list)
--- ARGV[11] rate group ('' = none)  ARGV[12..] two per job: id, payload JSON
+-- ARGV[11] rate group ('' = none: the queue or level list; else the group's list
+--   <base>:g:<group>, and the group joins <base>:ring; see claim.lua)
+-- ARGV[12..] two per job: id, payload JSON
 -- Returns the number of jobs stored, or -1 when the call came after its deadline (its caller
 -- has given up; a late copy must not store a job that may already have run and ended).
 -- Replaying the whole call changes nothing and returns 0:
@@ -12,7 +14,8 @@
 --   <base>:levels; see claim.lua) as inline records (no key per job), and
 --   the call leaves a marker <base>:dd:<its first job id> for the replay guard; a call that
 --   finds its marker pushes nothing;
--- * delayed jobs get a hash each (with its level as field o, when not 0); a job whose key
+-- * delayed jobs get a hash each (with its level as field o, when not 0, and its group as
+--   field g); a job whose key
 --   already exists is left alone (a replayed call, or the marker of a job already done).
 -- Every id, the name and every payload are checked before anything is written, so a bad or
 -- oversized one stores nothing. Keys are built here from the queue's base, so they share its
@@ -20,7 +23,7 @@
 local ready_key, delayed_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local base, queue, max_payload = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local name, max_attempts, delay = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local guard, level = tonumber(ARGV[9]), tonumber(ARGV[10])
+local guard, level, group = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 
 if not string.find(name, '^[%a_][%w_%.:<>%-]*$') or string.len(name) > 200 then
   return redis.error_reply('ERR invalid job name')
@@ -29,6 +32,8 @@ if not string.find(max_attempts, '^%d+$') then return redis.error_reply('ERR inv
 if not level or level ~= math.floor(level) or level < -10 or level > 10 then
   return redis.error_reply('ERR invalid priority')
 end
+if group ~= '' and not valid_group(group) then return redis.error_reply('ERR invalid rate group') end
+if group ~= '' and level ~= 0 then return redis.error_reply('ERR a job has a priority or a rate group, not both') end
 for a = 12, #ARGV, 2 do
   if string.len(ARGV[a + 1]) > max_payload then
     return redis.error_reply('ERR payload too large: ' .. string.len(ARGV[a + 1]) .. ' bytes')
@@ -49,16 +54,19 @@ if delay <= 0 then
   if level ~= 0 then
     ready_key = ready_key .. ':p' .. level
     redis.call('ZADD', base .. ':levels', level, level)
+  elseif group ~= '' then
+    ready_key = usable_group_list(base, group)
   end
-  local records = {}
+  local records, len = {}, 0
   for a = 12, #ARGV, 2 do
     records[#records + 1] = inline_record(ARGV[a], name, max_attempts, now, ARGV[a + 1])
     if #records == 1000 then  -- unpack() has a limit: push in slices
-      redis.call('RPUSH', ready_key, unpack(records))
+      len = redis.call('RPUSH', ready_key, unpack(records))
       records = {}
     end
   end
-  if #records > 0 then redis.call('RPUSH', ready_key, unpack(records)) end
+  if #records > 0 then len = redis.call('RPUSH', ready_key, unpack(records)) end
+  if group ~= '' then group_ready(base, group, len, (#ARGV - 11) / 2) end
   redis.call('SET', marker, 1, 'PX', guard)
   wake(wake_key)
   return (#ARGV - 11) / 2
@@ -73,6 +81,7 @@ for a = 12, #ARGV, 2 do
     redis.call('HSET', key, 'n', name, 'q', queue, 'p', ARGV[a + 1], 'm', max_attempts,
       's', 'delayed', 'c', now, 'd', due, 'v', FORMAT_VERSION)
     if level ~= 0 then redis.call('HSET', key, 'o', level) end
+    if group ~= '' then redis.call('HSET', key, 'g', group) end
     redis.call('ZADD', delayed_key, due, id)
     stored = stored + 1
   end

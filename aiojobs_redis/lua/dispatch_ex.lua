@@ -5,7 +5,8 @@
 -- ARGV[1] queue key base (jobs:{q})  ARGV[2] queue  ARGV[3] max payload bytes
 -- ARGV[4] now ms ('' = Redis TIME)  ARGV[5] job name  ARGV[6] max attempts  ARGV[7] delay ms
 -- ARGV[8] deadline ms in Redis time ('' = none): a call that reaches Redis later stores nothing
--- ARGV[9] priority level (-10..10; 0: the queue list)  ARGV[10] rate group ('' = none)
+-- ARGV[9] priority level (-10..10; 0: the queue list)  ARGV[10] rate group ('' = none; else
+--   kept as field g, and the job waits in its group's list: see claim.lua)
 -- ARGV[11..] five per job: id, payload JSON, unique lock suffix ("<name>:<key>"),
 --   flags ('u': held until the job ends; 's': until it starts), on duplicate ('keep',
 --   'error' or 'replace')
@@ -36,6 +37,9 @@ local level = tonumber(ARGV[9])
 if not level or level ~= math.floor(level) or level < -10 or level > 10 then
   return redis.error_reply('ERR invalid priority')
 end
+local group = ARGV[10] ~= '' and ARGV[10]
+if group and not valid_group(group) then return redis.error_reply('ERR invalid rate group') end
+if group and level ~= 0 then return redis.error_reply('ERR a job has a priority or a rate group, not both') end
 for a = 11, #ARGV, 5 do
   if string.len(ARGV[a + 1]) > max_payload then
     return redis.error_reply('ERR payload too large: ' .. string.len(ARGV[a + 1]) .. ' bytes')
@@ -65,7 +69,7 @@ for a = 11, #ARGV, 5 do
   if holder == id or redis.call('EXISTS', job_key(base, id)) == 1 then
     out[#out + 1] = id; out[#out + 1] = 'stored'  -- an earlier copy of this call stored it
   elseif state ~= 'ready' and state ~= 'delayed' and state ~= 'running' then
-    store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix, level)
+    store_job(base, queue, id, name, max_attempts, payload, now, due, flags, suffix, level, group)
     woke = woke or due <= now
     out[#out + 1] = id; out[#out + 1] = 'stored'
   elseif mode ~= 'replace' then
@@ -73,6 +77,7 @@ for a = 11, #ARGV, 5 do
   elseif state == 'running' then
     redis.call('HSET', successor_key(base, suffix), 'i', id, 'p', payload, 'n', name,
       'm', max_attempts, 'q', queue, 'y', math.max(delay, 0), 'F', flags, 'o', level)
+    if group then redis.call('HSET', successor_key(base, suffix), 'g', group) end
     out[#out + 1] = holder; out[#out + 1] = 'pending'
   else
     -- Not started: the newest payload and due time win (repeated dispatches debounce).

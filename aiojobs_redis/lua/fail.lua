@@ -11,8 +11,9 @@ local id, token, err, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 if hash_field(key, 't') ~= token then return settled_by(key, 'fail', token) and 1 or 0 end
 local now = now_ms(ARGV[6])
 local base = ARGV[7]
-local f = redis.call('HMGET', key, 'F', 'u')
+local f = redis.call('HMGET', key, 'F', 'u', 'g')
 redis.call('ZREM', running_key, id)
+group_left(base, f[3])
 if ARGV[5] == '1' then redis.call('HINCRBY', key, 'a', 1) end
 redis.call('HSET', key, 's', 'failed', 'f', now, 'e', err)
 redis.call('HDEL', key, 't', 'w')

@@ -39,6 +39,7 @@ for _, id in ipairs(lapsed) do
     quarantine(base, failed_key, id, 'dangling', 'running id had no job record', now, failed_ttl)
     stalled[#stalled + 1] = id
   else
+    group_left(base, redis.call('HGET', key, 'g'))  -- its run is over, one way or the other
     local stalls = redis.call('HINCRBY', key, 'l', 1)
     redis.call('HDEL', key, 't', 'w')
     if stalls > max_stalls then

@@ -35,6 +35,7 @@ for _, id in ipairs(ids) do
     if suffix then redis.call('SET', unique_lock(base, suffix), id) end
     redis.call('ZREM', failed_key, id)
     redis.call('HSET', key, 's', 'ready', 'a', 0, 'l', 0, 'd', now)
+    redis.call('HDEL', key, 'h')  -- and a fresh allowance of throttles (RateLimited)
     redis.call('PERSIST', key)
     push_ready(base, id, false)
     requeued = requeued + 1

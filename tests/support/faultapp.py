@@ -133,3 +133,17 @@ class WaitsToBeAborted(Job):
             record(self.payload["ledger"], self, "cancelled")
             raise
         record(self.payload["ledger"], self, "end")
+
+
+class GroupRecord(Record):
+    """Record, in the rate group payload["g"]."""
+
+    name = "faultapp.GroupRecord"
+    group = "{g}"
+
+
+class GroupHangsFirstTime(HangsFirstTime):
+    """HangsFirstTime, in the rate group payload["g"]."""
+
+    name = "faultapp.GroupHangsFirstTime"
+    group = "{g}"
