@@ -26,6 +26,8 @@ from support.clock import FakeClock
 from support.deployments import ClusterDeployment, SentinelDeployment
 from support.failover import FULL
 from support.keyspace import delete_prefix
+from support.proxy import FaultProxy
+from support.redis_server import RedisServer
 from support.worker_procs import Workers
 
 from aiojobs_redis import RedisEngine, Settings, use_engine
@@ -178,3 +180,17 @@ def workers(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Workers]:
     procs = Workers(redis_url, prefix, tmp_path)
     yield procs
     procs.stop_all()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server (no persistence), for tests that break its connections."""
+    with RedisServer(tmp_path / "redis", aof=False) as started:
+        yield started
+
+
+@pytest.fixture
+def proxy(server: RedisServer) -> Iterator[FaultProxy]:
+    """A fault-injecting TCP proxy in front of `server` (support/proxy.py)."""
+    with FaultProxy(server.port) as started:
+        yield started

@@ -137,18 +137,6 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis", aof=False) as started:
-        yield started
-
-
-@pytest.fixture
-def proxy(server: RedisServer) -> Iterator[FaultProxy]:
-    with FaultProxy(server.port) as started:
-        yield started
-
-
-@pytest.fixture
 def ledger_dir(tmp_path: Path) -> Path:
     path = tmp_path / "ledger"
     path.mkdir()

@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -189,18 +188,6 @@ def _spans(runs: list[Run], killed: dict[int, float]) -> list[tuple[float, float
 
 
 # -- replay: claim replies dropped ------------------------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis", aof=False) as started:
-        yield started
-
-
-@pytest.fixture
-def proxy(server: RedisServer) -> Iterator[FaultProxy]:
-    with FaultProxy(server.port) as started:
-        yield started
 
 
 async def test_replayed_claims_spend_no_allowance_twice(

@@ -6,9 +6,8 @@ Each test starts its own server on a loopback port; the proxy sits between the w
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import pytest
@@ -26,18 +25,6 @@ pytestmark = pytest.mark.anyio
 
 # About 0.3 s of Lua busy work: long enough to cancel a caller while Redis runs it.
 BUSY = "local i = 0 while i < tonumber(ARGV[1]) do i = i + 1 end return ARGV[2]"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis", aof=False) as started:
-        yield started
-
-
-@pytest.fixture
-def proxy(server: RedisServer) -> Iterator[FaultProxy]:
-    with FaultProxy(server.port) as started:
-        yield started
 
 
 @asynccontextmanager
