@@ -52,7 +52,9 @@ class DispatchArgs:
         """Validate and encode before any I/O: bad input costs nothing."""
         payload = encode_job_payload(job, self.settings.max_payload_bytes)
         unique = unique_options(job, payload) if job.unique else None
-        rate_group, level = group_of(job, payload), job.effective_priority
+        # Most jobs have neither a group nor a priority: two attribute reads tell.
+        rate_group = "" if job._group is None and job.group is None else group_of(job, payload)
+        level = job.priority if job._priority is None else job._priority
         # Validates the name (it may be set on the instance); a sharded queue's next shard
         # (a unique job's: the one its key hashes to; a grouped job's: its group's, so that
         # per-group limits hold on one shard).

@@ -154,6 +154,11 @@ class Job:
     group: ClassVar[str | Callable[..., str] | None] = None  # rate group (groups.py)
     max_throttles: ClassVar[int] = 25  # RateLimited raised this often uses no attempt
 
+    # Per-dispatch overrides (set_priority, set_group): read from the class until set, so a
+    # plain job's constructor does not write them.
+    _priority: int | None = None
+    _group: str | None = None
+
     # Parsed once per class by __init_subclass__.
     delay_ms: ClassVar[int] = 0
     keep_result_ms: ClassVar[int] = 0
@@ -208,8 +213,6 @@ class Job:
         self.id: str | None = None
         self.attempt: int = 0  # 1 on the first try; set by the worker
         self._delay_ms: int | None = None
-        self._priority: int | None = None
-        self._group: str | None = None
         self.duplicate = False  # set by dispatch: a unique job whose key a live job held
         self._lease: tuple[RunHolder, ClaimedJob] | None = None  # set by the worker running it
 
