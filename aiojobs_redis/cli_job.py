@@ -28,8 +28,10 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
     kept = await _kept_result(engine, args.id, queues)
     if job is None and kept is None:
         where = f" in queue {args.queue}" if args.queue else ""
+        waiting = "" if args.queue else "; a job still waiting in a ready list needs --queue Q"
         print(
-            f"no job with id {args.id}{where} (a finished job is kept only with keep_result)", file=sys.stderr
+            f"no job with id {args.id}{where} (a finished job is kept only with keep_result{waiting})",
+            file=sys.stderr,
         )
         return 1
     if args.json:

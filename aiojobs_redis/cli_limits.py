@@ -12,12 +12,15 @@ values are divided among the queue and its shards, as a declaration's are.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import orjson
 
 from . import limits
 from .engine import RedisEngine
+from .flow import unknown_queues
+from .keys import validate_queue
 from .limits import DECLARED_FIELDS, LIMIT_NAMES, InvalidLimit, Limits
 
 _HELP = {
@@ -35,7 +38,11 @@ def _rate(text: str) -> float:
     if text.strip() == "0":
         return 0
     try:
-        return limits.interval_us(limits.parse_rate(text))
+        number: float | str = float(text)  # a number per second, as QueueLimits takes
+    except ValueError:
+        number = text
+    try:
+        return limits.interval_us(limits.parse_rate(number))
     except InvalidLimit as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -81,6 +88,11 @@ def add_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
             metavar="N/UNIT" if rate else "N",
             help=_HELP[field] + (" (default: unchanged)" if burst else " (default: unchanged; 0: no limit)"),
         )
+    setter.add_argument(
+        "--new",
+        action="store_true",
+        help="limit a queue no job or worker has used yet (default: refused, as a typo)",
+    )
     clear = actions.add_parser(
         "clear", parents=[connection], help="drop overrides (default: all), so the code's limits apply"
     )
@@ -96,6 +108,16 @@ def add_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
 
 
 async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
+    new = getattr(args, "new", False)
+    if not new and unknown_queues([validate_queue(args.queue)], await engine.known_queues()):
+        # As pause: a typo must not create a queue (set_controls registers the queue).
+        hint = " (pass --new to limit it before first use)" if args.limits_command == "set" else ""
+        print(
+            f"aiojobs-redis: error: unknown queue {args.queue!r}: no job was dispatched to it and "
+            f"no worker served it{hint}; see `aiojobs-redis stats`",
+            file=sys.stderr,
+        )
+        return 1
     queues = await engine._queues(args.queue)
     if args.limits_command == "set":
         given = {field: getattr(args, field) for field in DECLARED_FIELDS}
@@ -108,10 +130,16 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
         print(f"limits of {args.queue} overridden: {limits.describe(overrides)}")
     elif args.limits_command == "clear":
         chosen = [field for field in DECLARED_FIELDS if getattr(args, field)] or list(DECLARED_FIELDS)
+        if args.declared:
+            # A declared burst needs its rate (QueueLimits refuses one without): it goes too.
+            chosen += [burst for rate, burst in (("rate", "burst"), ("grate", "gburst")) if rate in chosen]
+            chosen = list(dict.fromkeys(chosen))
         names = [*chosen, "v"] if args.declared else [f"o:{field}" for field in chosen]
         for queue in queues:
             await engine.set_controls(queue, dict.fromkeys(names))
-        print(f"limits of {args.queue}: {'declared' if args.declared else 'overridden'} limits cleared")
+        what = "declared" if args.declared else "overridden"
+        cleared = ", ".join(LIMIT_NAMES[field] for field in chosen)
+        print(f"limits of {args.queue}: {what} {cleared} cleared (where set)")
     await _show(engine, queues, as_json=getattr(args, "json", False))
     return 0
 

@@ -143,12 +143,16 @@ class RateLimited(Exception):
     starts a job of its group (a job without a group: of its queue) until `retry_after`
     has passed. After the class's `max_throttles` throttles, a further one counts as a
     failed attempt (reason "rate_limited"), so a job throttled for ever still ends.
-    `retry_after` is checked here: a bad one is an InvalidDelay raised where it is written.
+    `retry_after`: seconds (a number, or digits as an HTTP Retry-After header gives them),
+    "+N unit" or a timedelta; default 1 second. It is checked here: a bad one is an
+    InvalidDelay raised where it is written.
     """
 
     def __init__(self, retry_after: float | str | timedelta = "+1 second", message: str = "") -> None:
         from .timeparse import to_ms  # timeparse imports this module
 
+        if isinstance(retry_after, str) and retry_after.strip().isdigit():
+            retry_after = int(retry_after)  # Retry-After: 30
         self.retry_after_ms = to_ms(retry_after, what="RateLimited retry_after")
         super().__init__(message or f"rate limited, retry after {self.retry_after_ms / 1000:g} s")
         self.retry_after = retry_after

@@ -13,6 +13,7 @@ Redis key names); anything else raises InvalidGroupKey at dispatch, before any I
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +37,26 @@ def check_option(cls: type[Job]) -> None:
         raise ValueError(f"{where}.max_throttles must be an int >= 0, not {throttles!r}")
     if spec is not None and not isinstance(spec, str) and not callable(spec):
         raise ValueError(f"{where}.group must be a format string over the payload, a method, or None")
+    if isinstance(spec, str):
+        _check_template(spec, where)
     if spec is not None and cls.priority != 0:
         raise ValueError(
             f"{where} sets both priority and group: a job has one or the other (a rate group's "
             "jobs run in turn with the other groups, not by priority)"
         )
+
+
+def _check_template(spec: str, where: str) -> None:
+    """A `group` string must format (balanced braces) and, without fields, be a key itself."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(spec) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"{where}.group {spec!r} is not a format string: {exc}") from None
+    if not fields:
+        try:
+            validate_group(spec, f"{where}.group")
+        except InvalidGroupKey as exc:
+            raise ValueError(str(exc)) from None
 
 
 def validate_group(key: object, what: str = "group key") -> str:

@@ -233,7 +233,7 @@ class Settler:
         self.counters.throttled += 1
         await self.lifecycle.ended(claimed, "released", job, error)
         log.info(
-            "job %s %s rate limited: put back, no attempt used; its group waits %.3f s",
+            "job %s %s rate limited: put back, no attempt used; its group (or queue) waits %.3f s",
             claimed.id,
             job.name,
             error.retry_after_ms / 1000,

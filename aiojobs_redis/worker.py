@@ -303,8 +303,9 @@ class Worker:
                         await self._interruptible(self.clock.sleep(self._idle_block()))  # a limit's wait
                     elif await self._burst_done(ended_before):
                         log.info(
-                            "worker %s: no ready jobs left (burst)%s",
+                            "worker %s: no ready jobs left (burst)%s%s",
                             self.worker_id,
+                            self._left_paused(),
                             await self._left_delayed(),
                         )
                         return
@@ -414,6 +415,13 @@ class Worker:
         # promote then finds nothing to move, but the jobs are there. A paused queue's wait.
         open_queues = [q for q in self.queues if not self._held.get(q, (0, False))[1]]
         return not open_queues or not any(await self.engine.ready_counts(open_queues))
+
+    def _left_paused(self) -> str:
+        """The paused queues a burst leaves, e.g. " in the queues not paused; paused: imports"."""
+        paused = {queue.partition(sharding.SEPARATOR)[0] for queue, (_, p) in self._held.items() if p}
+        if not paused:
+            return ""
+        return f" in the queues not paused; paused (their jobs wait): {', '.join(sorted(paused))}"
 
     async def _left_delayed(self) -> str:
         """What a burst leaves behind, e.g. "; 1 delayed job remains in payments, next due in 1.8 s"."""

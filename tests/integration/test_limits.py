@@ -196,7 +196,12 @@ def test_the_limits_command_sets_shows_and_clears_overrides(
 ) -> None:
     base = ["--url", redis_url, "--prefix", prefix]
     overrides = ["--rate", "10/second", "--burst", "2", "--max-running", "0"]
-    assert cli.main(["limits", "set", QUEUE, *overrides, *base]) == 0
+    # A queue Redis has not seen is refused as a typo (nothing is written), unless --new.
+    assert cli.main(["limits", "set", QUEUE, *overrides, *base]) == 1
+    assert f"unknown queue {QUEUE!r}" in capsys.readouterr().err
+    assert cli.main(["limits", "clear", QUEUE, *base]) == 1
+    assert "pass --new" not in capsys.readouterr().err
+    assert cli.main(["limits", "set", QUEUE, *overrides, "--new", *base]) == 0
     out = capsys.readouterr().out
     assert "overridden: rate 10/second, burst 2, max_running no limit" in out
     assert cli.main(["limits", "show", QUEUE, "--json", *base]) == 0
@@ -204,6 +209,7 @@ def test_the_limits_command_sets_shows_and_clears_overrides(
     assert '"o:rate":"100000"' in shown and '"o:maxrun":"0"' in shown and '"maxrun":null' in shown
     assert cli.main(["limits", "clear", QUEUE, "--rate", *base]) == 0
     out = capsys.readouterr().out
+    assert "limits of limits-it: overridden rate cleared (where set)" in out
     assert "rate               -     -" in out and "burst              -     2" in out
     assert cli.main(["limits", "clear", QUEUE, *base]) == 0
     capsys.readouterr()
@@ -212,6 +218,8 @@ def test_the_limits_command_sets_shows_and_clears_overrides(
     with pytest.raises(SystemExit):
         cli.main(["limits", "set", QUEUE, "--rate", "10/fortnight", *base])
     assert "invalid rate '10/fortnight'" in capsys.readouterr().err
+    assert cli.main(["limits", "set", QUEUE, "--rate", "2.5", *base]) == 0  # a number per second
+    assert "rate 2.5/second" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["limits", "set", QUEUE, "--burst", "0", *base])
     assert "expected a whole number >= 1, not '0'" in capsys.readouterr().err
@@ -287,3 +295,24 @@ async def test_a_queue_a_limit_holds_back_does_not_starve_the_next_queue(engine:
     assert worker.counters.claimed == 41  # one of the first queue's, all of the second's
     # The second queue's jobs were claimed round after round, with no idle wait between.
     assert idle_waits_before_drained == 0
+
+
+async def test_clearing_a_declared_rate_clears_its_burst_too(
+    engine: RedisEngine, redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await engine.set_controls("limits-it-declared", {"rate": "200000", "burst": "3", "maxrun": "4", "v": "x"})
+    argv = [
+        "limits",
+        "clear",
+        "limits-it-declared",
+        "--rate",
+        "--declared",
+        "--url",
+        redis_url,
+        "--prefix",
+        prefix,
+    ]
+    assert await anyio.to_thread.run_sync(cli.main, argv) == 0
+    assert "declared rate, burst cleared (where set)" in capsys.readouterr().out
+    # A burst without its rate is what QueueLimits refuses: it does not stay behind.
+    assert await engine.controls(["limits-it-declared"]) == [{"maxrun": "4"}]

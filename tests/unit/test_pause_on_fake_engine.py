@@ -8,6 +8,7 @@ module-level pause()/resume() and what the sync engine says to them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import anyio
@@ -184,12 +185,20 @@ async def test_a_busy_worker_picks_up_a_resumed_queue_after_the_recheck(
         await gates.until(lambda: len(gates.ended) == 7)
 
 
-async def test_a_burst_worker_ends_leaving_a_paused_queue_s_jobs(engine: FakeEngine, gates: Gates) -> None:
+async def test_a_burst_worker_ends_leaving_a_paused_queue_s_jobs(
+    engine: FakeEngine, gates: Gates, caplog: pytest.LogCaptureFixture
+) -> None:
     await engine.dispatch_many([OnA({"tag": "a"}), OnB({"tag": "b"})])
     await engine.pause(QUEUE_A)
-    with anyio.fail_after(LIMIT):
+    with anyio.fail_after(LIMIT), caplog.at_level(logging.INFO, logger="aiojobs_redis.worker"):
         assert await engine.run_due([QUEUE_A, QUEUE_B]) == 1
     assert gates.ended == ["b"]
+    # Its last line says why jobs were left behind.
+    assert any(
+        f"no ready jobs left (burst) in the queues not paused; paused (their jobs wait): {QUEUE_A}"
+        in r.message
+        for r in caplog.records
+    )
     await engine.resume(QUEUE_A)
     with anyio.fail_after(LIMIT):
         assert await engine.run_due([QUEUE_A, QUEUE_B]) == 1

@@ -54,6 +54,15 @@ def test_retry_after_is_checked_where_it_is_written() -> None:
         RateLimited("soon")
 
 
+def test_retry_after_takes_the_digits_of_a_retry_after_header_as_seconds() -> None:
+    assert RateLimited("30").retry_after_ms == 30_000
+    assert RateLimited(" 5 ").retry_after_ms == 5_000
+    assert RateLimited(2).retry_after_ms == 2_000
+    assert RateLimited().retry_after_ms == 1_000
+    with pytest.raises(InvalidDelay):
+        RateLimited("30 seconds")  # words need the "+N unit" form
+
+
 def test_max_throttles_must_be_a_count() -> None:
     with pytest.raises(ValueError, match="max_throttles"):
 
@@ -132,3 +141,19 @@ def test_payload_errors_say_which_field() -> None:
 
     with pytest.raises(InvalidGroupKey, match="no field 'tenant'"):
         group_of(PartnerAlwaysBusy({}), b"{}")
+
+
+def test_a_group_template_that_can_never_make_a_key_is_refused_at_class_definition() -> None:
+    with pytest.raises(ValueError, match="is not a format string"):
+
+        class UnbalancedGroup(Job):
+            group = "{tenant"
+
+            async def handle(self) -> None: ...
+
+    with pytest.raises(ValueError, match=r"UnusableGroup\.group 'bad key!'"):
+
+        class UnusableGroup(Job):
+            group = "bad key!"
+
+            async def handle(self) -> None: ...
