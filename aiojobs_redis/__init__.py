@@ -17,6 +17,7 @@ from .errors import (
     EngineNotConnected,
     EngineUnavailable,
     InvalidDelay,
+    InvalidFlow,
     InvalidGroupKey,
     InvalidJobClass,
     InvalidJobId,
@@ -38,6 +39,7 @@ from .errors import (
     RedisAuthError,
     RedisTLSError,
     RetryLater,
+    UnknownDependency,
     UnknownJob,
 )
 from .flow import pause, resume
@@ -53,10 +55,14 @@ from .sharding import ShardedQueue
 from .signals import drain_on_signal
 from .sync import SyncEngine
 from .worker import Worker
+from .workflows import Batch, BatchResult, Chain, batch, chain
 
 __all__ = [
     "AiojobsRedisError",
     "BadResult",
+    "Batch",
+    "BatchResult",
+    "Chain",
     "ConfigurationError",
     "Cron",
     "DuplicateJob",
@@ -68,6 +74,7 @@ __all__ = [
     "Every",
     "Hooks",
     "InvalidDelay",
+    "InvalidFlow",
     "InvalidGroupKey",
     "InvalidJobClass",
     "InvalidJobId",
@@ -102,10 +109,13 @@ __all__ = [
     "Settings",
     "ShardedQueue",
     "SyncEngine",
+    "UnknownDependency",
     "UnknownJob",
     "Worker",
     "WorkerEngine",
     "abort",
+    "batch",
+    "chain",
     "connect",
     "current_engine",
     "drain_on_signal",

@@ -48,6 +48,8 @@ COMMANDS: dict[str, str] = {
     "zremrangebyscore": "a worker's heartbeat drops workers long gone; scripts (abort marks)",
     "zmscore": "a worker running jobs looking for aborted ones (once a second per queue)",
     "lrem": "scripts: abort takes a waiting job out of its ready list",
+    "lpos": "scripts: depends_on finds a prerequisite still waiting in a ready list",
+    "lset": "scripts: depends_on gives that prerequisite a record, keeping its place",
     "xadd": "the job events script (telemetry, on by default)",
     "xrevrange": "the dashboard's recent events",
 }

@@ -300,15 +300,17 @@ class Admin(Listing):
         A unique job whose key a live job holds is skipped: see failed_retry_report."""
         return (await self.failed_retry_report(ids, queue=queue)).requeued
 
-    async def _requeue_failed(self, queue: str, ids: list[str], held: dict[str, str]) -> int:
+    async def _requeue_failed(self, queue: str, ids: list[str], report: RetryReport) -> int:
         keys = self.keys(queue)
         async with self._bounded(f"requeue failed jobs of {queue}"):
-            requeued, _skipped, pairs = await self.scripts.requeue_failed(
+            requeued, _skipped, pairs, waits = await self.scripts.requeue_failed(
                 keys=[keys.failed, keys.ready, keys.wake],
                 args=[keys.base, self._now_arg(), BATCH, *ids],
             )
         for job_id, holder in zip(pairs[::2], pairs[1::2], strict=True):
-            held[job_id.decode()] = holder.decode()
+            report.held[job_id.decode()] = holder.decode()
+        for job_id, prerequisite in zip(waits[::2], waits[1::2], strict=True):
+            report.blocked[job_id.decode()] = prerequisite.decode()
         return int(requeued)
 
     async def failed_forget(self, ids: Iterable[str], *, queue: str | None = None) -> int:
@@ -362,17 +364,18 @@ class Admin(Listing):
             for q, found in (await self._locate_failed(ids, queue)).items():
                 for start in range(0, len(found), BATCH):
                     batch = found[start : start + BATCH]
-                    report.requeued += await self._requeue_failed(q, batch, report.held)
+                    report.requeued += await self._requeue_failed(q, batch, report)
             return report
         for q in await self._queues(queue):
             while True:
-                # The oldest failed jobs, past those skipped for a held key (they stay failed).
+                # The oldest failed jobs, past those skipped for a held key or a prerequisite
+                # still failed (they stay failed).
+                skipped = report.held.keys() | report.blocked.keys()
                 async with self._bounded(f"list failed jobs of {q}"):
-                    oldest = await self.redis.zrange(self.keys(q).failed, 0, len(report.held) + BATCH - 1)
-                batch = [job_id for job_id in map(text, oldest) if job_id not in report.held][:BATCH]
-                held_before = len(report.held)
-                done = await self._requeue_failed(q, batch, report.held) if batch else 0
-                if done == 0 and len(report.held) == held_before:
+                    oldest = await self.redis.zrange(self.keys(q).failed, 0, len(skipped) + BATCH - 1)
+                batch = [job_id for job_id in map(text, oldest) if job_id not in skipped][:BATCH]
+                done = await self._requeue_failed(q, batch, report) if batch else 0
+                if done == 0 and len(report.held) + len(report.blocked) == len(skipped):
                     break
                 report.requeued += done
         return report
@@ -507,7 +510,9 @@ def _int(value: str | None) -> int:
 
 @dataclass(slots=True)
 class RetryReport:
-    """What `failed retry` did: jobs requeued, and unique jobs skipped: id -> the live job's id."""
+    """What `failed retry` did: jobs requeued; unique jobs skipped (id -> the live job that
+    holds the key); jobs of a flow skipped (id -> its prerequisite that is still failed)."""
 
     requeued: int = 0
     held: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)

@@ -107,6 +107,11 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
         report = await engine.failed_retry_report(None if args.all else args.ids, queue=args.queue)
         for job_id, holder in report.held.items():
             print(f"{job_id} skipped: a job with the same unique key is live ({holder})", file=sys.stderr)
+        for job_id, prerequisite in report.blocked.items():
+            print(
+                f"{job_id} skipped: its prerequisite {prerequisite} is still failed; retry that one",
+                file=sys.stderr,
+            )
         count = report.requeued
         print(f"requeued {count} job(s)")
         return 0 if args.all or count == len(args.ids) else 1

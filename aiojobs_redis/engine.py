@@ -39,6 +39,7 @@ from .scripts import ScriptCall, Scripts, run_pipelined
 from .telemetry_store import TelemetryStore
 from .versioning import FormatGuard
 from .wire import Wire
+from .workflow_store import WorkflowStore
 
 if TYPE_CHECKING:
     from .job import Job
@@ -52,7 +53,15 @@ Clock = Callable[[], int]  # milliseconds; tests inject one, production uses Red
 
 
 class RedisEngine(
-    DispatchArgs, RedisClock, Admin, TelemetryStore, Abort, ScheduleStore, Results, FlowControl
+    DispatchArgs,
+    RedisClock,
+    Admin,
+    TelemetryStore,
+    Abort,
+    ScheduleStore,
+    Results,
+    FlowControl,
+    WorkflowStore,
 ):
     """The Redis engine; open it with `aiojobs_redis.connect()` or `async with RedisEngine()`."""
 

@@ -209,3 +209,16 @@ class JobNotFound(AiojobsRedisError, LookupError):
 
 class BadResult(AiojobsRedisError, TypeError):
     """handle() returned a value that cannot be kept: not JSON, or over max_payload_bytes."""
+
+
+class InvalidFlow(AiojobsRedisError, ValueError):
+    """A chain, batch or depends_on that cannot be stored as given; nothing was stored."""
+
+
+class UnknownDependency(AiojobsRedisError, LookupError):
+    """A depends_on id names no job of the queue (unknown, of another queue, or ended and no
+    longer on record); nothing was stored. `job_id` is that id."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import MethodType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast
 
-from . import groups, registry, schedules, unique
+from . import groups, registry, schedules, unique, workflows
 from .codec import encode_payload
 from .context import current_engine
 from .errors import AiojobsRedisError, InvalidJobClass, InvalidPriority, RateLimited, RetryLater
@@ -37,6 +37,8 @@ class _DispatchCall(Protocol):
         priority: int | None = None,
         group: str | None = None,
         durable: bool | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_dependency_failure: str = "fail",
     ) -> Coroutine[Any, Any, str]: ...
 
 
@@ -252,6 +254,8 @@ class Job:
         priority: int | None = None,
         group: str | None = None,
         durable: bool | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_dependency_failure: str = "fail",
     ) -> str:
         """Store the job and return its id once Redis has acknowledged it.
 
@@ -259,6 +263,12 @@ class Job:
         class. `durable=True` returns only once `durable_replicas` replicas hold it too (else
         raises NotReplicated; the job is stored all the same); `durable=False` does not wait;
         None (the default) does as the `durable` setting says. The sync engine ignores it.
+
+        `depends_on=[id, ...]`: the job waits until those jobs (of its queue) are done;
+        if one fails for good or is aborted, this one ends failed (reason
+        dependency_failed or dependency_aborted), unless `on_dependency_failure="run"`
+        (then it runs once they have all ended). UnknownDependency for an id with no job
+        on record; see workflows.py.
         """
         if payload is not _UNSET:
             self.payload = payload
@@ -268,6 +278,8 @@ class Job:
             self.set_priority(priority)
         if group is not None:
             self.set_group(group)
+        if depends_on is not None:
+            return await workflows.dispatch_after(self, depends_on, on_dependency_failure)
         return await current_engine().dispatch(self, durable=durable)
 
     @classmethod
@@ -325,6 +337,17 @@ class Job:
         if not recorded:
             holder.lease_refused(claimed)
         return recorded
+
+    async def dependency_result(self, job_id: str | None = None) -> Any:
+        """While this job runs: the result its prerequisite `job_id` kept (its class has
+        keep_result); None: its only prerequisite's (the step before it in a chain).
+        JobNotFound when that job kept none."""
+        return await workflows.dependency_result(self, job_id)
+
+    async def batch_result(self) -> workflows.BatchResult:
+        """While this job runs as a batch's callback (or member): the batch's counts and
+        ids (BatchResult)."""
+        return await workflows.batch_result_of(self)
 
     async def handle(self) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define async def handle(self)")

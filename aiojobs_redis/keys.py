@@ -31,6 +31,13 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
                                      its worker looks for its runs here and cancels them
                                      (abort.lua; marks older than ABORT_MARK_MS are trimmed)
     jobs:{payments}:j:<id>     hash  the job record (fields in JOB_FIELDS)
+    jobs:{payments}:waiting    zset  id -> created ms of each job waiting for its prerequisites
+                                     (a chain's later steps, a batch's callback, depends_on)
+    jobs:{payments}:dep:<id>   set   the jobs that wait for job <id> (its record has F letter d)
+    jobs:{payments}:batch:<b>  hash  batch <b>: n members, left (not ended), ok / ko (ended
+                                     done / failed), cb (its callback's id), mode, ttl; with the
+                                     lists batch:<b>:ok / :ko of the first 1,000 ids of each
+                                     (expire failed_ttl_ms after the last member ends)
     jobs:{payments}:bad:<id>   any   a malformed record moved aside
     jobs:{payments}:bad:queue  any   a queue key of another type than list, moved aside (a level's
                                      list: bad:queue:p<N>)
@@ -131,6 +138,13 @@ JOB_FIELDS = {
     "G": "progress",  # JSON the running job last set with set_progress()
     "r": "raw_entry",  # a queue entry that could not be read, kept by its quarantine record
     "v": "format_version",  # of the record; missing in records written by 0.1 (version 1)
+    # Flows (workflows.py; the prelude's "Flows"):
+    "P": "prerequisites",  # ids, space-separated
+    "D": "prerequisites_pending",  # not done yet
+    "M": "on_dependency_failure",  # "r": run anyway
+    "Y": "delay_after_prerequisites",  # ms
+    "B": "batch",  # the batch of a member or a callback
+    "W": "failed_by",  # the prerequisite whose failure failed it
 }
 
 JOB_FIELD = {name: letter for letter, name in JOB_FIELDS.items()}  # "error" -> "e"
@@ -221,6 +235,19 @@ class QueueKeys:
     def meta(self) -> str:
         """Hash: the queue's controls (paused, limits); see flow.py and claim.lua."""
         return f"{self.base}:meta"
+
+    @property
+    def waiting(self) -> str:
+        """Zset: jobs waiting for their prerequisites (a flow) -> created ms."""
+        return f"{self.base}:waiting"
+
+    def dependents(self, job_id: str) -> str:
+        """Set: the jobs that wait for job `job_id` (dispatch_flow.lua)."""
+        return f"{self.base}:dep:{job_id}"
+
+    def batch(self, batch_id: str) -> str:
+        """Hash: a batch's counts and callback; with lists <key>:ok and <key>:ko of ids."""
+        return f"{self.base}:batch:{batch_id}"
 
     def level(self, priority: int) -> str:
         """The list of ready jobs at a priority level other than 0 (claim.lua)."""

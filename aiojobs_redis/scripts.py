@@ -79,6 +79,7 @@ class Scripts:
     fire: Script
     progress: Script
     queue_ctl: Script
+    dispatch_flow: Script
 
     def __init__(self, redis: Redis, wire: Wire | None = None) -> None:
         for name in SCRIPT_NAMES:

@@ -135,10 +135,11 @@ local function release_unique(base, id, suffix)
   if redis.call('GET', lock) == id then redis.call('DEL', lock) end
 end
 
--- Whether the job at `key` is live (waiting, delayed or running): its state field says so.
+-- Whether the job at `key` is live (ready, delayed, running, or waiting for others): its
+-- state field says so.
 local function is_live(key)
   local state = hash_field(key, 's')
-  return state == 'ready' or state == 'delayed' or state == 'running'
+  return state == 'ready' or state == 'delayed' or state == 'running' or state == 'waiting'
 end
 
 -- Store one job with options as a hash and make it ready (due <= now) or delayed. `flags`
@@ -160,53 +161,8 @@ local function store_job(base, queue, id, name, max_attempts, payload, now, due,
   end
 end
 
--- finish: the last step of every move into a final state (done by ack, failed by fail,
--- reap's stalled branch or quarantine, aborted), run inside the script that makes the move,
--- so its effects are atomic with it. Those scripts are token-fenced and answer a replay
--- through settled_by before they get here, so finish() runs once per job end.
---   base, id    the job's queue base and id
---   outcome     'done', 'failed' or 'aborted'
---   now         ms, Redis time (or the test's)
---   flags, u    the job's F and u fields, read by the caller before it changes or deletes
---               the hash (ack reads them with the c it already reads: no extra command)
--- A plain job has no F: finish() returns at once, without a command. Work hung on a job's
--- end goes here, each piece behind its own flag letter. Returns nothing.
-local function finish(base, id, outcome, now, flags, u)
-  if not flags then return end
-  if u and string.find(flags, '[us]') then
-    release_unique(base, id, u)
-    -- A "replace" dispatch made while this job ran left the newest payload as its successor.
-    local next_key = successor_key(base, u)
-    local s = redis.call('HMGET', next_key, 'i', 'p', 'n', 'm', 'q', 'y', 'F', 'o', 'g')
-    if s[1] and redis.call('EXISTS', job_key(base, s[1])) == 0 then
-      store_job(base, s[5], s[1], s[3], s[4], s[2], now, now + (tonumber(s[6]) or 0), s[7], u,
-        tonumber(s[8] or ''), s[9])
-      wake(base .. ':wake')
-    end
-    redis.call('DEL', next_key)
-  end
-end
-
 local function error_json(reason, kind, message)
   return cjson.encode({reason = reason, type = kind, message = message})
-end
-
--- Move a job that cannot be run aside into the failed set, with the reason recorded.
--- A key of the wrong type is renamed to <base>:bad:<id> so nothing is destroyed.
-local function quarantine(base, failed_key, id, reason, message, now, failed_ttl)
-  local key = job_key(base, id)
-  local kind = key_type(key)
-  local f = kind == 'hash' and redis.call('HMGET', key, 'F', 'u') or {}
-  if kind ~= 'hash' and kind ~= 'none' then
-    redis.call('RENAME', key, bad_key(base, id))
-    redis.call('PEXPIRE', bad_key(base, id), failed_ttl)
-  end
-  redis.call('HSET', key, 's', 'failed', 'f', now, 'e', error_json(reason, 'MalformedJob', message),
-    'v', FORMAT_VERSION)
-  redis.call('HDEL', key, 't', 'w')
-  redis.call('PEXPIRE', key, failed_ttl)
-  redis.call('ZADD', failed_key, now, id)
-  finish(base, id, 'failed', now, f[1], f[2])
 end
 
 -- The queue list holds job ids and inline records (see keys.py):
@@ -262,6 +218,171 @@ local function keep_result(base, id, keep, result)
   notify_ended(base, id, 'done')
 end
 
+-- Flows: chains, batches and dependencies (dispatch_flow.lua stores them). Every job of a
+-- flow is a hash in one queue, so each step below is atomic with the end that causes it.
+-- A job that waits for others has s = 'waiting', is in <base>:waiting (zset, id -> created
+-- ms) and has the fields P (its prerequisites' ids, space-separated), D (how many of them
+-- have not succeeded yet), M ('r': run even if one fails; else fail with it), Y (ms to wait
+-- once released). A prerequisite has F letter 'd', and <base>:dep:<id> (set) names the jobs
+-- that wait for it. A batch <bid> is the hash <base>:batch:<bid> (n members, left not ended,
+-- ok / ko ended done / failed, cb its callback's id or '', mode 'c' on_complete or 's'
+-- on_success, ttl the failed TTL it was made with) with the lists <base>:batch:<bid>:ok / :ko of the first BATCH_IDS_KEPT ids
+-- of each; a member has F letter 'b' and B = <bid>, the callback B = <bid> and s 'waiting'.
+local BATCH_IDS_KEPT = 1000
+local DEFAULT_FAILED_TTL = 7 * 86400000
+
+local function dependents_key(base, id) return base .. ':dep:' .. id end
+local function batch_key(base, bid) return base .. ':batch:' .. bid end
+
+-- Add flag letter `letter` to the F of the job hash at `key` (its F is `flags`, or false).
+local function add_flag(key, flags, letter)
+  flags = flags or ''
+  if not string.find(flags, letter, 1, true) then redis.call('HSET', key, 'F', flags .. letter) end
+end
+
+-- Waiting job `id` may start: ready now (at the tail of its line), or delayed by its Y.
+local function release_waiting(base, id, now)
+  local key = job_key(base, id)
+  redis.call('ZREM', base .. ':waiting', id)
+  local delay = tonumber(hash_field(key, 'Y') or '') or 0
+  if delay > 0 then
+    redis.call('HSET', key, 's', 'delayed', 'd', now + delay)
+    redis.call('ZADD', base .. ':delayed', now + delay, id)
+  else
+    redis.call('HSET', key, 's', 'ready', 'd', now)
+    push_ready(base, id, false)
+  end
+  wake(base .. ':wake')
+end
+
+-- End waiting job `id` in the failed set, because its prerequisite `cause` ended `how`
+-- ('failed' or 'aborted'). W keeps the cause: retrying it revives this job (requeue_failed).
+local function fail_waiting(base, id, cause, how, now, ttl)
+  local key = job_key(base, id)
+  redis.call('ZREM', base .. ':waiting', id)
+  local reason = how == 'aborted' and 'dependency_aborted' or 'dependency_failed'
+  redis.call('HSET', key, 's', 'failed', 'f', now, 'W', cause,
+    'e', error_json(reason, 'DependencyFailed', 'its prerequisite ' .. cause .. ' ' .. how))
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('ZADD', base .. ':failed', now, id)
+  notify_ended(base, id, 'failed')
+end
+
+-- A failed job of a flow to end after this one: queued on `todo` (finish() runs them all).
+local function cascade(base, todo, id)
+  local f = redis.call('HMGET', job_key(base, id), 'F', 'u')
+  todo[#todo + 1] = {id, 'failed', f[1], f[2]}
+end
+
+-- Prerequisite `id` ended (`outcome`): each job waiting for it counts one fewer, and starts
+-- at none left; or, when it failed or was aborted, fails with it (unless its M is 'r').
+-- A dependent already failed (by another prerequisite) still counts the success, so that
+-- retrying the other one finds its count right. The edge set goes with a success, and stays
+-- as long as a failed record (for requeue_failed) otherwise.
+local function end_prerequisite(base, id, outcome, now, ttl, todo)
+  local edges = dependents_key(base, id)
+  for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
+    local key = job_key(base, dep)
+    local d = redis.call('HMGET', key, 's', 'M', 'W')
+    local counts = outcome == 'done' or d[2] == 'r'
+    if d[1] == 'waiting' or (d[1] == 'failed' and d[3]) then
+      if counts then
+        local left = redis.call('HINCRBY', key, 'D', -1)
+        if left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
+      elseif d[1] == 'waiting' then
+        fail_waiting(base, dep, id, outcome, now, ttl)
+        cascade(base, todo, dep)
+      end
+    end
+  end
+  if outcome == 'done' then redis.call('DEL', edges) else redis.call('PEXPIRE', edges, ttl) end
+end
+
+-- Batch member `id` ended: count it; at the last one, the callback (if any) starts and the
+-- batch's keys expire after `ttl`. An on_success callback fails at the first member that
+-- does not succeed.
+local function end_member(base, id, outcome, now, ttl, todo)
+  local bid = hash_field(job_key(base, id), 'B')
+  local bkey = bid and batch_key(base, bid)
+  local b = bkey and redis.call('HMGET', bkey, 'left', 'cb', 'mode', 'ttl')
+  if not b or not b[1] then return end  -- expired, or the member was retried after its batch closed
+  ttl = tonumber(b[4]) or ttl  -- ack knows no failed TTL: the batch keeps the one it was made with
+  local good = outcome == 'done'
+  local ids = bkey .. (good and ':ok' or ':ko')
+  redis.call('HINCRBY', bkey, good and 'ok' or 'ko', 1)
+  if redis.call('LLEN', ids) < BATCH_IDS_KEPT then redis.call('RPUSH', ids, id) end
+  local left = redis.call('HINCRBY', bkey, 'left', -1)
+  local cb = b[2] ~= '' and b[2]
+  if cb and hash_field(job_key(base, cb), 's') == 'waiting' then
+    if not good and b[3] == 's' then
+      fail_waiting(base, cb, id, outcome, now, ttl)
+      cascade(base, todo, cb)
+    elseif left <= 0 then
+      release_waiting(base, cb, now)
+    end
+  end
+  if left <= 0 then
+    for _, k in ipairs({bkey, bkey .. ':ok', bkey .. ':ko'}) do redis.call('PEXPIRE', k, ttl) end
+  end
+end
+
+-- finish: the last step of every move into a final state (done by ack, failed by fail,
+-- reap's stalled branch or quarantine, aborted), run inside the script that makes the move,
+-- so its effects are atomic with it. Those scripts are token-fenced and answer a replay
+-- through settled_by before they get here, so finish() runs once per job end.
+--   base, id    the job's queue base and id (its hash still exists)
+--   outcome     'done', 'failed' or 'aborted'
+--   now         ms, Redis time (or the test's)
+--   flags, u    the job's F and u fields, read by the caller before it changes the hash
+--               (ack reads them with the c it already reads: no extra command)
+--   ttl         how long failed records are kept (ms; default DEFAULT_FAILED_TTL)
+-- A plain job has no F: finish() returns at once, without a command. Work hung on a job's
+-- end goes here, each piece behind its own flag letter: 'u'/'s' unique lock, 'b' batch
+-- member, 'd' prerequisite. The jobs of a flow that fail with it end here too, one after
+-- the other (a list, not recursion: a chain may be long). Returns nothing.
+local function finish(base, id, outcome, now, flags, u, ttl)
+  if not flags then return end
+  ttl = tonumber(ttl) or DEFAULT_FAILED_TTL
+  local todo = {{id, outcome, flags, u}}
+  local i = 1
+  while todo[i] do
+    local job, how, f, lock = todo[i][1], todo[i][2], todo[i][3], todo[i][4]
+    i = i + 1
+    if f and lock and string.find(f, '[us]') then
+      release_unique(base, job, lock)
+      -- A "replace" dispatch made while this job ran left the newest payload as its successor.
+      local next_key = successor_key(base, lock)
+      local s = redis.call('HMGET', next_key, 'i', 'p', 'n', 'm', 'q', 'y', 'F', 'o', 'g')
+      if s[1] and redis.call('EXISTS', job_key(base, s[1])) == 0 then
+        store_job(base, s[5], s[1], s[3], s[4], s[2], now, now + (tonumber(s[6]) or 0), s[7], lock,
+          tonumber(s[8] or ''), s[9])
+        wake(base .. ':wake')
+      end
+      redis.call('DEL', next_key)
+    end
+    if f and string.find(f, 'b', 1, true) then end_member(base, job, how, now, ttl, todo) end
+    if f and string.find(f, 'd', 1, true) then end_prerequisite(base, job, how, now, ttl, todo) end
+  end
+end
+
+-- Move a job that cannot be run aside into the failed set, with the reason recorded.
+-- A key of the wrong type is renamed to <base>:bad:<id> so nothing is destroyed.
+local function quarantine(base, failed_key, id, reason, message, now, failed_ttl)
+  local key = job_key(base, id)
+  local kind = key_type(key)
+  local f = kind == 'hash' and redis.call('HMGET', key, 'F', 'u') or {}
+  if kind ~= 'hash' and kind ~= 'none' then
+    redis.call('RENAME', key, bad_key(base, id))
+    redis.call('PEXPIRE', bad_key(base, id), failed_ttl)
+  end
+  redis.call('HSET', key, 's', 'failed', 'f', now, 'e', error_json(reason, 'MalformedJob', message),
+    'v', FORMAT_VERSION)
+  redis.call('HDEL', key, 't', 'w')
+  redis.call('PEXPIRE', key, failed_ttl)
+  redis.call('ZADD', failed_key, now, id)
+  finish(base, id, 'failed', now, f[1], f[2], failed_ttl)
+end
+
 -- Abort: end a job as aborted (no attempt used). It goes to the failed set with reason
 -- "aborted", so `failed list` shows it and `failed retry` revives it. The field x answers a
 -- replay of the same abort call (its abort id). An aborted job's end is a final state like
@@ -274,6 +395,6 @@ local function mark_aborted(base, failed_key, id, abort_id, err, now, failed_ttl
   redis.call('HDEL', key, 't', 'w')
   redis.call('PEXPIRE', key, failed_ttl)
   redis.call('ZADD', failed_key, now, id)
-  finish(base, id, 'aborted', now, f[1], f[2])
+  finish(base, id, 'aborted', now, f[1], f[2], failed_ttl)
   notify_ended(base, id, 'aborted')  -- result waiters wake at once
 end

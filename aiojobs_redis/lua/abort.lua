@@ -7,7 +7,7 @@
 --   KEYS[1] instead), as the caller found it ('' = none)
 -- ARGV[8] queue name  ARGV[9] how long a mark in KEYS[5] is kept, ms
 -- ARGV[10] the priority level of the list the caller found the record in ('' or 0: KEYS[1])
--- Returns {1, state it was in (ready, delayed, running)} when aborted now, {1, 'replayed'}
+-- Returns {1, state it was in (ready, delayed, running, waiting)} when aborted now, {1, 'replayed'}
 -- when this abort id already did it (a replayed call), else {0, 'already_final'} (done or
 -- failed), {0, 'not_found'}, or {0, 'too_new'} (a record of a newer format: left alone).
 -- An inline record is removed with LREM of that exact entry from the list it waits in (the
@@ -74,6 +74,8 @@ elseif redis.call('ZREM', delayed_key, id) == 1 then
   state = 'delayed'
 elseif f[1] == 'ready' and take_out_id(f[5], f[6]) == 1 then
   state = 'ready'
+elseif f[1] == 'waiting' and redis.call('ZREM', base .. ':waiting', id) == 1 then
+  state = 'waiting'  -- for its prerequisites (a flow): finish() fails its own dependents
 elseif f[1] == 'done' or f[1] == 'failed' or redis.call('ZSCORE', failed_key, id) then
   return {0, 'already_final'}
 else

@@ -31,10 +31,10 @@ while a <= #ARGV do
       local f = redis.call('HMGET', key, 'c', 'F', 'u', 'g')
       group_left(base, f[4])
       local created = tonumber(f[1]) or 0
+      finish(base, id, 'done', now, f[2], f[3])  -- before DEL: a flow's job reads its hash
       redis.call('DEL', key)
       local left = created + guard - now
       if left > 0 then redis.call('SET', key, 'done ' .. token, 'PX', left) end
-      finish(base, id, 'done', now, f[2], f[3])
     end
     if stride == 4 then keep_result(base, id, tonumber(ARGV[a + 2]), ARGV[a + 3]) end
     acked[#acked + 1] = 1

@@ -20,6 +20,6 @@ redis.call('HDEL', key, 't', 'w')
 redis.call('HSET', key, 'x', 'fail ' .. token)
 redis.call('PEXPIRE', key, ttl)
 redis.call('ZADD', failed_key, now, id)
-finish(base, id, 'failed', now, f[1], f[2])
+finish(base, id, 'failed', now, f[1], f[2], ttl)
 if ARGV[8] == '1' then notify_ended(base, id, 'failed') end
 return 1

@@ -48,7 +48,7 @@ for _, id in ipairs(lapsed) do
         'the lease lapsed ' .. stalls .. ' times: the job keeps killing or hanging its worker'))
       redis.call('PEXPIRE', key, failed_ttl)
       redis.call('ZADD', failed_key, now, id)
-      finish(base, id, 'failed', now, f[1], f[2])
+      finish(base, id, 'failed', now, f[1], f[2], failed_ttl)
       stalled[#stalled + 1] = id
     else
       redis.call('HSET', key, 's', 'ready')

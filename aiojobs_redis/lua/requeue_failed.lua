@@ -3,15 +3,23 @@
 -- ARGV[1] queue key base  ARGV[2] now ms ('' = TIME)  ARGV[3] max jobs when no ids are given
 -- ARGV[4..] ids to requeue; none means the oldest ARGV[3] failed jobs
 -- Returns {number requeued, number skipped (not failed here, not runnable, or of a newer format,
---          or unique with its key held), {id, id of the live job holding its unique key, ...}}
+--          or unique with its key held, or waiting on a prerequisite that is still failed),
+--          {id, id of the live job holding its unique key, ...},
+--          {id, id of the failed prerequisite it would wait for, ...}}
 -- A unique job takes its key's lock again; while another live job holds it, it is skipped.
+-- Flows (see the prelude): a job with prerequisites still to succeed goes back to waiting
+-- rather than to its queue. Requeueing a job revives the jobs its failure failed (W = it):
+-- each waits again (or starts, its prerequisites all done), and so on down the flow, unless
+-- another of its prerequisites is still failed. A batch member requeued while its batch is
+-- open is counted again (its failure is taken back, and an on_success callback it failed
+-- waits again); once the batch has closed, the member runs on its own.
 local failed_key, ready_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local base = ARGV[1]
 local now = now_ms(ARGV[2])
 local ids = {}
 for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
 if #ids == 0 then ids = redis.call('ZRANGE', failed_key, 0, tonumber(ARGV[3]) - 1) end
-local requeued, skipped, held = 0, 0, {}
+local requeued, skipped, held, blocked = 0, 0, {}, {}
 
 -- The live job other than `id` that holds the unique key of the job at `key`, if any.
 local function key_holder(key, id)
@@ -22,26 +30,108 @@ local function key_holder(key, id)
   return false
 end
 
+-- A prerequisite of the job at `key` (or the batch member that failed it, W) that is still
+-- failed, if any.
+local function failed_prerequisite(key)
+  local f = redis.call('HMGET', key, 'P', 'W')
+  for p in string.gmatch((f[1] or '') .. ' ' .. (f[2] or ''), '%S+') do
+    if hash_field(job_key(base, p), 's') == 'failed' then return p end
+  end
+  return false
+end
+
+-- Out of the failed set, and waiting (prerequisites left: D), or ready.
+local function restart(id, key)
+  redis.call('ZREM', failed_key, id)
+  redis.call('HDEL', key, 'W')
+  redis.call('PERSIST', key)
+  if (tonumber(hash_field(key, 'D') or '') or 0) > 0 then
+    redis.call('HSET', key, 's', 'waiting')
+    redis.call('ZADD', base .. ':waiting', tonumber(hash_field(key, 'c') or '') or now, id)
+  else
+    redis.call('HSET', key, 's', 'ready', 'd', now)
+    push_ready(base, id, false)
+  end
+end
+
+-- Batch member `id` requeued: an open batch takes its failure back.
+local function reopen_batch(id, key)
+  local bid = hash_field(key, 'B')
+  local bkey = bid and batch_key(base, bid)
+  local b = bkey and redis.call('HMGET', bkey, 'left', 'cb')
+  if not b or not b[1] then return end
+  local cb = b[2] ~= '' and job_key(base, b[2])
+  local cb_failed_by_member = cb and hash_field(cb, 's') == 'failed' and hash_field(cb, 'W')
+  if tonumber(b[1]) <= 0 and not cb_failed_by_member then
+    -- Closed: its callback was released (or it has none). This run is not counted.
+    redis.call('HDEL', key, 'B')
+    redis.call('HSET', key, 'F', (string.gsub(hash_field(key, 'F') or '', 'b', '')))
+    return
+  end
+  redis.call('LREM', bkey .. ':ko', 1, id)
+  local ko = redis.call('HINCRBY', bkey, 'ko', -1)
+  redis.call('HINCRBY', bkey, 'left', 1)
+  for _, k in ipairs({bkey, bkey .. ':ok', bkey .. ':ko'}) do redis.call('PERSIST', k) end
+  if cb_failed_by_member and ko <= 0 then
+    redis.call('ZREM', failed_key, b[2])
+    redis.call('HDEL', cb, 'W')
+    redis.call('PERSIST', cb)
+    redis.call('HSET', cb, 's', 'waiting')
+    redis.call('ZADD', base .. ':waiting', now, b[2])
+  end
+end
+
+-- The jobs whose failure came from `id` (W = id, in its edge set) restart, and theirs after
+-- them, unless another prerequisite of theirs is still failed (W then names that one).
+local function revive_dependents(id)
+  local todo, i = {id}, 1
+  while todo[i] do
+    local edges = dependents_key(base, todo[i])
+    if redis.call('EXISTS', edges) == 1 then
+      redis.call('PERSIST', edges)
+      for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
+        local key = job_key(base, dep)
+        if hash_field(key, 's') == 'failed' and hash_field(key, 'W') == todo[i]
+            and record_version(hash_field(key, 'v')) <= FORMAT_VERSION then
+          local other = failed_prerequisite(key)
+          if other then
+            redis.call('HSET', key, 'W', other)
+          else
+            restart(dep, key)
+            todo[#todo + 1] = dep
+          end
+        end
+      end
+    end
+    i = i + 1
+  end
+end
+
+local woke = false
 for _, id in ipairs(ids) do
   local key = job_key(base, id)
   local runnable = redis.call('ZSCORE', failed_key, id) and hash_field(key, 'n') and hash_field(key, 'p')
     and record_version(hash_field(key, 'v')) <= FORMAT_VERSION
   local holder = runnable and key_holder(key, id)
+  local waits_on = runnable and not holder and failed_prerequisite(key)
   if holder then
     held[#held + 1] = id; held[#held + 1] = holder
+    skipped = skipped + 1
+  elseif waits_on then
+    blocked[#blocked + 1] = id; blocked[#blocked + 1] = waits_on
     skipped = skipped + 1
   elseif runnable then
     local suffix = hash_field(key, 'u')
     if suffix then redis.call('SET', unique_lock(base, suffix), id) end
-    redis.call('ZREM', failed_key, id)
-    redis.call('HSET', key, 's', 'ready', 'a', 0, 'l', 0, 'd', now)
+    redis.call('HSET', key, 'a', 0, 'l', 0)
     redis.call('HDEL', key, 'h')  -- and a fresh allowance of throttles (RateLimited)
-    redis.call('PERSIST', key)
-    push_ready(base, id, false)
+    restart(id, key)
+    reopen_batch(id, key)
+    revive_dependents(id)
     requeued = requeued + 1
   else
     skipped = skipped + 1
   end
 end
 if requeued > 0 then wake(wake_key) end
-return {requeued, skipped, held}
+return {requeued, skipped, held, blocked}
