@@ -221,15 +221,18 @@ class Admin(Listing):
                 return None
             # From the tail, by negative index: claims pop at the head and pushes at the tail
             # only shift entries towards the part not read yet (a few are read twice), so no
-            # entry that stays in the list is missed.
+            # entry that stays in the list is missed. The first slices are small: the job
+            # looked for was often dispatched just now (depends_on, abort, a result).
+            size = 16
             while True:
-                entries: list[bytes] = await self.redis.lrange(key, -seen - BATCH, -seen - 1)  # type: ignore[assignment]
+                entries: list[bytes] = await self.redis.lrange(key, -seen - size, -seen - 1)  # type: ignore[assignment]
                 for entry in reversed(entries):
                     if entry.startswith(head):
                         return entry
-                if len(entries) < BATCH:
+                if len(entries) < size:
                     return None
-                seen += BATCH
+                seen += size
+                size = min(size * 4, BATCH)
 
     async def running_jobs(self, queues: Iterable[str], limit: int = 100) -> list[LeasedJob]:
         """Up to `limit` jobs of the running sets, queue by queue, earliest lease deadline first."""
