@@ -121,7 +121,8 @@ def main() -> None:
     print(f"\n{args.jobs} jobs per mode, median of {args.rounds} rounds (ratio: against plain, same round)")
     print(f"{'mode':8} {'B/job':>7} {'dispatch/s':>11} {'drain/s':>9} {'drain ratio':>12}")
     for mode in MODES:
-        ratios = [r["drain_per_s"] / p["drain_per_s"] for r, p in zip(results[mode], results["plain"], strict=True)]
+        pairs = zip(results[mode], results["plain"], strict=True)
+        ratios = [r["drain_per_s"] / p["drain_per_s"] for r, p in pairs]
         print(
             f"{mode:8} {statistics.median(r['bytes_per_job'] for r in results[mode]):7.0f} "
             f"{statistics.median(r['dispatch_per_s'] for r in results[mode]):11.0f} "

@@ -291,3 +291,13 @@ async def test_dispatch_payment_prints_an_id_and_the_payment_waits_five_minutes(
     assert due is not None and info.created_ms is not None
     assert abs(due - info.created_ms - FIVE_MINUTES_MS) < 1000
     assert (await engine.stats("payments"))[0].delayed == 1
+
+
+async def test_workflows_example_runs_a_chain_a_batch_and_a_join(env: dict[str, str]) -> None:
+    code, out, err = await run_to_end(["-m", "examples.workflows"], env)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "published thumb of https://example.com/cat.jpg (27000 bytes)" in lines
+    assert "album: 5 of 6 resized, 1 failed" in lines
+    assert "report for 2026-12-01 after both exports" in lines
+    assert lines[-1] == "12 jobs done, 1 failed"

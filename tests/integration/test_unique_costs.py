@@ -71,7 +71,8 @@ async def run_one(engine: RedisEngine, job: Job, request: str) -> None:
 # scripts and out. The release before unique jobs ran the same 23; ack read c with HGET
 # where it now reads c, F and u with one HMGET. Since flow control, the claim also reads the
 # queue's control hash (one HMGET) and its priority levels (one ZRANGE): 25. Since rate
-# groups, whether the queue has any (one EXISTS of its ring and gwait): 26.
+# groups, whether the queue has any (one EXISTS of its ring and gwait): 26. Workflows added
+# none: a plain job has no F, so finish() returns at once.
 PLAIN_JOB_COMMANDS = {
     "del": 1, "evalsha": 3, "exists": 2, "get": 1, "hget": 1, "hmget": 2, "hset": 1, "llen": 2,
     "lpop": 1, "rpush": 1, "set": 3, "time": 3, "type": 2, "zadd": 1, "zrange": 1, "zrem": 1,

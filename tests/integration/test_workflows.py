@@ -240,3 +240,19 @@ async def test_bad_flows_are_refused_before_any_io() -> None:
         batch([])
     with pytest.raises(InvalidFlow):
         batch([Step()], on_complete=Report(), on_success=Report())
+
+
+async def test_finished_flows_leave_no_edges_and_their_batches_expire(engine: RedisEngine) -> None:
+    for _ in range(5):
+        await chain(Step({"n": 1}), Step({"n": 2}), Step({"n": 3})).dispatch()
+    first = await Step({"n": 4}).dispatch()
+    await Step({"n": 5}).dispatch(depends_on=[first])
+    batch_id, _ = await batch([Step({"n": n}) for n in range(20)], on_complete=Report()).dispatch()
+    await run_burst(engine)
+    base = engine.keys(QUEUE).base
+    edges = [k async for k in engine.redis.scan_iter(match=f"{base}:dep:*", count=1000)]
+    assert edges == []
+    assert await engine.redis.zcard(engine.keys(QUEUE).waiting) == 0
+    batch_key = engine.keys(QUEUE).batch(batch_id)
+    for key in (batch_key, f"{batch_key}:ok"):
+        assert 0 < await engine.redis.pttl(key) <= engine.settings.failed_ttl_ms
