@@ -83,8 +83,8 @@ class WorkflowStore:
         queue = flow.queue or prepared[0].queue
         if flow.queue is not None:
             queue = self.keys(self._route_flow(flow.queue, prepared[0])).queue
-        if flow.outside:
-            queue = await self._located(queue, flow.outside[0])
+        if flow.outside:  # the shard (of a sharded queue) its first prerequisite is in
+            queue = await self._located(flow.queue or flow.nodes[0].job.queue, flow.outside[0])
         for node, pending in zip(flow.nodes, prepared, strict=True):
             pending.job_id = node.job_id
         if any(node.member for node in flow.nodes):

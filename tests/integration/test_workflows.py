@@ -256,3 +256,23 @@ async def test_finished_flows_leave_no_edges_and_their_batches_expire(engine: Re
     batch_key = engine.keys(QUEUE).batch(batch_id)
     for key in (batch_key, f"{batch_key}:ok"):
         assert 0 < await engine.redis.pttl(key) <= engine.settings.failed_ttl_ms
+
+
+class Sharded(Job):
+    name = "flow_tests.Sharded"
+    queue = "flows-sharded"
+    shards = 4
+
+    async def handle(self) -> None:
+        ledger.append(("sharded", self.payload["n"]))
+
+
+async def test_on_a_sharded_queue_a_flow_stays_in_one_shard(engine: RedisEngine) -> None:
+    plain = [await Sharded({"n": n}).dispatch() for n in range(4)]  # one per shard, in turn
+    joined = Sharded({"n": 9})
+    await joined.dispatch(depends_on=[plain[2]])
+    ids = await chain(Sharded({"n": 10}), Sharded({"n": 11})).dispatch()
+    await run_burst(engine, "flows-sharded")
+    assert ledger.index(("sharded", 9)) > ledger.index(("sharded", 2))
+    assert ledger.index(("sharded", 11)) > ledger.index(("sharded", 10))
+    assert len(ledger) == 7 and joined.id and ids
