@@ -279,7 +279,7 @@ class Job:
         if group is not None:
             self.set_group(group)
         if depends_on is not None:
-            return await workflows.dispatch_after(self, depends_on, on_dependency_failure)
+            return await workflows.dispatch_after(self, depends_on, on_dependency_failure, durable)
         return await current_engine().dispatch(self, durable=durable)
 
     @classmethod

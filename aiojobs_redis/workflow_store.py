@@ -75,9 +75,10 @@ class WorkflowStore:
 
         async def _inline_in_groups(self, queue: str, job_id: str) -> tuple[str, bytes | None]: ...
 
-    async def dispatch_flow(self, flow: Flow) -> None:
+    async def dispatch_flow(self, flow: Flow, *, durable: bool | None = None) -> None:
         """Store a flow's jobs in one atomic call; each node's `job_id` (and its job's `id`)
-        is set. UnknownDependency when a depends_on id names no job of the flow's queue."""
+        is set. UnknownDependency when a depends_on id names no job of the flow's queue.
+        `durable` as for dispatch() (None: the `durable` setting)."""
         check_flow(flow)
         prepared = [self._prepare(node.job) for node in flow.nodes]
         queue = flow.queue or prepared[0].queue
@@ -97,7 +98,7 @@ class WorkflowStore:
                     self._clock() if self._clock is not None else await self.redis_time_ms(action="dispatch")
                 )
                 call = self._flow_call(queue, flow, prepared, outside, now_ms + self._dispatch_timeout_ms)
-                if self.settings.durable:
+                if self.settings.durable if durable is None else durable:
                     [reply] = await durability.dispatch(
                         self.redis, [call], [[n.job_id for n in flow.nodes]], self.settings
                     )

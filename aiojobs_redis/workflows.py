@@ -209,13 +209,13 @@ def _distinct(jobs: Sequence[Job]) -> None:
             raise InvalidFlow(f"a flow takes Job instances, not {job!r}")
 
 
-async def dispatch_after(job: Job, depends_on: Iterable[str], policy: str) -> str:
+async def dispatch_after(job: Job, depends_on: Iterable[str], policy: str, durable: bool | None) -> str:
     """Job.dispatch(depends_on=...): one job that waits for jobs already stored."""
     ids = check_depends_on(depends_on, policy)
     if not ids:
-        return str(await current_engine().dispatch(job))
+        return str(await current_engine().dispatch(job, durable=durable))
     flow = Flow([FlowNode(job, prerequisites=ids, run_anyway=policy == "run")], outside=ids)
-    await current_engine_for_flows().dispatch_flow(flow)
+    await current_engine_for_flows().dispatch_flow(flow, durable=durable)
     return flow.nodes[0].job_id
 
 
