@@ -289,6 +289,8 @@ local function end_prerequisite(base, id, outcome, now, ttl, todo)
       if counts then
         local left = redis.call('HINCRBY', key, 'D', -1)
         if left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
+        -- Counted for good: a retry of this prerequisite that succeeds must not count again.
+        if outcome ~= 'done' then redis.call('SREM', edges, dep) end
       elseif d[1] == 'waiting' then
         fail_waiting(base, dep, id, outcome, now, ttl)
         cascade(base, todo, dep)

@@ -276,3 +276,19 @@ async def test_on_a_sharded_queue_a_flow_stays_in_one_shard(engine: RedisEngine)
     assert ledger.index(("sharded", 9)) > ledger.index(("sharded", 2))
     assert ledger.index(("sharded", 11)) > ledger.index(("sharded", 10))
     assert len(ledger) == 7 and joined.id and ids
+
+
+async def test_a_run_anyway_dependent_counts_a_prerequisite_once_across_its_retry(engine: RedisEngine) -> None:
+    flaky = await Flaky({"n": 1}).dispatch(delay="+1 hour")  # its record exists: a delayed hash
+    slow = await Step({"n": 2}).dispatch(delay="+1 hour")
+    joined = await Step({"n": 3}).dispatch(depends_on=[flaky, slow], on_dependency_failure="run")
+    # flaky ends failed: counted; retried and done: not counted again; slow still pending.
+    await engine.redis.zadd(engine.keys(QUEUE).delayed, {flaky: 0})
+    await engine.promote([QUEUE])
+    await run_burst(engine)
+    assert await state(engine, joined) == "waiting"
+    Flaky.healthy = True
+    assert await engine.failed_retry([flaky], queue=QUEUE) == 1
+    await run_burst(engine)
+    assert await state(engine, joined) == "waiting", "slow has not run yet"
+    assert ("step", 3) not in ledger
