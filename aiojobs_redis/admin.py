@@ -514,7 +514,8 @@ def _int(value: str | None) -> int:
 @dataclass(slots=True)
 class RetryReport:
     """What `failed retry` did: jobs requeued; unique jobs skipped (id -> the live job that
-    holds the key); jobs of a flow skipped (id -> its prerequisite that is still failed)."""
+    holds the key); jobs of a flow skipped (id -> its prerequisite that is still failed, or
+    gone while still counted)."""
 
     requeued: int = 0
     held: dict[str, str] = field(default_factory=dict)

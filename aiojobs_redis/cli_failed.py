@@ -109,7 +109,8 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
             print(f"{job_id} skipped: a job with the same unique key is live ({holder})", file=sys.stderr)
         for job_id, prerequisite in report.blocked.items():
             print(
-                f"{job_id} skipped: its prerequisite {prerequisite} is still failed; retry that one",
+                f"{job_id} skipped: its prerequisite {prerequisite} is failed or gone; "
+                "retry that one, or forget this",
                 file=sys.stderr,
             )
         count = report.requeued

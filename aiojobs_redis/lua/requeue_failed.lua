@@ -5,7 +5,7 @@
 -- Returns {number requeued, number skipped (not failed here, not runnable, or of a newer format,
 --          or unique with its key held, or waiting on a prerequisite that is still failed),
 --          {id, id of the live job holding its unique key, ...},
---          {id, id of the failed prerequisite it would wait for, ...}}
+--          {id, id of the failed (or gone) prerequisite it would wait for, ...}}
 -- A unique job takes its key's lock again; while another live job holds it, it is skipped.
 -- Flows (see the prelude): a job with prerequisites still to succeed goes back to waiting
 -- rather than to its queue. Requeueing a job revives the jobs its failure failed (W = it):
@@ -31,12 +31,21 @@ local function key_holder(key, id)
 end
 
 -- A prerequisite of the job at `key` (or the batch member that failed it, W) that is still
--- failed, if any.
+-- failed, if any; or one that is gone (its failed record forgotten or expired) when the job
+-- still counts more prerequisites to succeed (D) than are live: it would wait for ever.
 local function failed_prerequisite(key)
-  local f = redis.call('HMGET', key, 'P', 'W')
+  local f = redis.call('HMGET', key, 'P', 'W', 'D')
+  local live, gone = 0, false
   for p in string.gmatch((f[1] or '') .. ' ' .. (f[2] or ''), '%S+') do
-    if hash_field(job_key(base, p), 's') == 'failed' then return p end
+    local prerequisite = job_key(base, p)
+    if hash_field(prerequisite, 's') == 'failed' then return p end
+    if is_live(prerequisite) then
+      live = live + 1
+    elseif key_type(prerequisite) == 'none' then
+      gone = gone or p
+    end
   end
+  if gone and (tonumber(f[3] or '') or 0) > live then return gone end
   return false
 end
 

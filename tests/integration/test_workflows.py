@@ -278,7 +278,9 @@ async def test_on_a_sharded_queue_a_flow_stays_in_one_shard(engine: RedisEngine)
     assert len(ledger) == 7 and joined.id and ids
 
 
-async def test_a_run_anyway_dependent_counts_a_prerequisite_once_across_its_retry(engine: RedisEngine) -> None:
+async def test_a_run_anyway_dependent_counts_a_prerequisite_once_across_its_retry(
+    engine: RedisEngine,
+) -> None:
     flaky = await Flaky({"n": 1}).dispatch(delay="+1 hour")  # its record exists: a delayed hash
     slow = await Step({"n": 2}).dispatch(delay="+1 hour")
     joined = await Step({"n": 3}).dispatch(depends_on=[flaky, slow], on_dependency_failure="run")
@@ -292,3 +294,14 @@ async def test_a_run_anyway_dependent_counts_a_prerequisite_once_across_its_retr
     await run_burst(engine)
     assert await state(engine, joined) == "waiting", "slow has not run yet"
     assert ("step", 3) not in ledger
+
+
+async def test_a_dependent_whose_failed_prerequisite_was_forgotten_is_not_revived(
+    engine: RedisEngine,
+) -> None:
+    first, second = await chain(Flaky({"n": 1}), Step({"n": 2})).dispatch()
+    await run_burst(engine)
+    assert await engine.failed_forget([first], queue=QUEUE) == 1
+    report = await engine.failed_retry_report([second], queue=QUEUE)
+    assert report.requeued == 0 and report.blocked == {second: first}, "it would wait for ever"
+    assert await reason(engine, second) == "dependency_failed"
