@@ -278,7 +278,7 @@ async def test_on_a_sharded_queue_a_flow_stays_in_one_shard(engine: RedisEngine)
     assert len(ledger) == 7 and joined.id and ids
 
 
-async def test_a_run_anyway_dependent_counts_a_prerequisite_once_across_its_retry(
+async def test_a_run_anyway_dependent_counts_a_prerequisite_once_across_retries(
     engine: RedisEngine,
 ) -> None:
     flaky = await Flaky({"n": 1}).dispatch(delay="+1 hour")  # its record exists: a delayed hash
@@ -296,7 +296,7 @@ async def test_a_run_anyway_dependent_counts_a_prerequisite_once_across_its_retr
     assert ("step", 3) not in ledger
 
 
-async def test_a_dependent_whose_failed_prerequisite_was_forgotten_is_not_revived(
+async def test_a_dependent_of_a_forgotten_failed_prerequisite_is_not_revived(
     engine: RedisEngine,
 ) -> None:
     first, second = await chain(Flaky({"n": 1}), Step({"n": 2})).dispatch()
