@@ -525,10 +525,12 @@ async def _stats(engine: RedisEngine, args: argparse.Namespace) -> int:
         for row in rows:
             print(orjson.dumps({**dataclasses.asdict(row), "format_version": version}).decode())
         return 0
-    print(f"{'queue':<24} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9} {'paused':>7}")
+    header = f"{'waiting':>9} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9} {'paused':>7}"
+    print(f"{'queue':<24} {header}")
     for row in rows:
         paused = "yes" if row.paused else "no"
-        print(f"{row.queue:<24} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9} {paused:>7}")
+        counts = f"{row.waiting:>9} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9}"
+        print(f"{row.queue:<24} {counts} {paused:>7}")
     dropped = ", ".join(f"{row.queue} {row.failed_dropped}" for row in rows if row.failed_dropped)
     if dropped:
         print(f"\nfailed jobs dropped by retention: {dropped}")

@@ -143,6 +143,7 @@ class QueueStats:
     failed: int
     failed_dropped: int = 0  # failed jobs dropped by retention (failed_ttl_ms, failed_max), in all
     paused: bool = False  # the queue is paused: workers start none of its jobs (flow.py)
+    waiting: int = 0  # jobs of flows waiting for their prerequisites (workflows.py)
 
 
 @dataclass(frozen=True, slots=True)

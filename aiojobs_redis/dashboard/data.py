@@ -68,6 +68,7 @@ async def snapshot(
         "queues": [
             {
                 "queue": s.queue,
+                "waiting": s.waiting,
                 "ready": s.ready,
                 "delayed": s.delayed,
                 "running": s.running,

@@ -147,6 +147,8 @@ def pause_form(queue: str, paused: bool, csrf: str, read_only: bool) -> str:
     return _form("api/queue/pause", csrf, {"queue": queue}, "Pause", "pause", ask)
 
 
+QUEUE_COUNTS = ("waiting", "ready", "delayed", "running", "failed")  # the queue table's columns
+WAITING_TITLE = "jobs of flows (chain, batch, depends_on) waiting for their prerequisites"
 PAUSED_TITLE = "paused: workers start none of its jobs; dispatch and delayed jobs still fill it"
 
 
@@ -164,7 +166,7 @@ def totals_text(totals: Totals) -> str:
 
 def queue_rows(queues: Sequence[dict[str, Any]], csrf: str, read_only: bool) -> str:
     if not queues:
-        return '<tr class="empty"><td colspan="9">no queues yet</td></tr>'
+        return '<tr class="empty"><td colspan="10">no queues yet</td></tr>'
     rows = []
     for q in queues:
         action = pause_form(q["queue"], q["paused"], csrf, read_only)
@@ -182,7 +184,7 @@ def queue_rows(queues: Sequence[dict[str, Any]], csrf: str, read_only: bool) -> 
         )
         rows.append(
             f'<tr data-queue="{e(q["queue"])}"><td class="name">{name}</td>'
-            + "".join(f'<td class="num {k}">{q[k]}</td>' for k in ("ready", "delayed", "running", "failed"))
+            + "".join(f'<td class="num {k}">{q[k]}</td>' for k in QUEUE_COUNTS)
             + f'<td class="num latency">{e(span(q["latency_ms"]))}</td>'
             + f'<td class="throughput">{chart(q["throughput"])}</td>'
             + f'<td class="num totals">{e(totals_text(q["totals"]))}</td>'
@@ -382,7 +384,8 @@ def render(
     main = f"""<section id="queues">
 <h2>Queues <span class="count" id="lifetime" title="{e(LIFETIME_TITLE)}">{e(lifetime(state["queues"]))}</span>
 <span class="ranges">throughput over {ranges}</span></h2>
-<table><thead><tr><th>queue</th><th class="num">ready</th><th class="num">delayed</th>
+<table><thead><tr><th>queue</th>
+<th class="num" title="{e(WAITING_TITLE)}">waiting</th><th class="num">ready</th><th class="num">delayed</th>
 <th class="num">running</th><th class="num" title="jobs in the failed set now">failed</th>
 <th class="num" title="how long the oldest ready job has waited">oldest ready</th>
 <th title="{e(CAPTION_TITLE)}">runs per minute</th>
