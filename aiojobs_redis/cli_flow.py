@@ -132,11 +132,11 @@ def format_flow(job_id: str, queue: str, jobs: Sequence[FlowJob], batches: Seque
     lines = [f"flow of job {job_id} in queue {queue}: {len(jobs)} job(s), prerequisites first"]
     if len(jobs) >= FLOW_LIMIT:
         lines[0] += f" (the first {FLOW_LIMIT} found)"
-    lines.append(f"  {'id':<26} {'job':<32} {'state':<8} {'waits for':<28} failure")
+    lines.append(f"  {'id':<20} {'job':<32} {'state':<8} {'waits for':<28} failure")
     for job in jobs:
         mark = "*" if job.job_id == job_id else " "
         lines.append(
-            f"{mark} {job.job_id:<26} {(job.name or '?')[:32]:<32} {job.state:<8} "
+            f"{mark} {job.job_id:<20} {(job.name or '?')[:32]:<32} {job.state:<8} "
             f"{waits_for(job, states)[:200]:<28} {failure(job)}".rstrip()
         )
     lines += [f"\n{batch_line(b)}" for b in batches]
