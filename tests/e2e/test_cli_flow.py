@@ -93,6 +93,8 @@ async def test_a_chain_whose_first_step_failed(engine: RedisEngine, prefix: str,
     assert f"needs      {first} (failed); 1 of 1 not done yet" in result.stdout, result.stdout
     assert f"needed by  {third} (failed)" in result.stdout, result.stdout
     assert f"failed by  {first} (" in result.stdout, result.stdout
+    result = await inspect(prefix, redis_url, "failed", "show", third)
+    assert f"failed by  {second} (" in result.stdout, result.stdout
     result = await inspect(prefix, redis_url, "job", second, "--json")
     [job] = json_lines(result.stdout)
     assert (job["prerequisites"], job["prerequisites_pending"], job["failed_by"]) == ([first], 1, first)
