@@ -86,7 +86,7 @@ class Admin(Listing):
 
     async def stats(self, queue: str | None = None) -> list[QueueStats]:
         """Each queue's jobs by state; `ready` counts the lists of every priority level and
-        rate group too."""
+        rate group too, `waiting` the jobs of flows waiting for their prerequisites."""
         queues = await self._queues(queue)
         async with self._bounded("stats"), self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
@@ -97,8 +97,9 @@ class Admin(Listing):
                 pipe.get(keys.dropped)
                 pipe.hexists(keys.meta, "paused")
                 pipe.zrange(keys.levels, 0, -1)
+                pipe.zcard(keys.waiting)
             counts = await pipe.execute()
-        rows = [counts[i * 7 : i * 7 + 7] for i in range(len(queues))]
+        rows = [counts[i * 8 : i * 8 + 8] for i in range(len(queues))]
         # Then the level lists the levels zsets name, in a second round trip (none: no call).
         lists = [
             (i, self.keys(q).level(int(n))) for i, q in enumerate(queues) for n in rows[i][6] if is_level(n)
@@ -115,8 +116,17 @@ class Admin(Listing):
                 at_levels[i] += 0 if isinstance(length, Exception) else int(length)
         grouped = await self._group_waiting(queues)
         return [
-            QueueStats(q, ready + extra + waiting, delayed, running, failed, int(dropped or 0), bool(paused))
-            for q, extra, waiting, (ready, delayed, running, failed, dropped, paused, _) in zip(
+            QueueStats(
+                q,
+                ready + extra + in_groups,
+                delayed,
+                running,
+                failed,
+                int(dropped or 0),
+                bool(paused),
+                waiting,
+            )
+            for q, extra, in_groups, (ready, delayed, running, failed, dropped, paused, _, waiting) in zip(
                 queues, at_levels, grouped, rows, strict=True
             )
         ]

@@ -6,6 +6,8 @@ aiojobs-redis work --import app.jobs --middleware app.mw:tenant
 aiojobs-redis failed list|show|retry|forget|flush ...
 aiojobs-redis abort JOB_ID [--queue Q] [--reason TEXT]
 aiojobs-redis limits show|set|clear QUEUE ...
+aiojobs-redis job JOB_ID [--queue Q]
+aiojobs-redis flow JOB_ID [--queue Q] | batch BATCH_ID --queue Q
 aiojobs-redis pause|resume QUEUE [QUEUE ...]
 aiojobs-redis stats
 aiojobs-redis dashboard --port 8080
@@ -31,6 +33,7 @@ import orjson
 from . import (
     cli_abort,
     cli_failed,
+    cli_flow,
     cli_job,
     cli_limits,
     cli_pause,
@@ -61,6 +64,7 @@ examples:
   aiojobs-redis pause payments                          start no more jobs of a queue (resume: again)
   aiojobs-redis failed list --queue payments
   aiojobs-redis failed retry --all
+  aiojobs-redis flow JOB_ID                             the chain / batch / depends_on flow of a job
   aiojobs-redis doctor                                  check the Redis deployment
   aiojobs-redis dashboard --port 8080
 
@@ -258,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_schedules.add_commands(commands, connection)
     cli_limits.add_commands(commands, connection)
     cli_job.add_command(commands, connection)
+    cli_flow.add_commands(commands, connection)
 
     stats = commands.add_parser("stats", parents=[connection], help="jobs per queue and state")
     stats.add_argument("--queue", help="only this queue, with its shards (default: every queue)")
@@ -405,6 +410,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return await cli_limits.run(engine, args)
         if args.command == "job":
             return await cli_job.run(engine, args)
+        if args.command in ("flow", "batch"):
+            return await cli_flow.run(engine, args)
         return await cli_failed.run(engine, args)
 
 
@@ -525,10 +532,12 @@ async def _stats(engine: RedisEngine, args: argparse.Namespace) -> int:
         for row in rows:
             print(orjson.dumps({**dataclasses.asdict(row), "format_version": version}).decode())
         return 0
-    print(f"{'queue':<24} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9} {'paused':>7}")
+    header = f"{'waiting':>9} {'ready':>9} {'delayed':>9} {'running':>9} {'failed':>9} {'paused':>7}"
+    print(f"{'queue':<24} {header}")
     for row in rows:
         paused = "yes" if row.paused else "no"
-        print(f"{row.queue:<24} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9} {paused:>7}")
+        counts = f"{row.waiting:>9} {row.ready:>9} {row.delayed:>9} {row.running:>9} {row.failed:>9}"
+        print(f"{row.queue:<24} {counts} {paused:>7}")
     dropped = ", ".join(f"{row.queue} {row.failed_dropped}" for row in rows if row.failed_dropped)
     if dropped:
         print(f"\nfailed jobs dropped by retention: {dropped}")

@@ -18,10 +18,12 @@ from typing import Any
 import orjson
 from anyio import to_thread
 
+from .cli_flow import flow_lines, links_json, links_of
 from .engine import RedisEngine
 from .errors import EngineError, MalformedJob
 from .listing import MAX_PAGE, FailedPage
 from .records import Event, JobInfo
+from .workflow_store import FlowJob
 
 
 def add_commands(
@@ -212,19 +214,27 @@ async def _show(engine: RedisEngine, args: argparse.Namespace) -> int:
         print(f"no job with id {args.id}{where}", file=sys.stderr)
         return 1
     events = await events_of(engine, job)
+    links = await links_of(engine, job)
     if args.json:
-        record = orjson.loads(orjson.dumps(job))
+        record = orjson.loads(orjson.dumps(job)) | links_json(*links)
         if not args.payload:
             del record["payload"]
         record["events"] = events
         print(orjson.dumps(record).decode())
         return 0
-    print(format_job(job, events, with_payload=args.payload))
+    print(format_job(job, events, with_payload=args.payload, links=links))
     return 0
 
 
-def format_job(job: JobInfo, events: Sequence[Event], *, with_payload: bool) -> str:
-    """A job's record for a terminal: fields, runs recorded in the event stream, last error."""
+def format_job(
+    job: JobInfo,
+    events: Sequence[Event],
+    *,
+    with_payload: bool,
+    links: tuple[Sequence[FlowJob], Sequence[FlowJob]] = ((), ()),
+) -> str:
+    """A job's record for a terminal: fields, its place in a flow (`links`: its prerequisites
+    and dependents), runs recorded in the event stream, last error."""
     lines = [
         f"job        {job.id}",
         f"name       {job.name or '?'}",
@@ -242,6 +252,7 @@ def format_job(job: JobInfo, events: Sequence[Event], *, with_payload: bool) -> 
         lines.append(f"worker     {job.worker}")
     if job.progress is not None:
         lines.append(f"progress   {orjson.dumps(job.progress).decode()}")
+    lines += flow_lines(job, *links)
     runs = [e for e in events if e.kind != "started"]
     if runs:
         lines.append("\nruns still in the event stream (oldest first):")

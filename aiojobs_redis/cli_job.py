@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from .cli_failed import add_one_job_arguments, events_of, find_one_job, format_job
+from .cli_flow import links_json, links_of
 from .engine import RedisEngine
 
 
@@ -34,10 +35,11 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    links = await links_of(engine, job) if job is not None else ([], [])
     if args.json:
         record: dict[str, Any] = {"id": args.id}
         if job is not None:
-            record = orjson.loads(orjson.dumps(job))
+            record = orjson.loads(orjson.dumps(job)) | links_json(*links)
             if not args.payload:
                 del record["payload"]
         if kept is not None:
@@ -46,7 +48,7 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
         return 0
     if job is not None:
         events = await events_of(engine, job)
-        print(format_job(job, events, with_payload=args.payload))
+        print(format_job(job, events, with_payload=args.payload, links=links))
     else:
         assert kept is not None
         print(f"job        {args.id}\nqueue      {kept[0]}")

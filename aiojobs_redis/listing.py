@@ -1,8 +1,8 @@
 """Paged views of the stored jobs, for `failed list/show` and the dashboard.
 
 `Listing` is mixed into RedisEngine through Admin: a page of failed jobs (with filters), one
-job's detail, the ready and delayed jobs of a queue, the age of each queue's oldest ready job
-and the lifetime totals. Every call reads a bounded amount: a page is at most MAX_PAGE jobs,
+job's detail, the ready, delayed and waiting jobs of a queue, the age of each queue's oldest
+ready job and the lifetime totals. Every call reads a bounded amount: a page is at most MAX_PAGE jobs,
 and a filtered failed listing reads at most FILTER_SCAN_MAX ids per call (see failed_page).
 """
 
@@ -66,8 +66,9 @@ class QueuedJob:
     queue: str
     id: str
     name: str | None
-    state: str  # "ready" or "delayed"
-    due_ms: int | None  # delayed: when it is due; ready: when it became ready, if known
+    state: str  # "ready", "delayed" or "waiting" (for its prerequisites)
+    due_ms: int | None  # delayed: when it is due; ready: when it became ready, if known;
+    # waiting: when it began to wait
     created_ms: int | None
     attempts: int  # attempts used up so far (a retried job waits with some used)
     max_attempts: int | None
@@ -78,7 +79,7 @@ class QueuedJob:
 @dataclass(frozen=True, slots=True)
 class QueuePage:
     queue: str
-    state: str  # "ready" or "delayed"
+    state: str  # "ready", "delayed" or "waiting"
     total: int
     offset: int
     jobs: list[QueuedJob]
@@ -364,6 +365,25 @@ class Listing:
         listed = [(raw_id, int(score)) for raw_id, score in pairs]
         jobs = await self._queued_records(keys, listed, "delayed", with_payload)
         return QueuePage(queue, "delayed", int(total), offset, jobs)
+
+    async def waiting_jobs(
+        self, queue: str, *, offset: int = 0, limit: int = 50, with_payload: bool = False
+    ) -> QueuePage:
+        """The jobs of flows waiting for their prerequisites in one queue (or one shard),
+        oldest first, `due_ms` when each began to wait (a chain's later steps, a batch's
+        callback, a job with depends_on; see workflows.py)."""
+        offset, limit = _page_bounds(offset, limit)
+        keys = self.keys(validate_queue(queue))
+        async with (
+            redis_errors(f"list waiting jobs of {queue}"),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            pipe.zcard(keys.waiting)
+            pipe.zrange(keys.waiting, offset, offset + limit - 1, withscores=True)
+            total, pairs = await pipe.execute()
+        listed = [(raw_id, int(score)) for raw_id, score in pairs]
+        jobs = await self._queued_records(keys, listed, "waiting", with_payload)
+        return QueuePage(queue, "waiting", int(total), offset, jobs)
 
     async def _queued_records(
         self, keys: QueueKeys, listed: Sequence[tuple[bytes, int | None]], state: str, with_payload: bool

@@ -241,7 +241,7 @@ class PrometheusMetrics(Observer):
             try:
                 for queue in worker.queues:
                     for stats in await engine.stats(queue):
-                        for state in ("ready", "delayed", "running", "failed"):
+                        for state in ("waiting", "ready", "delayed", "running", "failed"):
                             self.depth.labels(stats.queue, state).set(getattr(stats, state))
                 warned = False
             except EngineError as exc:

@@ -143,6 +143,7 @@ class QueueStats:
     failed: int
     failed_dropped: int = 0  # failed jobs dropped by retention (failed_ttl_ms, failed_max), in all
     paused: bool = False  # the queue is paused: workers start none of its jobs (flow.py)
+    waiting: int = 0  # jobs of flows waiting for their prerequisites (workflows.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,12 @@ class JobInfo:
     started_ms: int | None = None  # when its last run began; None if never run (or stored before)
     progress: Any = None  # what the job last gave set_progress(), if anything
     priority: int = 0  # its priority level (higher runs sooner; see claim.lua)
+    # Of a job of a flow (workflows.py); its dependents are not in its record (see flow_links).
+    prerequisites: tuple[str, ...] = ()  # the ids of the jobs it waits for
+    prerequisites_pending: int = 0  # those not done yet
+    batch: str | None = None  # the batch it is a member or the callback of
+    failed_by: str | None = None  # the prerequisite whose failure (or abort) failed it
+    run_on_dependency_failure: bool = False  # it starts even if a prerequisite fails
 
     @classmethod
     def from_hash(
@@ -216,6 +223,11 @@ class JobInfo:
             started_ms=number("started_ms"),
             progress=_json_or_text(fields.get("progress")),
             priority=number("priority") or 0,
+            prerequisites=tuple((text("prerequisites") or "").split()),
+            prerequisites_pending=max(number("prerequisites_pending") or 0, 0),
+            batch=text("batch") or None,
+            failed_by=text("failed_by") or None,
+            run_on_dependency_failure=text("on_dependency_failure") == "r",
         )
 
     @classmethod

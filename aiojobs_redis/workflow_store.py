@@ -71,6 +71,8 @@ class WorkflowStore:
 
         async def _located(self, queue: str, job_id: str) -> str: ...
 
+        async def _queues(self, queue: str | None) -> list[str]: ...
+
         async def _inline_entry_at(self, queue: str, job_id: str) -> tuple[bytes, int] | None: ...
 
         async def _inline_in_groups(self, queue: str, job_id: str) -> tuple[str, bytes | None]: ...
@@ -203,18 +205,68 @@ class WorkflowStore:
 
     async def flow_graph(self, queue: str, job_id: str, *, limit: int = 200) -> list[FlowJob]:
         """The jobs of the flow `job_id` belongs to, as far as `limit` jobs: its prerequisites
-        and dependents, theirs, and so on (and its batch's callback), each with its state."""
+        and dependents, theirs, and so on, and for a batch its callback and the members that
+        have ended (a member not ended yet is found only from itself); each with its state,
+        in an order where prerequisites come first. A done job's dependents are no longer
+        on record: the flow is followed from the jobs still waiting, not from it."""
         queue = await self._located(queue, validate_job_id(job_id))
         seen: dict[str, FlowJob] = {}
+        batches: set[str] = set()
         todo = [job_id]
         while todo and len(seen) < limit:
             wave, todo = todo[: limit - len(seen)], []
-            for job in await self._flow_jobs(queue, wave):
+            found = await self._flow_jobs(queue, wave)
+            new_batches = {job.batch_id for job in found if job.batch_id and job.batch_id not in batches}
+            batches |= new_batches
+            more = await self._batch_jobs(queue, sorted(new_batches))
+            for job in found:
                 seen[job.job_id] = job
-                for other in [*job.prerequisites, *job.dependents]:
-                    if other not in seen and other not in todo and other not in wave:
-                        todo.append(other)
-        return list(seen.values())
+            for other in [i for job in found for i in (*job.prerequisites, *job.dependents)] + more:
+                if other not in seen and other not in todo and other not in wave:
+                    todo.append(other)
+        return _prerequisites_first(list(seen.values()))
+
+    async def flow_links(
+        self, queue: str, job_id: str, *, limit: int = 100
+    ) -> tuple[list[FlowJob], list[FlowJob]]:
+        """A job's prerequisites and its dependents (up to `limit` of each), with their states;
+        none for a job outside any flow."""
+        [job] = await self._flow_jobs(queue, [validate_job_id(job_id)])
+        linked = [*job.prerequisites[:limit], *job.dependents[:limit]]
+        if not linked:
+            return [], []
+        jobs = await self._flow_jobs(queue, linked)
+        split = len(job.prerequisites[:limit])
+        return jobs[:split], jobs[split:]
+
+    async def flow_queue(self, job_id: str) -> str | None:
+        """The known queue whose keys hold a record (or a kept result) of job `job_id`."""
+        validate_job_id(job_id)
+        queues = await self._queues(None)
+        async with redis_errors(f"find job {job_id}"), self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.exists(self.keys(q).job(job_id), self.keys(q).result(job_id))
+            present = await pipe.execute()
+        return next((q for q, n in zip(queues, present, strict=True) if n), None)
+
+    async def _batch_jobs(self, queue: str, batch_ids: Sequence[str]) -> list[str]:
+        """The callbacks of batches, and their members that have ended (the first 1,000 of each way)."""
+        if not batch_ids:
+            return []
+        keys = self.keys(queue)
+        async with redis_errors("read a flow"), self.redis.pipeline(transaction=False) as pipe:
+            for batch_id in batch_ids:
+                pipe.hget(keys.batch(batch_id), "cb")
+                pipe.lrange(f"{keys.batch(batch_id)}:ok", 0, -1)
+                pipe.lrange(f"{keys.batch(batch_id)}:ko", 0, -1)
+            replies = await pipe.execute(raise_on_error=False)
+        found: list[str] = []
+        for reply in replies:
+            if isinstance(reply, bytes) and reply:
+                found.append(text(reply))
+            elif isinstance(reply, list):
+                found += [text(i) for i in reply]
+        return found
 
     async def _flow_jobs(self, queue: str, ids: Sequence[str]) -> list[FlowJob]:
         keys = self.keys(queue)
@@ -223,12 +275,14 @@ class WorkflowStore:
                 pipe.type(keys.job(job_id))
                 pipe.hmget(keys.job(job_id), "s", "n", "P", "D", "B", "W", "e")
                 pipe.smembers(keys.dependents(job_id))
+                pipe.exists(keys.result(job_id))
             replies = await pipe.execute(raise_on_error=False)
         jobs = []
         for index, job_id in enumerate(ids):
-            kind, fields, dependents = replies[3 * index : 3 * index + 3]
+            kind, fields, dependents, kept = replies[4 * index : 4 * index + 4]
             deps = sorted(text(d) for d in dependents) if isinstance(dependents, set) else []
-            if kind == b"string":
+            if kind == b"string" or (kind == b"none" and kept == 1):
+                # The marker ack leaves for a replay, or only a kept result: it succeeded.
                 jobs.append(FlowJob(job_id, "done", dependents=deps))
                 continue
             if kind != b"hash" or not isinstance(fields, list):
@@ -243,7 +297,7 @@ class WorkflowStore:
                     state or "?",
                     name,
                     prerequisites.split(),
-                    int(pending) if pending.lstrip("-").isdigit() else 0,
+                    max(int(pending), 0) if pending.lstrip("-").isdigit() else 0,
                     deps,
                     batch_id,
                     cause,
@@ -251,6 +305,27 @@ class WorkflowStore:
                 )
             )
         return jobs
+
+
+def _prerequisites_first(jobs: list[FlowJob]) -> list[FlowJob]:
+    """The jobs in an order where each comes after its prerequisites among them (a stable
+    depth-first order: otherwise as found)."""
+    by_id = {job.job_id: job for job in jobs}
+    ordered: dict[str, FlowJob] = {}
+    for job in jobs:
+        stack = [(job, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if current.job_id in ordered:
+                continue
+            if expanded:
+                ordered[current.job_id] = current
+                continue
+            stack.append((current, True))
+            stack += [
+                (by_id[p], False) for p in reversed(current.prerequisites) if p in by_id and p not in ordered
+            ]
+    return list(ordered.values())
 
 
 def _options(node: FlowNode) -> str:

@@ -4,9 +4,10 @@
                                 page and filter the failed jobs
     GET  /api/state             the snapshot as JSON (?minutes=60 .. 1440 of throughput, and the
                                 failed jobs' offset, name and error as for /)
-    GET  /job?queue=Q&id=ID     one job: record, last error, runs in the event stream
+    GET  /job?queue=Q&id=ID     one job: record, last error, runs in the event stream, its flow
     GET  /api/job?queue=Q&id=ID the same as JSON
-    GET  /queue?queue=Q         one queue's ready and delayed jobs (&ready=N&delayed=N: offsets)
+    GET  /queue?queue=Q         one queue's ready, delayed and waiting jobs (&ready=N&delayed=N
+                                &waiting=N: offsets)
     GET  /api/queue?queue=Q     the same as JSON
     POST /api/failed/retry      queue, id: run a failed job again with fresh attempts
     POST /api/failed/forget     queue, id: delete a failed job
@@ -242,6 +243,7 @@ class Dashboard:
                 queue,
                 ready_offset=max(0, _int_param(request, "ready", 0)),
                 delayed_offset=max(0, _int_param(request, "delayed", 0)),
+                waiting_offset=max(0, _int_param(request, "waiting", 0)),
                 show_payloads=self.options.show_payloads,
             )
         except InvalidQueueName as exc:

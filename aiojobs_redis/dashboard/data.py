@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
+from ..cli_flow import failure, waits_for
 from ..cli_schedules import as_json
 from ..doctor import schedule_findings
 from ..engine import RedisEngine
-from ..errors import MalformedJob
+from ..errors import JobNotFound, MalformedJob
 from ..listing import FailedPage, QueuePage
 from ..records import JobInfo, WorkerInfo
 
 FAILED_PAGE = 50  # failed jobs per page
-QUEUE_PAGE = 50  # ready or delayed jobs per page
+QUEUE_PAGE = 50  # ready, delayed or waiting jobs per page
+FLOW_PANEL = 100  # jobs of a flow a job's page lists, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ async def snapshot(
         "queues": [
             {
                 "queue": s.queue,
+                "waiting": s.waiting,
                 "ready": s.ready,
                 "delayed": s.delayed,
                 "running": s.running,
@@ -172,22 +176,66 @@ async def job_view(
     entry["result_kept"] = kept
     if kept and show_payloads:
         entry["result"] = result
+    entry |= {
+        "prerequisites": list(job.prerequisites),
+        "prerequisites_pending": job.prerequisites_pending,
+        "batch": job.batch,
+        "failed_by": job.failed_by,
+        "run_on_dependency_failure": job.run_on_dependency_failure,
+    }
     now_ms = await engine.redis_time_ms(max_age_ms=0)
     return {
         "now_ms": now_ms,
         "job": entry,
         "events": await engine.job_events(job.queue, job.id),
+        **await flow_view(engine, job),
     }
 
 
+async def flow_view(engine: RedisEngine, job: JobInfo) -> dict[str, Any]:
+    """The flow a job belongs to (none for a plain job): its jobs, prerequisites first, with
+    their states, what each waits for and why it failed; and its batch's counts."""
+    graph = await engine.flow_graph(job.queue, job.id, limit=FLOW_PANEL)
+    if len(graph) < 2 and not job.batch and not job.prerequisites:
+        return {"flow": [], "flow_complete": True, "batch": None}
+    states = {node.job_id: node.state for node in graph}
+    flow = [
+        {
+            "id": node.job_id,
+            "name": node.name,
+            "state": node.state,
+            "waits_for": waits_for(node, states),
+            "failure": failure(node),
+            "prerequisites": node.prerequisites,
+            "dependents": node.dependents,
+            "batch": node.batch_id,
+        }
+        for node in graph
+    ]
+    batch = None
+    if job.batch:
+        with contextlib.suppress(JobNotFound):  # expired after its last member ended
+            batch = await engine.batch_result(job.queue, job.batch)
+    return {"flow": flow, "flow_complete": len(graph) < FLOW_PANEL, "batch": batch}
+
+
 async def queue_view(
-    engine: RedisEngine, queue: str, *, ready_offset: int, delayed_offset: int, show_payloads: bool
+    engine: RedisEngine,
+    queue: str,
+    *,
+    ready_offset: int,
+    delayed_offset: int,
+    show_payloads: bool,
+    waiting_offset: int = 0,
 ) -> dict[str, Any]:
-    """One queue: whether it is paused, a page of its ready jobs and a page of its delayed jobs."""
+    """One queue: whether it is paused, a page each of its ready, delayed and waiting jobs."""
     now_ms = await engine.redis_time_ms(max_age_ms=0)
     ready = await engine.ready_jobs(queue, offset=ready_offset, limit=QUEUE_PAGE, with_payload=show_payloads)
     delayed = await engine.delayed_jobs(
         queue, offset=delayed_offset, limit=QUEUE_PAGE, with_payload=show_payloads
+    )
+    waiting = await engine.waiting_jobs(
+        queue, offset=waiting_offset, limit=QUEUE_PAGE, with_payload=show_payloads
     )
     oldest = (await engine.oldest_ready_ms([queue]))[queue]
     [paused] = await engine.paused([queue])
@@ -199,6 +247,7 @@ async def queue_view(
         "latency_ms": _age(now_ms, oldest),
         "ready": _queue_page(ready, show_payloads),
         "delayed": _queue_page(delayed, show_payloads),
+        "waiting": _queue_page(waiting, show_payloads),
     }
 
 

@@ -147,6 +147,8 @@ def pause_form(queue: str, paused: bool, csrf: str, read_only: bool) -> str:
     return _form("api/queue/pause", csrf, {"queue": queue}, "Pause", "pause", ask)
 
 
+QUEUE_COUNTS = ("waiting", "ready", "delayed", "running", "failed")  # the queue table's columns
+WAITING_TITLE = "jobs of flows (chain, batch, depends_on) waiting for their prerequisites"
 PAUSED_TITLE = "paused: workers start none of its jobs; dispatch and delayed jobs still fill it"
 
 
@@ -164,7 +166,7 @@ def totals_text(totals: Totals) -> str:
 
 def queue_rows(queues: Sequence[dict[str, Any]], csrf: str, read_only: bool) -> str:
     if not queues:
-        return '<tr class="empty"><td colspan="9">no queues yet</td></tr>'
+        return '<tr class="empty"><td colspan="10">no queues yet</td></tr>'
     rows = []
     for q in queues:
         action = pause_form(q["queue"], q["paused"], csrf, read_only)
@@ -182,7 +184,7 @@ def queue_rows(queues: Sequence[dict[str, Any]], csrf: str, read_only: bool) -> 
         )
         rows.append(
             f'<tr data-queue="{e(q["queue"])}"><td class="name">{name}</td>'
-            + "".join(f'<td class="num {k}">{q[k]}</td>' for k in ("ready", "delayed", "running", "failed"))
+            + "".join(f'<td class="num {k}">{q[k]}</td>' for k in QUEUE_COUNTS)
             + f'<td class="num latency">{e(span(q["latency_ms"]))}</td>'
             + f'<td class="throughput">{chart(q["throughput"])}</td>'
             + f'<td class="num totals">{e(totals_text(q["totals"]))}</td>'
@@ -382,7 +384,8 @@ def render(
     main = f"""<section id="queues">
 <h2>Queues <span class="count" id="lifetime" title="{e(LIFETIME_TITLE)}">{e(lifetime(state["queues"]))}</span>
 <span class="ranges">throughput over {ranges}</span></h2>
-<table><thead><tr><th>queue</th><th class="num">ready</th><th class="num">delayed</th>
+<table><thead><tr><th>queue</th>
+<th class="num" title="{e(WAITING_TITLE)}">waiting</th><th class="num">ready</th><th class="num">delayed</th>
 <th class="num">running</th><th class="num" title="jobs in the failed set now">failed</th>
 <th class="num" title="how long the oldest ready job has waited">oldest ready</th>
 <th title="{e(CAPTION_TITLE)}">runs per minute</th>
@@ -483,6 +486,7 @@ def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_o
         ("worker", job["worker"] or "-"),
         ("progress", "-" if job.get("progress") is None else _json_text(job["progress"])),
         ("result", _result_text(job)),
+        *_flow_fields(job),
     ]
     rows = "".join(
         f'<tr><th>{e(k)}</th><td class="{e(k.replace(" ", "-"))}">{e(v)}</td></tr>' for k, v in fields
@@ -505,7 +509,7 @@ def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_o
         if error["traceback"]:
             last_error += f'<pre class="traceback">{e(error["traceback"])}</pre>'
     actions = ""
-    if job["state"] in ("ready", "delayed", "running"):
+    if job["state"] in ("waiting", "ready", "delayed", "running"):
         actions = abort_form(job["queue"], job["id"], csrf, read_only)
     if job["state"] == "failed" and not read_only:
         keys = {"queue": job["queue"], "id": job["id"]}
@@ -527,7 +531,8 @@ def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_o
 <section id="last-error">
 <h2>Last error <span class="count">only the last attempt's error and traceback are kept</span></h2>
 {last_error}
-</section>"""
+</section>
+{flow_panel(view)}"""
     return frame(
         f"{title}: job {job['id']}",
         base=base,
@@ -539,10 +544,66 @@ def render_job(view: dict[str, Any], *, base: str, csrf: str, title: str, read_o
     )
 
 
+def _flow_fields(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rows of a flow job's place in its flow: batch, prerequisites, failed_by."""
+    rows = []
+    if job.get("batch"):
+        rows.append(("batch", job["batch"]))
+    if job.get("prerequisites"):
+        said = f"{job['prerequisites_pending']} of {len(job['prerequisites'])} not done yet"
+        if job.get("run_on_dependency_failure"):
+            said += "; it runs even if one fails"
+        rows.append(("prerequisites", said))
+    if job.get("failed_by"):
+        rows.append(("failed by", job["failed_by"]))
+    return rows
+
+
+HERE = ' class="here"'  # the row of the job whose page it is
+FLOW_TITLE = "the chain, batch or depends_on jobs this job belongs to, prerequisites first"
+
+
+def flow_panel(view: dict[str, Any]) -> str:
+    """The jobs of the flow the job belongs to, each linking to its page; none for a plain job."""
+    flow = view.get("flow") or []
+    if not flow:
+        return ""
+    queue, here = view["job"]["queue"], view["job"]["id"]
+    rows = "".join(
+        f'<tr data-id="{e(node["id"])}"{HERE if node["id"] == here else ""}>'
+        f"<td>{job_cell(queue, node['id'], node['name'])}</td>"
+        f'<td><span class="badge {e(node["state"])}">{e(node["state"])}</span></td>'
+        f'<td class="waits-for">{e(node["waits_for"])}</td>'
+        f'<td class="error">{e(node["failure"])}</td></tr>'
+        for node in flow
+    )
+    count = f"{len(flow)} job(s)" + (
+        "" if view.get("flow_complete", True) else f", the first {len(flow)} found"
+    )
+    batch = view.get("batch")
+    summary = ""
+    if batch is not None:
+        summary = (
+            f'<p class="batch">batch <code>{e(batch.batch_id)}</code>: {batch.total} member(s), '
+            f"{batch.pending} pending, {batch.done} done, {batch.failed} failed</p>"
+        )
+    return f"""<section id="flow">
+<h2 title="{e(FLOW_TITLE)}">Flow <span class="count" id="flow-count">{e(count)}</span></h2>
+{summary}
+<table><thead><tr><th>job</th><th>state</th><th>waits for</th><th>failure</th></tr></thead>
+<tbody id="flow-body">{rows}</tbody></table>
+</section>"""
+
+
+QUEUE_SECTIONS = ("ready", "delayed", "waiting")  # the job lists of a queue's page
+
+
 def _queue_pager(view: dict[str, Any], which: str) -> str:
     page = view[which]
-    other = "delayed" if which == "ready" else "ready"
-    keep = {"queue": view["queue"], other: view[other]["offset"]}
+    keep = {
+        "queue": view["queue"],
+        **{w: view[w]["offset"] for w in QUEUE_SECTIONS if w != which and w in view},
+    }
     links = []
     if page["offset"] > 0:
         newer = {**keep, which: max(0, page["offset"] - page["limit"])}
@@ -567,7 +628,7 @@ def _waiting_rows(view: dict[str, Any], which: str, csrf: str, read_only: bool) 
         due = job["due_ms"]
         if which == "delayed":
             when = f"in {span(max(0, due - now))}" if due and due > now else "due now"
-        else:
+        else:  # ready since, or waiting since
             when = ago(now, due)
         payload, level = "", ""
         if job.get("priority"):
@@ -582,12 +643,13 @@ def _waiting_rows(view: dict[str, Any], which: str, csrf: str, read_only: bool) 
             f'<td class="num" title="{e(utc(job["created_ms"]))}">{e(ago(now, job["created_ms"]))}</td>'
             f'<td class="actions">{abort_form(queue, job["id"], csrf, read_only)}</td></tr>'
         )
-    empty = "no ready jobs" if which == "ready" else "no delayed jobs"
+    empty = f"no {which} jobs"
     return "".join(rows) or f'<tr class="empty"><td colspan="5">{empty}</td></tr>'
 
 
 def render_queue(view: dict[str, Any], *, base: str, csrf: str, title: str, read_only: bool) -> str:
-    """One queue's ready jobs (next to run first) and delayed jobs (soonest due first)."""
+    """One queue's ready jobs (next to run first), delayed jobs (soonest due first) and jobs
+    of flows waiting for their prerequisites (oldest first)."""
     queue, now = view["queue"], view["now_ms"]
     latency = (
         "no ready job"
@@ -595,7 +657,9 @@ def render_queue(view: dict[str, Any], *, base: str, csrf: str, title: str, read
         else f"oldest ready job waiting {span(view['latency_ms'])}"
     )
     sections = []
-    for which, since in (("ready", "ready since"), ("delayed", "due")):
+    for which, since in (("ready", "ready since"), ("delayed", "due"), ("waiting", "waiting since")):
+        if which not in view:
+            continue
         sections.append(
             f"""<section id="{which}">
 <h2>{which.capitalize()} jobs <span class="count" id="{which}-count">{e(_queue_count(view[which]))}</span>

@@ -134,7 +134,7 @@ async def test_the_queue_page_lists_ready_and_delayed_jobs_with_paging(engine: R
         bad = await http.get("queue", params={"queue": "a b"})
 
     assert rows_of(first, "ready-body") == ready[:50] and "1-50 of 60" in first
-    assert f'href="queue?queue={QUEUE}&amp;delayed=0&amp;ready=50">next</a>' in first
+    assert f'href="queue?queue={QUEUE}&amp;delayed=0&amp;waiting=0&amp;ready=50">next</a>' in first
     assert rows_of(second, "ready-body") == ready[50:] and "51-60 of 60" in second
     assert rows_of(first, "delayed-body") == [sooner, later] and "1-2 of 2" in first
     assert re.search(r'<td class="num due" title="[^"]+">in (29|30) min', first), "when it is due"

@@ -82,7 +82,8 @@ async def test_a_workers_metrics_over_http(engine: RedisEngine, metrics: Prometh
         await Quick().dispatch({})
     await RetriedOnce().dispatch({})
     await Broken().dispatch({})
-    await Quick().dispatch({}, delay="+1 hour")
+    later = await Quick().dispatch({}, delay="+1 hour")
+    await Quick().dispatch({}, depends_on=[later])  # waits for it: the waiting gauge
     url = f"http://127.0.0.1:{metrics.http_port}/metrics"
     async with running_worker(engine, [QUEUE], metrics=metrics) as worker, httpx.AsyncClient() as http:
 
@@ -118,6 +119,7 @@ async def test_a_workers_metrics_over_http(engine: RedisEngine, metrics: Prometh
     assert value(samples, "aiojobs_redis_jobs_running", queue=QUEUE) == 0
     assert value(samples, "aiojobs_redis_queue_jobs", queue=QUEUE, state="delayed") == 1
     assert value(samples, "aiojobs_redis_queue_jobs", queue=QUEUE, state="ready") == 0
+    assert value(samples, "aiojobs_redis_queue_jobs", queue=QUEUE, state="waiting") == 1
 
 
 async def test_running_and_reclaimed_jobs(engine: RedisEngine, metrics: PrometheusMetrics) -> None:

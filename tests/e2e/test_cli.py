@@ -48,7 +48,7 @@ pytestmark = pytest.mark.slow
 CLI_TIMEOUT = 60.0
 PYTHON_M = (sys.executable, "-m", "aiojobs_redis")
 CONSOLE_SCRIPT = (str(Path(sys.executable).with_name("aiojobs-redis")),)
-STATS_HEADER = ["queue", "ready", "delayed", "running", "failed", "paused"]
+STATS_HEADER = ["queue", "waiting", "ready", "delayed", "running", "failed", "paused"]
 # Variables of the package that the host environment must not leak into the subprocesses.
 PACKAGE_ENV = ("JOB_ENGINE", "REDIS_URL", "REDIS_JOB_PREFIX", "REDIS_JOB_DB")
 
@@ -146,7 +146,7 @@ def parse_stats(out: str) -> dict[str, tuple[int, int, int, int]]:
     for line in lines[1:]:
         if not line:  # the data format line follows the table, after a blank line
             break
-        queue, ready, delayed, running, failed, _paused = line.split()
+        queue, _waiting, ready, delayed, running, failed, _paused = line.split()
         rows[queue] = (int(ready), int(delayed), int(running), int(failed))
     return rows
 
@@ -404,6 +404,7 @@ async def test_failed_jobs_list_retry_forget_flush_and_stats(
             "failed": 1,
             "failed_dropped": 0,
             "paused": False,
+            "waiting": 0,
             "format_version": 2,
         },
         {
@@ -414,6 +415,7 @@ async def test_failed_jobs_list_retry_forget_flush_and_stats(
             "failed": 2,
             "failed_dropped": 0,
             "paused": False,
+            "waiting": 0,
             "format_version": 2,
         },
     ]
@@ -580,6 +582,7 @@ async def test_stats_reads_the_database_from_redis_job_db(
                 "failed": 0,
                 "failed_dropped": 0,
                 "paused": False,
+                "waiting": 0,
                 "format_version": 2,
             }
         ]

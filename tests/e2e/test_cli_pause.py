@@ -46,7 +46,8 @@ async def test_pause_and_resume_queues_with_stats_showing_it(
 
     result = await inspect(prefix, redis_url, "stats")
     rows = stats_rows(result.stdout)
-    assert rows[QUEUE] == ["1", "0", "0", "0", "yes"] and rows[OTHER] == ["1", "0", "0", "0", "no"], result
+    assert rows[QUEUE] == ["0", "1", "0", "0", "0", "yes"], result  # waiting, ready, ..., paused
+    assert rows[OTHER] == ["0", "1", "0", "0", "0", "no"], result
     result = await inspect(prefix, redis_url, "stats", "--json")
     assert {row["queue"]: row["paused"] for row in json_lines(result.stdout)} == {QUEUE: True, OTHER: False}
 

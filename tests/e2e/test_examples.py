@@ -235,6 +235,7 @@ async def test_aiohttp_example_runs_the_jobs_in_process_and_drains_on_sigterm(
             "failed": 1,
             "failed_dropped": 0,
             "paused": False,
+            "waiting": 0,
         }
         assert await app.terminate() == 0
         assert re.search(r"worker \S+ stopped after [0-9.]+ s: .*\b2 succeeded", app.output()), "it drained"

@@ -47,3 +47,23 @@ def test_job_info_of_an_inline_record() -> None:
     with pytest.raises(MalformedJob):
         JobInfo.from_inline("q", b"!abc shop.Send 2 1000 {not json", with_payload=True)
     assert JobInfo.from_inline("q", b"abc") is None
+
+
+def test_a_flow_jobs_fields_are_read_from_its_hash() -> None:
+    raw = {b"n": b"x", b"s": b"failed", b"P": b"a b", b"D": b"1", b"B": b"b1", b"W": b"a", b"M": b"r"}
+    info = JobInfo.from_hash("q", "c", raw)
+    assert (info.prerequisites, info.prerequisites_pending, info.batch, info.failed_by) == (
+        ("a", "b"),
+        1,
+        "b1",
+        "a",
+    )
+    assert info.run_on_dependency_failure is True
+    plain = JobInfo.from_hash("q", "d", {b"n": b"x", b"s": b"ready"})
+    assert (plain.prerequisites, plain.prerequisites_pending, plain.batch, plain.failed_by) == (
+        (),
+        0,
+        None,
+        None,
+    )
+    assert plain.run_on_dependency_failure is False

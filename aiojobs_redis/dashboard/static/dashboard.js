@@ -140,7 +140,7 @@
     const name = el("td", { class: "name" }, el("a", { href: link("queue", { queue: q.queue }) }, q.queue));
     if (q.paused) name.append(" ", el("span", { class: "badge paused", title: pausedTitle }, "paused"));
     const row = el("tr", { "data-queue": q.queue }, name);
-    for (const key of ["ready", "delayed", "running", "failed"]) row.append(td(q[key], `num ${key}`));
+    for (const key of ["waiting", "ready", "delayed", "running", "failed"]) row.append(td(q[key], `num ${key}`));
     row.append(td(span(q.latency_ms), "num latency"));
     row.append(el("td", { class: "throughput" }, ...chart(q.throughput)));
     row.append(td(`${q.totals.succeeded} succeeded / ${q.totals.failed} failed`, "num totals"));
@@ -288,7 +288,7 @@
     const open = new Set(
       [...document.querySelectorAll("#failed-body details[open]")].map((d) => d.dataset.key || ""),
     );
-    fill("queues-body", state.queues.map(queueRow), 9, "no queues yet");
+    fill("queues-body", state.queues.map(queueRow), 10, "no queues yet");
     fill("running-body", state.running.map(runningRow), 7, "no running jobs");
     fill("failed-body", state.failed.map((job) => failedRow(job, now, open)), 6, "no failed jobs");
     fill("workers-body", state.workers.map((w) => workerRow(w, now)), 7, "no worker alive");
