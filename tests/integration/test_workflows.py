@@ -223,6 +223,16 @@ async def test_aborting_a_waiting_step_fails_the_steps_after_it(engine: RedisEng
     assert await state(engine, first) in ("done", "gone")
 
 
+async def test_a_step_aborted_while_it_waited_runs_when_retried(engine: RedisEngine) -> None:
+    _, second, _ = await chain(Step({"n": 1}), Step({"n": 2}), Step({"n": 3})).dispatch()
+    assert await engine.abort(second, QUEUE) is True
+    await run_burst(engine)
+    assert await engine.failed_retry([second], queue=QUEUE) == 1
+    assert await state(engine, second) == "ready", "its prerequisite's success was counted"
+    await run_burst(engine)
+    assert ledger == [("step", 1), ("step", 2), ("step", 3)]
+
+
 async def test_steps_of_other_queues_run_in_the_flows_queue(engine: RedisEngine) -> None:
     ids = await chain(Step({"n": 1}), Other({"n": 2})).dispatch()
     assert await state(engine, ids[1]) == "waiting"
