@@ -283,19 +283,31 @@ class FakeFlows:
         return holder if live else ""
 
     def _failed_prerequisite(self, job_id: str) -> str:
-        """A prerequisite of the job (or the batch member that failed it) still failed."""
+        """A prerequisite of the job (or the batch member that failed it; or, for an
+        on_success callback, a member) still failed."""
         fields = self._flows.get(job_id)
         for other in (*fields.prerequisites, fields.failed_by) if fields is not None else ():
             held = self.jobs.get(other) if other else None
             if held is not None and held.state == "failed":
                 return other
-        return ""
+        batch = self._callback_batch(job_id)
+        return batch.failed_ids[0] if batch is not None and batch.mode == "s" and batch.failed_ids else ""
+
+    def _callback_batch(self, job_id: str) -> FakeBatch | None:
+        """The batch whose callback `job_id` is."""
+        fields = self._flows.get(job_id)
+        if fields is None or fields.member or not fields.batch_id:
+            return None
+        return self._batches.get(fields.batch_id)
 
     def _restart(self, job: FakeJob) -> None:
+        """Out of the failed set: waiting (prerequisites left, or the callback of a batch
+        still open), or ready."""
         fields = self._flows.get(job.id)
         if fields is not None:
             fields.failed_by = ""
-        if fields is not None and fields.pending > 0:
+        batch = self._callback_batch(job.id)
+        if (fields is not None and fields.pending > 0) or (batch is not None and batch.left > 0):
             job.state = "waiting"
         else:
             job.scheduled_ms = self.clock.now_ms

@@ -70,6 +70,20 @@ class Report(Job):
         ledger.append(("report", (result.total, result.done, result.failed, sorted(result.failed_ids))))
 
 
+class ShakyReport(Job):
+    """A callback that fails until told otherwise (the class flag)."""
+
+    name = "flow_tests.ShakyReport"
+    queue = QUEUE
+    healthy: ClassVar[bool] = False
+
+    async def handle(self) -> None:
+        if not ShakyReport.healthy:
+            raise PermanentFailure("not yet")
+        result = await self.batch_result()
+        ledger.append(("report", (result.total, result.done, result.failed, sorted(result.failed_ids))))
+
+
 class Other(Job):
     name = "flow_tests.Other"
     queue = "flows-elsewhere"
@@ -81,7 +95,7 @@ class Other(Job):
 @pytest.fixture(autouse=True)
 def fresh_ledger() -> None:
     ledger.clear()
-    Flaky.healthy = False
+    Flaky.healthy = ShakyReport.healthy = False
 
 
 async def run_burst(engine: RedisEngine, *queues: str) -> None:
@@ -163,6 +177,42 @@ async def test_an_on_success_callback_fails_at_the_first_failed_member(engine: R
     assert await state(engine, callback.id) == "waiting"
     await run_burst(engine)
     assert [e for e in ledger if e[0] == "report"] == [("report", (2, 2, 0, []))]
+
+
+async def test_a_callback_retried_after_it_failed_still_reads_its_batch(engine: RedisEngine) -> None:
+    callback = ShakyReport()
+    await batch([Step({"n": 1}), Step({"n": 2})], on_complete=callback).dispatch()
+    await run_burst(engine)
+    assert callback.id is not None and await reason(engine, callback.id) == "permanent"
+    ShakyReport.healthy = True
+    assert await engine.failed_retry([callback.id], queue=QUEUE) == 1
+    await run_burst(engine)
+    assert [e for e in ledger if e[0] == "report"] == [("report", (2, 2, 0, []))]
+
+
+async def test_a_callback_aborted_while_it_waited_waits_again_when_retried(engine: RedisEngine) -> None:
+    callback = Report()
+    batch_id, ids = await batch([Flaky({"n": 1}), Step({"n": 2})], on_complete=callback).dispatch()
+    assert callback.id is not None and await engine.abort(callback.id, QUEUE) is True
+    assert await engine.failed_retry([callback.id], queue=QUEUE) == 1
+    assert await state(engine, callback.id) == "waiting", "its batch is still open"
+    await run_burst(engine)
+    assert [e for e in ledger if e[0] == "report"] == [("report", (2, 1, 1, [ids[0]]))]
+    assert ledger[-1][0] == "report"
+    result = await engine.batch_result(QUEUE, batch_id)
+    assert (result.pending, result.done, result.failed) == (0, 1, 1)
+
+
+async def test_an_aborted_on_success_callback_retried_after_a_member_failed_is_refused(
+    engine: RedisEngine,
+) -> None:
+    callback = Report()
+    _, ids = await batch([Flaky({"n": 1}), Step({"n": 2})], on_success=callback).dispatch()
+    assert callback.id is not None and await engine.abort(callback.id, QUEUE) is True
+    await run_burst(engine)
+    report = await engine.failed_retry_report([callback.id], queue=QUEUE)
+    assert report.requeued == 0 and report.blocked == {callback.id: ids[0]}
+    assert not [e for e in ledger if e[0] == "report"]
 
 
 async def test_depends_on_waits_for_plain_jobs_not_started_yet(engine: RedisEngine) -> None:

@@ -88,6 +88,20 @@ class Report(Job):
         ledger.append(("report", (result.total, result.done, result.failed, sorted(result.failed_ids))))
 
 
+class ShakyReport(Job):
+    """A callback that fails until told otherwise (the class flag)."""
+
+    name = "fake_flows.ShakyReport"
+    queue = QUEUE
+    healthy: ClassVar[bool] = False
+
+    async def handle(self) -> None:
+        if not ShakyReport.healthy:
+            raise PermanentFailure("not yet")
+        result = await self.batch_result()
+        ledger.append(("report", (result.total, result.done, result.failed, sorted(result.failed_ids))))
+
+
 class Other(Job):
     name = "fake_flows.Other"
     queue = "fake-flows-elsewhere"
@@ -99,7 +113,7 @@ class Other(Job):
 @pytest.fixture(autouse=True)
 def fresh_ledger() -> None:
     ledger.clear()
-    Flaky.healthy = False
+    Flaky.healthy = ShakyReport.healthy = False
 
 
 @pytest.fixture
@@ -252,6 +266,42 @@ async def test_a_member_retried_after_its_batch_closed_runs_on_its_own(fake: Fak
     assert reports() == [("report", (2, 1, 1, [ids[0]]))], "called back once only"
     assert await fake.flow_fields(QUEUE, ids[0]) == ([], "")
     assert (await fake.batch_result(QUEUE, batch_id)).failed == 1
+
+
+async def test_a_callback_retried_after_it_failed_still_reads_its_batch(fake: FakeEngine) -> None:
+    callback = ShakyReport()
+    await batch([Step({"n": 1}), Step({"n": 2})], on_complete=callback).dispatch()
+    await run(fake)
+    assert callback.id is not None and reasons(fake, callback.id) == ["permanent"]
+    ShakyReport.healthy = True
+    assert await fake.failed_retry([callback.id], queue=QUEUE) == 1
+    await run(fake)
+    assert reports() == [("report", (2, 2, 0, []))]
+
+
+async def test_a_callback_aborted_while_it_waited_waits_again_when_retried(fake: FakeEngine) -> None:
+    callback = Report()
+    batch_id, ids = await batch([Flaky({"n": 1}), Step({"n": 2})], on_complete=callback).dispatch()
+    assert callback.id is not None and await fake.abort(callback.id, QUEUE) is True
+    assert await fake.failed_retry([callback.id], queue=QUEUE) == 1
+    assert states(fake, callback.id) == ["waiting"], "its batch is still open"
+    await run(fake)
+    assert reports() == [("report", (2, 1, 1, [ids[0]]))]
+    assert ledger[-1][0] == "report"
+    result = await fake.batch_result(QUEUE, batch_id)
+    assert (result.pending, result.done, result.failed) == (0, 1, 1)
+
+
+async def test_an_aborted_on_success_callback_retried_after_a_member_failed_is_refused(
+    fake: FakeEngine,
+) -> None:
+    callback = Report()
+    _, ids = await batch([Flaky({"n": 1}), Step({"n": 2})], on_success=callback).dispatch()
+    assert callback.id is not None and await fake.abort(callback.id, QUEUE) is True
+    await run(fake)
+    report = await fake.failed_retry_report([callback.id], queue=QUEUE)
+    assert report.requeued == 0 and report.blocked == {callback.id: ids[0]}
+    assert reports() == []
 
 
 async def test_depends_on_waits_for_jobs_not_started_yet(fake: FakeEngine) -> None:
