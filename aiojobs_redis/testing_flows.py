@@ -341,12 +341,15 @@ class FakeFlows:
 
     def _revive_dependents(self, job_id: str) -> None:
         """The jobs whose failure came from `job_id` wait again (or start), and theirs after
-        them, unless another of their prerequisites is still failed."""
+        them, unless another of their prerequisites is still failed. A job that runs anyway
+        and still waits counted the failure as an end: it waits for this one's end again."""
         todo = deque([job_id])
         while todo:
             ended = todo.popleft()
             for dep_id in list(self._dependents.get(ended, ())):
                 dep, fields = self.jobs[dep_id], self._flows[dep_id]
+                if dep.state == "waiting" and fields.run_anyway:
+                    fields.pending += 1
                 if dep.state != "failed" or fields.failed_by != ended:
                     continue
                 other = self._failed_prerequisite(dep_id)

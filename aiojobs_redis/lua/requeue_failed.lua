@@ -101,7 +101,9 @@ local function reopen_batch(id, key)
 end
 
 -- The jobs whose failure came from `id` (W = id, in its edge set) restart, and theirs after
--- them, unless another prerequisite of theirs is still failed (W then names that one).
+-- them, unless another prerequisite of theirs is still failed (W then names that one). A job
+-- that runs anyway (M 'r') and still waits counted the failure as an end: it waits for this
+-- one's end again.
 local function revive_dependents(id)
   local todo, i = {id}, 1
   while todo[i] do
@@ -110,7 +112,9 @@ local function revive_dependents(id)
       redis.call('PERSIST', edges)
       for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
         local key = job_key(base, dep)
-        if hash_field(key, 's') == 'failed' and hash_field(key, 'W') == todo[i]
+        local d = redis.call('HMGET', key, 's', 'M')
+        if d[1] == 'waiting' and d[2] == 'r' then redis.call('HINCRBY', key, 'D', 1) end
+        if d[1] == 'failed' and hash_field(key, 'W') == todo[i]
             and record_version(hash_field(key, 'v')) <= FORMAT_VERSION then
           local other = failed_prerequisite(key)
           if other then

@@ -239,6 +239,19 @@ async def test_depends_on_a_job_already_done_or_failed(engine: RedisEngine) -> N
     assert ("step", 3) in ledger and ("step", 5) in ledger and ("step", 4) not in ledger
 
 
+async def test_a_run_anyway_job_waits_again_for_a_prerequisite_retried(engine: RedisEngine) -> None:
+    flaky = await Flaky({"n": 1}).dispatch()
+    later = await Step({"n": 2}).dispatch(delay="+1 hour")
+    joined = await Step({"n": 3}).dispatch(depends_on=[flaky, later], on_dependency_failure="run")
+    await run_burst(engine)
+    assert await state(engine, joined) == "waiting", "the other prerequisite has not ended"
+    Flaky.healthy = True
+    assert await engine.failed_retry([flaky], queue=QUEUE) == 1
+    await run_burst(engine)
+    assert ledger == [("flaky", 1), ("flaky", 1)]
+    assert await state(engine, joined) == "waiting", "each prerequisite's end counted once"
+
+
 async def test_an_unknown_dependency_stores_nothing(engine: RedisEngine) -> None:
     await engine.register_queues([QUEUE])  # the queue's name, written by any dispatch
     before = await engine.redis.keys(f"{engine.settings.prefix}*")

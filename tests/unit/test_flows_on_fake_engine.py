@@ -334,6 +334,22 @@ async def test_depends_on_a_job_already_done_or_failed(fake: FakeEngine) -> None
     assert ledger == [("flaky", 2), ("step", 4)]
 
 
+async def test_a_run_anyway_job_waits_again_for_a_prerequisite_retried(fake: FakeEngine) -> None:
+    flaky = await Flaky({"n": 1}).dispatch()
+    later = await Step({"n": 2}).dispatch(delay="+1 hour")
+    joined = await Step({"n": 3}).dispatch(depends_on=[flaky, later], on_dependency_failure="run")
+    await run(fake)
+    assert states(fake, joined) == ["waiting"], "the other prerequisite has not ended"
+    Flaky.healthy = True
+    assert await fake.failed_retry([flaky], queue=QUEUE) == 1
+    await run(fake)
+    assert ledger == [("flaky", 1), ("flaky", 1)]
+    assert states(fake, joined) == ["waiting"], "each prerequisite's end counted once"
+    fake.clock.advance(3600)
+    await run(fake)
+    assert ledger[2:] == [("step", 2), ("step", 3)]
+
+
 async def test_an_unknown_dependency_stores_nothing(fake: FakeEngine) -> None:
     elsewhere = await Other({"n": 1}).dispatch()
     before = dict(fake.jobs)
