@@ -283,7 +283,8 @@ local function end_prerequisite(base, id, outcome, now, ttl, todo)
   local edges = dependents_key(base, id)
   for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
     local key = job_key(base, dep)
-    local d = redis.call('HMGET', key, 's', 'M')
+    -- One that ran anyway and is done may have left only ack's string record, or none.
+    local d = key_type(key) == 'hash' and redis.call('HMGET', key, 's', 'M') or {}
     local counts = outcome == 'done' or d[2] == 'r'
     if d[1] == 'waiting' or d[1] == 'failed' then
       if counts then

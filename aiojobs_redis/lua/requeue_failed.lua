@@ -112,9 +112,9 @@ local function revive_dependents(id)
       redis.call('PERSIST', edges)
       for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
         local key = job_key(base, dep)
-        local d = redis.call('HMGET', key, 's', 'M')
-        if d[1] == 'waiting' and d[2] == 'r' then redis.call('HINCRBY', key, 'D', 1) end
-        if d[1] == 'failed' and hash_field(key, 'W') == todo[i]
+        local s = hash_field(key, 's')  -- a done job's record may be a string by now
+        if s == 'waiting' and hash_field(key, 'M') == 'r' then redis.call('HINCRBY', key, 'D', 1) end
+        if s == 'failed' and hash_field(key, 'W') == todo[i]
             and record_version(hash_field(key, 'v')) <= FORMAT_VERSION then
           local other = failed_prerequisite(key)
           if other then

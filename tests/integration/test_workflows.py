@@ -4,6 +4,7 @@ depends_on finds its prerequisites wherever they stand, or refuses with nothing 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import anyio
@@ -150,6 +151,21 @@ async def test_on_failure_continue_runs_the_next_step(engine: RedisEngine) -> No
     await chain(Flaky({"n": 1}), Step({"n": 2}), on_failure="continue").dispatch()
     await run_burst(engine)
     assert ledger == [("flaky", 1), ("step", 2)]
+
+
+async def test_a_step_retried_after_the_next_one_ran_anyway_ends_cleanly(
+    engine: RedisEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = await chain(Flaky({"n": 1}), Step({"n": 2}), on_failure="continue").dispatch()
+    await run_burst(engine)
+    Flaky.healthy = True
+    assert await engine.failed_retry([first], queue=QUEUE) == 1
+    caplog.clear()
+    await run_burst(engine)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], "acked at once"
+    assert ledger == [("flaky", 1), ("step", 2), ("flaky", 1)]
+    assert await state(engine, first) in ("done", "gone")
+    assert await state(engine, second) in ("done", "gone")
 
 
 async def test_a_batch_calls_back_once_with_counts(engine: RedisEngine) -> None:
