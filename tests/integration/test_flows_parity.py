@@ -145,7 +145,51 @@ async def on_complete_with_depends_on_after_it(side: Side, trace: list[Any]) -> 
     trace.append(await side.look([late]))
 
 
+async def run_anyway_and_retries(side: Side, trace: list[Any]) -> None:
+    flaky = await Flaky({"n": 1}).dispatch()
+    later = await Step({"n": 2}).dispatch(delay="+1 hour")
+    joined = await Step({"n": 3}).dispatch(depends_on=[flaky, later], on_dependency_failure="run")
+    after = await Step({"n": 4}).dispatch(depends_on=[flaky])
+    ids = [flaky, later, joined, after]
+    await side.run()
+    trace.append(await side.look(ids))
+    Flaky.healthy = True
+    trace.append(await side.engine.failed_retry([flaky], queue=QUEUE))
+    trace.append(await side.look(ids))
+    await side.run()
+    trace.append(await side.look(ids))
+
+
+async def continue_chain_then_retry_its_first_step(side: Side, trace: list[Any]) -> None:
+    ids = await chain(Flaky({"n": 1}), Step({"n": 2}), Step({"n": 3}), on_failure="continue").dispatch()
+    await side.run()
+    trace.append(await side.look(ids))
+    Flaky.healthy = True
+    trace.append(await side.engine.failed_retry(None, queue=QUEUE))
+    await side.run()
+    trace.append(await side.look(ids))
+
+
+async def callback_aborted_then_retried(side: Side, trace: list[Any]) -> None:
+    callback = Report()
+    _, ids = await batch([Flaky({"n": 1}), Step({"n": 2})], on_complete=callback).dispatch()
+    assert callback.id is not None
+    ids.append(callback.id)
+    trace.append(await side.engine.abort(callback.id, QUEUE))
+    trace.append(await side.engine.failed_retry([callback.id], queue=QUEUE))
+    trace.append(await side.look(ids))
+    await side.run()
+    trace.append(await side.look(ids))
+    Flaky.healthy = True
+    trace.append(await side.engine.failed_retry([ids[0]], queue=QUEUE))
+    await side.run()
+    trace.append(await side.look(ids))
+
+
 SCENARIOS: list[Scenario] = [
+    run_anyway_and_retries,
+    continue_chain_then_retry_its_first_step,
+    callback_aborted_then_retried,
     chain_fails_and_is_retried,
     on_success_fails_then_recovers,
     abort_in_a_flow_then_retry,
