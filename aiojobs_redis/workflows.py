@@ -14,7 +14,9 @@ down the flow) ends in the failed set at once, reason `dependency_failed` or
 `on_dependency_failure="run"`). `failed retry` of the failed job revives them: they wait
 again. A flow lives in one queue (the first step's, or `queue=`): every step of it is one
 atomic script on one Redis slot, a Cluster included. The engine's side is in
-workflow_store.py, the scripts in lua/dispatch_flow.lua and the prelude's "Flows".
+workflow_store.py, the scripts in lua/dispatch_flow.lua and the prelude's "Flows". The
+FakeEngine plays the same rules in memory (testing_flows.py); the sync engine runs a flow
+inline, inside dispatch() (sync_flows.py).
 """
 
 from __future__ import annotations
