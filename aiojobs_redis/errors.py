@@ -222,3 +222,12 @@ class UnknownDependency(AiojobsRedisError, LookupError):
     def __init__(self, message: str, job_id: str) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class DependencyFailed(AiojobsRedisError):
+    """A job of a flow was not run: its prerequisite `job_id` failed (or was aborted). The
+    error type recorded for such a job; the sync engine raises it (raise_on_failure)."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id

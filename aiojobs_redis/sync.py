@@ -16,8 +16,11 @@ pass `SyncEngine(raise_on_failure=False)`, or set `sync_raise_on_failure=False`
 Middleware run as in a worker: each job class's own, inside the engine's
 `SyncEngine(middleware=[...])` (a Worker's `middleware`, for tests of code that needs it).
 
-What a class with keep_result returns is kept in `engine.results` (for as long as the engine
-lives): `SomeJob.ref(job_id).result()` returns it, or raises JobFailed / JobNotFound, at once.
+What a class with keep_result returns is kept in `engine.results` (the last 10,000 such
+results): `SomeJob.ref(job_id).result()` returns it, or raises JobFailed / JobNotFound, at once.
+
+Chains, batches and depends_on run inline too (sync_flows.py): a flow's jobs run in order
+inside dispatch(), each once the jobs it depends on have ended.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .ids import new_job_id
 from .middleware import Chains, Middleware, middleware_tuple
 from .retry import SUCCEEDED, Fail, decide
 from .runner import Outcome, call_on_exhausted, log_failed_for_good, run_handler
+from .sync_flows import KEPT, Recent, SyncFlows
 from .typed_payloads import decode_job_payload, encode_job_payload
 
 if TYPE_CHECKING:
@@ -51,7 +55,7 @@ class SyncFailure:
     reason: str = "error"  # as a worker records it: error, permanent, timeout, rate_limited
 
 
-class SyncEngine:
+class SyncEngine(SyncFlows):
     def __init__(
         self,
         settings: Settings | None = None,
@@ -65,10 +69,11 @@ class SyncEngine:
         )
         self.failed: list[SyncFailure] = []
         self.completed: list[str] = []
-        self.results: dict[str, Any] = {}  # job id -> what handle() returned (keep_result)
+        self.results: dict[str, Any] = Recent(KEPT)  # job id -> what handle() returned (keep_result)
         # Run as a Worker(middleware=...) would, outside each job class's own.
         self.middleware = middleware_tuple(middleware, "SyncEngine(middleware=...)")
         self._chains = Chains(self.middleware)
+        self._init_flows()
 
     async def __aenter__(self) -> SyncEngine:
         return self
@@ -84,6 +89,14 @@ class SyncEngine:
         data = encode_job_payload(job, self.settings.max_payload_bytes)
         job_id = new_job_id()
         job.id = job_id
+        error = await self._run(job, data, job_id)
+        if error is not None and self.raise_on_failure:
+            raise error
+        return job_id
+
+    async def _run(self, job: Job, data: bytes, job_id: str) -> BaseException | None:
+        """Run `job` to its end, every attempt it needs: None when it succeeded, else what it
+        failed with for good (recorded in `failed`, on_exhausted() called)."""
         attempt, throttles = 1, 0
         while attempt <= job.attempts:
             run = type(job)(decode_job_payload(type(job), data))
@@ -96,9 +109,10 @@ class SyncEngine:
             decision = decide(run, outcome, attempt, job.attempts)
             if decision is SUCCEEDED:
                 self.completed.append(job_id)
-                if job.keep_result_ms:
-                    self._keep(run, outcome.value)
-                return job_id
+                kept = self._keep(run, outcome.value) if job.keep_result_ms else None
+                if kept is None:
+                    self._ended(job_id, True)
+                return kept
             assert outcome.error is not None
             if isinstance(decision, Fail):
                 error = outcome.error
@@ -111,11 +125,9 @@ class SyncEngine:
                     max_attempts=job.attempts,
                     reason=decision.reason,
                 )
-                self.failed.append(SyncFailure(job_id, job.name, attempt, error, decision.reason))
+                self._failed_for_good(job_id, job.name, attempt, error, decision.reason)
                 await call_on_exhausted(run, error)
-                if self.raise_on_failure:
-                    raise error
-                return job_id
+                return error
             log.info(
                 "job %s %s attempt %d failed, retrying: %s",
                 job_id,
@@ -124,7 +136,7 @@ class SyncEngine:
                 outcome.summary,
             )
             attempt += 1
-        return job_id
+        return None
 
     async def dispatch_many(self, jobs: Sequence[Job], *, durable: bool | None = None) -> list[str]:
         """Run each job in turn; with raise_on_failure, the first that fails for good raises."""
@@ -132,16 +144,23 @@ class SyncEngine:
             encode_job_payload(job, self.settings.max_payload_bytes)
         return [await self.dispatch(job) for job in jobs]
 
-    def _keep(self, run: Job, value: Any) -> None:
+    def _keep(self, run: Job, value: Any) -> BadResult | None:
         """Keep what handle() returned, as JSON gives it back; a value that cannot be kept
-        fails the job as a worker would (bad_result)."""
+        fails the job as a worker would (bad_result): that error is returned."""
         try:
             self.results[str(run.id)] = decode_payload(encode_payload(value, self.settings.max_payload_bytes))
         except PayloadError as exc:
             error = BadResult(f"{run.name}.handle() returned a value that cannot be kept: {exc}")
-            self.failed.append(SyncFailure(str(run.id), run.name, run.attempt, error, "bad_result"))
-            if self.raise_on_failure:
-                raise error from exc
+            error.__cause__ = exc
+            self._failed_for_good(str(run.id), run.name, run.attempt, error, "bad_result")
+            return error
+        return None
+
+    def _failed_for_good(
+        self, job_id: str, name: str, attempts: int, error: BaseException, reason: str
+    ) -> None:
+        self.failed.append(SyncFailure(job_id, name, attempts, error, reason))
+        self._ended(job_id, False)
 
     async def result(self, queue: str, job_id: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """The kept result of a job this engine ran (it has ended by now: no wait)."""

@@ -37,6 +37,7 @@ from .ids import new_job_id
 from .job import Job
 from .keys import validate_queue
 from .records import Claim, ClaimedJob, Reaped
+from .testing_flows import FakeFlows
 from .typed_payloads import decode_job_payload, encode_job_payload
 from .unique import lock_suffix
 from .worker import Worker
@@ -58,7 +59,8 @@ class Dispatched:
 
 @dataclass(eq=False)
 class FakeJob:
-    """A job held by a FakeEngine. `state`: ready, delayed, running, done or failed."""
+    """A job held by a FakeEngine. `state`: ready, delayed, running, waiting (a flow's job
+    whose prerequisites have not all succeeded), done or failed."""
 
     id: str
     name: str
@@ -86,7 +88,7 @@ class FakeJob:
     throttles: int = 0  # times handle() raised RateLimited (field h in Redis)
 
 
-class FakeEngine:
+class FakeEngine(FakeFlows):
     """An in-memory engine: `Job.dispatch()` and a Worker both work against it.
 
     Set `unavailable = True` to make every worker call raise EngineUnavailable (an outage);
@@ -98,7 +100,8 @@ class FakeEngine:
     replays, token fences and settle replays), but keeps finished jobs in state "done" and
     failed ones for ever, and has no wake tokens, telemetry, retention trimming, rate limits
     or data-format version checks. `pause(queue)` holds a queue's jobs back as claim.lua does
-    (the queues in `paused_queues`) until `resume(queue)`.
+    (the queues in `paused_queues`) until `resume(queue)`. Chains, batches and depends_on
+    work as on Redis (testing_flows.py), and so does `failed_retry()`.
     """
 
     def __init__(self, clock: FakeClock | None = None, settings: Settings | None = None) -> None:
@@ -120,6 +123,7 @@ class FakeEngine:
         self._aborted_runs: set[tuple[str, str]] = set()  # (id, token) of runs aborted while running
         self._locks: dict[str, str] = {}  # unique lock suffix -> the id of the job holding it
         self._successors: dict[str, tuple[Job, bytes, str]] = {}  # "replace" while running
+        self._init_flows()
 
     def __repr__(self) -> str:
         return f"<FakeEngine jobs={len(self.jobs)} dispatched={len(self.dispatched)}>"
@@ -228,6 +232,11 @@ class FakeEngine:
         return ids
 
     def _store(self, job: Job, queue: str, data: bytes, job_id: str, lock: str) -> str:
+        self._enqueue(self._record(job, queue, data, job_id, lock), job.effective_delay_ms)
+        return job_id
+
+    def _record(self, job: Job, queue: str, data: bytes, job_id: str, lock: str) -> FakeJob:
+        """A new job, recorded as dispatched; the caller puts it in its line (or not)."""
         job.id = job_id
         job.duplicate = False
         stored = self.jobs[job_id] = FakeJob(job_id, job.name, queue, data, job.attempts)
@@ -241,8 +250,7 @@ class FakeEngine:
         payload = decode_job_payload(type(job), data)
         self.dispatched.append(Dispatched(job_id, type(job), queue, payload, delay_ms, stored.priority))
         self.queues.add(stored.queue)
-        self._enqueue(stored, delay_ms)
-        return job_id
+        return stored
 
     def _duplicate(self, job: Job, holder: FakeJob, data: bytes) -> str:
         """A unique job whose key `holder` holds: as dispatch_ex.lua answers."""
@@ -257,8 +265,10 @@ class FakeEngine:
                 holder.due_ms = self.clock.now_ms + max(job.effective_delay_ms, 0)
         return holder.id
 
-    def _finish(self, job: FakeJob) -> None:
-        """The job reached a final state: as finish() in the Lua prelude."""
+    def _finish(self, job: FakeJob, outcome: str) -> None:
+        """The job reached a final state ("done", "failed" or "aborted"): as finish() in the
+        Lua prelude."""
+        self._end_flow(job.id, outcome)
         if not job.lock:
             return
         if self._locks.get(job.lock) == job.id:
@@ -413,7 +423,7 @@ class FakeEngine:
             self._aborted_runs.add((job.id, job.token))
             job.token, job.worker = "", ""
         job.state, job.error = "failed", abort_error(reason)
-        self._finish(job)
+        self._finish(job, "aborted")
         self._notify()
         return True
 
@@ -447,7 +457,7 @@ class FakeEngine:
                     if self.clock.now_ms >= held.result_until_ms:
                         raise JobNotFound(f"job {job_id}: its result is no longer kept")
                     return orjson.loads(held.result)
-                if held.state == "aborted" or (held.error or {}).get("reason") == "aborted":
+                if held.state == "failed" and (held.error or {}).get("reason") == "aborted":
                     raise JobAborted(job_id, (held.error or {}).get("message"))
                 if held.state == "failed":
                     raise JobFailed(job_id, held.error)
@@ -470,7 +480,7 @@ class FakeEngine:
         held.state, held.attempts = state, held.attempts + attempts
         if error is not None:
             held.error = error
-        self._finish(held)
+        self._finish(held, state)
         self._notify()
         return True
 
@@ -511,7 +521,7 @@ class FakeEngine:
             job.token, job.worker = "", ""
             if job.stalls > max_stalls:
                 job.state, job.error = "failed", {"reason": "stalled"}
-                self._finish(job)
+                self._finish(job, "failed")
                 failed.append(job.id)
             else:
                 job.state = "ready"

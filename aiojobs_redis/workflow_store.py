@@ -16,11 +16,11 @@ import orjson
 from . import durable as durability
 from . import sharding
 from .boundary import map_reply, redis_errors, text
-from .errors import EngineError, EngineUnavailable, InvalidFlow, JobNotFound, UnknownDependency
+from .errors import EngineError, EngineUnavailable, InvalidFlow, JobNotFound
 from .ids import new_job_id
 from .keys import validate_job_id
 from .scripts import ScriptCall, run_pipelined
-from .workflows import BatchResult, Flow, FlowNode, check_flow
+from .workflows import BatchResult, Flow, FlowNode, check_flow, unknown_dependency
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -345,13 +345,7 @@ def _reason(error: str) -> str:
 def _flow_error(reply: Exception) -> Exception:
     said = str(reply)
     if "unknown dependency" in said:
-        job_id = said.rsplit(" ", 1)[-1]
-        return UnknownDependency(
-            f"depends_on: no job {job_id} in this queue (it may be unknown, of another queue, or "
-            "done and no longer on record: a finished plain job is remembered only briefly "
-            "unless its class keeps its result); nothing was stored",
-            job_id,
-        )
+        return unknown_dependency(said.rsplit(" ", 1)[-1])
     if "is not before its dependent" in said or "invalid batch" in said:
         return InvalidFlow(f"dispatch a flow: {said}")
     mapped = map_reply(reply, "dispatch a flow")

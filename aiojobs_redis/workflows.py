@@ -14,7 +14,9 @@ down the flow) ends in the failed set at once, reason `dependency_failed` or
 `on_dependency_failure="run"`). `failed retry` of the failed job revives them: they wait
 again. A flow lives in one queue (the first step's, or `queue=`): every step of it is one
 atomic script on one Redis slot, a Cluster included. The engine's side is in
-workflow_store.py, the scripts in lua/dispatch_flow.lua and the prelude's "Flows".
+workflow_store.py, the scripts in lua/dispatch_flow.lua and the prelude's "Flows". The
+FakeEngine plays the same rules in memory (testing_flows.py); the sync engine runs a flow
+inline, inside dispatch() (sync_flows.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .context import current_engine
-from .errors import ConfigurationError, InvalidFlow, JobNotFound
+from .errors import ConfigurationError, InvalidFlow, JobNotFound, UnknownDependency
 from .ids import new_job_id
 from .keys import validate_job_id, validate_queue
 
@@ -192,6 +194,36 @@ def check_flow(flow: Flow) -> None:
         if node.job.unique:
             what = type(node.job).__qualname__
             raise InvalidFlow(f"{what} is unique: a unique job cannot be part of a flow")
+
+
+def unknown_dependency(job_id: str) -> UnknownDependency:
+    """The error of a depends_on id no engine knows (nothing was stored)."""
+    return UnknownDependency(
+        f"depends_on: no job {job_id} in this queue (it may be unknown, of another queue, or "
+        "done and no longer on record: a finished plain job is remembered only briefly "
+        "unless its class keeps its result); nothing was stored",
+        job_id,
+    )
+
+
+def dependency_error(cause: str, how: str) -> dict[str, str]:
+    """The error record of a job failed because its prerequisite `cause` ended `how`
+    ("failed" or "aborted"), as the prelude's fail_waiting() writes it."""
+    reason = "dependency_aborted" if how == "aborted" else "dependency_failed"
+    return {"reason": reason, "type": "DependencyFailed", "message": f"its prerequisite {cause} {how}"}
+
+
+def check_order(flow: Flow) -> None:
+    """Every prerequisite is outside the flow or a job before its dependent (as
+    dispatch_flow.lua checks), and a batch member has none."""
+    known = set(flow.outside)
+    for node in flow.nodes:
+        for prerequisite in node.prerequisites:
+            if prerequisite not in known:
+                raise InvalidFlow(f"prerequisite {prerequisite} is not before its dependent")
+        if node.member and node.prerequisites:
+            raise InvalidFlow("a batch member has no prerequisites")
+        known.add(node.job_id)
 
 
 def current_engine_for_flows() -> Any:

@@ -276,21 +276,20 @@ end
 
 -- Prerequisite `id` ended (`outcome`): each job waiting for it counts one fewer, and starts
 -- at none left; or, when it failed or was aborted, fails with it (unless its M is 'r').
--- A dependent already failed (by another prerequisite) still counts the success, so that
--- retrying the other one finds its count right. The edge set goes with a success, and stays
--- as long as a failed record (for requeue_failed) otherwise.
+-- A dependent already failed (by another prerequisite, or aborted while it waited) still
+-- counts the success, so that retrying it finds its count right. The edge set goes with a
+-- success, and stays as long as a failed record (for requeue_failed) otherwise.
 local function end_prerequisite(base, id, outcome, now, ttl, todo)
   local edges = dependents_key(base, id)
   for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
     local key = job_key(base, dep)
-    local d = redis.call('HMGET', key, 's', 'M', 'W')
+    -- One that ran anyway and is done may have left only ack's string record, or none.
+    local d = key_type(key) == 'hash' and redis.call('HMGET', key, 's', 'M') or {}
     local counts = outcome == 'done' or d[2] == 'r'
-    if d[1] == 'waiting' or (d[1] == 'failed' and d[3]) then
+    if d[1] == 'waiting' or d[1] == 'failed' then
       if counts then
         local left = redis.call('HINCRBY', key, 'D', -1)
         if left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
-        -- Counted for good: a retry of this prerequisite that succeeds must not count again.
-        if outcome ~= 'done' then redis.call('SREM', edges, dep) end
       elseif d[1] == 'waiting' then
         fail_waiting(base, dep, id, outcome, now, ttl)
         cascade(base, todo, dep)

@@ -12,7 +12,9 @@
 -- each waits again (or starts, its prerequisites all done), and so on down the flow, unless
 -- another of its prerequisites is still failed. A batch member requeued while its batch is
 -- open is counted again (its failure is taken back, and an on_success callback it failed
--- waits again); once the batch has closed, the member runs on its own.
+-- waits again); once the batch has closed, the member runs on its own. A batch's callback
+-- requeued while its batch is open waits for it again; an on_success one whose batch has a
+-- failed member is skipped (blocked by that member).
 local failed_key, ready_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local base = ARGV[1]
 local now = now_ms(ARGV[2])
@@ -30,9 +32,19 @@ local function key_holder(key, id)
   return false
 end
 
--- A prerequisite of the job at `key` (or the batch member that failed it, W) that is still
--- failed, if any; or one that is gone (its failed record forgotten or expired) when the job
--- still counts more prerequisites to succeed (D) than are live: it would wait for ever.
+-- The batch hash of the job at `key` when it is a batch's callback (B, and no F letter 'b')
+-- and that batch is still on record, else false.
+local function callback_batch(key)
+  local f = redis.call('HMGET', key, 'B', 'F')
+  if not f[1] or string.find(f[2] or '', 'b', 1, true) then return false end
+  local bkey = batch_key(base, f[1])
+  return redis.call('EXISTS', bkey) == 1 and bkey
+end
+
+-- A prerequisite of the job at `key` (or the batch member that failed it, W; or, for an
+-- on_success callback, a member still failed) that is still failed, if any; or one that is
+-- gone (its failed record forgotten or expired) when the job still counts more
+-- prerequisites to succeed (D) than are live: it would wait for ever.
 local function failed_prerequisite(key)
   local f = redis.call('HMGET', key, 'P', 'W', 'D')
   local live, gone = 0, false
@@ -46,15 +58,22 @@ local function failed_prerequisite(key)
     end
   end
   if gone and (tonumber(f[3] or '') or 0) > live then return gone end
+  local bkey = callback_batch(key)
+  if bkey and redis.call('HGET', bkey, 'mode') == 's' then
+    return redis.call('LINDEX', bkey .. ':ko', 0) or false
+  end
   return false
 end
 
--- Out of the failed set, and waiting (prerequisites left: D), or ready.
+-- Out of the failed set, and waiting (prerequisites left: D, or the callback of a batch
+-- still open), or ready.
 local function restart(id, key)
   redis.call('ZREM', failed_key, id)
   redis.call('HDEL', key, 'W')
   redis.call('PERSIST', key)
-  if (tonumber(hash_field(key, 'D') or '') or 0) > 0 then
+  local bkey = callback_batch(key)
+  local open = bkey and (tonumber(redis.call('HGET', bkey, 'left') or '') or 0) > 0
+  if (tonumber(hash_field(key, 'D') or '') or 0) > 0 or open then
     redis.call('HSET', key, 's', 'waiting')
     redis.call('ZADD', base .. ':waiting', tonumber(hash_field(key, 'c') or '') or now, id)
   else
@@ -65,6 +84,7 @@ end
 
 -- Batch member `id` requeued: an open batch takes its failure back.
 local function reopen_batch(id, key)
+  if not string.find(hash_field(key, 'F') or '', 'b', 1, true) then return end  -- not a member
   local bid = hash_field(key, 'B')
   local bkey = bid and batch_key(base, bid)
   local b = bkey and redis.call('HMGET', bkey, 'left', 'cb')
@@ -91,7 +111,9 @@ local function reopen_batch(id, key)
 end
 
 -- The jobs whose failure came from `id` (W = id, in its edge set) restart, and theirs after
--- them, unless another prerequisite of theirs is still failed (W then names that one).
+-- them, unless another prerequisite of theirs is still failed (W then names that one). A job
+-- that runs anyway (M 'r') and still waits counted the failure as an end: it waits for this
+-- one's end again.
 local function revive_dependents(id)
   local todo, i = {id}, 1
   while todo[i] do
@@ -100,7 +122,9 @@ local function revive_dependents(id)
       redis.call('PERSIST', edges)
       for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
         local key = job_key(base, dep)
-        if hash_field(key, 's') == 'failed' and hash_field(key, 'W') == todo[i]
+        local s = hash_field(key, 's')  -- a done job's record may be a string by now
+        if s == 'waiting' and hash_field(key, 'M') == 'r' then redis.call('HINCRBY', key, 'D', 1) end
+        if s == 'failed' and hash_field(key, 'W') == todo[i]
             and record_version(hash_field(key, 'v')) <= FORMAT_VERSION then
           local other = failed_prerequisite(key)
           if other then

@@ -4,6 +4,7 @@ depends_on finds its prerequisites wherever they stand, or refuses with nothing 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import anyio
@@ -70,6 +71,20 @@ class Report(Job):
         ledger.append(("report", (result.total, result.done, result.failed, sorted(result.failed_ids))))
 
 
+class ShakyReport(Job):
+    """A callback that fails until told otherwise (the class flag)."""
+
+    name = "flow_tests.ShakyReport"
+    queue = QUEUE
+    healthy: ClassVar[bool] = False
+
+    async def handle(self) -> None:
+        if not ShakyReport.healthy:
+            raise PermanentFailure("not yet")
+        result = await self.batch_result()
+        ledger.append(("report", (result.total, result.done, result.failed, sorted(result.failed_ids))))
+
+
 class Other(Job):
     name = "flow_tests.Other"
     queue = "flows-elsewhere"
@@ -81,7 +96,7 @@ class Other(Job):
 @pytest.fixture(autouse=True)
 def fresh_ledger() -> None:
     ledger.clear()
-    Flaky.healthy = False
+    Flaky.healthy = ShakyReport.healthy = False
 
 
 async def run_burst(engine: RedisEngine, *queues: str) -> None:
@@ -138,6 +153,21 @@ async def test_on_failure_continue_runs_the_next_step(engine: RedisEngine) -> No
     assert ledger == [("flaky", 1), ("step", 2)]
 
 
+async def test_a_step_retried_after_the_next_one_ran_anyway_ends_cleanly(
+    engine: RedisEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = await chain(Flaky({"n": 1}), Step({"n": 2}), on_failure="continue").dispatch()
+    await run_burst(engine)
+    Flaky.healthy = True
+    assert await engine.failed_retry([first], queue=QUEUE) == 1
+    caplog.clear()
+    await run_burst(engine)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], "acked at once"
+    assert ledger == [("flaky", 1), ("step", 2), ("flaky", 1)]
+    assert await state(engine, first) in ("done", "gone")
+    assert await state(engine, second) in ("done", "gone")
+
+
 async def test_a_batch_calls_back_once_with_counts(engine: RedisEngine) -> None:
     members = [Step({"n": n, "fail": n % 4 == 0}) for n in range(1, 13)]
     batch_id, ids = await batch(members, on_complete=Report()).dispatch()
@@ -165,6 +195,42 @@ async def test_an_on_success_callback_fails_at_the_first_failed_member(engine: R
     assert [e for e in ledger if e[0] == "report"] == [("report", (2, 2, 0, []))]
 
 
+async def test_a_callback_retried_after_it_failed_still_reads_its_batch(engine: RedisEngine) -> None:
+    callback = ShakyReport()
+    await batch([Step({"n": 1}), Step({"n": 2})], on_complete=callback).dispatch()
+    await run_burst(engine)
+    assert callback.id is not None and await reason(engine, callback.id) == "permanent"
+    ShakyReport.healthy = True
+    assert await engine.failed_retry([callback.id], queue=QUEUE) == 1
+    await run_burst(engine)
+    assert [e for e in ledger if e[0] == "report"] == [("report", (2, 2, 0, []))]
+
+
+async def test_a_callback_aborted_while_it_waited_waits_again_when_retried(engine: RedisEngine) -> None:
+    callback = Report()
+    batch_id, ids = await batch([Flaky({"n": 1}), Step({"n": 2})], on_complete=callback).dispatch()
+    assert callback.id is not None and await engine.abort(callback.id, QUEUE) is True
+    assert await engine.failed_retry([callback.id], queue=QUEUE) == 1
+    assert await state(engine, callback.id) == "waiting", "its batch is still open"
+    await run_burst(engine)
+    assert [e for e in ledger if e[0] == "report"] == [("report", (2, 1, 1, [ids[0]]))]
+    assert ledger[-1][0] == "report"
+    result = await engine.batch_result(QUEUE, batch_id)
+    assert (result.pending, result.done, result.failed) == (0, 1, 1)
+
+
+async def test_an_aborted_on_success_callback_retried_after_a_member_failed_is_refused(
+    engine: RedisEngine,
+) -> None:
+    callback = Report()
+    _, ids = await batch([Flaky({"n": 1}), Step({"n": 2})], on_success=callback).dispatch()
+    assert callback.id is not None and await engine.abort(callback.id, QUEUE) is True
+    await run_burst(engine)
+    report = await engine.failed_retry_report([callback.id], queue=QUEUE)
+    assert report.requeued == 0 and report.blocked == {callback.id: ids[0]}
+    assert not [e for e in ledger if e[0] == "report"]
+
+
 async def test_depends_on_waits_for_plain_jobs_not_started_yet(engine: RedisEngine) -> None:
     a = await Step({"n": 1}).dispatch()  # inline records: no key of their own yet
     b = await Step({"n": 2}).dispatch(priority=5)
@@ -187,6 +253,19 @@ async def test_depends_on_a_job_already_done_or_failed(engine: RedisEngine) -> N
     assert await state(engine, anyway) == "ready"
     await run_burst(engine)
     assert ("step", 3) in ledger and ("step", 5) in ledger and ("step", 4) not in ledger
+
+
+async def test_a_run_anyway_job_waits_again_for_a_prerequisite_retried(engine: RedisEngine) -> None:
+    flaky = await Flaky({"n": 1}).dispatch()
+    later = await Step({"n": 2}).dispatch(delay="+1 hour")
+    joined = await Step({"n": 3}).dispatch(depends_on=[flaky, later], on_dependency_failure="run")
+    await run_burst(engine)
+    assert await state(engine, joined) == "waiting", "the other prerequisite has not ended"
+    Flaky.healthy = True
+    assert await engine.failed_retry([flaky], queue=QUEUE) == 1
+    await run_burst(engine)
+    assert ledger == [("flaky", 1), ("flaky", 1)]
+    assert await state(engine, joined) == "waiting", "each prerequisite's end counted once"
 
 
 async def test_an_unknown_dependency_stores_nothing(engine: RedisEngine) -> None:
@@ -221,6 +300,16 @@ async def test_aborting_a_waiting_step_fails_the_steps_after_it(engine: RedisEng
     await run_burst(engine)
     assert ledger == [("step", 1)]
     assert await state(engine, first) in ("done", "gone")
+
+
+async def test_a_step_aborted_while_it_waited_runs_when_retried(engine: RedisEngine) -> None:
+    _, second, _ = await chain(Step({"n": 1}), Step({"n": 2}), Step({"n": 3})).dispatch()
+    assert await engine.abort(second, QUEUE) is True
+    await run_burst(engine)
+    assert await engine.failed_retry([second], queue=QUEUE) == 1
+    assert await state(engine, second) == "ready", "its prerequisite's success was counted"
+    await run_burst(engine)
+    assert ledger == [("step", 1), ("step", 2), ("step", 3)]
 
 
 async def test_steps_of_other_queues_run_in_the_flows_queue(engine: RedisEngine) -> None:
