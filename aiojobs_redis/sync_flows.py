@@ -104,7 +104,7 @@ class SyncFlows:
     def _ended(self, job_id: str, succeeded: bool) -> None:
         self._outcomes[job_id] = succeeded
 
-    async def dispatch_flow(self, flow: Flow) -> None:
+    async def dispatch_flow(self, flow: Flow, *, durable: bool | None = None) -> None:
         """Run the flow's jobs now, in order (see the module's docstring)."""
         check_flow(flow)
         check_order(flow)

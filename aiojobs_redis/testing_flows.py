@@ -97,7 +97,7 @@ class FakeFlows:
 
     # -- storing ----------------------------------------------------------------------------
 
-    async def dispatch_flow(self, flow: Flow) -> None:
+    async def dispatch_flow(self, flow: Flow, *, durable: bool | None = None) -> None:
         """As RedisEngine.dispatch_flow: every job in one queue, each ready (or delayed),
         waiting, or failed at once (a prerequisite already failed). UnknownDependency, with
         nothing stored, for a depends_on id that is no job of that queue."""
