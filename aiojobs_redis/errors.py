@@ -217,7 +217,7 @@ class InvalidFlow(AiojobsRedisError, ValueError):
 
 class UnknownDependency(AiojobsRedisError, LookupError):
     """A depends_on id names no job of the queue (unknown, of another queue, or ended and no
-    longer on record); nothing was stored. `job_id` is that id."""
+    longer on record); no job was stored. `job_id` is that id."""
 
     def __init__(self, message: str, job_id: str) -> None:
         super().__init__(message)

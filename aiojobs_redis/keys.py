@@ -141,6 +141,7 @@ JOB_FIELDS = {
     # Flows (workflows.py; the prelude's "Flows"):
     "P": "prerequisites",  # ids, space-separated
     "D": "prerequisites_pending",  # not done yet
+    "E": "prerequisites_counted",  # ended and counted (each once), space-separated
     "M": "on_dependency_failure",  # "r": run anyway
     "Y": "delay_after_prerequisites",  # ms
     "B": "batch",  # the batch of a member or a callback

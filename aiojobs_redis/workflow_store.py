@@ -132,7 +132,8 @@ class WorkflowStore:
         decides from its record otherwise."""
         keys = self.keys(queue)
         async with redis_errors(f"find job {job_id}"):
-            exists = await self.redis.exists(keys.job(job_id))
+            # Its record, or its kept result (a job done whose record is gone).
+            exists = await self.redis.exists(keys.job(job_id), keys.result(job_id))
         if exists:
             return job_id, "", b""
         found = await self._inline_entry_at(queue, job_id)

@@ -197,11 +197,11 @@ def check_flow(flow: Flow) -> None:
 
 
 def unknown_dependency(job_id: str) -> UnknownDependency:
-    """The error of a depends_on id no engine knows (nothing was stored)."""
+    """The error of a depends_on id no engine knows (no job was stored)."""
     return UnknownDependency(
         f"depends_on: no job {job_id} in this queue (it may be unknown, of another queue, or "
         "done and no longer on record: a finished plain job is remembered only briefly "
-        "unless its class keeps its result); nothing was stored",
+        "unless its class keeps its result); no job was stored",
         job_id,
     )
 

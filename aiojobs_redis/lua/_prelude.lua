@@ -222,8 +222,9 @@ end
 -- flow is a hash in one queue, so each step below is atomic with the end that causes it.
 -- A job that waits for others has s = 'waiting', is in <base>:waiting (zset, id -> created
 -- ms) and has the fields P (its prerequisites' ids, space-separated), D (how many of them
--- have not succeeded yet), M ('r': run even if one fails; else fail with it), Y (ms to wait
--- once released). A prerequisite has F letter 'd', and <base>:dep:<id> (set) names the jobs
+-- have not succeeded yet), E (the prerequisites whose end it has counted, space-separated:
+-- each is counted once, however often it is retried), M ('r': run even if one fails; else
+-- fail with it), Y (ms to wait once released). D is the number of P not in E. A prerequisite has F letter 'd', and <base>:dep:<id> (set) names the jobs
 -- that wait for it. A batch <bid> is the hash <base>:batch:<bid> (n members, left not ended,
 -- ok / ko ended done / failed, cb its callback's id or '', mode 'c' on_complete or 's'
 -- on_success, ttl the failed TTL it was made with) with the lists <base>:batch:<bid>:ok / :ko of the first BATCH_IDS_KEPT ids
@@ -268,6 +269,21 @@ local function fail_waiting(base, id, cause, how, now, ttl)
   notify_ended(base, id, 'failed')
 end
 
+-- Whether dependent (hash at `key`) has counted the end of prerequisite `p` (field E).
+local function counted(key, p)
+  local ended = hash_field(key, 'E') or ''
+  return string.find(' ' .. ended .. ' ', ' ' .. p .. ' ', 1, true) ~= nil, ended
+end
+
+-- The dependent at `key` counts prerequisite `p` as ended (once): its D left, or false when
+-- it had counted it already.
+local function count_end(key, p)
+  local already, ended = counted(key, p)
+  if already then return false end
+  redis.call('HSET', key, 'E', ended == '' and p or ended .. ' ' .. p)
+  return redis.call('HINCRBY', key, 'D', -1)
+end
+
 -- A failed job of a flow to end after this one: queued on `todo` (finish() runs them all).
 local function cascade(base, todo, id)
   local f = redis.call('HMGET', job_key(base, id), 'F', 'u')
@@ -288,8 +304,8 @@ local function end_prerequisite(base, id, outcome, now, ttl, todo)
     local counts = outcome == 'done' or d[2] == 'r'
     if d[1] == 'waiting' or d[1] == 'failed' then
       if counts then
-        local left = redis.call('HINCRBY', key, 'D', -1)
-        if left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
+        local left = count_end(key, id)
+        if left and left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
       elseif d[1] == 'waiting' then
         fail_waiting(base, dep, id, outcome, now, ttl)
         cascade(base, todo, dep)
@@ -315,8 +331,11 @@ local function end_member(base, id, outcome, now, ttl, todo)
   local left = redis.call('HINCRBY', bkey, 'left', -1)
   local cb = b[2] ~= '' and b[2]
   if cb and hash_field(job_key(base, cb), 's') == 'waiting' then
-    if not good and b[3] == 's' then
-      fail_waiting(base, cb, id, outcome, now, ttl)
+    -- on_success: any failed member fails it (ko counts them all; the id lists are capped).
+    local failed = b[3] == 's' and (not good or tonumber(redis.call('HGET', bkey, 'ko')) > 0)
+    if failed then
+      local cause = good and (redis.call('LINDEX', bkey .. ':ko', 0) or 'batch:' .. bid) or id
+      fail_waiting(base, cb, cause, good and 'failed' or outcome, now, ttl)
       cascade(base, todo, cb)
     elseif left <= 0 then
       release_waiting(base, cb, now)

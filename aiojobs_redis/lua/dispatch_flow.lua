@@ -138,10 +138,12 @@ for a = first, #ARGV, STRIDE do
   local level, group, payload, options = tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6], ARGV[a + 8]
   local key = job_key(base, id)
   local run_anyway = string.find(options, 'r', 1, true) ~= nil
-  local pending, cause, how = 0, false, false
+  local pending, cause, how, ended = 0, false, false, {}
   for p in string.gmatch(ARGV[a + 7], '%S+') do
     local s = state[p]
-    if s ~= 'done' and not (run_anyway and (s == 'failed' or s == 'aborted')) then
+    if s == 'done' or (run_anyway and (s == 'failed' or s == 'aborted')) then
+      ended[#ended + 1] = p  -- counted already (E)
+    else
       pending = pending + 1
       local edges = dependents_key(base, p)
       redis.call('SADD', edges, id)
@@ -157,6 +159,7 @@ for a = first, #ARGV, STRIDE do
   if level ~= 0 then redis.call('HSET', key, 'o', level) end
   if group ~= '' then redis.call('HSET', key, 'g', group) end
   if ARGV[a + 7] ~= '' then redis.call('HSET', key, 'P', ARGV[a + 7], 'D', pending) end
+  if #ended > 0 then redis.call('HSET', key, 'E', table.concat(ended, ' ')) end
   if run_anyway then redis.call('HSET', key, 'M', 'r') end
   if delay > 0 then redis.call('HSET', key, 'Y', delay) end
   local member, callback = string.find(options, 'm', 1, true), string.find(options, 'c', 1, true)

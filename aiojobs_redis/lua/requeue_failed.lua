@@ -46,23 +46,44 @@ end
 -- gone (its failed record forgotten or expired) when the job still counts more
 -- prerequisites to succeed (D) than are live: it would wait for ever.
 local function failed_prerequisite(key)
-  local f = redis.call('HMGET', key, 'P', 'W', 'D')
-  local live, gone = 0, false
+  local f = redis.call('HMGET', key, 'P', 'W')
+  local listed = ' ' .. (f[1] or '') .. ' '
   for p in string.gmatch((f[1] or '') .. ' ' .. (f[2] or ''), '%S+') do
     local prerequisite = job_key(base, p)
     if hash_field(prerequisite, 's') == 'failed' then return p end
-    if is_live(prerequisite) then
-      live = live + 1
-    elseif key_type(prerequisite) == 'none' then
-      gone = gone or p
+    -- Gone (no record, no kept result) and never counted as ended: it will never end.
+    if string.find(listed, ' ' .. p .. ' ', 1, true) and key_type(prerequisite) == 'none'
+        and redis.call('EXISTS', base .. ':r:' .. p) == 0 and not counted(key, p) then
+      return p
     end
   end
-  if gone and (tonumber(f[3] or '') or 0) > live then return gone end
   local bkey = callback_batch(key)
-  if bkey and redis.call('HGET', bkey, 'mode') == 's' then
-    return redis.call('LINDEX', bkey .. ':ko', 0) or false
+  if bkey and redis.call('HGET', bkey, 'mode') == 's' and tonumber(redis.call('HGET', bkey, 'ko')) > 0 then
+    return redis.call('LINDEX', bkey .. ':ko', 0) or ('batch:' .. redis.call('HGET', key, 'B'))
   end
   return false
+end
+
+-- The dependent at `key` waits for prerequisite `p`'s end again (a retry of it).
+local function uncount(key, p)
+  local already, ended = counted(key, p)
+  if not already then return end
+  local kept = {}
+  for q in string.gmatch(ended, '%S+') do
+    if q ~= p then kept[#kept + 1] = q end
+  end
+  redis.call('HSET', key, 'E', table.concat(kept, ' '))
+  redis.call('HINCRBY', key, 'D', 1)
+end
+
+-- D, recounted: the prerequisites in P whose end it has not counted (E).
+local function recount(key)
+  local pending = 0
+  for p in string.gmatch(hash_field(key, 'P') or '', '%S+') do
+    if not counted(key, p) then pending = pending + 1 end
+  end
+  redis.call('HSET', key, 'D', pending)
+  return pending
 end
 
 -- Out of the failed set, and waiting (prerequisites left: D, or the callback of a batch
@@ -73,7 +94,7 @@ local function restart(id, key)
   redis.call('PERSIST', key)
   local bkey = callback_batch(key)
   local open = bkey and (tonumber(redis.call('HGET', bkey, 'left') or '') or 0) > 0
-  if (tonumber(hash_field(key, 'D') or '') or 0) > 0 or open then
+  if (hash_field(key, 'P') and recount(key) > 0) or open then
     redis.call('HSET', key, 's', 'waiting')
     redis.call('ZADD', base .. ':waiting', tonumber(hash_field(key, 'c') or '') or now, id)
   else
@@ -112,8 +133,8 @@ end
 
 -- The jobs whose failure came from `id` (W = id, in its edge set) restart, and theirs after
 -- them, unless another prerequisite of theirs is still failed (W then names that one). A job
--- that runs anyway (M 'r') and still waits counted the failure as an end: it waits for this
--- one's end again.
+-- that runs anyway (M 'r') and has not started counted the failure as an end: it waits for
+-- this one's end again (taken out of its E).
 local function revive_dependents(id)
   local todo, i = {id}, 1
   while todo[i] do
@@ -123,7 +144,7 @@ local function revive_dependents(id)
       for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
         local key = job_key(base, dep)
         local s = hash_field(key, 's')  -- a done job's record may be a string by now
-        if s == 'waiting' and hash_field(key, 'M') == 'r' then redis.call('HINCRBY', key, 'D', 1) end
+        if (s == 'waiting' or s == 'failed') and hash_field(key, 'M') == 'r' then uncount(key, todo[i]) end
         if s == 'failed' and hash_field(key, 'W') == todo[i]
             and record_version(hash_field(key, 'v')) <= FORMAT_VERSION then
           local other = failed_prerequisite(key)

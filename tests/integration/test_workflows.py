@@ -394,3 +394,54 @@ async def test_a_dependent_of_a_forgotten_failed_prerequisite_is_not_revived(
     report = await engine.failed_retry_report([second], queue=QUEUE)
     assert report.requeued == 0 and report.blocked == {second: first}, "it would wait for ever"
     assert await reason(engine, second) == "dependency_failed"
+
+
+async def test_a_dependent_of_two_failed_prerequisites_one_forgotten_is_not_revived(
+    engine: RedisEngine,
+) -> None:
+    p1 = await Flaky({"n": 1}).dispatch()
+    p2 = await Flaky({"n": 2}).dispatch()
+    joined = await Step({"n": 9}).dispatch(depends_on=[p1, p2])
+    await run_burst(engine)
+    assert await engine.failed_forget([p2], queue=QUEUE) == 1
+    Flaky.healthy = True
+    assert (await engine.failed_retry_report([p1], queue=QUEUE)).requeued == 1
+    await run_burst(engine)
+    assert await state(engine, joined) == "failed", "p2 will never end: it must not wait for it"
+    assert await engine.redis.zcard(engine.keys(QUEUE).waiting) == 0
+    report = await engine.failed_retry_report([joined], queue=QUEUE)
+    assert report.blocked == {joined: p2}
+
+
+async def test_an_aborted_run_anyway_dependent_counts_each_prerequisite_once(engine: RedisEngine) -> None:
+    p = await Flaky({"n": 1}).dispatch()
+    q = await Step({"n": 2}).dispatch(delay="+1 hour")
+    joined = await Step({"n": 9}).dispatch(depends_on=[p, q], on_dependency_failure="run")
+    assert await engine.abort(joined, QUEUE)
+    await run_burst(engine)  # p fails for good: counted as an end
+    Flaky.healthy = True
+    assert await engine.failed_retry([p], queue=QUEUE) == 1  # it waits for p's end again
+    await run_burst(engine)  # p succeeds: counted once
+    assert await engine.failed_retry([joined], queue=QUEUE) == 1
+    assert await state(engine, joined) == "waiting", "q has not ended"
+    await run_burst(engine)
+    assert ("step", 9) not in ledger
+
+
+async def test_an_on_success_callback_never_runs_while_a_member_is_failed_past_the_id_cap(
+    engine: RedisEngine,
+) -> None:
+    callback = Report()
+    batch_id, ids = await batch([Flaky({"n": n}) for n in range(1_001)], on_success=callback).dispatch()
+    await run_burst(engine)
+    result = await engine.batch_result(QUEUE, batch_id)
+    assert (result.failed, len(result.failed_ids)) == (1_001, 1_000), "the id list is capped"
+    [not_listed] = sorted(set(ids) - set(result.failed_ids))
+    Flaky.healthy = True
+    assert await engine.failed_retry(result.failed_ids, queue=QUEUE) == 1_000
+    await run_burst(engine)
+    assert callback.id is not None
+    report = await engine.failed_retry_report([callback.id], queue=QUEUE)
+    assert report.requeued == 0 and callback.id in report.blocked
+    assert await state(engine, not_listed) == "failed"
+    assert not [e for e in ledger if e[0] == "report"]
