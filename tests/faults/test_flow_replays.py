@@ -14,15 +14,18 @@ import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from support.engine_calls import claim_from
 from support.faultapp import Noop, Record
+from support.ledger import read_ledger
 from support.proxy import FaultProxy, Rule, evalsha
 from support.redis_server import RedisServer
 
-from aiojobs_redis import RedisEngine, Settings, batch, chain, use_engine
+from aiojobs_redis import RedisEngine, Settings, Worker, batch, chain, use_engine
 from aiojobs_redis.records import ClaimedJob, parse_inline
 from aiojobs_redis.scripts import SCRIPT_NAMES, source
 
@@ -325,3 +328,42 @@ async def test_a_replayed_abort_of_a_waiting_step_fails_the_rest_once(
     assert waiting == {callback.id} and failed == {second, third, members[0]}
     assert (counts["left"], counts["ko"], ko, ok) == ("1", "1", [members[0]], [])
     assert queued == [first, members[1]]
+
+
+@pytest.mark.parametrize("kind", ["chain", "batch"])
+async def test_a_flow_dispatch_replayed_late_does_not_store_the_flow_again(
+    server: RedisServer, proxy: FaultProxy, ledger_dir: Path, kind: str
+) -> None:
+    """The first call runs and its reply is lost; redis-py's replay reaches Redis 2.5 s later,
+    before the call's deadline. Meanwhile a worker ran the flow's first job, and its record,
+    kept only 200 ms once done (keep_done_ms), has gone: the replay must not store the flow
+    again (the first job would run twice, and a batch would count from zero again)."""
+    ledger = {"ledger": str(ledger_dir)}
+    async with engines(server, proxy) as (_, direct):
+        state = Flow(direct)
+        worker_settings = Settings(url=server.url, prefix=PREFIX, keep_done_ms=200)
+        async with RedisEngine(worker_settings) as worker_engine:
+            worker = Worker(worker_engine, [QUEUE], lease=2, reap_interval=0.5, idle_wait=0.2)
+            async with anyio.create_task_group() as group:
+                await group.start(worker.run)
+                proxy.add_rule(Rule("drop_reply", evalsha(sha("dispatch_flow")), fresh_only=True))
+                proxy.add_rule(Rule("late", evalsha(sha("dispatch_flow")), hold=2.5))
+                if kind == "chain":
+                    ids = await chain(Record(ledger), Record(ledger)).dispatch()
+                else:
+                    batch_id, ids = await batch(
+                        [Record(ledger), Record(ledger)], on_complete=Record(ledger)
+                    ).dispatch()
+                await anyio.sleep(2)  # a flow stored again would run meanwhile
+                worker.stop()
+        late = proxy.events("late")
+        runs = read_ledger(ledger_dir)
+        waiting = await state.waiting()
+        left = (await state.batch(batch_id))[0].get("left") if kind == "batch" else None
+    started = Counter(r.job_id for r in runs if r.event == "start")
+    print(f"\nlate {kind} dispatch replay: runs per job {dict(started)}")
+    assert len(late) == 1
+    assert [started[i] for i in ids] == [1, 1], "the replay stored the flow again"
+    assert max(started.values()) == 1 and len(started) == 3 - (kind == "chain")
+    assert waiting == set()
+    assert left in (None, "0")
