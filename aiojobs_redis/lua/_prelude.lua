@@ -277,15 +277,17 @@ end
 -- Prerequisite `id` ended (`outcome`): each job waiting for it counts one fewer, and starts
 -- at none left; or, when it failed or was aborted, fails with it (unless its M is 'r').
 -- A dependent already failed (by another prerequisite) still counts the success, so that
--- retrying the other one finds its count right. The edge set goes with a success, and stays
--- as long as a failed record (for requeue_failed) otherwise.
+-- retrying the other one finds its count right; so does one aborted while it waited (no W),
+-- so that retrying it does not wait for a prerequisite already done. The edge set goes with
+-- a success, and stays as long as a failed record (for requeue_failed) otherwise.
 local function end_prerequisite(base, id, outcome, now, ttl, todo)
   local edges = dependents_key(base, id)
   for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
     local key = job_key(base, dep)
-    local d = redis.call('HMGET', key, 's', 'M', 'W')
+    local d = redis.call('HMGET', key, 's', 'M', 'W', 'D')
     local counts = outcome == 'done' or d[2] == 'r'
-    if d[1] == 'waiting' or (d[1] == 'failed' and d[3]) then
+    local aborted_waiting = d[1] == 'failed' and outcome == 'done' and (tonumber(d[4] or '') or 0) > 0
+    if d[1] == 'waiting' or (d[1] == 'failed' and d[3]) or aborted_waiting then
       if counts then
         local left = redis.call('HINCRBY', key, 'D', -1)
         if left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
