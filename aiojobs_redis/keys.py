@@ -146,6 +146,7 @@ JOB_FIELDS = {
     "Y": "delay_after_prerequisites",  # ms
     "B": "batch",  # the batch of a member or a callback
     "W": "failed_by",  # the prerequisite whose failure failed it
+    "K": "failures_counted",  # "r": prerequisites whose failure it counted as their end (ids)
 }
 
 JOB_FIELD = {name: letter for letter, name in JOB_FIELDS.items()}  # "error" -> "e"

@@ -223,7 +223,8 @@ end
 -- A job that waits for others has s = 'waiting', is in <base>:waiting (zset, id -> created
 -- ms) and has the fields P (its prerequisites' ids, space-separated), D (how many of them
 -- have not succeeded yet), M ('r': run even if one fails; else fail with it), Y (ms to wait
--- once released). A prerequisite has F letter 'd', and <base>:dep:<id> (set) names the jobs
+-- once released), K (with 'r': the prerequisites whose failure it counted as their end, ids
+-- space-separated; retrying one takes that count back: requeue_failed). A prerequisite has F letter 'd', and <base>:dep:<id> (set) names the jobs
 -- that wait for it. A batch <bid> is the hash <base>:batch:<bid> (n members, left not ended,
 -- ok / ko ended done / failed, cb its callback's id or '', mode 'c' on_complete or 's'
 -- on_success, ttl the failed TTL it was made with) with the lists <base>:batch:<bid>:ok / :ko of the first BATCH_IDS_KEPT ids
@@ -289,6 +290,7 @@ local function end_prerequisite(base, id, outcome, now, ttl, todo)
     local aborted_waiting = d[1] == 'failed' and outcome == 'done' and (tonumber(d[4] or '') or 0) > 0
     if d[1] == 'waiting' or (d[1] == 'failed' and d[3]) or aborted_waiting then
       if counts then
+        if outcome ~= 'done' then redis.call('HSET', key, 'K', (hash_field(key, 'K') or '') .. ' ' .. id) end
         local left = redis.call('HINCRBY', key, 'D', -1)
         if left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
       elseif d[1] == 'waiting' then

@@ -85,6 +85,23 @@ local function reopen_batch(id, key)
   end
 end
 
+-- A run-anyway dependent at `key` that counted the failure of `id` as its end (K) and still
+-- waits for its prerequisites (waiting, or failed while it waited) waits for `id` again.
+local function uncount_failure(key, id)
+  local counted = hash_field(key, 'K')
+  if not counted then return end
+  local rest, found = {}, false
+  for p in string.gmatch(counted, '%S+') do
+    if p == id and not found then found = true else rest[#rest + 1] = p end
+  end
+  if not found then return end
+  redis.call('HSET', key, 'K', table.concat(rest, ' '))
+  local f = redis.call('HMGET', key, 's', 'W', 'D')
+  if f[1] == 'waiting' or (f[1] == 'failed' and (f[2] or (tonumber(f[3] or '') or 0) > 0)) then
+    redis.call('HINCRBY', key, 'D', 1)
+  end
+end
+
 -- The jobs whose failure came from `id` (W = id, in its edge set) restart, and theirs after
 -- them, unless another prerequisite of theirs is still failed (W then names that one).
 local function revive_dependents(id)
@@ -95,6 +112,7 @@ local function revive_dependents(id)
       redis.call('PERSIST', edges)
       for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
         local key = job_key(base, dep)
+        uncount_failure(key, todo[i])
         if hash_field(key, 's') == 'failed' and hash_field(key, 'W') == todo[i]
             and record_version(hash_field(key, 'v')) <= FORMAT_VERSION then
           local other = failed_prerequisite(key)

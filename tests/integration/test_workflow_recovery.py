@@ -3,14 +3,18 @@ a retried job of a flow waits only while a prerequisite is still to succeed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from support.engine_calls import claim_from
 
 from aiojobs_redis import Job, RedisEngine, chain
+from aiojobs_redis.records import ClaimedJob
 
 pytestmark = pytest.mark.anyio
 
 QUEUE = "flow-recovery"
+ERROR: dict[str, Any] = {"reason": "permanent", "type": "PermanentFailure", "message": "boom"}
 
 
 class Step(Job):
@@ -24,6 +28,15 @@ class Step(Job):
 async def state(engine: RedisEngine, job_id: str) -> str:
     info = await engine.get_job(QUEUE, job_id)
     return "gone" if info is None else str(info.state)
+
+
+async def claim(engine: RedisEngine, request: str) -> ClaimedJob:
+    [job] = (await claim_from(engine, QUEUE, 1, worker_id="w", request_id=request, lease_ms=30_000)).jobs
+    return job
+
+
+async def pending(engine: RedisEngine, job_id: str) -> int:
+    return int(await engine.redis.hget(engine.keys(QUEUE).job(job_id), "D") or 0)
 
 
 async def test_a_step_aborted_while_waiting_and_retried_after_its_prerequisite_succeeded_is_ready(
@@ -49,3 +62,21 @@ async def test_a_step_aborted_while_waiting_and_retried_before_its_prerequisite_
     assert claim.id == first and await engine.ack(claim)
     assert await state(engine, second) == "ready", "released once, by its prerequisite's success"
     assert await engine.redis.hget(engine.keys(QUEUE).job(second), "D") == b"0"
+
+
+async def test_a_run_anyway_job_counts_a_retried_prerequisite_once(engine: RedisEngine) -> None:
+    """It counted its prerequisite's failure as its end; the retry takes that back, so the
+    prerequisite's later success does not count a second time and release it early."""
+    first = await Step().dispatch()
+    other = await Step().dispatch()
+    joined = await Step().dispatch(depends_on=[first, other], on_dependency_failure="run")
+    failing = await claim(engine, "1")
+    assert failing.id == first and await engine.fail(failing, ERROR)
+    assert await pending(engine, joined) == 1
+    assert await engine.failed_retry([first], queue=QUEUE) == 1
+    assert await pending(engine, joined) == 2
+    assert (await claim(engine, "2")).id == other  # running, not done
+    run = await claim(engine, "3")
+    assert run.id == first and await engine.ack(run)
+    assert await state(engine, joined) == "waiting", f"{other} has not succeeded yet"
+    assert await pending(engine, joined) == 1
