@@ -39,6 +39,13 @@ run_until_complete, and closes the engine on that loop in teardown.
 
 Size: AIOJOBS_HYPOTHESIS_EXAMPLES (default 2,000, as in the README's fault table, row W2b)
 examples of up to AIOJOBS_HYPOTHESIS_STEPS (default 25) steps each.
+
+W2f, at the end of this file, is a second machine for flows: chains of 2 or 3 steps, with
+claims, ack, fail, abort and failed retry of any step and replays of ack and fail; it checks
+that every job of a chain is in exactly one state set as a model says, with its D (its
+prerequisite not done yet), W and reason, and that no job waits on a prerequisite that has
+ended. Size: AIOJOBS_FLOW_EXAMPLES (default 150) examples of up to AIOJOBS_FLOW_STEPS
+(default 30) steps.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ from support.clock import FakeClock
 from support.engine_calls import claim_from, dispatch_marker
 from support.keyspace import delete_prefix
 
-from aiojobs_redis import Job, RedisEngine, Settings
+from aiojobs_redis import Job, RedisEngine, Settings, chain, use_engine
 from aiojobs_redis.keys import FORMAT_VERSION
 from aiojobs_redis.records import ClaimedJob
 
@@ -856,3 +863,304 @@ async def test_claim_reports_the_next_due_time_after_a_partial_claim(clocked_eng
     claim = await claim_from(clocked_engine, QUEUE, 4, worker_id="w1", request_id="1", lease_ms=LEASE_MS)
     assert len(claim.jobs) == 1
     assert claim.next_due_ms == 5_000, f"a partial claim reported next_due_ms={claim.next_due_ms}"
+
+
+# -- W2f: flows (chains) ------------------------------------------------------------------------
+
+FLOW_QUEUE = "w2f"
+FLOW_EXAMPLES = int(os.environ.get("AIOJOBS_FLOW_EXAMPLES", "150"))
+FLOW_STEPS = int(os.environ.get("AIOJOBS_FLOW_STEPS", "30"))
+FLOW_ERROR: dict[str, Any] = {"reason": "permanent", "type": "PermanentFailure", "message": "boom"}
+
+
+class FlowStep(Job):
+    name = "w2f.Step"
+    queue = FLOW_QUEUE
+    attempts = 1
+
+    async def handle(self) -> None:  # pragma: no cover - claimed and ended by the machine
+        return None
+
+
+@dataclass
+class FlowModelJob:
+    id: str
+    prerequisite: str | None  # the step before it in its chain
+    dependent: str | None = None  # the step after it
+    state: str = "waiting"  # ready | running | waiting | failed | done
+    pending: int = 0  # D: prerequisites not done yet
+    failed_by: str | None = None  # W
+    reason: str | None = None  # of a failed job
+    lease: ClaimedJob | None = None  # the last claim of it
+    settled_by: str | None = None  # "fail <token>" while the failure that run made stands
+
+
+class FlowMachine(RuleBasedStateMachine):
+    """Chains of 2 or 3 steps (on_failure "fail"): claims, ack, fail, abort and failed retry of
+    any step, and replays of ack and fail calls, on the real Redis with a fake clock (no lease
+    lapses). After every step: each job is in exactly one state set (waiting zset, failed
+    zset, queue list, running zset) or done (no record but the replay marker), as the model
+    says; no job waits whose prerequisite has ended (done or failed); D, W and the reason of
+    each record match the model."""
+
+    url: ClassVar[str] = ""
+    root_prefix: ClassVar[str] = ""
+    figures: ClassVar[Figures] = Figures()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.settings = Settings(url=self.url, prefix=f"{self.root_prefix}{uuid.uuid4().hex[:10]}:")
+        self.engine = RedisEngine(self.settings, clock=FakeClock(START_MS))
+        self.run(self.engine.ping())
+        self.keys = self.engine.keys(FLOW_QUEUE)
+        self.jobs: dict[str, FlowModelJob] = {}
+        self.queue: list[str] = []  # ready jobs, head first
+        self.request_seq = 0
+        self.last_rule = ""
+        self.figures.machines += 1
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.engine.aclose())
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+    def step(self, name: str) -> None:
+        self.last_rule = name
+        self.figures.rules[name] += 1
+        self.figures.steps += 1
+
+    def in_state(self, *states: str) -> list[FlowModelJob]:
+        return sorted((j for j in self.jobs.values() if j.state in states), key=lambda j: j.id)
+
+    # -- the model's flow moves -------------------------------------------------------------
+
+    def fail_down(self, job: FlowModelJob, how: str) -> None:
+        """`job` ended failed or aborted: what waits on it fails, and so on down the chain."""
+        while job.dependent is not None and self.jobs[job.dependent].state == "waiting":
+            dep = self.jobs[job.dependent]
+            dep.state, dep.failed_by, dep.reason = "failed", job.id, f"dependency_{how}"
+            job, how = dep, "failed"
+
+    def succeeded(self, job: FlowModelJob) -> None:
+        job.state, job.settled_by = "done", None
+        if job.dependent is None:
+            return
+        dep = self.jobs[job.dependent]
+        if dep.state in ("waiting", "failed"):  # a failed one: aborted while it waited
+            dep.pending = 0
+        if dep.state == "waiting":
+            dep.state = "ready"
+            self.queue.append(dep.id)
+
+    def restart(self, job: FlowModelJob) -> None:
+        job.failed_by = job.reason = job.settled_by = None
+        if job.pending > 0:
+            job.state = "waiting"
+        else:
+            job.state = "ready"
+            self.queue.append(job.id)
+
+    # -- rules ------------------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.jobs) < 9)  # a few chains: the rules act on them
+    @rule(steps=st.integers(min_value=2, max_value=3))
+    def dispatch_chain(self, steps: int) -> None:
+        self.step("dispatch_chain")
+        ids = self.run(self._dispatch(steps))
+        before = None
+        for job_id in ids:
+            job = FlowModelJob(job_id, before, pending=1 if before else 0)
+            if before is not None:
+                self.jobs[before].dependent = job_id
+            self.jobs[job_id] = job
+            before = job_id
+        self.jobs[ids[0]].state = "ready"
+        self.queue.append(ids[0])
+        self.figures.jobs += steps
+
+    async def _dispatch(self, steps: int) -> list[str]:
+        with use_engine(self.engine):
+            return await chain(*(FlowStep({"n": n}) for n in range(steps))).dispatch()
+
+    @precondition(lambda self: bool(self.queue))
+    @rule()
+    def claim(self) -> None:
+        self.step("claim")
+        self.request_seq += 1
+        got = self.run(
+            claim_from(
+                self.engine, FLOW_QUEUE, 1, worker_id="w", request_id=str(self.request_seq), lease_ms=LEASE_MS
+            )
+        )
+        assert [c.id for c in got.jobs] == self.queue[:1], "claimed the wrong job"
+        job = self.jobs[self.queue.pop(0)]
+        job.state, job.lease = "running", got.jobs[0]
+
+    @precondition(lambda self: bool(self.in_state("running")))
+    @rule(pick=PICK)
+    def ack(self, pick: int) -> None:
+        self.step("ack")
+        running = self.in_state("running")
+        job = running[pick % len(running)]
+        assert job.lease is not None
+        assert self.run(self.engine.ack(job.lease)) is True
+        self.succeeded(job)
+        self.figures.outcomes["acked"] += 1
+
+    @precondition(lambda self: bool(self.in_state("running")))
+    @rule(pick=PICK)
+    def fail(self, pick: int) -> None:
+        self.step("fail")
+        running = self.in_state("running")
+        job = running[pick % len(running)]
+        assert job.lease is not None
+        assert self.run(self.engine.fail(job.lease, FLOW_ERROR)) is True
+        job.state, job.reason, job.settled_by = "failed", "permanent", f"fail {job.lease.token}"
+        self.fail_down(job, "failed")
+        self.figures.outcomes["failed"] += 1
+
+    @precondition(lambda self: bool(self.in_state("done", "failed")))
+    @rule(pick=PICK)
+    def replay_end(self, pick: int) -> None:
+        """A worker sends its ack or fail again (its reply was lost): answered "done", and
+        nothing changes; a run whose outcome has since been retried is told no."""
+        ended = [j for j in self.in_state("done", "failed") if j.lease is not None]
+        if not ended:
+            return
+        self.step("replay_end")
+        job = ended[pick % len(ended)]
+        assert job.lease is not None
+        if job.state == "done":
+            assert self.run(self.engine.ack(job.lease)) is True
+        else:
+            applied = self.run(self.engine.fail(job.lease, FLOW_ERROR))
+            assert applied is (job.settled_by == f"fail {job.lease.token}"), job
+        self.figures.outcomes["replayed"] += 1
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(pick=PICK)
+    def abort(self, pick: int) -> None:
+        self.step("abort")
+        jobs = sorted(self.jobs)
+        job = self.jobs[jobs[pick % len(jobs)]]
+        aborted = self.run(self.engine.abort(job.id, FLOW_QUEUE))
+        live = job.state in ("ready", "running", "waiting")
+        assert aborted is live, f"abort of a {job.state} job answered {aborted}"
+        if not live:
+            return
+        if job.state == "ready":
+            self.queue.remove(job.id)
+        job.state, job.reason, job.settled_by = "failed", "aborted", None
+        self.fail_down(job, "aborted")
+        self.figures.outcomes["aborted"] += 1
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(pick=PICK)
+    def failed_retry(self, pick: int) -> None:
+        self.step("failed_retry")
+        jobs = sorted(self.jobs)
+        job = self.jobs[jobs[pick % len(jobs)]]
+        report = self.run(self.engine.failed_retry_report([job.id], queue=FLOW_QUEUE))
+        before = self.jobs.get(job.prerequisite or "")
+        blocked = before is not None and before.state == "failed"
+        if job.state != "failed" or blocked:
+            assert report.requeued == 0, f"requeued a {job.state} job (prerequisite {before})"
+            if job.state == "failed":
+                assert report.blocked == {job.id: job.prerequisite}
+            return
+        assert report.requeued == 1
+        self.restart(job)
+        revived = job
+        while revived.dependent is not None:
+            dep = self.jobs[revived.dependent]
+            if dep.state != "failed" or dep.failed_by != revived.id:
+                break
+            self.restart(dep)
+            revived = dep
+        self.figures.outcomes["retried"] += 1
+
+    # -- the check --------------------------------------------------------------------------
+
+    @invariant()
+    def redis_matches_the_model(self) -> None:
+        self.figures.checks += 1
+        self.run(self._check())
+
+    async def _check(self) -> None:
+        k = self.keys
+        ids = sorted(self.jobs)
+        async with self.engine.redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(k.ready, 0, -1)
+            pipe.zrange(k.waiting, 0, -1)
+            pipe.zrange(k.failed, 0, -1)
+            pipe.zrange(k.running, 0, -1)
+            pipe.zrange(k.delayed, 0, -1)
+            for job_id in ids:
+                pipe.type(k.job(job_id))
+                pipe.hmget(k.job(job_id), "s", "D", "W", "e", "P")
+            replies = await pipe.execute(raise_on_error=False)  # HMGET of a "done" marker fails
+        queued, waiting, failed, running, delayed = ([_text(m) for m in r] for r in replies[:5])
+        where = f"after {self.last_rule}"
+        assert queued == self.queue, f"queue list {queued} != {self.queue} {where}"
+        sets = {"waiting": waiting, "failed": failed, "running": running}
+        for name, members in sets.items():
+            assert sorted(members) == [j.id for j in self.in_state(name)], f"{name} set {where}"
+        assert delayed == []
+        placed = Counter([*queued, *waiting, *failed, *running])
+        assert all(n == 1 for n in placed.values()), f"a job in two state sets {where}: {placed}"
+        by_id = {}
+        for index, job_id in enumerate(ids):
+            kind, fields = replies[5 + 2 * index], replies[6 + 2 * index]
+            if not isinstance(fields, list):
+                fields = [None] * 5
+            by_id[job_id] = (kind, [None if f is None else _text(f) for f in fields])
+        for job_id in ids:
+            job = self.jobs[job_id]
+            kind, (state, pending, failed_by, error, prerequisites) = by_id[job_id]
+            if job.state == "done":
+                assert kind in (b"none", b"string") and job_id not in placed, f"{job_id} not done {where}"
+                continue
+            assert kind == b"hash" and state == job.state, f"{job_id}: {state} != {job.state} {where}"
+            assert (prerequisites or None) == job.prerequisite
+            if job.prerequisite is not None:
+                assert int(pending or 0) == job.pending, f"{job_id}: D {pending} != {job.pending} {where}"
+            assert failed_by == job.failed_by, f"{job_id}: W {failed_by} != {job.failed_by} {where}"
+            if job.state == "failed":
+                assert orjson.loads(error or "{}").get("reason") == job.reason, f"{job_id} {where}"
+            if job.state == "waiting":  # policy "fail": only a live prerequisite is waited for
+                before = self.jobs[job.prerequisite or ""]
+                assert before.state in ("ready", "running", "waiting"), f"{job_id} waits on a {before.state}"
+
+
+def _run_flows(url: str, prefix: str, examples: int, steps: int) -> None:
+    FlowMachine.url, FlowMachine.root_prefix = url, prefix
+    FlowMachine.figures = Figures()
+    started = time.monotonic()
+    try:
+        run_state_machine_as_test(
+            FlowMachine,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=steps,
+                deadline=None,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        asyncio.run(delete_prefix(url, prefix))
+    print(
+        f"\n{FlowMachine.figures.summary().replace('W2b', 'W2f')}\n  ({examples} examples asked, "
+        f"up to {steps} steps each, {time.monotonic() - started:.1f} s)"
+    )
+
+
+@pytest.mark.timeout(600)
+def test_w2f_flows_match_the_model_under_random_interleavings(redis_url: str, prefix: str) -> None:
+    _run_flows(redis_url, prefix, FLOW_EXAMPLES, FLOW_STEPS)
