@@ -44,12 +44,21 @@ local function failed_prerequisite(key)
   return false
 end
 
--- Out of the failed set, and waiting (prerequisites left: D), or ready.
+-- Whether the job at `key` is the callback of a batch with members not ended yet.
+local function callback_of_open_batch(id, key)
+  local bid = hash_field(key, 'B')
+  if not bid then return false end
+  local b = redis.call('HMGET', batch_key(base, bid), 'left', 'cb')
+  return b[2] == id and (tonumber(b[1] or '') or 0) > 0
+end
+
+-- Out of the failed set, and waiting (prerequisites left: D, or a batch's members, for its
+-- callback), or ready.
 local function restart(id, key)
   redis.call('ZREM', failed_key, id)
   redis.call('HDEL', key, 'W')
   redis.call('PERSIST', key)
-  if (tonumber(hash_field(key, 'D') or '') or 0) > 0 then
+  if (tonumber(hash_field(key, 'D') or '') or 0) > 0 or callback_of_open_batch(id, key) then
     redis.call('HSET', key, 's', 'waiting')
     redis.call('ZADD', base .. ':waiting', tonumber(hash_field(key, 'c') or '') or now, id)
   else
@@ -58,8 +67,10 @@ local function restart(id, key)
   end
 end
 
--- Batch member `id` requeued: an open batch takes its failure back.
+-- Batch member `id` requeued: an open batch takes its failure back. (A callback, B without
+-- F letter 'b', keeps its batch as it is.)
 local function reopen_batch(id, key)
+  if not string.find(hash_field(key, 'F') or '', 'b', 1, true) then return end
   local bid = hash_field(key, 'B')
   local bkey = bid and batch_key(base, bid)
   local b = bkey and redis.call('HMGET', bkey, 'left', 'cb')

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from support.engine_calls import claim_from
 
-from aiojobs_redis import Job, RedisEngine, chain
+from aiojobs_redis import Job, RedisEngine, batch, chain
 from aiojobs_redis.records import ClaimedJob
 
 pytestmark = pytest.mark.anyio
@@ -80,3 +80,36 @@ async def test_a_run_anyway_job_counts_a_retried_prerequisite_once(engine: Redis
     assert run.id == first and await engine.ack(run)
     assert await state(engine, joined) == "waiting", f"{other} has not succeeded yet"
     assert await pending(engine, joined) == 1
+
+
+async def test_a_batch_callback_aborted_and_retried_before_the_batch_ended_waits_for_it(
+    engine: RedisEngine,
+) -> None:
+    callback = Step()
+    batch_id, members = await batch([Step(), Step()], on_complete=callback).dispatch()
+    assert callback.id is not None
+    assert await engine.abort(callback.id, QUEUE) is True
+    assert await engine.failed_retry([callback.id], queue=QUEUE) == 1
+    assert await state(engine, callback.id) == "waiting", "its batch has not ended"
+    for n, member in enumerate(members):
+        run = await claim(engine, f"m{n}")
+        assert run.id == member and await engine.ack(run)
+    assert await state(engine, callback.id) == "ready", "released once, by the last member's end"
+    assert (await claim(engine, "cb")).id == callback.id
+    result = await engine.batch_result(QUEUE, batch_id)
+    assert (result.pending, result.done) == (0, 2)
+
+
+async def test_a_batch_callback_that_failed_and_is_retried_still_reads_its_batch(engine: RedisEngine) -> None:
+    callback = Step()
+    batch_id, members = await batch([Step()], on_complete=callback).dispatch()
+    assert callback.id is not None
+    member = await claim(engine, "m")
+    assert member.id == members[0] and await engine.ack(member)
+    failing = await claim(engine, "cb")
+    assert failing.id == callback.id and await engine.fail(failing, ERROR)
+    assert await engine.failed_retry([callback.id], queue=QUEUE) == 1
+    assert await state(engine, callback.id) == "ready"
+    assert await engine.flow_fields(QUEUE, callback.id) == ([], batch_id), "still its batch's callback"
+    result = await engine.batch_result(QUEUE, batch_id)
+    assert (result.total, result.pending, result.done, result.failed) == (1, 0, 1, 0)
