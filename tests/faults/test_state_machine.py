@@ -75,7 +75,7 @@ from support.clock import FakeClock
 from support.engine_calls import claim_from, dispatch_marker
 from support.keyspace import delete_prefix
 
-from aiojobs_redis import Job, RedisEngine, Settings, chain, use_engine
+from aiojobs_redis import Job, RedisEngine, Settings, batch, chain, use_engine
 from aiojobs_redis.keys import FORMAT_VERSION
 from aiojobs_redis.records import ClaimedJob
 
@@ -893,15 +893,28 @@ class FlowModelJob:
     reason: str | None = None  # of a failed job
     lease: ClaimedJob | None = None  # the last claim of it
     settled_by: str | None = None  # "fail <token>" while the failure that run made stands
+    batch: str | None = None  # the batch it is a member or the callback of
+    member: bool = False  # a member its batch still counts
+
+
+@dataclass
+class FlowModelBatch:
+    id: str
+    callback: str
+    left: int  # members not ended
+    ok: list[str] = field(default_factory=list)  # ended done, in order
+    ko: list[str] = field(default_factory=list)  # ended failed or aborted, in order
 
 
 class FlowMachine(RuleBasedStateMachine):
-    """Chains of 2 or 3 steps (on_failure "fail"): claims, ack, fail, abort and failed retry of
-    any step, and replays of ack and fail calls, on the real Redis with a fake clock (no lease
+    """Chains of 2 or 3 steps (on_failure "fail") and batches of 2 members with an on_complete
+    callback: claims, ack, fail, abort and failed retry of any job, and replays of ack and
+    fail calls, on the real Redis with a fake clock (no lease
     lapses). After every step: each job is in exactly one state set (waiting zset, failed
     zset, queue list, running zset) or done (no record but the replay marker), as the model
-    says; no job waits whose prerequisite has ended (done or failed); D, W and the reason of
-    each record match the model."""
+    says; no job waits whose prerequisite has ended (done or failed), no callback waits for a
+    batch that has ended; D, W and the reason of each record, and each batch's counts and
+    ids, match the model."""
 
     url: ClassVar[str] = ""
     root_prefix: ClassVar[str] = ""
@@ -915,6 +928,7 @@ class FlowMachine(RuleBasedStateMachine):
         self.run(self.engine.ping())
         self.keys = self.engine.keys(FLOW_QUEUE)
         self.jobs: dict[str, FlowModelJob] = {}
+        self.batches: dict[str, FlowModelBatch] = {}
         self.queue: list[str] = []  # ready jobs, head first
         self.request_seq = 0
         self.last_rule = ""
@@ -958,9 +972,36 @@ class FlowMachine(RuleBasedStateMachine):
             dep.state = "ready"
             self.queue.append(dep.id)
 
+    def member_ended(self, job: FlowModelJob, good: bool) -> None:
+        """A member its batch counts ended: counted; at the last, the callback is released."""
+        if not job.member or job.batch is None:
+            return
+        batch = self.batches[job.batch]
+        batch.left -= 1
+        (batch.ok if good else batch.ko).append(job.id)
+        callback = self.jobs[batch.callback]
+        if callback.state == "waiting" and batch.left <= 0:
+            callback.state = "ready"
+            self.queue.append(callback.id)
+
+    def retried_member(self, job: FlowModelJob) -> None:
+        """A failed member retried: an open batch takes its failure back; a closed one lets it go."""
+        if not job.member or job.batch is None:
+            return
+        batch = self.batches[job.batch]
+        if batch.left > 0:
+            batch.left += 1
+            batch.ko.remove(job.id)
+        else:
+            job.member, job.batch = False, None
+
+    def waits_for_its_batch(self, job: FlowModelJob) -> bool:
+        batch = self.batches.get(job.batch or "")
+        return batch is not None and batch.callback == job.id and batch.left > 0
+
     def restart(self, job: FlowModelJob) -> None:
         job.failed_by = job.reason = job.settled_by = None
-        if job.pending > 0:
+        if job.pending > 0 or self.waits_for_its_batch(job):
             job.state = "waiting"
         else:
             job.state = "ready"
@@ -988,6 +1029,24 @@ class FlowMachine(RuleBasedStateMachine):
         with use_engine(self.engine):
             return await chain(*(FlowStep({"n": n}) for n in range(steps))).dispatch()
 
+    @precondition(lambda self: len(self.jobs) < 9)
+    @rule()
+    def dispatch_batch(self) -> None:
+        self.step("dispatch_batch")
+        callback = FlowStep({"callback": True})
+        batch_id, members = self.run(self._dispatch_batch(callback))
+        assert callback.id is not None
+        for member in members:
+            self.jobs[member] = FlowModelJob(member, None, state="ready", batch=batch_id, member=True)
+            self.queue.append(member)
+        self.jobs[callback.id] = FlowModelJob(callback.id, None, batch=batch_id)
+        self.batches[batch_id] = FlowModelBatch(batch_id, callback.id, left=len(members))
+        self.figures.jobs += len(members) + 1
+
+    async def _dispatch_batch(self, callback: Job) -> tuple[str, list[str]]:
+        with use_engine(self.engine):
+            return await batch([FlowStep({"n": n}) for n in range(2)], on_complete=callback).dispatch()
+
     @precondition(lambda self: bool(self.queue))
     @rule()
     def claim(self) -> None:
@@ -1011,6 +1070,7 @@ class FlowMachine(RuleBasedStateMachine):
         assert job.lease is not None
         assert self.run(self.engine.ack(job.lease)) is True
         self.succeeded(job)
+        self.member_ended(job, True)
         self.figures.outcomes["acked"] += 1
 
     @precondition(lambda self: bool(self.in_state("running")))
@@ -1023,6 +1083,7 @@ class FlowMachine(RuleBasedStateMachine):
         assert self.run(self.engine.fail(job.lease, FLOW_ERROR)) is True
         job.state, job.reason, job.settled_by = "failed", "permanent", f"fail {job.lease.token}"
         self.fail_down(job, "failed")
+        self.member_ended(job, False)
         self.figures.outcomes["failed"] += 1
 
     @precondition(lambda self: bool(self.in_state("done", "failed")))
@@ -1058,6 +1119,7 @@ class FlowMachine(RuleBasedStateMachine):
             self.queue.remove(job.id)
         job.state, job.reason, job.settled_by = "failed", "aborted", None
         self.fail_down(job, "aborted")
+        self.member_ended(job, False)
         self.figures.outcomes["aborted"] += 1
 
     @precondition(lambda self: bool(self.jobs))
@@ -1076,6 +1138,7 @@ class FlowMachine(RuleBasedStateMachine):
             return
         assert report.requeued == 1
         self.restart(job)
+        self.retried_member(job)
         revived = job
         while revived.dependent is not None:
             dep = self.jobs[revived.dependent]
@@ -1103,9 +1166,29 @@ class FlowMachine(RuleBasedStateMachine):
             pipe.zrange(k.delayed, 0, -1)
             for job_id in ids:
                 pipe.type(k.job(job_id))
-                pipe.hmget(k.job(job_id), "s", "D", "W", "e", "P")
+                pipe.hmget(k.job(job_id), "s", "D", "W", "e", "P", "B")
+            for batch_id in sorted(self.batches):
+                pipe.hmget(k.batch(batch_id), "left", "ok", "ko", "cb")
+                pipe.lrange(f"{k.batch(batch_id)}:ok", 0, -1)
+                pipe.lrange(f"{k.batch(batch_id)}:ko", 0, -1)
             replies = await pipe.execute(raise_on_error=False)  # HMGET of a "done" marker fails
-        queued, waiting, failed, running, delayed = ([_text(m) for m in r] for r in replies[:5])
+        placed = self._check_sets(*([_text(m) for m in r] for r in replies[:5]))
+        for index, job_id in enumerate(ids):
+            kind, fields = replies[5 + 2 * index], replies[6 + 2 * index]
+            if not isinstance(fields, list):
+                fields = [None] * 6
+            self._check_flow_record(
+                self.jobs[job_id], kind, [None if f is None else _text(f) for f in fields]
+            )
+            assert self.jobs[job_id].state != "done" or job_id not in placed, f"{job_id} is done and placed"
+        batch_replies = replies[5 + 2 * len(ids) :]
+        for index, batch_id in enumerate(sorted(self.batches)):
+            self._check_batch(self.batches[batch_id], *batch_replies[3 * index : 3 * index + 3])
+
+    def _check_sets(
+        self, queued: list[str], waiting: list[str], failed: list[str], running: list[str], delayed: list[str]
+    ) -> Counter[str]:
+        """The queue list and the state sets as the model says, no job in two of them."""
         where = f"after {self.last_rule}"
         assert queued == self.queue, f"queue list {queued} != {self.queue} {where}"
         sets = {"waiting": waiting, "failed": failed, "running": running}
@@ -1114,28 +1197,36 @@ class FlowMachine(RuleBasedStateMachine):
         assert delayed == []
         placed = Counter([*queued, *waiting, *failed, *running])
         assert all(n == 1 for n in placed.values()), f"a job in two state sets {where}: {placed}"
-        by_id = {}
-        for index, job_id in enumerate(ids):
-            kind, fields = replies[5 + 2 * index], replies[6 + 2 * index]
-            if not isinstance(fields, list):
-                fields = [None] * 5
-            by_id[job_id] = (kind, [None if f is None else _text(f) for f in fields])
-        for job_id in ids:
-            job = self.jobs[job_id]
-            kind, (state, pending, failed_by, error, prerequisites) = by_id[job_id]
-            if job.state == "done":
-                assert kind in (b"none", b"string") and job_id not in placed, f"{job_id} not done {where}"
-                continue
-            assert kind == b"hash" and state == job.state, f"{job_id}: {state} != {job.state} {where}"
-            assert (prerequisites or None) == job.prerequisite
-            if job.prerequisite is not None:
-                assert int(pending or 0) == job.pending, f"{job_id}: D {pending} != {job.pending} {where}"
-            assert failed_by == job.failed_by, f"{job_id}: W {failed_by} != {job.failed_by} {where}"
-            if job.state == "failed":
-                assert orjson.loads(error or "{}").get("reason") == job.reason, f"{job_id} {where}"
-            if job.state == "waiting":  # policy "fail": only a live prerequisite is waited for
-                before = self.jobs[job.prerequisite or ""]
-                assert before.state in ("ready", "running", "waiting"), f"{job_id} waits on a {before.state}"
+        return placed
+
+    def _check_flow_record(self, job: FlowModelJob, kind: Any, fields: list[str | None]) -> None:
+        where = f"job {job.id} ({job.state}) after {self.last_rule}"
+        state, pending, failed_by, error, prerequisites, batch_id = fields
+        if job.state == "done":
+            assert kind in (b"none", b"string"), f"{where}: record not gone"
+            return
+        assert kind == b"hash" and state == job.state, f"{where}: record state {state}"
+        assert (prerequisites or None) == job.prerequisite, where
+        if job.prerequisite is not None:
+            assert int(pending or 0) == job.pending, f"{where}: D {pending} != {job.pending}"
+        assert failed_by == job.failed_by, f"{where}: W {failed_by} != {job.failed_by}"
+        assert batch_id == job.batch, f"{where}: batch {batch_id} != {job.batch}"
+        if job.state == "failed":
+            assert orjson.loads(error or "{}").get("reason") == job.reason, where
+        if job.state != "waiting":
+            return
+        if job.prerequisite is not None:  # policy "fail": only a live prerequisite is waited for
+            before = self.jobs[job.prerequisite]
+            assert before.state in ("ready", "running", "waiting"), f"{where}: waits on a {before.state} job"
+        else:
+            assert self.waits_for_its_batch(job), f"{where}: waits for a batch that has ended"
+
+    def _check_batch(self, model: FlowModelBatch, counts: Any, ok: Any, ko: Any) -> None:
+        where = f"batch {model.id} after {self.last_rule}"
+        left, ok_count, ko_count, callback = (_text(c) for c in counts)
+        assert (int(left), int(ok_count), int(ko_count)) == (model.left, len(model.ok), len(model.ko)), where
+        assert ([_text(i) for i in ok], [_text(i) for i in ko]) == (model.ok, model.ko), where
+        assert callback == model.callback, where
 
 
 def _run_flows(url: str, prefix: str, examples: int, steps: int) -> None:
