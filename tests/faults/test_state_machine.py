@@ -902,13 +902,14 @@ class FlowModelBatch:
     id: str
     callback: str
     left: int  # members not ended
+    mode: str  # "c" on_complete, "s" on_success
     ok: list[str] = field(default_factory=list)  # ended done, in order
     ko: list[str] = field(default_factory=list)  # ended failed or aborted, in order
 
 
 class FlowMachine(RuleBasedStateMachine):
     """Chains of 2 or 3 steps (on_failure "fail") and batches of 2 members with an on_complete
-    callback: claims, ack, fail, abort and failed retry of any job, and replays of ack and
+    or on_success callback: claims, ack, fail, abort and failed retry of any job, and replays of ack and
     fail calls, on the real Redis with a fake clock (no lease
     lapses). After every step: each job is in exactly one state set (waiting zset, failed
     zset, queue list, running zset) or done (no record but the replay marker), as the model
@@ -972,28 +973,39 @@ class FlowMachine(RuleBasedStateMachine):
             dep.state = "ready"
             self.queue.append(dep.id)
 
-    def member_ended(self, job: FlowModelJob, good: bool) -> None:
-        """A member its batch counts ended: counted; at the last, the callback is released."""
+    def member_ended(self, job: FlowModelJob, how: str) -> None:
+        """A member its batch counts ended (`how`: done, failed, aborted): counted; at the
+        last, the callback is released; an on_success callback fails at a failed member."""
         if not job.member or job.batch is None:
             return
         batch = self.batches[job.batch]
         batch.left -= 1
-        (batch.ok if good else batch.ko).append(job.id)
+        (batch.ok if how == "done" else batch.ko).append(job.id)
         callback = self.jobs[batch.callback]
-        if callback.state == "waiting" and batch.left <= 0:
+        if callback.state != "waiting":
+            return
+        if how != "done" and batch.mode == "s":
+            callback.state, callback.failed_by, callback.reason = "failed", job.id, f"dependency_{how}"
+        elif batch.left <= 0:
             callback.state = "ready"
             self.queue.append(callback.id)
 
     def retried_member(self, job: FlowModelJob) -> None:
-        """A failed member retried: an open batch takes its failure back; a closed one lets it go."""
+        """A failed member retried: an open batch (or one whose on_success callback a member
+        failed) takes its failure back, and the callback waits again once no failure is
+        left; a closed one lets the member go."""
         if not job.member or job.batch is None:
             return
         batch = self.batches[job.batch]
-        if batch.left > 0:
-            batch.left += 1
-            batch.ko.remove(job.id)
-        else:
+        callback = self.jobs[batch.callback]
+        failed_by_member = callback.state == "failed" and callback.failed_by is not None
+        if batch.left <= 0 and not failed_by_member:
             job.member, job.batch = False, None
+            return
+        batch.left += 1
+        batch.ko.remove(job.id)
+        if failed_by_member and not batch.ko:
+            callback.state, callback.failed_by, callback.reason = "waiting", None, None
 
     def waits_for_its_batch(self, job: FlowModelJob) -> bool:
         batch = self.batches.get(job.batch or "")
@@ -1030,22 +1042,25 @@ class FlowMachine(RuleBasedStateMachine):
             return await chain(*(FlowStep({"n": n}) for n in range(steps))).dispatch()
 
     @precondition(lambda self: len(self.jobs) < 9)
-    @rule()
-    def dispatch_batch(self) -> None:
+    @rule(mode=st.sampled_from(["c", "s"]))
+    def dispatch_batch(self, mode: str) -> None:
         self.step("dispatch_batch")
         callback = FlowStep({"callback": True})
-        batch_id, members = self.run(self._dispatch_batch(callback))
+        batch_id, members = self.run(self._dispatch_batch(callback, mode))
         assert callback.id is not None
         for member in members:
             self.jobs[member] = FlowModelJob(member, None, state="ready", batch=batch_id, member=True)
             self.queue.append(member)
         self.jobs[callback.id] = FlowModelJob(callback.id, None, batch=batch_id)
-        self.batches[batch_id] = FlowModelBatch(batch_id, callback.id, left=len(members))
+        self.batches[batch_id] = FlowModelBatch(batch_id, callback.id, left=len(members), mode=mode)
         self.figures.jobs += len(members) + 1
 
-    async def _dispatch_batch(self, callback: Job) -> tuple[str, list[str]]:
+    async def _dispatch_batch(self, callback: Job, mode: str) -> tuple[str, list[str]]:
+        members = [FlowStep({"n": n}) for n in range(2)]
         with use_engine(self.engine):
-            return await batch([FlowStep({"n": n}) for n in range(2)], on_complete=callback).dispatch()
+            if mode == "s":
+                return await batch(members, on_success=callback).dispatch()
+            return await batch(members, on_complete=callback).dispatch()
 
     @precondition(lambda self: bool(self.queue))
     @rule()
@@ -1070,7 +1085,7 @@ class FlowMachine(RuleBasedStateMachine):
         assert job.lease is not None
         assert self.run(self.engine.ack(job.lease)) is True
         self.succeeded(job)
-        self.member_ended(job, True)
+        self.member_ended(job, "done")
         self.figures.outcomes["acked"] += 1
 
     @precondition(lambda self: bool(self.in_state("running")))
@@ -1083,7 +1098,7 @@ class FlowMachine(RuleBasedStateMachine):
         assert self.run(self.engine.fail(job.lease, FLOW_ERROR)) is True
         job.state, job.reason, job.settled_by = "failed", "permanent", f"fail {job.lease.token}"
         self.fail_down(job, "failed")
-        self.member_ended(job, False)
+        self.member_ended(job, "failed")
         self.figures.outcomes["failed"] += 1
 
     @precondition(lambda self: bool(self.in_state("done", "failed")))
@@ -1119,7 +1134,7 @@ class FlowMachine(RuleBasedStateMachine):
             self.queue.remove(job.id)
         job.state, job.reason, job.settled_by = "failed", "aborted", None
         self.fail_down(job, "aborted")
-        self.member_ended(job, False)
+        self.member_ended(job, "aborted")
         self.figures.outcomes["aborted"] += 1
 
     @precondition(lambda self: bool(self.jobs))
@@ -1129,12 +1144,12 @@ class FlowMachine(RuleBasedStateMachine):
         jobs = sorted(self.jobs)
         job = self.jobs[jobs[pick % len(jobs)]]
         report = self.run(self.engine.failed_retry_report([job.id], queue=FLOW_QUEUE))
-        before = self.jobs.get(job.prerequisite or "")
-        blocked = before is not None and before.state == "failed"
-        if job.state != "failed" or blocked:
-            assert report.requeued == 0, f"requeued a {job.state} job (prerequisite {before})"
+        # What it would wait for that is still failed: its prerequisite, or what failed it.
+        waits_on = [i for i in (job.prerequisite, job.failed_by) if i and self.jobs[i].state == "failed"]
+        if job.state != "failed" or waits_on:
+            assert report.requeued == 0, f"requeued a {job.state} job (waits on {waits_on})"
             if job.state == "failed":
-                assert report.blocked == {job.id: job.prerequisite}
+                assert report.blocked == {job.id: waits_on[0]}
             return
         assert report.requeued == 1
         self.restart(job)
