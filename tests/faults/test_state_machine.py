@@ -40,11 +40,12 @@ run_until_complete, and closes the engine on that loop in teardown.
 Size: AIOJOBS_HYPOTHESIS_EXAMPLES (default 2,000, as in the README's fault table, row W2b)
 examples of up to AIOJOBS_HYPOTHESIS_STEPS (default 25) steps each.
 
-W2f, at the end of this file, is a second machine for flows: chains of 2 or 3 steps, with
-claims, ack, fail, abort and failed retry of any step and replays of ack and fail; it checks
-that every job of a chain is in exactly one state set as a model says, with its D (its
-prerequisite not done yet), W and reason, and that no job waits on a prerequisite that has
-ended. Size: AIOJOBS_FLOW_EXAMPLES (default 150) examples of up to AIOJOBS_FLOW_STEPS
+W2f, at the end of this file, is a second machine for flows: chains of 2 or 3 steps and
+batches of 2 members with an on_complete or on_success callback, with claims, ack, fail,
+abort and failed retry of any job and replays of ack and fail; it checks that every job is
+in exactly one state set as a model says, with its D (its prerequisite not done yet), W,
+reason and batch, each batch's counts and ids, and that no job waits on a prerequisite (or a
+batch) that has ended. Size: AIOJOBS_FLOW_EXAMPLES (default 150) examples of up to AIOJOBS_FLOW_STEPS
 (default 30) steps.
 """
 
