@@ -224,10 +224,11 @@ end
 -- ms) and has the fields P (its prerequisites' ids, space-separated), D (how many of them
 -- have not succeeded yet), M ('r': run even if one fails; else fail with it), Y (ms to wait
 -- once released), K (with 'r': the prerequisites whose failure it counted as their end, ids
--- space-separated; retrying one takes that count back: requeue_failed). A prerequisite has F letter 'd', and <base>:dep:<id> (set) names the jobs
--- that wait for it. A batch <bid> is the hash <base>:batch:<bid> (n members, left not ended,
--- ok / ko ended done / failed, cb its callback's id or '', mode 'c' on_complete or 's'
--- on_success, ttl the failed TTL it was made with) with the lists <base>:batch:<bid>:ok / :ko of the first BATCH_IDS_KEPT ids
+-- space-separated; retrying one takes that count back: requeue_failed). A prerequisite has
+-- F letter 'd', and <base>:dep:<id> (set) names the jobs that wait for it. A batch <bid> is
+-- the hash <base>:batch:<bid> (n members, left not ended, ok / ko ended done / failed, cb
+-- its callback's id or '', mode 'c' on_complete or 's' on_success, ttl the failed TTL it
+-- was made with) with the lists <base>:batch:<bid>:ok / :ko of the first BATCH_IDS_KEPT ids
 -- of each; a member has F letter 'b' and B = <bid>, the callback B = <bid> and s 'waiting'.
 local BATCH_IDS_KEPT = 1000
 local DEFAULT_FAILED_TTL = 7 * 86400000
@@ -290,7 +291,9 @@ local function end_prerequisite(base, id, outcome, now, ttl, todo)
     local aborted_waiting = d[1] == 'failed' and outcome == 'done' and (tonumber(d[4] or '') or 0) > 0
     if d[1] == 'waiting' or (d[1] == 'failed' and d[3]) or aborted_waiting then
       if counts then
-        if outcome ~= 'done' then redis.call('HSET', key, 'K', (hash_field(key, 'K') or '') .. ' ' .. id) end
+        if outcome ~= 'done' then  -- 'r' counts a failure: K remembers it for a retry of `id`
+          redis.call('HSET', key, 'K', (hash_field(key, 'K') or '') .. ' ' .. id)
+        end
         local left = redis.call('HINCRBY', key, 'D', -1)
         if left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
       elseif d[1] == 'waiting' then
