@@ -281,12 +281,14 @@ end
 -- A dependent already failed (by another prerequisite) still counts the success, so that
 -- retrying the other one finds its count right; so does one aborted while it waited (no W),
 -- so that retrying it does not wait for a prerequisite already done. The edge set goes with
--- a success, and stays as long as a failed record (for requeue_failed) otherwise.
+-- a success, and stays as long as a failed record (for requeue_failed) otherwise. A
+-- dependent with no hash (a run-anyway job that ran and was acked while `id` was failed:
+-- its key is gone or the "done" marker) is past caring.
 local function end_prerequisite(base, id, outcome, now, ttl, todo)
   local edges = dependents_key(base, id)
   for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
     local key = job_key(base, dep)
-    local d = redis.call('HMGET', key, 's', 'M', 'W', 'D')
+    local d = key_type(key) == 'hash' and redis.call('HMGET', key, 's', 'M', 'W', 'D') or {}
     local counts = outcome == 'done' or d[2] == 'r'
     local aborted_waiting = d[1] == 'failed' and outcome == 'done' and (tonumber(d[4] or '') or 0) > 0
     if d[1] == 'waiting' or (d[1] == 'failed' and d[3]) or aborted_waiting then

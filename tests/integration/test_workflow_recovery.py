@@ -113,3 +113,21 @@ async def test_a_batch_callback_that_failed_and_is_retried_still_reads_its_batch
     assert await engine.flow_fields(QUEUE, callback.id) == ([], batch_id), "still its batch's callback"
     result = await engine.batch_result(QUEUE, batch_id)
     assert (result.total, result.pending, result.done, result.failed) == (1, 0, 1, 0)
+
+
+async def test_a_failed_step_retried_after_the_next_one_ran_anyway_ends_cleanly(
+    engine: RedisEngine,
+) -> None:
+    """on_failure="continue": the next step ran (and its record went) while the first was
+    failed; the first, retried, then succeeds: its ack must not trip over the next step's
+    "done" marker."""
+    first, second = await chain(Step(), Step(), on_failure="continue").dispatch()
+    failing = await claim(engine, "1")
+    assert failing.id == first and await engine.fail(failing, ERROR)
+    after = await claim(engine, "2")
+    assert after.id == second and await engine.ack(after)
+    assert await engine.failed_retry([first], queue=QUEUE) == 1
+    again = await claim(engine, "3")
+    assert again.id == first and await engine.ack(again)
+    assert await state(engine, first) == await state(engine, second) == "gone"
+    assert await engine.redis.zcard(engine.keys(QUEUE).waiting) == 0
