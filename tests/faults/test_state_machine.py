@@ -40,8 +40,9 @@ run_until_complete, and closes the engine on that loop in teardown.
 Size: AIOJOBS_HYPOTHESIS_EXAMPLES (default 2,000, as in the README's fault table, row W2b)
 examples of up to AIOJOBS_HYPOTHESIS_STEPS (default 25) steps each.
 
-W2f, at the end of this file, is a second machine for flows: chains of 2 or 3 steps and
-batches of 2 members with an on_complete or on_success callback, with claims, ack, fail,
+W2f, at the end of this file, is a second machine for flows: chains of 1 to 3 steps, jobs
+that depend on two others (failing with them, or run anyway), and batches of 2 members with
+an on_complete or on_success callback, with claims, ack, fail,
 abort and failed retry of any job and replays of ack and fail; it checks that every job is
 in exactly one state set as a model says, with its D (its prerequisite not done yet), W,
 reason and batch, each batch's counts and ids, and that no job waits on a prerequisite (or a
@@ -886,8 +887,10 @@ class FlowStep(Job):
 @dataclass
 class FlowModelJob:
     id: str
-    prerequisite: str | None  # the step before it in its chain
-    dependent: str | None = None  # the step after it
+    prerequisites: list[str] = field(default_factory=list)  # P
+    dependents: list[str] = field(default_factory=list)  # its edge set (at most one here)
+    run_anyway: bool = False  # M "r"
+    counted: list[str] = field(default_factory=list)  # K: failures it counted as ends
     state: str = "waiting"  # ready | running | waiting | failed | done
     pending: int = 0  # D: prerequisites not done yet
     failed_by: str | None = None  # W
@@ -909,8 +912,9 @@ class FlowModelBatch:
 
 
 class FlowMachine(RuleBasedStateMachine):
-    """Chains of 2 or 3 steps (on_failure "fail") and batches of 2 members with an on_complete
-    or on_success callback: claims, ack, fail, abort and failed retry of any job, and replays of ack and
+    """Chains of 1 to 3 steps (on_failure "fail"), jobs that depend on two others (on
+    dependency failure "fail" or "run"), and batches of 2 members with an on_complete or
+    on_success callback: claims, ack, fail, abort and failed retry of any job, and replays of ack and
     fail calls, on the real Redis with a fake clock (no lease
     lapses). After every step: each job is in exactly one state set (waiting zset, failed
     zset, queue list, running zset) or done (no record but the replay marker), as the model
@@ -957,22 +961,33 @@ class FlowMachine(RuleBasedStateMachine):
     # -- the model's flow moves -------------------------------------------------------------
 
     def fail_down(self, job: FlowModelJob, how: str) -> None:
-        """`job` ended failed or aborted: what waits on it fails, and so on down the chain."""
-        while job.dependent is not None and self.jobs[job.dependent].state == "waiting":
-            dep = self.jobs[job.dependent]
-            dep.state, dep.failed_by, dep.reason = "failed", job.id, f"dependency_{how}"
-            job, how = dep, "failed"
+        """`job` ended failed or aborted: what waits on it fails (or, run anyway, counts it),
+        and so on down the flow."""
+        todo = [(job, how)]
+        while todo:
+            ended, how = todo.pop(0)
+            for dep in (self.jobs[d] for d in ended.dependents):
+                if dep.state != "waiting":
+                    continue
+                if dep.run_anyway:
+                    dep.counted.append(ended.id)
+                    self.count_down(dep)
+                else:
+                    dep.state, dep.failed_by, dep.reason = "failed", ended.id, f"dependency_{how}"
+                    todo.append((dep, "failed"))
+
+    def count_down(self, dep: FlowModelJob) -> None:
+        dep.pending -= 1
+        if dep.pending <= 0 and dep.state == "waiting":
+            dep.state = "ready"
+            self.queue.append(dep.id)
 
     def succeeded(self, job: FlowModelJob) -> None:
         job.state, job.settled_by = "done", None
-        if job.dependent is None:
-            return
-        dep = self.jobs[job.dependent]
-        if dep.state in ("waiting", "failed"):  # a failed one: aborted while it waited
-            dep.pending = 0
-        if dep.state == "waiting":
-            dep.state = "ready"
-            self.queue.append(dep.id)
+        for dep in (self.jobs[d] for d in job.dependents):
+            # Counted by one waiting, failed by another prerequisite, or aborted while waiting.
+            if dep.state == "waiting" or (dep.state == "failed" and (dep.failed_by or dep.pending > 0)):
+                self.count_down(dep)
 
     def member_ended(self, job: FlowModelJob, how: str) -> None:
         """A member its batch counts ended (`how`: done, failed, aborted): counted; at the
@@ -1012,6 +1027,28 @@ class FlowMachine(RuleBasedStateMachine):
         batch = self.batches.get(job.batch or "")
         return batch is not None and batch.callback == job.id and batch.left > 0
 
+    def revive_dependents(self, job: FlowModelJob) -> None:
+        """What `job`'s failure failed waits again (unless another prerequisite is still
+        failed), and so on down; a run-anyway job that counted it as ended waits for it."""
+        todo = [job]
+        while todo:
+            revived = todo.pop(0)
+            for dep in (self.jobs[d] for d in revived.dependents):
+                if revived.id in dep.counted:
+                    dep.counted.remove(revived.id)
+                    if dep.state == "waiting" or (
+                        dep.state == "failed" and (dep.failed_by or dep.pending > 0)
+                    ):
+                        dep.pending += 1
+                if dep.state != "failed" or dep.failed_by != revived.id:
+                    continue
+                other = [p for p in dep.prerequisites if self.jobs[p].state == "failed"]
+                if other:
+                    dep.failed_by = other[0]
+                else:
+                    self.restart(dep)
+                    todo.append(dep)
+
     def restart(self, job: FlowModelJob) -> None:
         job.failed_by = job.reason = job.settled_by = None
         if job.pending > 0 or self.waits_for_its_batch(job):
@@ -1023,15 +1060,15 @@ class FlowMachine(RuleBasedStateMachine):
     # -- rules ------------------------------------------------------------------------------
 
     @precondition(lambda self: len(self.jobs) < 9)  # a few chains: the rules act on them
-    @rule(steps=st.integers(min_value=2, max_value=3))
+    @rule(steps=st.integers(min_value=1, max_value=3))
     def dispatch_chain(self, steps: int) -> None:
         self.step("dispatch_chain")
         ids = self.run(self._dispatch(steps))
         before = None
         for job_id in ids:
-            job = FlowModelJob(job_id, before, pending=1 if before else 0)
+            job = FlowModelJob(job_id, [before] if before else [], pending=1 if before else 0)
             if before is not None:
-                self.jobs[before].dependent = job_id
+                self.jobs[before].dependents.append(job_id)
             self.jobs[job_id] = job
             before = job_id
         self.jobs[ids[0]].state = "ready"
@@ -1050,9 +1087,9 @@ class FlowMachine(RuleBasedStateMachine):
         batch_id, members = self.run(self._dispatch_batch(callback, mode))
         assert callback.id is not None
         for member in members:
-            self.jobs[member] = FlowModelJob(member, None, state="ready", batch=batch_id, member=True)
+            self.jobs[member] = FlowModelJob(member, state="ready", batch=batch_id, member=True)
             self.queue.append(member)
-        self.jobs[callback.id] = FlowModelJob(callback.id, None, batch=batch_id)
+        self.jobs[callback.id] = FlowModelJob(callback.id, batch=batch_id)
         self.batches[batch_id] = FlowModelBatch(batch_id, callback.id, left=len(members), mode=mode)
         self.figures.jobs += len(members) + 1
 
@@ -1062,6 +1099,44 @@ class FlowMachine(RuleBasedStateMachine):
             if mode == "s":
                 return await batch(members, on_success=callback).dispatch()
             return await batch(members, on_complete=callback).dispatch()
+
+    @precondition(lambda self: len(self.jobs) < 12 and len(self.leaves()) >= 2)
+    @rule(pick=PICK, run_anyway=st.booleans())
+    def dispatch_join(self, pick: int, run_anyway: bool) -> None:
+        """A job with depends_on two jobs that nothing waits for yet, in any state."""
+        leaves = self.leaves()
+        at = pick % len(leaves)
+        first, second = leaves[at], leaves[(at + 1 + pick // len(leaves) % (len(leaves) - 1)) % len(leaves)]
+        self.step("dispatch_join")
+        job_id = self.run(self._dispatch_join([first.id, second.id], run_anyway))
+        job = FlowModelJob(job_id, [first.id, second.id], run_anyway=run_anyway)
+        self.jobs[job_id] = job
+        cause = None
+        for before in (first, second):
+            if before.state == "done" or (run_anyway and before.state == "failed"):
+                continue
+            job.pending += 1
+            before.dependents.append(job_id)
+            if before.state == "failed" and cause is None:
+                cause = before
+        if cause is not None:
+            how = "aborted" if cause.reason == "aborted" else "failed"
+            job.state, job.failed_by, job.reason = "failed", cause.id, f"dependency_{how}"
+        elif job.pending > 0:
+            job.state = "waiting"
+        else:
+            job.state = "ready"
+            self.queue.append(job_id)
+        self.figures.jobs += 1
+
+    def leaves(self) -> list[FlowModelJob]:
+        return [j for j in self.jobs.values() if not j.dependents and not j.batch]
+
+    async def _dispatch_join(self, ids: list[str], run_anyway: bool) -> str:
+        with use_engine(self.engine):
+            return await FlowStep({"join": ids}).dispatch(
+                depends_on=ids, on_dependency_failure="run" if run_anyway else "fail"
+            )
 
     @precondition(lambda self: bool(self.queue))
     @rule()
@@ -1145,8 +1220,8 @@ class FlowMachine(RuleBasedStateMachine):
         jobs = sorted(self.jobs)
         job = self.jobs[jobs[pick % len(jobs)]]
         report = self.run(self.engine.failed_retry_report([job.id], queue=FLOW_QUEUE))
-        # What it would wait for that is still failed: its prerequisite, or what failed it.
-        waits_on = [i for i in (job.prerequisite, job.failed_by) if i and self.jobs[i].state == "failed"]
+        # What it would wait for that is still failed: a prerequisite, or what failed it.
+        waits_on = [i for i in (*job.prerequisites, job.failed_by) if i and self.jobs[i].state == "failed"]
         if job.state != "failed" or waits_on:
             assert report.requeued == 0, f"requeued a {job.state} job (waits on {waits_on})"
             if job.state == "failed":
@@ -1155,13 +1230,7 @@ class FlowMachine(RuleBasedStateMachine):
         assert report.requeued == 1
         self.restart(job)
         self.retried_member(job)
-        revived = job
-        while revived.dependent is not None:
-            dep = self.jobs[revived.dependent]
-            if dep.state != "failed" or dep.failed_by != revived.id:
-                break
-            self.restart(dep)
-            revived = dep
+        self.revive_dependents(job)
         self.figures.outcomes["retried"] += 1
 
     # -- the check --------------------------------------------------------------------------
@@ -1222,8 +1291,8 @@ class FlowMachine(RuleBasedStateMachine):
             assert kind in (b"none", b"string"), f"{where}: record not gone"
             return
         assert kind == b"hash" and state == job.state, f"{where}: record state {state}"
-        assert (prerequisites or None) == job.prerequisite, where
-        if job.prerequisite is not None:
+        assert (prerequisites or "").split() == job.prerequisites, where
+        if job.prerequisites:
             assert int(pending or 0) == job.pending, f"{where}: D {pending} != {job.pending}"
         assert failed_by == job.failed_by, f"{where}: W {failed_by} != {job.failed_by}"
         assert batch_id == job.batch, f"{where}: batch {batch_id} != {job.batch}"
@@ -1231,11 +1300,12 @@ class FlowMachine(RuleBasedStateMachine):
             assert orjson.loads(error or "{}").get("reason") == job.reason, where
         if job.state != "waiting":
             return
-        if job.prerequisite is not None:  # policy "fail": only a live prerequisite is waited for
-            before = self.jobs[job.prerequisite]
-            assert before.state in ("ready", "running", "waiting"), f"{where}: waits on a {before.state} job"
-        else:
+        if not job.prerequisites:
             assert self.waits_for_its_batch(job), f"{where}: waits for a batch that has ended"
+            return
+        states = [self.jobs[p].state for p in job.prerequisites]
+        assert any(s in ("ready", "running", "waiting") for s in states), f"{where}: waits on {states}"
+        assert job.run_anyway or "failed" not in states, f"{where}: waits on {states}"
 
     def _check_batch(self, model: FlowModelBatch, counts: Any, ok: Any, ko: Any) -> None:
         where = f"batch {model.id} after {self.last_rule}"
