@@ -70,7 +70,7 @@ def texts(values: Any) -> list[str]:
     return [v.decode() for v in values]
 
 
-class Flow:
+class FlowState:
     """Reads of one queue's flow state, straight from Redis."""
 
     def __init__(self, direct: RedisEngine) -> None:
@@ -133,7 +133,7 @@ async def test_a_replayed_chain_dispatch_stores_each_step_once(
     server: RedisServer, proxy: FaultProxy
 ) -> None:
     async with engines(server, proxy) as (_, direct):
-        state = Flow(direct)
+        state = FlowState(direct)
         outside = await Noop().dispatch()  # an inline record, made a hash by the flow's call
         drop_first_reply(proxy, "dispatch_flow")
         ids = await chain(Noop(), Noop(), Noop()).dispatch()
@@ -159,7 +159,7 @@ async def test_a_replayed_depends_on_dispatch_stores_the_job_once(
     server: RedisServer, proxy: FaultProxy
 ) -> None:
     async with engines(server, proxy) as (_, direct):
-        state = Flow(direct)
+        state = FlowState(direct)
         before = [await Noop().dispatch(), await Noop().dispatch()]  # inline records
         drop_first_reply(proxy, "dispatch_flow")
         joined = await Noop().dispatch(depends_on=before)
@@ -178,7 +178,7 @@ async def test_a_replayed_depends_on_dispatch_stores_the_job_once(
 
 async def test_a_replayed_batch_dispatch_stores_one_batch(server: RedisServer, proxy: FaultProxy) -> None:
     async with engines(server, proxy) as (_, direct):
-        state = Flow(direct)
+        state = FlowState(direct)
         callback = Noop()
         drop_first_reply(proxy, "dispatch_flow")
         batch_id, ids = await batch([Noop() for _ in range(5)], on_complete=callback).dispatch()
@@ -204,7 +204,7 @@ async def test_a_replayed_ack_releases_dependents_once_and_counts_a_member_once(
     server: RedisServer, proxy: FaultProxy
 ) -> None:
     async with engines(server, proxy) as (engine, direct):
-        state = Flow(direct)
+        state = FlowState(direct)
         first, second = await chain(Noop(), Noop()).dispatch()
         other = await Noop().dispatch()  # a second prerequisite, still live
         joined = await Noop().dispatch(depends_on=[first, other])
@@ -236,7 +236,7 @@ async def test_a_replayed_fail_fails_dependents_once_and_counts_a_member_once(
     server: RedisServer, proxy: FaultProxy
 ) -> None:
     async with engines(server, proxy) as (engine, direct):
-        state = Flow(direct)
+        state = FlowState(direct)
         first, second, third = await chain(Noop(), Noop(), Noop()).dispatch()
         callback = Noop()
         batch_id, members = await batch([Noop(), Noop()], on_complete=callback).dispatch()
@@ -266,7 +266,7 @@ async def test_a_replayed_fail_fails_dependents_once_and_counts_a_member_once(
 
 async def test_a_replayed_failed_retry_revives_a_flow_once(server: RedisServer, proxy: FaultProxy) -> None:
     async with engines(server, proxy) as (engine, direct):
-        state = Flow(direct)
+        state = FlowState(direct)
         first, second, third = await chain(Noop(), Noop(), Noop()).dispatch()
         callback = Noop()
         batch_id, members = await batch([Noop(), Noop()], on_success=callback).dispatch()
@@ -304,7 +304,7 @@ async def test_a_replayed_abort_of_a_waiting_step_fails_the_rest_once(
     server: RedisServer, proxy: FaultProxy
 ) -> None:
     async with engines(server, proxy) as (engine, direct):
-        state = Flow(direct)
+        state = FlowState(direct)
         first, second, third = await chain(Record({}), Record({}), Record({})).dispatch()
         callback = Noop()
         batch_id, members = await batch([Noop(), Noop()], on_complete=callback).dispatch()
@@ -340,7 +340,7 @@ async def test_a_flow_dispatch_replayed_late_does_not_store_the_flow_again(
     again (the first job would run twice, and a batch would count from zero again)."""
     ledger = {"ledger": str(ledger_dir)}
     async with engines(server, proxy) as (_, direct):
-        state = Flow(direct)
+        state = FlowState(direct)
         worker_settings = Settings(url=server.url, prefix=PREFIX, keep_done_ms=200)
         async with RedisEngine(worker_settings) as worker_engine:
             worker = Worker(worker_engine, [QUEUE], lease=2, reap_interval=0.5, idle_wait=0.2)
