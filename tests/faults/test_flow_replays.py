@@ -3,7 +3,8 @@ run the call, drops its reply and closes the connection, and redis-py sends the 
 Each replayed transition of a flow must change nothing the first call did not: a chain or a
 batch stored once with the ids the caller got, a prerequisite's end released or failed its
 dependents once (their D counts and the batch's counts moved once), a failed retry revived
-its flow once, an abort of a waiting step failed the rest once.
+its flow once (and said so), an abort of a waiting step failed the rest once. A flow
+dispatch replayed late, after its first job ran and its record went, stores nothing.
 
 Calls under test go through the proxy; the test's own reads and claims go straight to Redis.
 """
