@@ -20,6 +20,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 
 from . import sharding
 from .boundary import is_wrong_type, map_reply, redis_errors, text
+from .ids import new_job_id
 from .keys import JOB_FIELD, QueueKeys, is_valid_queue, queues_key, validate_job_id, validate_queue
 from .listing import Listing, is_level
 from .records import JobInfo, LeasedJob, QueueStats, inline_prefix
@@ -318,7 +319,7 @@ class Admin(Listing):
         async with self._bounded(f"requeue failed jobs of {queue}"):
             requeued, _skipped, pairs, waits = await self.scripts.requeue_failed(
                 keys=[keys.failed, keys.ready, keys.wake],
-                args=[keys.base, self._now_arg(), BATCH, *ids],
+                args=[keys.base, self._now_arg(), BATCH, new_job_id(), *ids],  # call id: replays
             )
         for job_id, holder in zip(pairs[::2], pairs[1::2], strict=True):
             report.held[job_id.decode()] = holder.decode()

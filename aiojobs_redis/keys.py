@@ -47,7 +47,8 @@ single Cluster slot. The layout under prefix ``jobs:`` and queue ``payments``::
     jobs:{payments}:n:<id>     stream one entry when such a job ends (done or failed), for
                                      whoever waits on its result (XREAD BLOCK); expires soon
     jobs:{payments}:dd:<id>    str   a dispatch call already ran (<id>: its first job), until the
-                                     replay guard passes, so a replayed call pushes nothing
+                                     replay guard passes (a flow's: until its call's deadline),
+                                     so a replayed call pushes nothing
     jobs:queues                set   every queue name ever used under this prefix
     jobs:format                str   the newest data format version written under this prefix
 

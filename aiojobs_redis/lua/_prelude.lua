@@ -224,10 +224,12 @@ end
 -- ms) and has the fields P (its prerequisites' ids, space-separated), D (how many of them
 -- have not succeeded yet), E (the prerequisites whose end it has counted, space-separated:
 -- each is counted once, however often it is retried), M ('r': run even if one fails; else
--- fail with it), Y (ms to wait once released). D is the number of P not in E. A prerequisite has F letter 'd', and <base>:dep:<id> (set) names the jobs
--- that wait for it. A batch <bid> is the hash <base>:batch:<bid> (n members, left not ended,
--- ok / ko ended done / failed, cb its callback's id or '', mode 'c' on_complete or 's'
--- on_success, ttl the failed TTL it was made with) with the lists <base>:batch:<bid>:ok / :ko of the first BATCH_IDS_KEPT ids
+-- fail with it), Y (ms to wait once released). D is the number of P not in E. A
+-- prerequisite has F letter 'd', and <base>:dep:<id> (set) names the jobs that wait for it.
+-- A batch <bid> is the hash <base>:batch:<bid> (n members, left not ended, ok / ko ended
+-- done / failed, cb its callback's id or '', mode 'c' on_complete or 's' on_success, ttl
+-- the failed TTL it was made with) with the lists <base>:batch:<bid>:ok / :ko of the first
+-- BATCH_IDS_KEPT ids
 -- of each; a member has F letter 'b' and B = <bid>, the callback B = <bid> and s 'waiting'.
 local BATCH_IDS_KEPT = 1000
 local DEFAULT_FAILED_TTL = 7 * 86400000

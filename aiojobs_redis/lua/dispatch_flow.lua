@@ -15,7 +15,9 @@
 --   space-separated: jobs of this call before it, or of the E above), options (letters:
 --   'm' batch member, 'c' batch callback, 'r' run even if a prerequisite fails)
 -- Returns 1 when stored, 0 when an earlier copy of this call stored it (a replay: the first
--- job's key exists), -1 when the call came after its deadline. Errors, before anything is
+-- job's key exists, or the marker <base>:dd:<first job id> the call leaves until its
+-- deadline: the first job may have run meanwhile and its record be gone), -1 when the call
+-- came after its deadline. Errors, before anything is
 -- written: a bad argument, or 'ERR unknown dependency <id>' for an outside prerequisite
 -- that is not in this queue (no record, and not found where the caller saw it waiting).
 -- Outside prerequisites: a job done (its record, its kept result, or the "done" marker ack
@@ -79,7 +81,8 @@ end
 local now = now_ms(ARGV[4])
 local deadline = tonumber(ARGV[5])
 if deadline and now > deadline then return -1 end
-if redis.call('EXISTS', job_key(base, ARGV[first])) == 1 then return 0 end  -- a replay
+local marker = dispatch_marker(base, ARGV[first])
+if redis.call('EXISTS', job_key(base, ARGV[first]), marker) > 0 then return 0 end  -- a replay
 
 -- Where each outside prerequisite stands: done, failed, aborted or live (or inline: found
 -- as an inline record, at index `at` of its list).
@@ -197,5 +200,7 @@ if bid ~= '' then
   redis.call('HSET', batch_key(base, bid), 'n', members, 'left', members, 'ok', 0, 'ko', 0,
     'cb', callback, 'mode', mode, 'ttl', ttl, 'c', now)
 end
+-- A replay is refused until the deadline; after it, by the deadline check above.
+if deadline then redis.call('SET', marker, 1, 'PX', math.max(deadline - now, 0) + 1) end
 if woke then wake(wake_key) end
 return 1

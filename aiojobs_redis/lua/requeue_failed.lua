@@ -1,12 +1,15 @@
 -- requeue_failed: give failed jobs a fresh set of attempts (the "failed retry" command).
 -- KEYS[1] failed zset  KEYS[2] queue list  KEYS[3] wake list
 -- ARGV[1] queue key base  ARGV[2] now ms ('' = TIME)  ARGV[3] max jobs when no ids are given
--- ARGV[4..] ids to requeue; none means the oldest ARGV[3] failed jobs
+-- ARGV[4] call id, unique per call ('' = none)  ARGV[5..] ids to requeue; none means the
+-- oldest ARGV[3] failed jobs
 -- Returns {number requeued, number skipped (not failed here, not runnable, or of a newer format,
 --          or unique with its key held, or waiting on a prerequisite that is still failed),
 --          {id, id of the live job holding its unique key, ...},
 --          {id, id of the failed (or gone) prerequisite it would wait for, ...}}
 -- A unique job takes its key's lock again; while another live job holds it, it is skipped.
+-- A requeued job keeps x = "requeue <call id>": a replay of this call (redis-py resends a
+-- call whose reply was lost) finds it no longer failed, changes nothing, and counts it again.
 -- Flows (see the prelude): a job with prerequisites still to succeed goes back to waiting
 -- rather than to its queue. Requeueing a job revives the jobs its failure failed (W = it):
 -- each waits again (or starts, its prerequisites all done), and so on down the flow, unless
@@ -18,8 +21,9 @@
 local failed_key, ready_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local base = ARGV[1]
 local now = now_ms(ARGV[2])
+local replay_mark = ARGV[4] ~= '' and 'requeue ' .. ARGV[4]
 local ids = {}
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
 if #ids == 0 then ids = redis.call('ZRANGE', failed_key, 0, tonumber(ARGV[3]) - 1) end
 local requeued, skipped, held, blocked = 0, 0, {}, {}
 
@@ -103,7 +107,8 @@ local function restart(id, key)
   end
 end
 
--- Batch member `id` requeued: an open batch takes its failure back.
+-- Batch member `id` requeued: an open batch takes its failure back. (A callback, B without
+-- F letter 'b', keeps its batch as it is.)
 local function reopen_batch(id, key)
   if not string.find(hash_field(key, 'F') or '', 'b', 1, true) then return end  -- not a member
   local bid = hash_field(key, 'B')
@@ -178,11 +183,14 @@ for _, id in ipairs(ids) do
     local suffix = hash_field(key, 'u')
     if suffix then redis.call('SET', unique_lock(base, suffix), id) end
     redis.call('HSET', key, 'a', 0, 'l', 0)
+    if replay_mark then redis.call('HSET', key, 'x', replay_mark) end
     redis.call('HDEL', key, 'h')  -- and a fresh allowance of throttles (RateLimited)
     restart(id, key)
     reopen_batch(id, key)
     revive_dependents(id)
     requeued = requeued + 1
+  elseif replay_mark and hash_field(key, 'x') == replay_mark then
+    requeued = requeued + 1  -- by this very call: a replay
   else
     skipped = skipped + 1
   end

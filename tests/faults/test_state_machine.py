@@ -39,6 +39,15 @@ run_until_complete, and closes the engine on that loop in teardown.
 
 Size: AIOJOBS_HYPOTHESIS_EXAMPLES (default 2,000, as in the README's fault table, row W2b)
 examples of up to AIOJOBS_HYPOTHESIS_STEPS (default 25) steps each.
+
+W2f, at the end of this file, is a second machine for flows: chains of 1 to 3 steps, jobs
+that depend on two others (failing with them, or run anyway), and batches of 2 members with
+an on_complete or on_success callback, with claims, ack, fail,
+abort and failed retry of any job and replays of ack and fail; it checks that every job is
+in exactly one state set as a model says, with its D (its prerequisite not done yet), W,
+reason and batch, each batch's counts and ids, and that no job waits on a prerequisite (or a
+batch) that has ended. Size: AIOJOBS_FLOW_EXAMPLES (default 150) examples of up to AIOJOBS_FLOW_STEPS
+(default 30) steps.
 """
 
 from __future__ import annotations
@@ -68,7 +77,7 @@ from support.clock import FakeClock
 from support.engine_calls import claim_from, dispatch_marker
 from support.keyspace import delete_prefix
 
-from aiojobs_redis import Job, RedisEngine, Settings
+from aiojobs_redis import Job, RedisEngine, Settings, batch, chain, use_engine
 from aiojobs_redis.keys import FORMAT_VERSION
 from aiojobs_redis.records import ClaimedJob
 
@@ -856,3 +865,482 @@ async def test_claim_reports_the_next_due_time_after_a_partial_claim(clocked_eng
     claim = await claim_from(clocked_engine, QUEUE, 4, worker_id="w1", request_id="1", lease_ms=LEASE_MS)
     assert len(claim.jobs) == 1
     assert claim.next_due_ms == 5_000, f"a partial claim reported next_due_ms={claim.next_due_ms}"
+
+
+# -- W2f: flows (chains) ------------------------------------------------------------------------
+
+FLOW_QUEUE = "w2f"
+FLOW_EXAMPLES = int(os.environ.get("AIOJOBS_FLOW_EXAMPLES", "150"))
+FLOW_STEPS = int(os.environ.get("AIOJOBS_FLOW_STEPS", "30"))
+FLOW_ERROR: dict[str, Any] = {"reason": "permanent", "type": "PermanentFailure", "message": "boom"}
+
+
+class FlowStep(Job):
+    name = "w2f.Step"
+    queue = FLOW_QUEUE
+    attempts = 1
+
+    async def handle(self) -> None:  # pragma: no cover - claimed and ended by the machine
+        return None
+
+
+@dataclass
+class FlowModelJob:
+    id: str
+    prerequisites: list[str] = field(default_factory=list)  # P
+    dependents: list[str] = field(default_factory=list)  # its edge set (at most one here)
+    run_anyway: bool = False  # M "r"
+    counted: list[str] = field(default_factory=list)  # E: prerequisites whose end it counted
+    state: str = "waiting"  # ready | running | waiting | failed | done
+    pending: int = 0  # D: prerequisites not done yet
+    failed_by: str | None = None  # W
+    reason: str | None = None  # of a failed job
+    lease: ClaimedJob | None = None  # the last claim of it
+    settled_by: str | None = None  # "fail <token>" while the failure that run made stands
+    batch: str | None = None  # the batch it is a member or the callback of
+    member: bool = False  # a member its batch still counts
+
+
+@dataclass
+class FlowModelBatch:
+    id: str
+    callback: str
+    left: int  # members not ended
+    mode: str  # "c" on_complete, "s" on_success
+    ok: list[str] = field(default_factory=list)  # ended done, in order
+    ko: list[str] = field(default_factory=list)  # ended failed or aborted, in order
+
+
+class FlowMachine(RuleBasedStateMachine):
+    """Chains of 1 to 3 steps (on_failure "fail"), jobs that depend on two others (on
+    dependency failure "fail" or "run"), and batches of 2 members with an on_complete or
+    on_success callback: claims, ack, fail, abort and failed retry of any job, and replays of ack and
+    fail calls, on the real Redis with a fake clock (no lease
+    lapses). After every step: each job is in exactly one state set (waiting zset, failed
+    zset, queue list, running zset) or done (no record but the replay marker), as the model
+    says; no job waits whose prerequisite has ended (done or failed), no callback waits for a
+    batch that has ended; D, W and the reason of each record, and each batch's counts and
+    ids, match the model."""
+
+    url: ClassVar[str] = ""
+    root_prefix: ClassVar[str] = ""
+    figures: ClassVar[Figures] = Figures()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.settings = Settings(url=self.url, prefix=f"{self.root_prefix}{uuid.uuid4().hex[:10]}:")
+        self.engine = RedisEngine(self.settings, clock=FakeClock(START_MS))
+        self.run(self.engine.ping())
+        self.keys = self.engine.keys(FLOW_QUEUE)
+        self.jobs: dict[str, FlowModelJob] = {}
+        self.batches: dict[str, FlowModelBatch] = {}
+        self.queue: list[str] = []  # ready jobs, head first
+        self.request_seq = 0
+        self.last_rule = ""
+        self.figures.machines += 1
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.engine.aclose())
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+    def step(self, name: str) -> None:
+        self.last_rule = name
+        self.figures.rules[name] += 1
+        self.figures.steps += 1
+
+    def in_state(self, *states: str) -> list[FlowModelJob]:
+        return sorted((j for j in self.jobs.values() if j.state in states), key=lambda j: j.id)
+
+    # -- the model's flow moves -------------------------------------------------------------
+
+    def fail_down(self, job: FlowModelJob, how: str) -> None:
+        """`job` ended failed or aborted: what waits on it fails (or, run anyway, counts it),
+        and so on down the flow."""
+        todo = [(job, how)]
+        while todo:
+            ended, how = todo.pop(0)
+            for dep in (self.jobs[d] for d in ended.dependents):
+                if dep.state not in ("waiting", "failed"):
+                    continue
+                if dep.run_anyway:
+                    self.count_end(dep, ended)
+                elif dep.state == "waiting":
+                    dep.state, dep.failed_by, dep.reason = "failed", ended.id, f"dependency_{how}"
+                    todo.append((dep, "failed"))
+
+    def count_end(self, dep: FlowModelJob, ended: FlowModelJob) -> None:
+        """`dep` (waiting, or failed in any way) counts `ended`'s end, once (E)."""
+        if ended.id in dep.counted:
+            return
+        dep.counted.append(ended.id)
+        dep.pending -= 1
+        if dep.pending <= 0 and dep.state == "waiting":
+            dep.state = "ready"
+            self.queue.append(dep.id)
+
+    def succeeded(self, job: FlowModelJob) -> None:
+        job.state, job.settled_by = "done", None
+        for dep in (self.jobs[d] for d in job.dependents):
+            if dep.state in ("waiting", "failed"):
+                self.count_end(dep, job)
+
+    def member_ended(self, job: FlowModelJob, how: str) -> None:
+        """A member its batch counts ended (`how`: done, failed, aborted): counted; at the
+        last, the callback is released; an on_success callback fails at a failed member."""
+        if not job.member or job.batch is None:
+            return
+        batch = self.batches[job.batch]
+        batch.left -= 1
+        (batch.ok if how == "done" else batch.ko).append(job.id)
+        callback = self.jobs[batch.callback]
+        if callback.state != "waiting":
+            return
+        if how != "done" and batch.mode == "s":
+            callback.state, callback.failed_by, callback.reason = "failed", job.id, f"dependency_{how}"
+        elif batch.left <= 0:
+            callback.state = "ready"
+            self.queue.append(callback.id)
+
+    def retried_member(self, job: FlowModelJob) -> None:
+        """A failed member retried: an open batch (or one whose on_success callback a member
+        failed) takes its failure back, and the callback waits again once no failure is
+        left; a closed one lets the member go."""
+        if not job.member or job.batch is None:
+            return
+        batch = self.batches[job.batch]
+        callback = self.jobs[batch.callback]
+        failed_by_member = callback.state == "failed" and callback.failed_by is not None
+        if batch.left <= 0 and not failed_by_member:
+            job.member, job.batch = False, None
+            return
+        batch.left += 1
+        batch.ko.remove(job.id)
+        if failed_by_member and not batch.ko:
+            callback.state, callback.failed_by, callback.reason = "waiting", None, None
+
+    def waits_for_its_batch(self, job: FlowModelJob) -> bool:
+        batch = self.batches.get(job.batch or "")
+        return batch is not None and batch.callback == job.id and batch.left > 0
+
+    def revive_dependents(self, job: FlowModelJob) -> None:
+        """What `job`'s failure failed waits again (unless another prerequisite is still
+        failed), and so on down; a run-anyway job that counted it as ended waits for it."""
+        todo = [job]
+        while todo:
+            revived = todo.pop(0)
+            for dep in (self.jobs[d] for d in revived.dependents):
+                if revived.id in dep.counted and dep.run_anyway and dep.state in ("waiting", "failed"):
+                    dep.counted.remove(revived.id)
+                    dep.pending += 1
+                if dep.state != "failed" or dep.failed_by != revived.id:
+                    continue
+                other = [p for p in dep.prerequisites if self.jobs[p].state == "failed"]
+                if other:
+                    dep.failed_by = other[0]
+                else:
+                    self.restart(dep)
+                    todo.append(dep)
+
+    def restart(self, job: FlowModelJob) -> None:
+        job.failed_by = job.reason = job.settled_by = None
+        if job.pending > 0 or self.waits_for_its_batch(job):
+            job.state = "waiting"
+        else:
+            job.state = "ready"
+            self.queue.append(job.id)
+
+    # -- rules ------------------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.jobs) < 9)  # a few chains: the rules act on them
+    @rule(steps=st.integers(min_value=1, max_value=3))
+    def dispatch_chain(self, steps: int) -> None:
+        self.step("dispatch_chain")
+        ids = self.run(self._dispatch(steps))
+        before = None
+        for job_id in ids:
+            job = FlowModelJob(job_id, [before] if before else [], pending=1 if before else 0)
+            if before is not None:
+                self.jobs[before].dependents.append(job_id)
+            self.jobs[job_id] = job
+            before = job_id
+        self.jobs[ids[0]].state = "ready"
+        self.queue.append(ids[0])
+        self.figures.jobs += steps
+
+    async def _dispatch(self, steps: int) -> list[str]:
+        with use_engine(self.engine):
+            return await chain(*(FlowStep({"n": n}) for n in range(steps))).dispatch()
+
+    @precondition(lambda self: len(self.jobs) < 9)
+    @rule(mode=st.sampled_from(["c", "s"]))
+    def dispatch_batch(self, mode: str) -> None:
+        self.step("dispatch_batch")
+        callback = FlowStep({"callback": True})
+        batch_id, members = self.run(self._dispatch_batch(callback, mode))
+        assert callback.id is not None
+        for member in members:
+            self.jobs[member] = FlowModelJob(member, state="ready", batch=batch_id, member=True)
+            self.queue.append(member)
+        self.jobs[callback.id] = FlowModelJob(callback.id, batch=batch_id)
+        self.batches[batch_id] = FlowModelBatch(batch_id, callback.id, left=len(members), mode=mode)
+        self.figures.jobs += len(members) + 1
+
+    async def _dispatch_batch(self, callback: Job, mode: str) -> tuple[str, list[str]]:
+        members = [FlowStep({"n": n}) for n in range(2)]
+        with use_engine(self.engine):
+            if mode == "s":
+                return await batch(members, on_success=callback).dispatch()
+            return await batch(members, on_complete=callback).dispatch()
+
+    @precondition(lambda self: len(self.jobs) < 12 and len(self.leaves()) >= 2)
+    @rule(pick=PICK, run_anyway=st.booleans())
+    def dispatch_join(self, pick: int, run_anyway: bool) -> None:
+        """A job with depends_on two jobs that nothing waits for yet, in any state."""
+        leaves = self.leaves()
+        at = pick % len(leaves)
+        first, second = leaves[at], leaves[(at + 1 + pick // len(leaves) % (len(leaves) - 1)) % len(leaves)]
+        self.step("dispatch_join")
+        job_id = self.run(self._dispatch_join([first.id, second.id], run_anyway))
+        job = FlowModelJob(job_id, [first.id, second.id], run_anyway=run_anyway)
+        self.jobs[job_id] = job
+        cause = None
+        for before in (first, second):
+            if before.state == "done" or (run_anyway and before.state == "failed"):
+                job.counted.append(before.id)
+                continue
+            job.pending += 1
+            before.dependents.append(job_id)
+            if before.state == "failed" and cause is None:
+                cause = before
+        if cause is not None:
+            how = "aborted" if cause.reason == "aborted" else "failed"
+            job.state, job.failed_by, job.reason = "failed", cause.id, f"dependency_{how}"
+        elif job.pending > 0:
+            job.state = "waiting"
+        else:
+            job.state = "ready"
+            self.queue.append(job_id)
+        self.figures.jobs += 1
+
+    def leaves(self) -> list[FlowModelJob]:
+        return [j for j in self.jobs.values() if not j.dependents and not j.batch]
+
+    async def _dispatch_join(self, ids: list[str], run_anyway: bool) -> str:
+        with use_engine(self.engine):
+            return await FlowStep({"join": ids}).dispatch(
+                depends_on=ids, on_dependency_failure="run" if run_anyway else "fail"
+            )
+
+    @precondition(lambda self: bool(self.queue))
+    @rule()
+    def claim(self) -> None:
+        self.step("claim")
+        self.request_seq += 1
+        got = self.run(
+            claim_from(
+                self.engine, FLOW_QUEUE, 1, worker_id="w", request_id=str(self.request_seq), lease_ms=LEASE_MS
+            )
+        )
+        assert [c.id for c in got.jobs] == self.queue[:1], "claimed the wrong job"
+        job = self.jobs[self.queue.pop(0)]
+        job.state, job.lease = "running", got.jobs[0]
+
+    @precondition(lambda self: bool(self.in_state("running")))
+    @rule(pick=PICK)
+    def ack(self, pick: int) -> None:
+        self.step("ack")
+        running = self.in_state("running")
+        job = running[pick % len(running)]
+        assert job.lease is not None
+        assert self.run(self.engine.ack(job.lease)) is True
+        self.succeeded(job)
+        self.member_ended(job, "done")
+        self.figures.outcomes["acked"] += 1
+
+    @precondition(lambda self: bool(self.in_state("running")))
+    @rule(pick=PICK)
+    def fail(self, pick: int) -> None:
+        self.step("fail")
+        running = self.in_state("running")
+        job = running[pick % len(running)]
+        assert job.lease is not None
+        assert self.run(self.engine.fail(job.lease, FLOW_ERROR)) is True
+        job.state, job.reason, job.settled_by = "failed", "permanent", f"fail {job.lease.token}"
+        self.fail_down(job, "failed")
+        self.member_ended(job, "failed")
+        self.figures.outcomes["failed"] += 1
+
+    @precondition(lambda self: bool(self.in_state("done", "failed")))
+    @rule(pick=PICK)
+    def replay_end(self, pick: int) -> None:
+        """A worker sends its ack or fail again (its reply was lost): answered "done", and
+        nothing changes; a run whose outcome has since been retried is told no."""
+        ended = [j for j in self.in_state("done", "failed") if j.lease is not None]
+        if not ended:
+            return
+        self.step("replay_end")
+        job = ended[pick % len(ended)]
+        assert job.lease is not None
+        if job.state == "done":
+            assert self.run(self.engine.ack(job.lease)) is True
+        else:
+            applied = self.run(self.engine.fail(job.lease, FLOW_ERROR))
+            assert applied is (job.settled_by == f"fail {job.lease.token}"), job
+        self.figures.outcomes["replayed"] += 1
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(pick=PICK)
+    def abort(self, pick: int) -> None:
+        self.step("abort")
+        jobs = sorted(self.jobs)
+        job = self.jobs[jobs[pick % len(jobs)]]
+        aborted = self.run(self.engine.abort(job.id, FLOW_QUEUE))
+        live = job.state in ("ready", "running", "waiting")
+        assert aborted is live, f"abort of a {job.state} job answered {aborted}"
+        if not live:
+            return
+        if job.state == "ready":
+            self.queue.remove(job.id)
+        job.state, job.reason, job.settled_by = "failed", "aborted", None
+        self.fail_down(job, "aborted")
+        self.member_ended(job, "aborted")
+        self.figures.outcomes["aborted"] += 1
+
+    @precondition(lambda self: bool(self.jobs))
+    @rule(pick=PICK)
+    def failed_retry(self, pick: int) -> None:
+        self.step("failed_retry")
+        jobs = sorted(self.jobs)
+        job = self.jobs[jobs[pick % len(jobs)]]
+        report = self.run(self.engine.failed_retry_report([job.id], queue=FLOW_QUEUE))
+        # What it would wait for that is still failed: a prerequisite, or what failed it.
+        waits_on = [i for i in (*job.prerequisites, job.failed_by) if i and self.jobs[i].state == "failed"]
+        batch = self.batches.get(job.batch or "")
+        if batch is not None and batch.callback == job.id and batch.mode == "s" and batch.ko:
+            waits_on.append(batch.ko[0])  # an on_success callback cannot succeed yet
+        if job.state != "failed" or waits_on:
+            assert report.requeued == 0, f"requeued a {job.state} job (waits on {waits_on})"
+            if job.state == "failed":
+                assert report.blocked == {job.id: waits_on[0]}
+            return
+        assert report.requeued == 1
+        self.restart(job)
+        self.retried_member(job)
+        self.revive_dependents(job)
+        self.figures.outcomes["retried"] += 1
+
+    # -- the check --------------------------------------------------------------------------
+
+    @invariant()
+    def redis_matches_the_model(self) -> None:
+        self.figures.checks += 1
+        self.run(self._check())
+
+    async def _check(self) -> None:
+        k = self.keys
+        ids = sorted(self.jobs)
+        async with self.engine.redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(k.ready, 0, -1)
+            pipe.zrange(k.waiting, 0, -1)
+            pipe.zrange(k.failed, 0, -1)
+            pipe.zrange(k.running, 0, -1)
+            pipe.zrange(k.delayed, 0, -1)
+            for job_id in ids:
+                pipe.type(k.job(job_id))
+                pipe.hmget(k.job(job_id), "s", "D", "W", "e", "P", "B")
+            for batch_id in sorted(self.batches):
+                pipe.hmget(k.batch(batch_id), "left", "ok", "ko", "cb")
+                pipe.lrange(f"{k.batch(batch_id)}:ok", 0, -1)
+                pipe.lrange(f"{k.batch(batch_id)}:ko", 0, -1)
+            replies = await pipe.execute(raise_on_error=False)  # HMGET of a "done" marker fails
+        placed = self._check_sets(*([_text(m) for m in r] for r in replies[:5]))
+        for index, job_id in enumerate(ids):
+            kind, fields = replies[5 + 2 * index], replies[6 + 2 * index]
+            if not isinstance(fields, list):
+                fields = [None] * 6
+            self._check_flow_record(
+                self.jobs[job_id], kind, [None if f is None else _text(f) for f in fields]
+            )
+            assert self.jobs[job_id].state != "done" or job_id not in placed, f"{job_id} is done and placed"
+        batch_replies = replies[5 + 2 * len(ids) :]
+        for index, batch_id in enumerate(sorted(self.batches)):
+            self._check_batch(self.batches[batch_id], *batch_replies[3 * index : 3 * index + 3])
+
+    def _check_sets(
+        self, queued: list[str], waiting: list[str], failed: list[str], running: list[str], delayed: list[str]
+    ) -> Counter[str]:
+        """The queue list and the state sets as the model says, no job in two of them."""
+        where = f"after {self.last_rule}"
+        assert queued == self.queue, f"queue list {queued} != {self.queue} {where}"
+        sets = {"waiting": waiting, "failed": failed, "running": running}
+        for name, members in sets.items():
+            assert sorted(members) == [j.id for j in self.in_state(name)], f"{name} set {where}"
+        assert delayed == []
+        placed = Counter([*queued, *waiting, *failed, *running])
+        assert all(n == 1 for n in placed.values()), f"a job in two state sets {where}: {placed}"
+        return placed
+
+    def _check_flow_record(self, job: FlowModelJob, kind: Any, fields: list[str | None]) -> None:
+        where = f"job {job.id} ({job.state}) after {self.last_rule}"
+        state, pending, failed_by, error, prerequisites, batch_id = fields
+        if job.state == "done":
+            assert kind in (b"none", b"string"), f"{where}: record not gone"
+            return
+        assert kind == b"hash" and state == job.state, f"{where}: record state {state}"
+        assert (prerequisites or "").split() == job.prerequisites, where
+        if job.prerequisites:
+            assert int(pending or 0) == job.pending, f"{where}: D {pending} != {job.pending}"
+        assert failed_by == job.failed_by, f"{where}: W {failed_by} != {job.failed_by}"
+        assert batch_id == job.batch, f"{where}: batch {batch_id} != {job.batch}"
+        if job.state == "failed":
+            assert orjson.loads(error or "{}").get("reason") == job.reason, where
+        if job.state != "waiting":
+            return
+        if not job.prerequisites:
+            assert self.waits_for_its_batch(job), f"{where}: waits for a batch that has ended"
+            return
+        states = [self.jobs[p].state for p in job.prerequisites]
+        assert any(s in ("ready", "running", "waiting") for s in states), f"{where}: waits on {states}"
+        assert job.run_anyway or "failed" not in states, f"{where}: waits on {states}"
+
+    def _check_batch(self, model: FlowModelBatch, counts: Any, ok: Any, ko: Any) -> None:
+        where = f"batch {model.id} after {self.last_rule}"
+        left, ok_count, ko_count, callback = (_text(c) for c in counts)
+        assert (int(left), int(ok_count), int(ko_count)) == (model.left, len(model.ok), len(model.ko)), where
+        assert ([_text(i) for i in ok], [_text(i) for i in ko]) == (model.ok, model.ko), where
+        assert callback == model.callback, where
+
+
+def _run_flows(url: str, prefix: str, examples: int, steps: int) -> None:
+    FlowMachine.url, FlowMachine.root_prefix = url, prefix
+    FlowMachine.figures = Figures()
+    started = time.monotonic()
+    try:
+        run_state_machine_as_test(
+            FlowMachine,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=steps,
+                deadline=None,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        asyncio.run(delete_prefix(url, prefix))
+    print(
+        f"\n{FlowMachine.figures.summary().replace('W2b', 'W2f')}\n  ({examples} examples asked, "
+        f"up to {steps} steps each, {time.monotonic() - started:.1f} s)"
+    )
+
+
+@pytest.mark.timeout(600)
+def test_w2f_flows_match_the_model_under_random_interleavings(redis_url: str, prefix: str) -> None:
+    _run_flows(redis_url, prefix, FLOW_EXAMPLES, FLOW_STEPS)

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 import anyio
+import orjson
 
-from aiojobs_redis import Job
+from aiojobs_redis import Job, PermanentFailure
 
 
 def record(ledger_dir: str, job: Job, event: str) -> None:
@@ -147,3 +148,57 @@ class GroupHangsFirstTime(HangsFirstTime):
 
     name = "faultapp.GroupHangsFirstTime"
     group = "{g}"
+
+
+class BatchMember(Job):
+    """Sleeps payload["sleep"] seconds, then succeeds, or fails for good when payload["fail"]
+    (recorded as "end" or "failed"). Keeps its result, so a done member leaves a trace."""
+
+    name = "faultapp.BatchMember"
+    queue = "faults"
+    keep_result = "+1 hour"
+
+    async def handle(self) -> int:
+        record(self.payload["ledger"], self, "start")
+        await anyio.sleep(self.payload.get("sleep", 0))
+        if self.payload.get("fail"):
+            record(self.payload["ledger"], self, "failed")
+            raise PermanentFailure("failed on purpose")
+        record(self.payload["ledger"], self, "end")
+        return int(self.payload.get("n", 0))
+
+
+class BatchReport(Job):
+    """A batch's callback: records its start, and what batch_result() said in
+    callback-<pid>-<n>.json next to the ledger."""
+
+    name = "faultapp.BatchReport"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        record(self.payload["ledger"], self, "start")
+        result = await self.batch_result()
+        seen = {
+            "id": self.id,
+            "batch_id": result.batch_id,
+            "total": result.total,
+            "pending": result.pending,
+            "done": result.done,
+            "failed": result.failed,
+            "done_ids": result.done_ids,
+            "failed_ids": result.failed_ids,
+        }
+        path = Path(self.payload["ledger"]) / f"callback-{os.getpid()}-{time.monotonic_ns()}.json"
+        path.write_bytes(orjson.dumps(seen))
+        record(self.payload["ledger"], self, "end")
+
+
+class FailsForGood(Job):
+    """Fails for good at once (a chain's first step)."""
+
+    name = "faultapp.FailsForGood"
+    queue = "faults"
+
+    async def handle(self) -> None:
+        record(self.payload["ledger"], self, "start")
+        raise PermanentFailure("failed on purpose")
