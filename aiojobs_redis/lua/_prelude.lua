@@ -231,121 +231,129 @@ end
 -- the failed TTL it was made with) with the lists <base>:batch:<bid>:ok / :ko of the first
 -- BATCH_IDS_KEPT ids
 -- of each; a member has F letter 'b' and B = <bid>, the callback B = <bid> and s 'waiting'.
-local BATCH_IDS_KEPT = 1000
-local DEFAULT_FAILED_TTL = 7 * 86400000
+-- The helpers are built on first use (flows()): a Lua script makes every closure it defines
+-- on each call, and the scripts of plain jobs should not pay for these.
+local built_flows = false
+local function flows()
+  if built_flows then return built_flows end
+  local F = {}
+  F.BATCH_IDS_KEPT = 1000
 
-local function dependents_key(base, id) return base .. ':dep:' .. id end
-local function batch_key(base, bid) return base .. ':batch:' .. bid end
+  function F.dependents_key(base, id) return base .. ':dep:' .. id end
+  function F.batch_key(base, bid) return base .. ':batch:' .. bid end
 
--- Add flag letter `letter` to the F of the job hash at `key` (its F is `flags`, or false).
-local function add_flag(key, flags, letter)
-  flags = flags or ''
-  if not string.find(flags, letter, 1, true) then redis.call('HSET', key, 'F', flags .. letter) end
-end
-
--- Waiting job `id` may start: ready now (at the tail of its line), or delayed by its Y.
-local function release_waiting(base, id, now)
-  local key = job_key(base, id)
-  redis.call('ZREM', base .. ':waiting', id)
-  local delay = tonumber(hash_field(key, 'Y') or '') or 0
-  if delay > 0 then
-    redis.call('HSET', key, 's', 'delayed', 'd', now + delay)
-    redis.call('ZADD', base .. ':delayed', now + delay, id)
-  else
-    redis.call('HSET', key, 's', 'ready', 'd', now)
-    push_ready(base, id, false)
+  -- Add flag letter `letter` to the F of the job hash at `key` (its F is `flags`, or false).
+  function F.add_flag(key, flags, letter)
+    flags = flags or ''
+    if not string.find(flags, letter, 1, true) then redis.call('HSET', key, 'F', flags .. letter) end
   end
-  wake(base .. ':wake')
-end
 
--- End waiting job `id` in the failed set, because its prerequisite `cause` ended `how`
--- ('failed' or 'aborted'). W keeps the cause: retrying it revives this job (requeue_failed).
-local function fail_waiting(base, id, cause, how, now, ttl)
-  local key = job_key(base, id)
-  redis.call('ZREM', base .. ':waiting', id)
-  local reason = how == 'aborted' and 'dependency_aborted' or 'dependency_failed'
-  redis.call('HSET', key, 's', 'failed', 'f', now, 'W', cause,
-    'e', error_json(reason, 'DependencyFailed', 'its prerequisite ' .. cause .. ' ' .. how))
-  redis.call('PEXPIRE', key, ttl)
-  redis.call('ZADD', base .. ':failed', now, id)
-  notify_ended(base, id, 'failed')
-end
+  -- Waiting job `id` may start: ready now (at the tail of its line), or delayed by its Y.
+  function F.release_waiting(base, id, now)
+    local key = job_key(base, id)
+    redis.call('ZREM', base .. ':waiting', id)
+    local delay = tonumber(hash_field(key, 'Y') or '') or 0
+    if delay > 0 then
+      redis.call('HSET', key, 's', 'delayed', 'd', now + delay)
+      redis.call('ZADD', base .. ':delayed', now + delay, id)
+    else
+      redis.call('HSET', key, 's', 'ready', 'd', now)
+      push_ready(base, id, false)
+    end
+    wake(base .. ':wake')
+  end
 
--- Whether dependent (hash at `key`) has counted the end of prerequisite `p` (field E).
-local function counted(key, p)
-  local ended = hash_field(key, 'E') or ''
-  return string.find(' ' .. ended .. ' ', ' ' .. p .. ' ', 1, true) ~= nil, ended
-end
+  -- End waiting job `id` in the failed set, because its prerequisite `cause` ended `how`
+  -- ('failed' or 'aborted'). W keeps the cause: retrying it revives this job (requeue_failed).
+  function F.fail_waiting(base, id, cause, how, now, ttl)
+    local key = job_key(base, id)
+    redis.call('ZREM', base .. ':waiting', id)
+    local reason = how == 'aborted' and 'dependency_aborted' or 'dependency_failed'
+    redis.call('HSET', key, 's', 'failed', 'f', now, 'W', cause,
+      'e', error_json(reason, 'DependencyFailed', 'its prerequisite ' .. cause .. ' ' .. how))
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('ZADD', base .. ':failed', now, id)
+    notify_ended(base, id, 'failed')
+  end
 
--- The dependent at `key` counts prerequisite `p` as ended (once): its D left, or false when
--- it had counted it already.
-local function count_end(key, p)
-  local already, ended = counted(key, p)
-  if already then return false end
-  redis.call('HSET', key, 'E', ended == '' and p or ended .. ' ' .. p)
-  return redis.call('HINCRBY', key, 'D', -1)
-end
+  -- Whether dependent (hash at `key`) has counted the end of prerequisite `p` (field E).
+  function F.counted(key, p)
+    local ended = hash_field(key, 'E') or ''
+    return string.find(' ' .. ended .. ' ', ' ' .. p .. ' ', 1, true) ~= nil, ended
+  end
 
--- A failed job of a flow to end after this one: queued on `todo` (finish() runs them all).
-local function cascade(base, todo, id)
-  local f = redis.call('HMGET', job_key(base, id), 'F', 'u')
-  todo[#todo + 1] = {id, 'failed', f[1], f[2]}
-end
+  -- The dependent at `key` counts prerequisite `p` as ended (once): its D left, or false when
+  -- it had counted it already.
+  function F.count_end(key, p)
+    local already, ended = F.counted(key, p)
+    if already then return false end
+    redis.call('HSET', key, 'E', ended == '' and p or ended .. ' ' .. p)
+    return redis.call('HINCRBY', key, 'D', -1)
+  end
 
--- Prerequisite `id` ended (`outcome`): each job waiting for it counts one fewer, and starts
--- at none left; or, when it failed or was aborted, fails with it (unless its M is 'r').
--- A dependent already failed (by another prerequisite, or aborted while it waited) still
--- counts the success, so that retrying it finds its count right. The edge set goes with a
--- success, and stays as long as a failed record (for requeue_failed) otherwise.
-local function end_prerequisite(base, id, outcome, now, ttl, todo)
-  local edges = dependents_key(base, id)
-  for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
-    local key = job_key(base, dep)
-    -- One that ran anyway and is done may have left only ack's string record, or none.
-    local d = key_type(key) == 'hash' and redis.call('HMGET', key, 's', 'M') or {}
-    local counts = outcome == 'done' or d[2] == 'r'
-    if d[1] == 'waiting' or d[1] == 'failed' then
-      if counts then
-        local left = count_end(key, id)
-        if left and left <= 0 and d[1] == 'waiting' then release_waiting(base, dep, now) end
-      elseif d[1] == 'waiting' then
-        fail_waiting(base, dep, id, outcome, now, ttl)
-        cascade(base, todo, dep)
+  -- A failed job of a flow to end after this one: queued on `todo` (finish() runs them all).
+  function F.cascade(base, todo, id)
+    local f = redis.call('HMGET', job_key(base, id), 'F', 'u')
+    todo[#todo + 1] = {id, 'failed', f[1], f[2]}
+  end
+
+  -- Prerequisite `id` ended (`outcome`): each job waiting for it counts one fewer, and starts
+  -- at none left; or, when it failed or was aborted, fails with it (unless its M is 'r').
+  -- A dependent already failed (by another prerequisite, or aborted while it waited) still
+  -- counts the success, so that retrying it finds its count right. The edge set goes with a
+  -- success, and stays as long as a failed record (for requeue_failed) otherwise.
+  function F.end_prerequisite(base, id, outcome, now, ttl, todo)
+    local edges = F.dependents_key(base, id)
+    for _, dep in ipairs(redis.call('SMEMBERS', edges)) do
+      local key = job_key(base, dep)
+      -- One that ran anyway and is done may have left only ack's string record, or none.
+      local d = key_type(key) == 'hash' and redis.call('HMGET', key, 's', 'M') or {}
+      local counts = outcome == 'done' or d[2] == 'r'
+      if d[1] == 'waiting' or d[1] == 'failed' then
+        if counts then
+          local left = F.count_end(key, id)
+          if left and left <= 0 and d[1] == 'waiting' then F.release_waiting(base, dep, now) end
+        elseif d[1] == 'waiting' then
+          F.fail_waiting(base, dep, id, outcome, now, ttl)
+          F.cascade(base, todo, dep)
+        end
       end
     end
+    if outcome == 'done' then redis.call('DEL', edges) else redis.call('PEXPIRE', edges, ttl) end
   end
-  if outcome == 'done' then redis.call('DEL', edges) else redis.call('PEXPIRE', edges, ttl) end
-end
 
--- Batch member `id` ended: count it; at the last one, the callback (if any) starts and the
--- batch's keys expire after `ttl`. An on_success callback fails at the first member that
--- does not succeed.
-local function end_member(base, id, outcome, now, ttl, todo)
-  local bid = hash_field(job_key(base, id), 'B')
-  local bkey = bid and batch_key(base, bid)
-  local b = bkey and redis.call('HMGET', bkey, 'left', 'cb', 'mode', 'ttl')
-  if not b or not b[1] then return end  -- expired, or the member was retried after its batch closed
-  ttl = tonumber(b[4]) or ttl  -- ack knows no failed TTL: the batch keeps the one it was made with
-  local good = outcome == 'done'
-  local ids = bkey .. (good and ':ok' or ':ko')
-  redis.call('HINCRBY', bkey, good and 'ok' or 'ko', 1)
-  if redis.call('LLEN', ids) < BATCH_IDS_KEPT then redis.call('RPUSH', ids, id) end
-  local left = redis.call('HINCRBY', bkey, 'left', -1)
-  local cb = b[2] ~= '' and b[2]
-  if cb and hash_field(job_key(base, cb), 's') == 'waiting' then
-    -- on_success: any failed member fails it (ko counts them all; the id lists are capped).
-    local failed = b[3] == 's' and (not good or tonumber(redis.call('HGET', bkey, 'ko')) > 0)
-    if failed then
-      local cause = good and (redis.call('LINDEX', bkey .. ':ko', 0) or 'batch:' .. bid) or id
-      fail_waiting(base, cb, cause, good and 'failed' or outcome, now, ttl)
-      cascade(base, todo, cb)
-    elseif left <= 0 then
-      release_waiting(base, cb, now)
+  -- Batch member `id` ended: count it; at the last one, the callback (if any) starts and the
+  -- batch's keys expire after `ttl`. An on_success callback fails at the first member that
+  -- does not succeed.
+  function F.end_member(base, id, outcome, now, ttl, todo)
+    local bid = hash_field(job_key(base, id), 'B')
+    local bkey = bid and F.batch_key(base, bid)
+    local b = bkey and redis.call('HMGET', bkey, 'left', 'cb', 'mode', 'ttl')
+    if not b or not b[1] then return end  -- expired, or the member was retried after its batch closed
+    ttl = tonumber(b[4]) or ttl  -- ack knows no failed TTL: the batch keeps the one it was made with
+    local good = outcome == 'done'
+    local ids = bkey .. (good and ':ok' or ':ko')
+    redis.call('HINCRBY', bkey, good and 'ok' or 'ko', 1)
+    if redis.call('LLEN', ids) < F.BATCH_IDS_KEPT then redis.call('RPUSH', ids, id) end
+    local left = redis.call('HINCRBY', bkey, 'left', -1)
+    local cb = b[2] ~= '' and b[2]
+    if cb and hash_field(job_key(base, cb), 's') == 'waiting' then
+      -- on_success: any failed member fails it (ko counts them all; the id lists are capped).
+      local failed = b[3] == 's' and (not good or tonumber(redis.call('HGET', bkey, 'ko')) > 0)
+      if failed then
+        local cause = good and (redis.call('LINDEX', bkey .. ':ko', 0) or 'batch:' .. bid) or id
+        F.fail_waiting(base, cb, cause, good and 'failed' or outcome, now, ttl)
+        F.cascade(base, todo, cb)
+      elseif left <= 0 then
+        F.release_waiting(base, cb, now)
+      end
+    end
+    if left <= 0 then
+      for _, k in ipairs({bkey, bkey .. ':ok', bkey .. ':ko'}) do redis.call('PEXPIRE', k, ttl) end
     end
   end
-  if left <= 0 then
-    for _, k in ipairs({bkey, bkey .. ':ok', bkey .. ':ko'}) do redis.call('PEXPIRE', k, ttl) end
-  end
+  built_flows = F
+  return F
 end
 
 -- finish: the last step of every move into a final state (done by ack, failed by fail,
@@ -357,14 +365,16 @@ end
 --   now         ms, Redis time (or the test's)
 --   flags, u    the job's F and u fields, read by the caller before it changes the hash
 --               (ack reads them with the c it already reads: no extra command)
---   ttl         how long failed records are kept (ms; default DEFAULT_FAILED_TTL)
+--   ttl         how long failed records are kept (ms; default DEFAULT_FAILED_TTL_MS)
 -- A plain job has no F: finish() returns at once, without a command. Work hung on a job's
 -- end goes here, each piece behind its own flag letter: 'u'/'s' unique lock, 'b' batch
 -- member, 'd' prerequisite. The jobs of a flow that fail with it end here too, one after
 -- the other (a list, not recursion: a chain may be long). Returns nothing.
+local DEFAULT_FAILED_TTL_MS = 7 * 86400000
+
 local function finish(base, id, outcome, now, flags, u, ttl)
   if not flags then return end
-  ttl = tonumber(ttl) or DEFAULT_FAILED_TTL
+  ttl = tonumber(ttl) or DEFAULT_FAILED_TTL_MS
   local todo = {{id, outcome, flags, u}}
   local i = 1
   while todo[i] do
@@ -382,8 +392,8 @@ local function finish(base, id, outcome, now, flags, u, ttl)
       end
       redis.call('DEL', next_key)
     end
-    if f and string.find(f, 'b', 1, true) then end_member(base, job, how, now, ttl, todo) end
-    if f and string.find(f, 'd', 1, true) then end_prerequisite(base, job, how, now, ttl, todo) end
+    if f and string.find(f, 'b', 1, true) then flows().end_member(base, job, how, now, ttl, todo) end
+    if f and string.find(f, 'd', 1, true) then flows().end_prerequisite(base, job, how, now, ttl, todo) end
   end
 end
 

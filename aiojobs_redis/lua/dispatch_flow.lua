@@ -25,6 +25,8 @@
 -- with W naming it, so that retrying it revives the job; a live one (ready, delayed, running,
 -- waiting) gets F letter 'd' and the new job in <base>:dep:<id>. An inline record (a plain
 -- job not started) becomes a hash in place: LSET swaps its entry for its id, keeping its turn.
+local F = flows()
+local dependents_key, add_flag, batch_key = F.dependents_key, F.add_flag, F.batch_key
 local wake_key = KEYS[1]
 local base, queue, max_payload = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ttl, bid, mode = tonumber(ARGV[6]), ARGV[7], ARGV[8]

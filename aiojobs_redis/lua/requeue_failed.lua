@@ -18,6 +18,8 @@
 -- waits again); once the batch has closed, the member runs on its own. A batch's callback
 -- requeued while its batch is open waits for it again; an on_success one whose batch has a
 -- failed member is skipped (blocked by that member).
+local F = flows()
+local batch_key, counted, dependents_key = F.batch_key, F.counted, F.dependents_key
 local failed_key, ready_key, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local base = ARGV[1]
 local now = now_ms(ARGV[2])
