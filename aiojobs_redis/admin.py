@@ -317,7 +317,7 @@ class Admin(Listing):
     async def _requeue_failed(self, queue: str, ids: list[str], report: RetryReport) -> int:
         keys = self.keys(queue)
         async with self._bounded(f"requeue failed jobs of {queue}"):
-            requeued, _skipped, pairs, waits = await self.scripts.requeue_failed(
+            requeued, _skipped, pairs, waits, revived = await self.scripts.requeue_failed(
                 keys=[keys.failed, keys.ready, keys.wake],
                 args=[keys.base, self._now_arg(), BATCH, new_job_id(), *ids],  # call id: replays
             )
@@ -325,6 +325,7 @@ class Admin(Listing):
             report.held[job_id.decode()] = holder.decode()
         for job_id, prerequisite in zip(waits[::2], waits[1::2], strict=True):
             report.blocked[job_id.decode()] = prerequisite.decode()
+        report.revived += int(revived)
         return int(requeued)
 
     async def failed_forget(self, ids: Iterable[str], *, queue: str | None = None) -> int:
@@ -531,3 +532,4 @@ class RetryReport:
     requeued: int = 0
     held: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
+    revived: int = 0  # jobs of their flows brought back with them (waiting again), not asked for

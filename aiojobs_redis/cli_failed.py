@@ -116,7 +116,8 @@ async def run(engine: RedisEngine, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         count = report.requeued
-        print(f"requeued {count} job(s)")
+        also = f"; {report.revived} job(s) of their flows wait again" if report.revived else ""
+        print(f"requeued {count} job(s){also}")
         return 0 if args.all or count == len(args.ids) else 1
     if command == "forget":
         _say_missing(await engine.missing_failed(args.ids, queue=args.queue))
@@ -177,6 +178,10 @@ def _print_table(jobs: Sequence[JobInfo]) -> None:
             f"{job.id:<20} {job.queue:<16} {(job.name or '?')[:36]:<36} {attempts:>8}  "
             f"{_when(job.finished_ms):<20} {_summary(job.error)[:200]}"
         )
+
+
+def _stamp(ms: int | None, note: str = "", missing: str = "-") -> str:
+    return f"{_when(ms)} UTC{note}" if ms else missing
 
 
 def _when(ms: int | None) -> str:
@@ -243,10 +248,10 @@ def format_job(
         f"priority   {job.priority} (higher runs sooner; 0 is the default)",
         f"attempts   {job.attempts} of {job.max_attempts or '?'} used, {job.runs} run(s), "
         f"{job.stalls} stall(s)",
-        f"dispatched {_when(job.created_ms)} UTC",
-        f"scheduled  {_when(job.scheduled_ms)} UTC (when it last became due to run)",
-        f"started    {_when(job.started_ms)} UTC (its last run)",
-        f"ended      {_when(job.finished_ms)} UTC",
+        f"dispatched {_stamp(job.created_ms)}",
+        f"scheduled  {_stamp(job.scheduled_ms, ' (when it last became due to run)')}",
+        f"started    {_stamp(job.started_ms, ' (its last run)', '- (never run)')}",
+        f"ended      {_stamp(job.finished_ms)}",
     ]
     if job.worker:
         lines.append(f"worker     {job.worker}")

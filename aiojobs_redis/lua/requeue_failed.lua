@@ -6,7 +6,10 @@
 -- Returns {number requeued, number skipped (not failed here, not runnable, or of a newer format,
 --          or unique with its key held, or waiting on a prerequisite that is still failed),
 --          {id, id of the live job holding its unique key, ...},
---          {id, id of the failed (or gone) prerequisite it would wait for, ...}}
+--          {id, id of the failed (or gone) prerequisite it would wait for, ...},
+--          number of jobs brought back down the flows of those requeued, not asked for}
+-- An asked-for id already brought back by this call (down the flow of another) counts as
+-- requeued.
 -- A unique job takes its key's lock again; while another live job holds it, it is skipped.
 -- A requeued job keeps x = "requeue <call id>": a replay of this call (redis-py resends a
 -- call whose reply was lost) finds it no longer failed, changes nothing, and counts it again.
@@ -94,7 +97,10 @@ end
 
 -- Out of the failed set, and waiting (prerequisites left: D, or the callback of a batch
 -- still open), or ready.
+local revived = {}  -- id -> true: brought back by this call (asked for, or down a flow)
 local function restart(id, key)
+  revived[id] = true
+  if replay_mark then redis.call('HSET', key, 'x', replay_mark) end
   redis.call('ZREM', failed_key, id)
   redis.call('HDEL', key, 'W')
   redis.call('PERSIST', key)
@@ -134,6 +140,8 @@ local function reopen_batch(id, key)
     redis.call('HDEL', cb, 'W')
     redis.call('PERSIST', cb)
     redis.call('HSET', cb, 's', 'waiting')
+    revived[b[2]] = true
+    if replay_mark then redis.call('HSET', cb, 'x', replay_mark) end
     redis.call('ZADD', base .. ':waiting', now, b[2])
   end
 end
@@ -168,34 +176,53 @@ local function revive_dependents(id)
   end
 end
 
-local woke = false
-for _, id in ipairs(ids) do
+-- Requeue one asked-for id: 'requeued', or 'held' / 'blocked' with who holds it, or 'skipped'.
+local function requeue(id)
   local key = job_key(base, id)
   local runnable = redis.call('ZSCORE', failed_key, id) and hash_field(key, 'n') and hash_field(key, 'p')
     and record_version(hash_field(key, 'v')) <= FORMAT_VERSION
-  local holder = runnable and key_holder(key, id)
-  local waits_on = runnable and not holder and failed_prerequisite(key)
-  if holder then
-    held[#held + 1] = id; held[#held + 1] = holder
-    skipped = skipped + 1
-  elseif waits_on then
-    blocked[#blocked + 1] = id; blocked[#blocked + 1] = waits_on
-    skipped = skipped + 1
-  elseif runnable then
-    local suffix = hash_field(key, 'u')
-    if suffix then redis.call('SET', unique_lock(base, suffix), id) end
-    redis.call('HSET', key, 'a', 0, 'l', 0)
-    if replay_mark then redis.call('HSET', key, 'x', replay_mark) end
-    redis.call('HDEL', key, 'h')  -- and a fresh allowance of throttles (RateLimited)
-    restart(id, key)
-    reopen_batch(id, key)
-    revive_dependents(id)
-    requeued = requeued + 1
-  elseif replay_mark and hash_field(key, 'x') == replay_mark then
-    requeued = requeued + 1  -- by this very call: a replay
-  else
-    skipped = skipped + 1
+  if not runnable then
+    -- Brought back by this call already (down the flow of another id), or by an earlier
+    -- copy of it (a replay).
+    if revived[id] or (replay_mark and hash_field(key, 'x') == replay_mark) then return 'requeued' end
+    return 'skipped'
+  end
+  local holder = key_holder(key, id)
+  if holder then return 'held', holder end
+  local waits_on = failed_prerequisite(key)
+  if waits_on then return 'blocked', waits_on end
+  local suffix = hash_field(key, 'u')
+  if suffix then redis.call('SET', unique_lock(base, suffix), id) end
+  redis.call('HSET', key, 'a', 0, 'l', 0)
+  redis.call('HDEL', key, 'h')  -- and a fresh allowance of throttles (RateLimited)
+  restart(id, key)
+  reopen_batch(id, key)
+  revive_dependents(id)
+  return 'requeued'
+end
+
+-- Ids blocked by a prerequisite are tried again after the others: the prerequisite may be
+-- among the ids of this call (then they were revived down its flow).
+local later = {}
+for pass = 1, 2 do
+  for _, id in ipairs(pass == 1 and ids or later) do
+    local outcome, who = requeue(id)
+    if outcome == 'requeued' then
+      requeued = requeued + 1
+    elseif outcome == 'blocked' and pass == 1 then
+      later[#later + 1] = id
+    elseif outcome == 'held' then
+      held[#held + 1] = id; held[#held + 1] = who
+      skipped = skipped + 1
+    elseif outcome == 'blocked' then
+      blocked[#blocked + 1] = id; blocked[#blocked + 1] = who
+      skipped = skipped + 1
+    else
+      skipped = skipped + 1
+    end
   end
 end
-if requeued > 0 then wake(wake_key) end
-return {requeued, skipped, held, blocked}
+local brought_back = 0
+for _ in pairs(revived) do brought_back = brought_back + 1 end
+if brought_back > 0 then wake(wake_key) end
+return {requeued, skipped, held, blocked, math.max(brought_back - requeued, 0)}

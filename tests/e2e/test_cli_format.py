@@ -45,7 +45,7 @@ def test_stats_prints_the_format_version(
         raw.set(format_key(prefix), stored)
     assert cli.main(["stats", "--url", redis_url, "--prefix", prefix]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["default", "0", "0", "0", "0", "no"]
+    assert lines[1].split() == ["default", "0", "0", "0", "0", "0", "no"]
     assert lines[2] == ""
     assert lines[3].startswith(line), lines
     assert cli.main(["stats", "--json", "--url", redis_url, "--prefix", prefix]) == 0

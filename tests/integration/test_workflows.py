@@ -445,3 +445,22 @@ async def test_an_on_success_callback_never_runs_while_a_member_is_failed_past_t
     assert report.requeued == 0 and callback.id in report.blocked
     assert await state(engine, not_listed) == "failed"
     assert not [e for e in ledger if e[0] == "report"]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0)])
+async def test_failed_retry_of_a_whole_failed_chain_in_any_order(
+    engine: RedisEngine, order: tuple[int, int, int]
+) -> None:
+    ids = await chain(Flaky({"n": 1}), Step({"n": 2}), Step({"n": 3})).dispatch()
+    await run_burst(engine)
+    Flaky.healthy = True
+    report = await engine.failed_retry_report([ids[i] for i in order], queue=QUEUE)
+    assert (report.requeued, report.blocked, report.revived) == (3, {}, 0)
+    assert [await state(engine, i) for i in ids] == ["ready", "waiting", "waiting"]
+
+
+async def test_failed_retry_says_how_many_jobs_of_the_flow_wait_again(engine: RedisEngine) -> None:
+    ids = await chain(Flaky({"n": 1}), Step({"n": 2}), Step({"n": 3})).dispatch()
+    await run_burst(engine)
+    report = await engine.failed_retry_report([ids[0]], queue=QUEUE)
+    assert (report.requeued, report.revived) == (1, 2)
