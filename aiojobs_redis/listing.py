@@ -353,18 +353,7 @@ class Listing:
         self, queue: str, *, offset: int = 0, limit: int = 50, with_payload: bool = False
     ) -> QueuePage:
         """The delayed set of one queue (or one shard), soonest due first, with when each is due."""
-        offset, limit = _page_bounds(offset, limit)
-        keys = self.keys(validate_queue(queue))
-        async with (
-            redis_errors(f"list delayed jobs of {queue}"),
-            self.redis.pipeline(transaction=False) as pipe,
-        ):
-            pipe.zcard(keys.delayed)
-            pipe.zrange(keys.delayed, offset, offset + limit - 1, withscores=True)
-            total, pairs = await pipe.execute()
-        listed = [(raw_id, int(score)) for raw_id, score in pairs]
-        jobs = await self._queued_records(keys, listed, "delayed", with_payload)
-        return QueuePage(queue, "delayed", int(total), offset, jobs)
+        return await self._zset_page(queue, "delayed", offset, limit, with_payload)
 
     async def waiting_jobs(
         self, queue: str, *, offset: int = 0, limit: int = 50, with_payload: bool = False
@@ -372,18 +361,25 @@ class Listing:
         """The jobs of flows waiting for their prerequisites in one queue (or one shard),
         oldest first, `due_ms` when each began to wait (a chain's later steps, a batch's
         callback, a job with depends_on; see workflows.py)."""
+        return await self._zset_page(queue, "waiting", offset, limit, with_payload)
+
+    async def _zset_page(
+        self, queue: str, state: str, offset: int, limit: int, with_payload: bool
+    ) -> QueuePage:
+        """A page of the zset of jobs in `state` (delayed or waiting), by score."""
         offset, limit = _page_bounds(offset, limit)
         keys = self.keys(validate_queue(queue))
+        key = keys.delayed if state == "delayed" else keys.waiting
         async with (
-            redis_errors(f"list waiting jobs of {queue}"),
+            redis_errors(f"list {state} jobs of {queue}"),
             self.redis.pipeline(transaction=False) as pipe,
         ):
-            pipe.zcard(keys.waiting)
-            pipe.zrange(keys.waiting, offset, offset + limit - 1, withscores=True)
+            pipe.zcard(key)
+            pipe.zrange(key, offset, offset + limit - 1, withscores=True)
             total, pairs = await pipe.execute()
         listed = [(raw_id, int(score)) for raw_id, score in pairs]
-        jobs = await self._queued_records(keys, listed, "waiting", with_payload)
-        return QueuePage(queue, "waiting", int(total), offset, jobs)
+        jobs = await self._queued_records(keys, listed, state, with_payload)
+        return QueuePage(queue, state, int(total), offset, jobs)
 
     async def _queued_records(
         self, keys: QueueKeys, listed: Sequence[tuple[bytes, int | None]], state: str, with_payload: bool

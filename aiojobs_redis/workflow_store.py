@@ -83,9 +83,7 @@ class WorkflowStore:
         `durable` as for dispatch() (None: the `durable` setting)."""
         check_flow(flow)
         prepared = [self._prepare(node.job) for node in flow.nodes]
-        queue = flow.queue or prepared[0].queue
-        if flow.queue is not None:
-            queue = self.keys(self._route_flow(flow.queue, prepared[0])).queue
+        queue = prepared[0].queue if flow.queue is None else self._route_flow(flow.queue, prepared[0])
         if flow.outside:  # the shard (of a sharded queue) its first prerequisite is in
             queue = await self._located(flow.queue or flow.nodes[0].job.queue, flow.outside[0])
         for node, pending in zip(flow.nodes, prepared, strict=True):
@@ -93,7 +91,7 @@ class WorkflowStore:
         if any(node.member for node in flow.nodes):
             flow.batch_id = new_job_id()
         await self.register_queues([queue])
-        outside = [await self._whereabouts(queue, job_id) for job_id in flow.outside]
+        outside = await self._whereabouts(queue, flow.outside)
         with anyio.move_on_after(self.settings.dispatch_timeout) as deadline:
             async with redis_errors("dispatch a flow"):
                 now_ms = (
@@ -126,19 +124,25 @@ class WorkflowStore:
             return queue
         return first.queue if first.queue in members else members[0]
 
-    async def _whereabouts(self, queue: str, job_id: str) -> tuple[str, str, bytes]:
-        """An outside prerequisite as dispatch_flow.lua takes it: id, and the ready list and
-        entry where it waits inline (a plain job not started), if it does; the script
-        decides from its record otherwise."""
+    async def _whereabouts(self, queue: str, ids: Sequence[str]) -> list[tuple[str, str, bytes]]:
+        """Outside prerequisites as dispatch_flow.lua takes them: id, and the ready list and
+        entry where one waits inline (a plain job not started), if it does; the script
+        decides from its record otherwise. One round trip for those with a record."""
         keys = self.keys(queue)
-        async with redis_errors(f"find job {job_id}"):
-            # Its record, or its kept result (a job done whose record is gone).
-            exists = await self.redis.exists(keys.job(job_id), keys.result(job_id))
-        if exists:
-            return job_id, "", b""
-        found = await self._inline_entry_at(queue, job_id)
-        if found is not None:
-            entry, level = found
+        async with redis_errors("find prerequisites"), self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:  # its record, or its kept result (a job done whose record is gone)
+                pipe.exists(keys.job(job_id), keys.result(job_id))
+            present = await pipe.execute()
+        found: list[tuple[str, str, bytes]] = []
+        for job_id, exists in zip(ids, present, strict=True):
+            found.append((job_id, "", b"") if exists else await self._waiting_inline(queue, job_id))
+        return found
+
+    async def _waiting_inline(self, queue: str, job_id: str) -> tuple[str, str, bytes]:
+        keys = self.keys(queue)
+        at_level = await self._inline_entry_at(queue, job_id)
+        if at_level is not None:
+            entry, level = at_level
             return job_id, keys.ready if level == 0 else keys.level(level), entry
         group_list, group_entry = await self._inline_in_groups(queue, job_id)
         return job_id, group_list, group_entry or b""
